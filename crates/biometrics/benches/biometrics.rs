@@ -1,0 +1,57 @@
+//! Feature extraction on the ~42 KB load payload, and training both models for a 300-vector profile
+//! (goal: < 20 ms; the reference's scikit-learn path took 225 ms).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use vigil_biometrics::model::{TrainParams, train_models};
+use vigil_biometrics::synth::{Persona, SessionGenerator, load_payload};
+use vigil_biometrics::{FeatureVector, Payload, extract_features};
+
+fn features(c: &mut Criterion) {
+    let payload = load_payload(Persona::alice(), 1);
+    let body = serde_json::to_vec(&payload).unwrap_or_default();
+    println!(
+        "load payload: {} bytes, {} mouse points in {} paths, {} keys, {} clicks",
+        body.len(),
+        payload.mouse_point_count(),
+        payload.mouse_paths.len(),
+        payload.key_events.len(),
+        payload.clicks.len()
+    );
+    c.bench_function("extract_features/42KB", |b| {
+        b.iter(|| extract_features(black_box(&payload)))
+    });
+    c.bench_function("parse+extract/42KB", |b| {
+        b.iter(|| Payload::from_json(black_box(&body)).map(|p| extract_features(&p)))
+    });
+}
+
+fn training(c: &mut Criterion) {
+    let mut g = SessionGenerator::new(Persona::alice(), 7);
+    let vectors: Vec<FeatureVector> = (0..300)
+        .map(|_| extract_features(&g.next_payload()))
+        .collect();
+    let params = TrainParams::default();
+    let mut group = c.benchmark_group("train_models");
+    group.sample_size(30);
+    group.bench_function("300_vectors_both_models", |b| {
+        b.iter(|| train_models(black_box(&vectors), &params, 0, 1))
+    });
+    group.finish();
+    let models = train_models(&vectors, &params, 0, 1);
+    if let Ok(models) = models {
+        let payload = load_payload(Persona::alice(), 2);
+        c.bench_function("score_payload/42KB", |b| {
+            b.iter(|| models.score_payload(black_box(&payload)))
+        });
+        let bytes = models.to_bytes();
+        println!("model blob: {} bytes", bytes.len());
+        c.bench_function("ProfileModels::from_bytes", |b| {
+            b.iter(|| vigil_biometrics::ProfileModels::from_bytes(black_box(&bytes)))
+        });
+    }
+}
+
+criterion_group!(benches, features, training);
+criterion_main!(benches);

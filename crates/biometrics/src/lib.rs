@@ -1,0 +1,25 @@
+//! MaxiDOM behavioural biometrics, the pure part: no HTTP, no SQL, no clocks, no global state.
+//!
+//! - [`payload`]: the session payload the browser extension posts (serde schema + validation).
+//! - [`features`]: the 15 features of a session, a total function of the payload.
+//! - [`lifecycle`]: readiness quotas, the `/train` progress object, training-matrix split, retraining set.
+//! - [`model`]: training the mouse and typing Isolation Forests, scoring with vote gates, and the
+//!   serialised [`model::ProfileModels`] blob stored in the database.
+//! - [`synth`]: seeded realistic synthetic sessions for two distinct users, for tests and load generation.
+//!
+//! Invariants: feature extraction never panics and always yields 15 finite numbers; training is
+//! deterministic for a given seed; a model blob either decodes to exactly what was encoded or is
+//! rejected with an error, never a panic.
+
+pub mod error;
+pub mod features;
+pub mod lifecycle;
+pub mod model;
+pub mod payload;
+pub mod synth;
+
+pub use error::{ModelError, PayloadError};
+pub use features::{FEATURE_COUNT, FEATURE_NAMES, FeatureVector, extract_features};
+pub use lifecycle::{Counts, Progress, Quotas, RetrainPolicy, TrainResponse};
+pub use model::{ProfileModels, Score, TrainParams, TrainedModel, train_models};
+pub use payload::{Click, KeyEvent, MousePoint, Payload};
