@@ -8,6 +8,9 @@ Run once (outputs are committed, so the Rust tests never need Python):
 
 Writes crates/iforest/tests/fixtures/:
   <name>.csv         data sets, header x0..x{d-1},label (label 1 = planted outlier)
+  sklearn_trees.json one small scikit-learn forest exported tree by tree, with probe rows
+                     (float32-exact) and its score_samples / decision_function, to check
+                     that identical trees score identically
   sklearn.json       per data set and per scikit-learn seed: ROC AUC, mean score, offsets and
                      flagged fractions for contamination fractions, plus the edge cases and
                      numpy/scikit-learn reference values for percentile and c(n).
@@ -88,6 +91,40 @@ def read_back(path):
     return a[:, :-1], a[:, -1]
 
 
+def export_trees():
+    """A forest with feature subsets and a contamination offset, exported array by array."""
+    x, _ = read_back(OUT / "heavy.csv")
+    # scikit-learn compares float32(x) <= threshold: use float32-exact rows so both sides see
+    # the same values.
+    x = x.astype(np.float32).astype(np.float64)
+    m = IsolationForest(n_estimators=10, max_samples=64, max_features=0.5, contamination=0.1,
+                        random_state=3).fit(x)
+    trees = []
+    for est, feats in zip(m.estimators_, m.estimators_features_):
+        t = est.tree_
+        trees.append({
+            "children_left": t.children_left.tolist(),
+            "children_right": t.children_right.tolist(),
+            "feature": t.feature.tolist(),
+            "threshold": t.threshold.tolist(),
+            "n_node_samples": t.n_node_samples.tolist(),
+            "features": [int(f) for f in feats],
+        })
+    far = np.array([[9.0, -9.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0], [-30.0, 2.5, 7.25, -1.0]])
+    probe = np.vstack([x[:120], far])
+    out = {
+        "n_features": int(x.shape[1]),
+        "max_samples": int(m.max_samples_),
+        "offset": float(m.offset_),
+        "trees": trees,
+        "probe": probe.tolist(),
+        "score_samples": m.score_samples(probe).tolist(),
+        "decision_function": m.decision_function(probe).tolist(),
+    }
+    with open(OUT / "sklearn_trees.json", "w") as f:
+        json.dump(out, f)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     ref = {
@@ -145,6 +182,7 @@ def main():
 
     with open(OUT / "sklearn.json", "w") as f:
         json.dump(ref, f, indent=1)
+    export_trees()
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"fixtures: {total / 1024:.0f} KiB in {OUT}")
 

@@ -94,13 +94,24 @@ fn corrupt(msg: impl Into<String>) -> Error {
     Error::Corrupt(msg.into())
 }
 
+/// A decoding failure inside the hot loops: a static message only, so results stay two words
+/// wide (returning the full `Error` through every node call measurably slowed loading).
+#[derive(Debug, Clone, Copy)]
+struct Bad(&'static str);
+
+impl From<Bad> for Error {
+    fn from(b: Bad) -> Error {
+        Error::Corrupt(b.0.to_string())
+    }
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         match end {
             Some(end) => {
@@ -108,40 +119,40 @@ impl<'a> Reader<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(corrupt("truncated")),
+            None => Err(Bad("truncated")),
         }
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Bad> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, Error> {
+    fn u8(&mut self) -> Result<u8, Bad> {
         Ok(self.array::<1>()?[0])
     }
-    fn u32(&mut self) -> Result<u32, Error> {
+    fn u32(&mut self) -> Result<u32, Bad> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, Error> {
+    fn u64(&mut self) -> Result<u64, Bad> {
         Ok(u64::from_le_bytes(self.array()?))
     }
-    fn f64(&mut self) -> Result<f64, Error> {
+    fn f64(&mut self) -> Result<f64, Bad> {
         Ok(f64::from_le_bytes(self.array()?))
     }
-    fn varint(&mut self) -> Result<u64, Error> {
+    fn varint(&mut self) -> Result<u64, Bad> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
             let bits = u64::from(b & 0x7f);
             if shift == 63 && bits > 1 {
-                return Err(corrupt("varint overflows 64 bits"));
+                return Err(Bad("varint overflows 64 bits"));
             }
             v |= bits << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
             }
         }
-        Err(corrupt("varint longer than 10 bytes"))
+        Err(Bad("varint longer than 10 bytes"))
     }
 }
 
@@ -282,16 +293,16 @@ struct TreeDecoder<'r, 'a> {
 impl TreeDecoder<'_, '_> {
     /// Decodes the subtree at `depth`, returning its sample count. Recursion is bounded by the
     /// depth limit (≤ 32 for ψ < 2^32), checked before descending.
-    fn node(&mut self, depth: u32) -> Result<u32, Error> {
+    fn node(&mut self, depth: u32) -> Result<u32, Bad> {
         if self.nodes.len() >= self.node_budget {
-            return Err(corrupt("more nodes than the header declares"));
+            return Err(Bad("more nodes than the header declares"));
         }
         let id = self.nodes.len() as u32;
         let tag = self.r.varint()?;
         if tag == 0 {
             let size = self.r.varint()?;
             if size == 0 || size > u64::from(u32::MAX) {
-                return Err(corrupt("leaf size out of range"));
+                return Err(Bad("leaf size out of range"));
             }
             self.nodes.push(Node {
                 threshold: f64::from(depth) + self.c.get(size),
@@ -304,14 +315,14 @@ impl TreeDecoder<'_, '_> {
         }
         let feature = tag - 1;
         if feature >= self.n_features as u64 {
-            return Err(corrupt(format!("feature {feature} out of range")));
+            return Err(Bad("feature out of range"));
         }
         let threshold = self.r.f64()?;
         if !threshold.is_finite() {
-            return Err(corrupt("non-finite threshold"));
+            return Err(Bad("non-finite threshold"));
         }
         if depth >= self.limit {
-            return Err(corrupt("tree deeper than its depth limit"));
+            return Err(Bad("tree deeper than its depth limit"));
         }
         self.nodes.push(Node {
             threshold,
@@ -325,7 +336,7 @@ impl TreeDecoder<'_, '_> {
         let right_size = self.node(depth + 1)?;
         let size = left_size
             .checked_add(right_size)
-            .ok_or_else(|| corrupt("node size overflows"))?;
+            .ok_or(Bad("node size overflows"))?;
         self.nodes[id as usize].children = [left, right];
         self.sizes[id as usize] = size;
         Ok(size)

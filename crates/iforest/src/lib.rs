@@ -7,11 +7,12 @@
 //! # Semantics (those of `sklearn.ensemble.IsolationForest`)
 //! - Each of `n_estimators` trees is grown on ψ rows drawn without replacement (with replacement
 //!   when `bootstrap`), ψ = `max_samples` (`Auto` = min(256, n)), on `max(1, ⌊max_features·d⌋)`
-//!   features drawn per tree, to depth at most ⌈log2(max(ψ, 2))⌉. See [`tree`](crate) internals
-//!   for the split rule.
+//!   features drawn per tree, to depth at most ⌈log2(max(ψ, 2))⌉. At a node, a feature is drawn
+//!   uniformly among the node's non-constant ones and the threshold uniformly in [min, max) of
+//!   it over the node's rows; a node whose rows are all identical is a leaf.
 //! - The path length of a row in a tree is the depth of its leaf plus c(leaf size), with
 //!   c(n) = 2(ln(n−1)+γ) − 2(n−1)/n, c(1) = 0, c(2) = 1 ([`average_path_length`]).
-//! - `score_samples` = −2^(−E[h]/c(ψ)) (−0.5 when c(ψ) = 0, i.e. ψ = 1, as scikit-learn);
+//! - `score_samples` = −2^(−E(h)/c(ψ)) (−0.5 when c(ψ) = 0, i.e. ψ = 1, as scikit-learn);
 //!   lower is more abnormal.
 //! - `offset` = −0.5 for `Contamination::Auto`, otherwise the `100·c`-th percentile
 //!   ([`percentile_linear`], numpy's default) of the training rows' scores.
@@ -19,12 +20,17 @@
 //!
 //! # Invariants
 //! - Determinism: a model is a pure function of (data, params). Each tree draws from its own
-//!   stream of the crate's own generator (xoshiro256++ seeded from `(seed, tree index)`), so the
-//!   result is bit-identical on any machine, any rayon thread count, and any dependency version.
+//!   stream of the crate's own generator (xoshiro256++ seeded from `(seed, tree index)`), and
+//!   splits use only IEEE-exact arithmetic, so the trees (and [`to_bytes`](IsolationForest::to_bytes))
+//!   are bit-identical on any machine, any rayon thread count, and any dependency version
+//!   (`tests/golden.rs` pins this). Scores also involve `ln` and `powf`; they are bit-identical
+//!   wherever the platform's libm rounds those the same (any one platform, always).
 //! - Parallel batch scoring returns exactly the numbers of the single-row path: each row sums
 //!   its trees' path lengths in tree order either way.
 //! - Single-row scoring allocates nothing and never panics; invalid input is reported by the
 //!   `try_*` variants and mapped to NaN (scores) or −1 (predict: fail closed) otherwise.
+//! - [`sklearn::SklearnTree`] imports a forest fitted by scikit-learn; identical trees give
+//!   scikit-learn's scores (`tests/sklearn_trees.rs`).
 //! - Models deserialised with [`IsolationForest::from_bytes`] (or serde) are fully validated, so
 //!   a corrupt or hostile model cannot make scoring index out of bounds.
 //!
@@ -44,6 +50,7 @@ use rayon::prelude::*;
 pub mod csv;
 mod format;
 mod rng;
+pub mod sklearn;
 mod stats;
 mod tree;
 
@@ -490,7 +497,7 @@ impl IsolationForest {
         self.nodes[i].threshold
     }
 
-    /// −2^(−E[h]/c(ψ)) from the sum of path lengths, with scikit-learn's ψ = 1 convention.
+    /// −2^(−E(h)/c(ψ)) from the sum of path lengths, with scikit-learn's ψ = 1 convention.
     #[inline]
     fn score_from_sum(&self, sum: f64) -> f64 {
         let ratio = if self.denominator != 0.0 {
