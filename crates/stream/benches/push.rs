@@ -1,0 +1,73 @@
+//! Throughput of `StreamState::push` with the default configuration (window 50, 2-D embedding, H2), and
+//! where the time goes: the whole step versus embedding + homology alone versus the model alone.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use vigil_stream::bench_data::{Attack, Base, generate};
+use vigil_stream::window::{embed, topology};
+use vigil_stream::{Event, StreamConfig, StreamState};
+
+fn warmed_state(cfg: &StreamConfig) -> (StreamState, Vec<Event>) {
+    let s = generate(Base::Seasonal, Some(Attack::Beaconing), 1);
+    let events = s.events();
+    let mut state = StreamState::new(&s.name);
+    // Past calibration so every measured push is a full, scored analysis.
+    for e in &events[..200] {
+        let _ = state.push(e, cfg);
+    }
+    (state, events)
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = StreamConfig::default();
+    let (state, events) = warmed_state(&cfg);
+    let tail = &events[200..];
+
+    let mut g = c.benchmark_group("stream");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("push_default_scored", |b| {
+        let mut st = state.clone();
+        let mut i = 0;
+        b.iter(|| {
+            let e = &tail[i % tail.len()];
+            i += 1;
+            black_box(st.push(e, &cfg).ok());
+        })
+    });
+    g.bench_function("push_default_to_json", |b| {
+        let mut st = state.clone();
+        let mut i = 0;
+        b.iter(|| {
+            let e = &tail[i % tail.len()];
+            i += 1;
+            let a = st.push(e, &cfg).ok();
+            black_box(serde_json::to_vec(&a).ok());
+        })
+    });
+    let values: Vec<f64> = events[150..200].iter().map(|e| e.value).collect();
+    g.bench_function("embed_and_homology_only", |b| {
+        let mut coords = Vec::new();
+        b.iter(|| {
+            embed(black_box(&values), 2, 1, 10.0, 2.0, &mut coords);
+            black_box(topology(&coords, &cfg).ok());
+        })
+    });
+    let h1 = StreamConfig {
+        max_homology_dim: 1,
+        ..StreamConfig::default()
+    };
+    g.bench_function("embed_and_homology_h1_only", |b| {
+        let mut coords = Vec::new();
+        b.iter(|| {
+            embed(black_box(&values), 2, 1, 10.0, 2.0, &mut coords);
+            black_box(topology(&coords, &h1).ok());
+        })
+    });
+    g.bench_function("state_to_json", |b| {
+        b.iter(|| black_box(state.to_json().ok()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,134 @@
+//! The analysis result, shaped exactly as the contract's "The analysis result" JSON.
+
+use crate::classifier::SecurityAnalysis;
+use serde::{Deserialize, Serialize};
+
+/// What `push` returns for one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Analysis {
+    /// The stream has fewer than `min_events` events: `{"status":"buffering","count":n}`.
+    Buffering(Buffering),
+    /// The full result.
+    Result(Box<AnalysisResult>),
+}
+
+impl Analysis {
+    /// The full result, if this is one.
+    pub fn result(&self) -> Option<&AnalysisResult> {
+        match self {
+            Self::Result(r) => Some(r),
+            Self::Buffering(_) => None,
+        }
+    }
+
+    /// Whether this is an anomalous full result.
+    pub fn is_anomaly(&self) -> bool {
+        self.result().is_some_and(|r| r.is_anomaly)
+    }
+}
+
+/// `{"status":"buffering","count":n}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Buffering {
+    /// Always `"buffering"`.
+    pub status: String,
+    /// Events the stream has so far.
+    pub count: usize,
+}
+
+/// `{"h0":…,"h1":…,"h2":…}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BettiNumbers {
+    pub h0: usize,
+    pub h1: usize,
+    pub h2: usize,
+}
+
+/// A persistence pair `[birth, death]`, death `null` for an essential class.
+pub type Pair = (f64, Option<f64>);
+
+/// The persistence diagrams per dimension (standardised units).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Persistence {
+    pub h0: Vec<Pair>,
+    pub h1: Vec<Pair>,
+    pub h2: Vec<Pair>,
+}
+
+/// The first persistence landscape of H1 sampled on a grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LandscapeJson {
+    pub x: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
+/// `topology_features`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopologyFeatures {
+    pub entropy: f64,
+    pub total_lifetime: f64,
+    pub landscape: LandscapeJson,
+}
+
+/// Component and total scores, 0–100.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub total: f64,
+    pub betti: f64,
+    pub entropy: f64,
+    pub ml: f64,
+}
+
+/// The full analysis of one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisResult {
+    pub stream: String,
+    /// Events in the analysed window.
+    pub window_size: usize,
+    /// The event's time (ISO 8601, UTC).
+    pub timestamp: String,
+    pub betti_numbers: BettiNumbers,
+    pub persistence: Persistence,
+    pub topology_features: TopologyFeatures,
+    pub scores: Scores,
+    /// `scores.total / 100`.
+    pub anomaly_score: f64,
+    /// `scores.total > anomaly_threshold`; always false before calibration.
+    pub is_anomaly: bool,
+    pub security_analysis: SecurityAnalysis,
+    /// Whether the stream had a calibrated baseline when this window was scored (scores are 0 before).
+    /// An addition to the contract's fields; clients that do not know it ignore it.
+    pub calibrated: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn buffering_shape() {
+        let a = Analysis::Buffering(Buffering {
+            status: "buffering".into(),
+            count: 3,
+        });
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({"status": "buffering", "count": 3})
+        );
+    }
+
+    #[test]
+    fn pairs_serialise_infinite_as_null() {
+        let p = Persistence {
+            h0: vec![(0.0, Some(0.5)), (0.0, None)],
+            h1: vec![],
+            h2: vec![],
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!({"h0": [[0.0, 0.5], [0.0, null]], "h1": [], "h2": []})
+        );
+    }
+}

@@ -1,0 +1,609 @@
+//! Per-stream state and the pipeline step `push`.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{
+    Analysis, AnalysisResult, BettiNumbers, Buffering, LandscapeJson, Pair, Persistence, Scores,
+    TopologyFeatures,
+};
+use crate::classifier::{ThreatClassifier, ThreatEvidence};
+use crate::config::{BettiRuleConfig, StreamConfig};
+use crate::error::StreamError;
+use crate::event::Event;
+use crate::model::Model;
+use crate::stats::{Ewm, Running, median};
+use crate::window::{self, N_FEATURES, WindowTopology, Z_FLOOR, feat};
+
+/// Version of the serialised [`StreamState`]. Bump it whenever the layout or the meaning of a field
+/// changes; a state of another version is refused by [`StreamState::from_json`] and the stream starts over.
+pub const STATE_VERSION: u32 = 1;
+
+/// Centre and width of the squashing curve that maps a deviation z (in baseline σ) to a 0–100 score.
+const SQUASH_CENTER: f64 = 2.75;
+const SQUASH_WIDTH: f64 = 0.75;
+
+/// Maps |z| ≥ 0 to 0–100: a logistic centred on [`SQUASH_CENTER`] σ, shifted so that z = 0 gives exactly
+/// 0 and rescaled so that z → ∞ gives 100. z = 1 → 7, 2 → 25, 2.75 → 49, 3 → 57, 4 → 84, 5 → 95.
+pub fn squash(z: f64) -> f64 {
+    let z = if z.is_finite() { z.abs() } else { 0.0 };
+    let l = |x: f64| 1.0 / (1.0 + (-(x - SQUASH_CENTER) / SQUASH_WIDTH).exp());
+    let l0 = l(0.0);
+    (100.0 * (l(z) - l0) / (1.0 - l0)).clamp(0.0, 100.0)
+}
+
+/// The parts of the configuration that fix what a feature vector means; when they change the stream
+/// recalibrates.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Shape {
+    window_size: usize,
+    embedding_dim: usize,
+    embedding_delay: usize,
+    max_homology_dim: usize,
+    betti_rule: BettiRuleConfig,
+}
+
+impl Shape {
+    fn of(cfg: &StreamConfig) -> Self {
+        Self {
+            window_size: cfg.window_size,
+            embedding_dim: cfg.embedding_dim,
+            embedding_delay: cfg.embedding_delay,
+            max_homology_dim: cfg.max_homology_dim,
+            betti_rule: cfg.betti_rule,
+        }
+    }
+}
+
+/// Windows being collected for a (re)calibration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Collector {
+    rows: Vec<[f64; N_FEATURES]>,
+    log_rates: Vec<f64>,
+    /// Statistics of the values seen since collection started; they standardise the collected windows.
+    values: Running,
+}
+
+/// A stream's calibrated baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Baseline {
+    /// Value statistics used to standardise the embedding.
+    value: Ewm,
+    /// Distribution of each window feature.
+    features: [Ewm; N_FEATURES],
+    /// Distribution of ln(events per second), when the client sends timestamps.
+    log_rate: Option<Ewm>,
+    model: Model,
+}
+
+/// All the state of one stream: its window, calibration, baseline and model. Streams never share state.
+/// Serialisable (with a [`STATE_VERSION`]) so it can be stored and moved between replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamState {
+    version: u32,
+    stream: String,
+    shape: Option<Shape>,
+    /// Events seen by this stream.
+    events: u64,
+    values: VecDeque<f64>,
+    /// Client timestamps (ms since epoch) of the window's events.
+    times: VecDeque<Option<i64>>,
+    /// Last time attached to a result, used when an event carries none.
+    last_time_ms: Option<i64>,
+    /// Value statistics of the stream before it has a baseline.
+    running: Running,
+    collector: Option<Collector>,
+    baseline: Option<Baseline>,
+    consecutive_unusual: u64,
+    normal_since_refit: u64,
+    refits: u64,
+    /// The most recent normal windows, for refitting the model.
+    recent_normal: VecDeque<[f64; N_FEATURES]>,
+    /// Reused embedding buffer (not state).
+    #[serde(skip)]
+    coords: Vec<f64>,
+}
+
+impl StreamState {
+    /// A fresh stream.
+    pub fn new(stream: &str) -> Self {
+        Self {
+            version: STATE_VERSION,
+            stream: stream.to_owned(),
+            shape: None,
+            events: 0,
+            values: VecDeque::new(),
+            times: VecDeque::new(),
+            last_time_ms: None,
+            running: Running::default(),
+            collector: None,
+            baseline: None,
+            consecutive_unusual: 0,
+            normal_since_refit: 0,
+            refits: 0,
+            recent_normal: VecDeque::new(),
+            coords: Vec::new(),
+        }
+    }
+
+    /// The stream's name.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Events seen so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Whether the stream has a calibrated baseline.
+    pub fn is_calibrated(&self) -> bool {
+        self.baseline.is_some()
+    }
+
+    /// How many times the model has been refitted since the stream was created.
+    pub fn refits(&self) -> u64 {
+        self.refits
+    }
+
+    /// Serialises the state (JSON; the model inside is base64 of its binary form).
+    pub fn to_json(&self) -> Result<Vec<u8>, StreamError> {
+        serde_json::to_vec(self).map_err(|e| StreamError::StateDecode(e.to_string()))
+    }
+
+    /// Restores a state written by [`Self::to_json`]; refuses other versions.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, StreamError> {
+        #[derive(Deserialize)]
+        struct V {
+            version: u32,
+        }
+        let v: V =
+            serde_json::from_slice(bytes).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        if v.version != STATE_VERSION {
+            return Err(StreamError::StateVersion {
+                found: v.version,
+                expected: STATE_VERSION,
+            });
+        }
+        serde_json::from_slice(bytes).map_err(|e| StreamError::StateDecode(e.to_string()))
+    }
+
+    /// Feeds one event through the pipeline and returns its analysis. See the crate documentation for
+    /// the formulas. Fails only on an invalid configuration, an event of another stream, or an engine
+    /// error; never panics.
+    pub fn push(&mut self, event: &Event, cfg: &StreamConfig) -> Result<Analysis, StreamError> {
+        cfg.validate()?;
+        if event.stream != self.stream {
+            return Err(StreamError::WrongStream {
+                state: self.stream.clone(),
+                event: event.stream.clone(),
+            });
+        }
+        let shape = Shape::of(cfg);
+        if self.shape != Some(shape) {
+            // What a feature vector means changed (or this is the first event): start calibration over.
+            if self.shape.is_some() {
+                self.reset_learning();
+            }
+            self.shape = Some(shape);
+        }
+
+        self.events += 1;
+        let client_ms = event.timestamp.map(|t| t.timestamp_millis());
+        let time_ms = client_ms
+            .or(event.received_at.map(|t| t.timestamp_millis()))
+            .or(self.last_time_ms);
+        self.last_time_ms = time_ms;
+        self.values.push_back(event.value);
+        self.times.push_back(client_ms);
+        while self.values.len() > cfg.window_size {
+            self.values.pop_front();
+            self.times.pop_front();
+        }
+        if self.baseline.is_none() {
+            self.running.push(event.value);
+        }
+        if let Some(c) = self.collector.as_mut() {
+            c.values.push(event.value);
+        }
+        let n = self.values.len();
+        if n < cfg.min_events {
+            return Ok(Analysis::Buffering(Buffering {
+                status: "buffering".into(),
+                count: usize::try_from(self.events).unwrap_or(usize::MAX),
+            }));
+        }
+
+        let values: Vec<f64> = self.values.iter().copied().collect();
+        let (mean, scale) = match &self.baseline {
+            Some(b) => (
+                b.value.mean,
+                window::usable_scale(b.value.std(), b.value.mean),
+            ),
+            None => (
+                self.running.mean,
+                window::usable_scale(self.running.std(), self.running.mean),
+            ),
+        };
+        let mut coords = std::mem::take(&mut self.coords);
+        window::embed(
+            &values,
+            cfg.embedding_dim,
+            cfg.embedding_delay,
+            mean,
+            scale,
+            &mut coords,
+        );
+        let topo = window::topology(&coords, cfg);
+        self.coords = coords;
+        let topo = topo?;
+        let row = window::feature_row(&topo, &values, mean, scale);
+        let log_rate = self.window_log_rate();
+        let full = n == cfg.window_size;
+
+        let (scores, evidence) = match &self.baseline {
+            Some(b) => score(b, &row, &values, log_rate, cfg),
+            None => (
+                Scores {
+                    total: 0.0,
+                    betti: 0.0,
+                    entropy: 0.0,
+                    ml: 0.0,
+                },
+                ThreatEvidence {
+                    threshold: cfg.anomaly_threshold,
+                    ..Default::default()
+                },
+            ),
+        };
+        let calibrated = self.baseline.is_some();
+        let is_anomaly = calibrated && scores.total > cfg.anomaly_threshold;
+
+        if full {
+            let normal = scores.total <= cfg.learn_threshold;
+            self.learn(cfg, &row, log_rate, normal, &values)?;
+        }
+
+        let security_analysis = ThreatClassifier::default().classify(&evidence);
+        let timestamp = time_ms
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        Ok(Analysis::Result(Box::new(build_result(
+            &self.stream,
+            n,
+            timestamp,
+            &topo,
+            scores,
+            is_anomaly,
+            security_analysis,
+            calibrated,
+        ))))
+    }
+
+    /// ln(events per second) over the window, from client timestamps only; `None` when any event of the
+    /// window lacks one or the window spans no time.
+    fn window_log_rate(&self) -> Option<f64> {
+        let first = (*self.times.front()?)?;
+        let last = (*self.times.back()?)?;
+        if self.times.iter().any(Option::is_none) || last <= first {
+            return None;
+        }
+        let per_sec = (self.times.len() - 1) as f64 * 1000.0 / (last - first) as f64;
+        per_sec.is_finite().then(|| per_sec.ln())
+    }
+
+    /// Updates calibration, baseline and model with a full window's features.
+    fn learn(
+        &mut self,
+        cfg: &StreamConfig,
+        row: &[f64; N_FEATURES],
+        log_rate: Option<f64>,
+        normal: bool,
+        values: &[f64],
+    ) -> Result<(), StreamError> {
+        let alpha = cfg.forgetting_factor;
+        let Some(b) = self.baseline.as_mut() else {
+            // Initial calibration: collect full windows standardised with the stream's running statistics.
+            let c = self.collector.get_or_insert_with(|| Collector {
+                rows: Vec::new(),
+                log_rates: Vec::new(),
+                values: self.running,
+            });
+            c.values = self.running;
+            c.rows.push(*row);
+            c.log_rates.extend(log_rate);
+            if c.rows.len() >= cfg.calibration_windows {
+                let seed = self.seed();
+                if let Some(c) = self.collector.take() {
+                    self.install_baseline(c, cfg, seed)?;
+                }
+            }
+            return Ok(());
+        };
+
+        if normal {
+            // A normal window: the baseline keeps learning with exponential forgetting.
+            let newest = values.last().copied().unwrap_or(b.value.mean);
+            b.value.update(newest, alpha);
+            for (e, x) in b.features.iter_mut().zip(row) {
+                e.update(*x, alpha);
+            }
+            if let Some(lr) = log_rate {
+                match b.log_rate.as_mut() {
+                    Some(e) => e.update(lr, alpha),
+                    None => b.log_rate = Some(Ewm { mean: lr, var: 0.0 }),
+                }
+            }
+            self.consecutive_unusual = 0;
+            self.collector = None;
+            self.recent_normal.push_back(*row);
+            while self.recent_normal.len() > cfg.calibration_windows {
+                self.recent_normal.pop_front();
+            }
+            self.normal_since_refit += 1;
+            if self.normal_since_refit >= cfg.refit_period as u64 && self.recent_normal.len() >= 8 {
+                let rows: Vec<[f64; N_FEATURES]> = self.recent_normal.iter().copied().collect();
+                let seed = self.seed();
+                if let Some(b) = self.baseline.as_mut() {
+                    b.model = Model::fit(&rows, cfg.trees, seed)?;
+                }
+                self.refits += 1;
+                self.normal_since_refit = 0;
+            }
+            return Ok(());
+        }
+
+        // A window not judged normal. A change that persists is a new regime: once the whole window lies
+        // past the change, collect a fresh calibration (standardised with the new values' own statistics)
+        // and swap it in after `relearn_after` consecutive such windows.
+        self.consecutive_unusual += 1;
+        if self.consecutive_unusual >= cfg.window_size as u64 {
+            let c = self.collector.get_or_insert_with(|| {
+                let mut r = Running::default();
+                values.iter().for_each(|&x| r.push(x));
+                Collector {
+                    rows: Vec::new(),
+                    log_rates: Vec::new(),
+                    values: r,
+                }
+            });
+            let mean = c.values.mean;
+            let scale = window::usable_scale(c.values.std(), mean);
+            let mut coords = Vec::with_capacity(values.len() * cfg.embedding_dim);
+            window::embed(
+                values,
+                cfg.embedding_dim,
+                cfg.embedding_delay,
+                mean,
+                scale,
+                &mut coords,
+            );
+            let topo = window::topology(&coords, cfg)?;
+            c.rows.push(window::feature_row(&topo, values, mean, scale));
+            c.log_rates.extend(log_rate);
+            if c.rows.len() >= cfg.calibration_windows
+                && self.consecutive_unusual >= cfg.relearn_after as u64
+            {
+                let seed = self.seed();
+                if let Some(c) = self.collector.take() {
+                    self.install_baseline(c, cfg, seed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a finished collection into the stream's baseline and model.
+    fn install_baseline(
+        &mut self,
+        c: Collector,
+        cfg: &StreamConfig,
+        seed: u64,
+    ) -> Result<(), StreamError> {
+        let model = Model::fit(&c.rows, cfg.trees, seed)?;
+        // Centre on the median (robust to the odd unusual window in the calibration span), spread from
+        // the standard deviation (the z floors handle features that were constant).
+        let mut features = [Ewm {
+            mean: 0.0,
+            var: 0.0,
+        }; N_FEATURES];
+        for (j, f) in features.iter_mut().enumerate() {
+            let col: Vec<f64> = c.rows.iter().map(|r| r[j]).collect();
+            let (_, std) = crate::stats::mean_std(&col);
+            *f = Ewm {
+                mean: median(&col),
+                var: std * std,
+            };
+        }
+        let log_rate = (!c.log_rates.is_empty()).then(|| {
+            let (_, std) = crate::stats::mean_std(&c.log_rates);
+            Ewm {
+                mean: median(&c.log_rates),
+                var: std * std,
+            }
+        });
+        let value = Ewm {
+            mean: c.values.mean,
+            var: c.values.std() * c.values.std(),
+        };
+        self.baseline = Some(Baseline {
+            value,
+            features,
+            log_rate,
+            model,
+        });
+        self.recent_normal = c
+            .rows
+            .iter()
+            .rev()
+            .take(cfg.calibration_windows)
+            .rev()
+            .copied()
+            .collect();
+        self.consecutive_unusual = 0;
+        self.normal_since_refit = 0;
+        self.refits += 1;
+        Ok(())
+    }
+
+    fn reset_learning(&mut self) {
+        self.running = Running::default();
+        self.values.iter().for_each(|&x| self.running.push(x));
+        self.collector = None;
+        self.baseline = None;
+        self.consecutive_unusual = 0;
+        self.normal_since_refit = 0;
+        self.recent_normal.clear();
+    }
+
+    /// Deterministic model seed: FNV-1a of the stream name mixed with the refit counter, so replays of a
+    /// stream give identical models and different streams get different ones.
+    fn seed(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.stream.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^ self.refits.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// Component scores and classifier evidence of a window against a baseline.
+fn score(
+    b: &Baseline,
+    row: &[f64; N_FEATURES],
+    values: &[f64],
+    log_rate: Option<f64>,
+    cfg: &StreamConfig,
+) -> (Scores, ThreatEvidence) {
+    let z = |j: usize| {
+        let (abs, rel) = Z_FLOOR[j];
+        b.features[j].z(row[j], abs + rel * b.features[j].mean.abs())
+    };
+    let max_abs = |set: &[usize]| set.iter().map(|&j| z(j).abs()).fold(0.0, f64::max);
+    let dims = cfg.max_homology_dim;
+    let betti_set: Vec<usize> = feat::BETTI
+        .iter()
+        .copied()
+        .filter(|&j| match j {
+            feat::H1 | feat::LIFE_H1 => dims >= 1,
+            feat::H2 | feat::LIFE_H2 => dims >= 2,
+            _ => true,
+        })
+        .collect();
+    let betti = squash(max_abs(&betti_set));
+    let entropy = squash(max_abs(&feat::ENTROPY_SET));
+    let ml = squash(b.model.deviation(row));
+    let w = cfg.weights;
+    let total = ((w.betti * betti + w.entropy * entropy + w.ml * ml)
+        / (w.betti + w.entropy + w.ml))
+        .clamp(0.0, 100.0);
+
+    let scale = window::usable_scale(b.value.std(), b.value.mean);
+    let max_value_dev = values
+        .iter()
+        .map(|x| ((x - b.value.mean) / scale).abs())
+        .filter(|d| d.is_finite())
+        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
+    let rate_ratio = match (log_rate, b.log_rate) {
+        (Some(lr), Some(base)) => Some((lr - base.mean).exp()).filter(|r| r.is_finite()),
+        _ => None,
+    };
+    let evidence = ThreatEvidence {
+        total,
+        threshold: cfg.anomaly_threshold,
+        calibrated: true,
+        h1: row[feat::H1] as usize,
+        h1_baseline: b.features[feat::H1].mean,
+        h1_count_z: z(feat::H1),
+        h1_life_z: z(feat::LIFE_H1),
+        max_value_dev,
+        rate_ratio,
+    };
+    (
+        Scores {
+            total,
+            betti,
+            entropy,
+            ml,
+        },
+        evidence,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_result(
+    stream: &str,
+    n: usize,
+    timestamp: String,
+    t: &WindowTopology,
+    scores: Scores,
+    is_anomaly: bool,
+    security_analysis: crate::classifier::SecurityAnalysis,
+    calibrated: bool,
+) -> AnalysisResult {
+    let pairs = |d: usize| -> Vec<Pair> {
+        t.barcodes
+            .dims
+            .get(d)
+            .map(|bars| {
+                bars.iter()
+                    .map(|b| (b.birth, b.death.is_finite().then_some(b.death)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    AnalysisResult {
+        stream: stream.to_owned(),
+        window_size: n,
+        timestamp,
+        betti_numbers: BettiNumbers {
+            h0: t.betti[0],
+            h1: t.betti[1],
+            h2: t.betti[2],
+        },
+        persistence: Persistence {
+            h0: pairs(0),
+            h1: pairs(1),
+            h2: pairs(2),
+        },
+        topology_features: TopologyFeatures {
+            entropy: t.entropy,
+            total_lifetime: t.total_lifetime,
+            landscape: LandscapeJson {
+                x: t.landscape.x.clone(),
+                y: t.landscape.y.clone(),
+            },
+        },
+        scores,
+        anomaly_score: scores.total / 100.0,
+        is_anomaly,
+        security_analysis,
+        calibrated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squash_shape() {
+        assert_eq!(squash(0.0), 0.0);
+        assert!((squash(2.75) - 50.0).abs() < 2.0);
+        assert!(squash(1.0) < 10.0);
+        assert!(squash(5.0) > 90.0);
+        assert!(squash(100.0) <= 100.0);
+        assert_eq!(squash(-4.0), squash(4.0));
+        assert_eq!(squash(f64::NAN), 0.0);
+        let mut prev = 0.0;
+        for i in 0..100 {
+            let s = squash(i as f64 * 0.1);
+            assert!(s >= prev);
+            prev = s;
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! End-to-end behaviour of `StreamState::push`: result shape, buffering, determinism, persistence of the
+//! state, calibration, regime changes and the threat mappings.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use vigil_stream::bench_data::SplitMix;
+use vigil_stream::{Analysis, Event, STATE_VERSION, StreamConfig, StreamError, StreamState};
+
+fn t0() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(1_767_225_600, 0).expect("valid epoch")
+}
+
+/// Gaussian noise around 10, one event per second.
+fn noise(stream: &str, n: usize, seed: u64) -> Vec<Event> {
+    let mut r = SplitMix::new(seed);
+    (0..n)
+        .map(|i| {
+            Event::new(
+                stream,
+                10.0 + r.normal(),
+                Some(t0() + Duration::seconds(i as i64)),
+            )
+        })
+        .collect()
+}
+
+fn run(state: &mut StreamState, events: &[Event], cfg: &StreamConfig) -> Vec<Analysis> {
+    events
+        .iter()
+        .map(|e| state.push(e, cfg).expect("push succeeds"))
+        .collect()
+}
+
+#[test]
+fn buffers_until_min_events_then_reports_the_contract_shape() {
+    let cfg = StreamConfig::default();
+    let mut s = StreamState::new("default");
+    let out = run(&mut s, &noise("default", 12, 1), &cfg);
+    for (i, a) in out.iter().take(9).enumerate() {
+        assert_eq!(
+            serde_json::to_value(a).unwrap(),
+            json!({"status": "buffering", "count": i + 1})
+        );
+    }
+    let v = serde_json::to_value(&out[9]).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    for k in [
+        "stream",
+        "window_size",
+        "timestamp",
+        "betti_numbers",
+        "persistence",
+        "topology_features",
+        "scores",
+        "anomaly_score",
+        "is_anomaly",
+        "security_analysis",
+    ] {
+        assert!(keys.contains(&k), "missing {k} in {keys:?}");
+    }
+    assert_eq!(v["stream"], "default");
+    assert_eq!(v["window_size"], 10);
+    assert_eq!(v["timestamp"], "2026-01-01T00:00:09Z");
+    for k in ["h0", "h1", "h2"] {
+        assert!(v["betti_numbers"][k].is_u64());
+        assert!(v["persistence"][k].is_array());
+    }
+    // H0 has exactly one essential class, serialised with a null death.
+    let h0 = v["persistence"]["h0"].as_array().unwrap();
+    assert_eq!(h0.iter().filter(|p| p[1].is_null()).count(), 1);
+    assert!(v["betti_numbers"]["h0"].as_u64().unwrap() >= 1);
+    let land = &v["topology_features"]["landscape"];
+    assert_eq!(land["x"].as_array().unwrap().len(), 100);
+    assert_eq!(land["y"].as_array().unwrap().len(), 100);
+    for k in ["total", "betti", "entropy", "ml"] {
+        let x = v["scores"][k].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&x));
+    }
+    assert_eq!(
+        v["anomaly_score"].as_f64().unwrap(),
+        v["scores"]["total"].as_f64().unwrap() / 100.0
+    );
+    assert_eq!(v["is_anomaly"], false);
+    assert_eq!(v["calibrated"], false);
+    let sa = &v["security_analysis"];
+    assert_eq!(sa["risk_level"], "Low");
+    assert!(sa["threats"].is_array() && sa["mitigation"].is_array());
+    assert!(sa["confidence"].is_number());
+}
+
+#[test]
+fn window_is_capped_at_window_size() {
+    let cfg = StreamConfig::default();
+    let mut s = StreamState::new("w");
+    let out = run(&mut s, &noise("w", 70, 2), &cfg);
+    assert_eq!(out[49].result().unwrap().window_size, 50);
+    assert_eq!(out[69].result().unwrap().window_size, 50);
+}
+
+#[test]
+fn deterministic_results_and_states() {
+    let cfg = StreamConfig::default();
+    let events = noise("d", 220, 3);
+    let (mut a, mut b) = (StreamState::new("d"), StreamState::new("d"));
+    let ra = serde_json::to_string(&run(&mut a, &events, &cfg)).unwrap();
+    let rb = serde_json::to_string(&run(&mut b, &events, &cfg)).unwrap();
+    assert_eq!(ra, rb);
+    assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+}
+
+#[test]
+fn state_survives_serialisation_mid_stream() {
+    let cfg = StreamConfig::default();
+    let events = noise("r", 260, 4);
+    let mut whole = StreamState::new("r");
+    let expected = run(&mut whole, &events, &cfg);
+
+    let mut first = StreamState::new("r");
+    run(&mut first, &events[..180], &cfg);
+    assert!(first.is_calibrated(), "calibrated after 50 + 100 events");
+    let bytes = first.to_json().unwrap();
+    let mut restored = StreamState::from_json(&bytes).unwrap();
+    let rest = run(&mut restored, &events[180..], &cfg);
+    let same =
+        serde_json::to_string(&rest).unwrap() == serde_json::to_string(&expected[180..]).unwrap();
+    assert!(
+        same,
+        "results after a restore differ from the uninterrupted run"
+    );
+}
+
+#[test]
+fn other_state_versions_and_garbage_are_refused() {
+    let s = StreamState::new("v");
+    let mut v: Value = serde_json::from_slice(&s.to_json().unwrap()).unwrap();
+    v["version"] = json!(STATE_VERSION + 1);
+    let err = StreamState::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert!(matches!(err, StreamError::StateVersion { .. }));
+    assert!(matches!(
+        StreamState::from_json(b"{\"version\":1}"),
+        Err(StreamError::StateDecode(_))
+    ));
+    assert!(StreamState::from_json(b"not json").is_err());
+}
+
+#[test]
+fn streams_never_share_state() {
+    let cfg = StreamConfig::default();
+    let mut a = StreamState::new("a");
+    let e = Event::new("b", 1.0, None);
+    assert!(matches!(
+        a.push(&e, &cfg),
+        Err(StreamError::WrongStream { .. })
+    ));
+    assert_eq!(a.events(), 0);
+}
+
+#[test]
+fn invalid_config_is_an_error_not_a_panic() {
+    let cfg = StreamConfig {
+        window_size: 3,
+        ..Default::default()
+    };
+    let mut s = StreamState::new("c");
+    assert!(matches!(
+        s.push(&Event::new("c", 1.0, None), &cfg),
+        Err(StreamError::Config(_))
+    ));
+}
+
+#[test]
+fn calibration_then_scores() {
+    let cfg = StreamConfig::default();
+    let mut s = StreamState::new("k");
+    let out = run(&mut s, &noise("k", 200, 5), &cfg);
+    let first_calibrated = out
+        .iter()
+        .position(|a| a.result().is_some_and(|r| r.calibrated))
+        .unwrap();
+    // The 100th full window (event index 49 + 99) completes calibration; the next event is scored.
+    assert_eq!(first_calibrated, 49 + 100);
+    for a in &out[..first_calibrated] {
+        if let Some(r) = a.result() {
+            assert_eq!(r.scores.total, 0.0);
+            assert!(!r.is_anomaly);
+            assert_eq!(r.security_analysis.confidence, 0.0);
+        }
+    }
+    // Plain noise stays normal once calibrated.
+    assert!(out[first_calibrated..].iter().all(|a| !a.is_anomaly()));
+}
+
+#[test]
+fn degenerate_inputs_never_fail() {
+    let cfg = StreamConfig::default();
+    let cases: Vec<Vec<f64>> = vec![
+        vec![5.0; 300],
+        (0..300)
+            .map(|i| if i % 2 == 0 { 1e100 } else { -1e100 })
+            .collect(),
+        (0..300)
+            .map(|i| if i == 200 { 1e90 } else { 0.0 })
+            .collect(),
+        (0..300).map(|i| i as f64 * 1e-12).collect(),
+    ];
+    for values in cases {
+        let mut s = StreamState::new("x");
+        for v in values {
+            let a = s
+                .push(&Event::new("x", v, None), &cfg)
+                .expect("no failure on finite input");
+            let json = serde_json::to_string(&a).unwrap();
+            assert!(!json.contains("NaN") && !json.contains("inf"));
+        }
+    }
+}
+
+#[test]
+fn a_persistent_regime_change_alarms_at_the_change_not_for_ever() {
+    let cfg = StreamConfig::default();
+    let mut r = SplitMix::new(9);
+    // Noise σ 1 for 250 events, then σ 4 for good.
+    let events: Vec<Event> = (0..700)
+        .map(|i| {
+            let sd = if i < 250 { 1.0 } else { 4.0 };
+            Event::new(
+                "g",
+                10.0 + sd * r.normal(),
+                Some(t0() + Duration::seconds(i)),
+            )
+        })
+        .collect();
+    let mut s = StreamState::new("g");
+    let out = run(&mut s, &events, &cfg);
+    let alarms: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_anomaly()).collect();
+    assert!(
+        alarms.iter().any(|&i| (250..320).contains(&i)),
+        "alarm at the change: {alarms:?}"
+    );
+    assert!(
+        alarms.iter().all(|&i| i < 550),
+        "no alarms once the new regime is learnt: {alarms:?}"
+    );
+}
+
+#[test]
+fn spikes_beyond_the_baseline_range_map_to_exfiltration() {
+    let cfg = StreamConfig::default();
+    let mut events = noise("c2", 400, 11);
+    for e in events.iter_mut().skip(300).step_by(10) {
+        e.value += 6.0;
+    }
+    let mut s = StreamState::new("c2");
+    let out = run(&mut s, &events, &cfg);
+    let anomalies: Vec<_> = out[300..]
+        .iter()
+        .filter_map(|a| a.result())
+        .filter(|r| r.is_anomaly)
+        .collect();
+    assert!(!anomalies.is_empty());
+    let ids: Vec<&str> = anomalies
+        .iter()
+        .flat_map(|r| {
+            r.security_analysis
+                .threats
+                .iter()
+                .map(|t| t.technique_id.as_str())
+        })
+        .collect();
+    assert!(
+        ids.contains(&"T1048"),
+        "spikes beyond the baseline range: {ids:?}"
+    );
+    for r in &anomalies {
+        assert!(r.security_analysis.confidence > 0.5);
+        assert!(!r.security_analysis.mitigation.is_empty());
+    }
+}
+
+#[test]
+fn coordinated_oscillation_maps_to_command_and_control() {
+    let cfg = StreamConfig::default();
+    let mut events = noise("osc", 420, 0x5eed);
+    for (i, e) in events.iter_mut().enumerate().skip(300).take(100) {
+        e.value += 3.0 * (std::f64::consts::TAU * (i - 300) as f64 / 8.0).sin();
+    }
+    let mut s = StreamState::new("osc");
+    let out = run(&mut s, &events, &cfg);
+    let c2 = out[300..]
+        .iter()
+        .filter_map(Analysis::result)
+        .filter(|r| r.is_anomaly)
+        .any(|r| {
+            r.security_analysis
+                .threats
+                .iter()
+                .any(|t| t.technique_id == "T1071" && t.tactic == "Command and Control")
+        });
+    assert!(c2, "loops in the embedding map to C2");
+}
+
+#[test]
+fn event_rate_surge_maps_to_denial_of_service() {
+    let cfg = StreamConfig::default();
+    let mut r = SplitMix::new(12);
+    // One event per second, then twenty per second with the same values.
+    let mut t = t0();
+    let events: Vec<Event> = (0..320)
+        .map(|i| {
+            t += if i < 250 {
+                Duration::seconds(1)
+            } else {
+                Duration::milliseconds(50)
+            };
+            Event::new("dos", 10.0 + r.normal(), Some(t))
+        })
+        .collect();
+    let mut s = StreamState::new("dos");
+    let out = run(&mut s, &events, &cfg);
+    let last = out.last().and_then(Analysis::result).unwrap();
+    let ids: Vec<&str> = last
+        .security_analysis
+        .threats
+        .iter()
+        .map(|t| t.technique_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["T1499"]);
+    // Without client timestamps there is no rate evidence at all.
+    let mut s = StreamState::new("dos");
+    let plain: Vec<Event> = events
+        .iter()
+        .map(|e| Event::new("dos", e.value, None))
+        .collect();
+    let out = run(&mut s, &plain, &cfg);
+    assert!(out.iter().filter_map(Analysis::result).all(|r| {
+        r.security_analysis
+            .threats
+            .iter()
+            .all(|t| t.technique_id != "T1499")
+    }));
+}
+
+#[test]
+fn changing_the_window_restarts_calibration() {
+    let cfg = StreamConfig::default();
+    let mut s = StreamState::new("cfg");
+    run(&mut s, &noise("cfg", 200, 13), &cfg);
+    assert!(s.is_calibrated());
+    let smaller = StreamConfig {
+        window_size: 30,
+        ..Default::default()
+    };
+    let a = s.push(&Event::new("cfg", 10.0, None), &smaller).unwrap();
+    assert!(!s.is_calibrated());
+    assert_eq!(a.result().unwrap().window_size, 30);
+    // A change that does not touch the features (threshold) keeps the baseline.
+    let mut s = StreamState::new("cfg");
+    run(&mut s, &noise("cfg", 200, 13), &cfg);
+    let stricter = StreamConfig {
+        anomaly_threshold: 90.0,
+        ..Default::default()
+    };
+    s.push(&Event::new("cfg", 10.0, None), &stricter).unwrap();
+    assert!(s.is_calibrated());
+}
+
+#[test]
+fn events_without_time_use_the_receive_time() {
+    let cfg = StreamConfig::default();
+    let mut s = StreamState::new("t");
+    let mut last = None;
+    for i in 0..10 {
+        let e = Event::new("t", i as f64, None).received(t0() + Duration::milliseconds(1500));
+        last = Some(s.push(&e, &cfg).unwrap());
+    }
+    assert_eq!(
+        last.unwrap().result().unwrap().timestamp,
+        "2026-01-01T00:00:01.500Z"
+    );
+}
