@@ -1,0 +1,1286 @@
+//! The reduction engine: Ripser-style persistent cohomology of the Vietoris–Rips filtration.
+//!
+//! See the crate documentation for the algorithm. Conventions used throughout this module:
+//! - a `k`-simplex is identified by its index in the combinatorial number system,
+//!   `Σ_i C(v_i, i + 1)` over its vertices sorted ascending `v_0 < … < v_k`;
+//! - the simplexwise refinement of the filtration orders simplices by diameter, then by dimension, then by
+//!   *decreasing* index; cohomology reduces columns in reverse of that order (diameter descending, index
+//!   ascending), and the pivot of a coboundary column is its entry of smallest diameter, ties to largest index;
+//! - vertex lists are sorted ascending and hold at most [`MAX_VERTS`] entries.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::{Barcodes, DistanceMatrix, Interval, MAX_DIM_LIMIT, RipsParams, TopoError};
+
+/// Most vertices a simplex handled by the engine can have (a cofacet of a `MAX_DIM_LIMIT`-simplex).
+pub(crate) const MAX_VERTS: usize = MAX_DIM_LIMIT + 2;
+
+/// Largest pivot-index space kept as a flat array instead of a hash map (4 bytes per slot, allocated zeroed so
+/// untouched pages cost nothing).
+const DENSE_PIVOT_LIMIT: u64 = 1 << 22;
+
+/// Below this fraction of present edges (in 1/16ths) a thresholded input takes the sparse neighbourhood path.
+const SPARSE_EDGE_SIXTEENTHS: usize = 4;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Binomial coefficients
+
+/// `C(i, k)` for `0 ≤ i ≤ n`, `0 ≤ k ≤ kmax`, stored `k`-major so that the searches of vertex decoding walk one
+/// contiguous row.
+#[derive(Debug, Default)]
+struct Binomial {
+    n1: usize,
+    kmax: usize,
+    table: Vec<u64>,
+}
+
+impl Binomial {
+    /// Rebuilds the table for `n` points and simplices of up to `kmax` vertices. Fails when an entry reaches
+    /// 2^63, i.e. when simplex indices would not fit.
+    fn rebuild(&mut self, n: usize, kmax: usize) -> Result<(), ()> {
+        if self.n1 == n + 1 && self.kmax == kmax && !self.table.is_empty() {
+            return Ok(());
+        }
+        let n1 = n + 1;
+        self.table.clear();
+        self.table.resize(n1 * (kmax + 1), 0);
+        for k in 0..=kmax {
+            for i in 0..n1 {
+                let value = if k == 0 {
+                    1
+                } else if i == 0 {
+                    0
+                } else {
+                    self.table[(k - 1) * n1 + i - 1].saturating_add(self.table[k * n1 + i - 1])
+                };
+                if value >= 1 << 63 {
+                    self.n1 = 0;
+                    self.table.clear();
+                    return Err(());
+                }
+                self.table[k * n1 + i] = value;
+            }
+        }
+        self.n1 = n1;
+        self.kmax = kmax;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize, k: usize) -> u64 {
+        self.table[k * self.n1 + i]
+    }
+
+    /// Vertices (ascending) of the simplex with `m` vertices and index `index`.
+    fn decode(&self, mut index: u64, m: usize, out: &mut [u32; MAX_VERTS]) {
+        let mut top = self.n1 - 1;
+        for k in (1..=m).rev() {
+            // Largest v < top with C(v, k) ≤ index; C(·, k) is non-decreasing and C(0, k) = 0 ≤ index.
+            let row = &self.table[k * self.n1..k * self.n1 + top];
+            let v = row.partition_point(|&c| c <= index).saturating_sub(1);
+            out[k - 1] = v as u32;
+            index -= row[v];
+            top = v;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Neighbourhoods: who can be added to a simplex
+
+/// Enumerates the vertices that extend a simplex to a cofacet within the threshold.
+trait Neighborhood {
+    /// Distance between two vertices.
+    fn dist(&self, a: u32, b: u32) -> f32;
+
+    /// Calls `f(v, cofacet_diameter, k)` for every vertex `v > floor` (all vertices when `floor` is `None`) not
+    /// in the simplex `verts` (ascending, diameter `diam`) whose cofacet has diameter `≤ thr`, in decreasing
+    /// order of `v`; `k` is the number of simplex vertices below `v`. Stops as soon as `f` returns `false`.
+    fn cofacet_vertices(
+        &self,
+        verts: &[u32],
+        diam: f32,
+        floor: Option<u32>,
+        thr: f32,
+        f: impl FnMut(u32, f32, usize) -> bool,
+    );
+
+    /// The largest vertex `v` outside `verts` with `d(u, v) ≤ diam` for every `u` in `verts` — the vertex that
+    /// makes the oldest equal-diameter cofacet — if any.
+    fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
+        let mut found = None;
+        // With `thr = diam` only equal-diameter cofacets pass; the first in decreasing order is the oldest.
+        self.cofacet_vertices(verts, diam, None, diam, |v, _, _| {
+            found = Some(v);
+            false
+        });
+        found
+    }
+}
+
+/// The complete graph: every vertex is a candidate, distances from the full square.
+struct Dense<'a> {
+    n: usize,
+    d: &'a [f32],
+    balls: Option<&'a Balls>,
+}
+
+/// Largest input computed in rank space with [`Balls`] (one `u128` mask per vertex and neighbour count).
+const BALLS_MAX_POINTS: usize = 128;
+
+/// For small inputs the engine runs on *ranks* instead of distances: every distance is replaced by the rank of
+/// its value among the distinct edge values (1, 2, …; 0 on the diagonal). Persistence only depends on the order
+/// of filtration values, ties included, so the pairing is unchanged and bars are mapped back through
+/// `values`. Integer filtration values make every closed ball a table lookup: `count[u·(E+1) + r]` is the number
+/// of vertices within rank `r` of `u` and `prefix[u·(n+1) + c]` the mask of the `c` nearest ones, so the set of
+/// vertices within `D` of all vertices of a simplex — the apparent/emergent pair test that dominates the stream
+/// case — is an AND of one mask per vertex instead of a scan over every vertex.
+#[derive(Debug, Default)]
+struct Balls {
+    n: usize,
+    /// Number of distinct edge values `E`.
+    levels: usize,
+    /// 64-bit words per row of `present`.
+    words: usize,
+    /// Row `u`: bit `r` set when some vertex is at rank exactly `r` from `u`.
+    present: Vec<u64>,
+    /// Row `u`, word `w`: number of distinct ranks of row `u` below `64·w`.
+    base: Vec<u8>,
+    /// Row `u`, entry `k`: the vertices whose rank from `u` is among the `k` smallest distinct ones (low and
+    /// high 64 bits; the high half is only read when `n > 64`).
+    prefix_lo: Vec<u64>,
+    prefix_hi: Vec<u64>,
+    /// Row-major neighbour order by increasing rank (row `u` starts with `u`), and each row's length.
+    order: Vec<u32>,
+    fill: Vec<u32>,
+    keys: Vec<u64>,
+    /// `values[r]` = the distance of rank `r` (`values[0] = 0`).
+    values: Vec<f32>,
+    /// The input in rank space (`+inf` beyond the threshold).
+    ranked: Vec<f32>,
+}
+
+impl Balls {
+    /// Ranks `d` (`n × n`, `n ≤ BALLS_MAX_POINTS`) and builds the ball tables; pairs beyond `thr` are dropped.
+    /// One sort of the pairs gives the ranks, the rank→value table and every row's neighbour order at once.
+    fn rebuild(&mut self, n: usize, d: &[f32], thr: f32) {
+        self.n = n;
+        // (value bits, i, j) packed so that a plain integer sort orders pairs by value.
+        let keys = &mut self.keys;
+        keys.clear();
+        for i in 1..n {
+            for (j, &x) in d[i * n..i * n + i].iter().enumerate() {
+                if x <= thr {
+                    keys.push((u64::from(x.to_bits()) << 32) | ((i as u64) << 16) | j as u64);
+                }
+            }
+        }
+        keys.sort_unstable();
+        self.values.clear();
+        self.values.push(0.0);
+        self.ranked.clear();
+        self.ranked.resize(n * n, f32::INFINITY);
+        // Row u of `order` starts with u itself (rank 0), then its neighbours by increasing rank.
+        self.order.clear();
+        self.order.resize(n * n, 0);
+        self.fill.clear();
+        self.fill.resize(n, 1);
+        for u in 0..n {
+            self.ranked[u * n + u] = 0.0;
+            self.order[u * n] = u as u32;
+        }
+        let mut last_bits = u32::MAX;
+        for &k in keys.iter() {
+            let bits = (k >> 32) as u32;
+            if bits != last_bits {
+                self.values.push(f32::from_bits(bits));
+                last_bits = bits;
+            }
+            let r = (self.values.len() - 1) as f32;
+            let (i, j) = (((k >> 16) & 0xffff) as usize, (k & 0xffff) as usize);
+            self.ranked[i * n + j] = r;
+            self.ranked[j * n + i] = r;
+            self.order[i * n + self.fill[i] as usize] = j as u32;
+            self.fill[i] += 1;
+            self.order[j * n + self.fill[j] as usize] = i as u32;
+            self.fill[j] += 1;
+        }
+        let levels = self.values.len() - 1;
+        self.levels = levels;
+        let words = levels / 64 + 1;
+        self.words = words;
+        self.present.clear();
+        self.present.resize(n * words, 0);
+        self.base.clear();
+        self.base.resize(n * words, 0);
+        self.prefix_lo.clear();
+        self.prefix_hi.clear();
+        for u in 0..n {
+            let within = self.fill[u] as usize;
+            let order = &self.order[u * n..u * n + within];
+            let present = &mut self.present[u * words..(u + 1) * words];
+            let mut mask = 0u128;
+            self.prefix_lo.push(0);
+            self.prefix_hi.push(0);
+            for (c, &v) in order.iter().enumerate() {
+                mask |= 1 << v;
+                let r = self.ranked[u * n + v as usize] as usize;
+                present[r / 64] |= 1 << (r % 64);
+                // One prefix per distinct rank: pushed after the last vertex of that rank.
+                let next_differs = order
+                    .get(c + 1)
+                    .is_none_or(|&w| self.ranked[u * n + w as usize] as usize != r);
+                if next_differs {
+                    self.prefix_lo.push(mask as u64);
+                    self.prefix_hi.push((mask >> 64) as u64);
+                }
+            }
+            // Pad the row to its fixed length n + 1.
+            let pushed = self.prefix_lo.len() - u * (n + 1);
+            for _ in pushed..n + 1 {
+                self.prefix_lo.push(mask as u64);
+                self.prefix_hi.push((mask >> 64) as u64);
+            }
+            let mut seen = 0u32;
+            for (base, word) in self.base[u * words..(u + 1) * words]
+                .iter_mut()
+                .zip(present.iter())
+            {
+                *base = seen as u8;
+                seen += word.count_ones();
+            }
+        }
+    }
+
+    /// Vertices within rank `r` of `u` (including `u`): the number of distinct ranks `≤ r` in `u`'s row is a
+    /// word count plus one popcount, and indexes the prefix masks. Everything stays in L1 for the stream sizes.
+    #[inline(always)]
+    fn ball(&self, u: u32, r: f32) -> u128 {
+        let r = (r as usize).min(self.levels);
+        let slot = u as usize * self.words + r / 64;
+        let upto = u64::MAX >> (63 - r % 64);
+        let k = usize::from(self.base[slot]) + (self.present[slot] & upto).count_ones() as usize;
+        let at = u as usize * (self.n + 1) + k;
+        let lo = u128::from(self.prefix_lo[at]);
+        if self.n > 64 {
+            lo | (u128::from(self.prefix_hi[at]) << 64)
+        } else {
+            lo
+        }
+    }
+}
+
+impl Neighborhood for Dense<'_> {
+    fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
+        let Some(balls) = self.balls else {
+            let mut found = None;
+            self.cofacet_vertices(verts, diam, None, diam, |v, _, _| {
+                found = Some(v);
+                false
+            });
+            return found;
+        };
+        let mut common = !0u128;
+        let mut own = 0u128;
+        for &u in verts {
+            common &= balls.ball(u, diam);
+            own |= 1 << u;
+        }
+        let candidates = common & !own;
+        (candidates != 0).then(|| 127 - candidates.leading_zeros())
+    }
+
+    #[inline(always)]
+    fn dist(&self, a: u32, b: u32) -> f32 {
+        self.d[a as usize * self.n + b as usize]
+    }
+
+    #[inline(always)]
+    fn cofacet_vertices(
+        &self,
+        verts: &[u32],
+        diam: f32,
+        floor: Option<u32>,
+        thr: f32,
+        mut f: impl FnMut(u32, f32, usize) -> bool,
+    ) {
+        let n = self.n;
+        let lo = floor.map_or(0, |x| x as usize + 1);
+        let mut k = verts.len();
+        let mut v = n;
+        while v > lo {
+            v -= 1;
+            if k > 0 && verts[k - 1] as usize == v {
+                k -= 1;
+                continue;
+            }
+            // The symmetric square lets us read row v: one contiguous row, `verts` gathered from it.
+            let row = &self.d[v * n..v * n + n];
+            let mut cd = diam;
+            for &u in verts {
+                cd = cd.max(row[u as usize]);
+            }
+            if cd <= thr && !f(v as u32, cd, k) {
+                return;
+            }
+        }
+    }
+}
+
+/// Only the edges within the threshold, as sorted adjacency lists: cofacets come from intersecting the
+/// neighbourhoods of the simplex's vertices, so vertices too far away are never looked at.
+struct Sparse<'a> {
+    n: usize,
+    d: &'a [f32],
+    start: &'a [usize],
+    nbr: &'a [u32],
+}
+
+impl Neighborhood for Sparse<'_> {
+    #[inline(always)]
+    fn dist(&self, a: u32, b: u32) -> f32 {
+        self.d[a as usize * self.n + b as usize]
+    }
+
+    fn cofacet_vertices(
+        &self,
+        verts: &[u32],
+        diam: f32,
+        floor: Option<u32>,
+        thr: f32,
+        mut f: impl FnMut(u32, f32, usize) -> bool,
+    ) {
+        let m = verts.len();
+        if m == 0 {
+            return;
+        }
+        // Candidates come from the shortest neighbour list; membership in the other neighbourhoods is one
+        // lookup each in the candidate's (contiguous) distance row, which beats merging sorted lists.
+        let list = |u: u32| &self.nbr[self.start[u as usize]..self.start[u as usize + 1]];
+        let base = (0..m).min_by_key(|&i| list(verts[i]).len()).unwrap_or(0);
+        for &v in list(verts[base]).iter().rev() {
+            if floor.is_some_and(|fl| v <= fl) {
+                return;
+            }
+            let row = &self.d[v as usize * self.n..v as usize * self.n + self.n];
+            let mut cd = diam;
+            let mut k = 0;
+            let mut member = false;
+            for &u in verts {
+                cd = cd.max(row[u as usize]);
+                k += usize::from(u < v);
+                member |= u == v;
+            }
+            // `v` may be another vertex of the simplex (it neighbours the base vertex): not a cofacet.
+            if !member && cd <= thr && !f(v, cd, k) {
+                return;
+            }
+        }
+    }
+}
+
+/// Visits every cofacet of the simplex `verts` (ascending, diameter `diam`) within `thr`, in decreasing index
+/// order, as `f(index, diameter, odd_sign, added_vertex)`; `odd_sign` is the parity of the number of simplex
+/// vertices above the added one (the incidence coefficient is `(-1)^that`).
+#[inline(always)]
+fn for_each_cofacet<N: Neighborhood>(
+    nb: &N,
+    binom: &Binomial,
+    verts: &[u32],
+    diam: f32,
+    floor: Option<u32>,
+    thr: f32,
+    mut f: impl FnMut(u64, f32, bool, u32) -> bool,
+) {
+    let m = verts.len();
+    // low[k]: contribution of the k lowest vertices (unchanged); high[k]: the others, each shifted up one slot.
+    let mut low = [0u64; MAX_VERTS + 1];
+    let mut high = [0u64; MAX_VERTS + 1];
+    for i in 0..m {
+        low[i + 1] = low[i] + binom.get(verts[i] as usize, i + 1);
+    }
+    for i in (0..m).rev() {
+        high[i] = high[i + 1] + binom.get(verts[i] as usize, i + 2);
+    }
+    nb.cofacet_vertices(verts, diam, floor, thr, |v, cd, k| {
+        f(
+            low[k] + binom.get(v as usize, k + 1) + high[k],
+            cd,
+            (m - k) % 2 == 1,
+            v,
+        )
+    });
+}
+
+/// The pairs of a simplex at distance equal to its diameter: how many, and how many touch each vertex. The facet
+/// without `w[j]` keeps the diameter iff some such pair avoids `j`, i.e. iff `total > touching[j]`.
+struct MaxPairs {
+    total: u8,
+    touching: [u8; MAX_VERTS],
+}
+
+impl MaxPairs {
+    #[inline(always)]
+    fn of<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> Self {
+        let mut mp = MaxPairs {
+            total: 0,
+            touching: [0; MAX_VERTS],
+        };
+        for a in 0..w.len() {
+            for b in 0..a {
+                if nb.dist(w[a], w[b]) == diam {
+                    mp.total += 1;
+                    mp.touching[a] += 1;
+                    mp.touching[b] += 1;
+                }
+            }
+        }
+        mp
+    }
+
+    /// The youngest facet if it has the same diameter, as the position of the removed vertex: removing vertices
+    /// from the largest down gives facets in increasing index order, i.e. from latest to earliest in the
+    /// filtration.
+    #[inline(always)]
+    fn zero_pivot_facet(&self, m: usize) -> Option<usize> {
+        (0..m).rev().find(|&j| self.total > self.touching[j])
+    }
+}
+
+/// Whether `w` (ascending, diameter `diam`, max pairs `mp`) is the facet of a zero-persistence apparent pair:
+/// its oldest cofacet `w ∪ {x}` has the same diameter and has `w` as youngest facet, i.e. removing any vertex
+/// `y > x` from `w ∪ {x}` lowers the diameter.
+#[inline(always)]
+fn apparent_as_facet<N: Neighborhood>(nb: &N, w: &[u32], diam: f32, mp: &MaxPairs) -> bool {
+    let Some(x) = nb.zero_pivot_vertex(w, diam) else {
+        return false;
+    };
+    let mut x_max = [0u8; MAX_VERTS];
+    let mut x_total = 0;
+    for (i, &u) in w.iter().enumerate() {
+        x_max[i] = u8::from(nb.dist(x, u) == diam);
+        x_total += x_max[i];
+    }
+    // Without y = w[i] the cofacet keeps a maximal pair inside w (mp) or between x and another vertex.
+    (0..w.len())
+        .filter(|&i| w[i] > x)
+        .all(|i| mp.total <= mp.touching[i] && x_total <= x_max[i])
+}
+
+/// If `w` is the cofacet of a zero-persistence apparent pair, the position in `w` of the vertex its partner
+/// facet lacks: the youngest facet has the same diameter and has `w` as its oldest cofacet.
+#[inline(always)]
+fn apparent_as_cofacet<N: Neighborhood>(
+    nb: &N,
+    w: &[u32],
+    diam: f32,
+    mp: &MaxPairs,
+) -> Option<usize> {
+    let j = mp.zero_pivot_facet(w.len())?;
+    let mut facet = [0u32; MAX_VERTS];
+    let mut len = 0;
+    for (i, &u) in w.iter().enumerate() {
+        if i != j {
+            facet[len] = u;
+            len += 1;
+        }
+    }
+    (nb.zero_pivot_vertex(&facet[..len], diam) == Some(w[j])).then_some(j)
+}
+
+/// `verts ∪ {v}`, ascending, into `out`; returns its length.
+fn insert_vertex(verts: &[u32], v: u32, out: &mut [u32; MAX_VERTS]) -> usize {
+    let mut j = 0;
+    let mut placed = false;
+    for &u in verts {
+        if !placed && v < u {
+            out[j] = v;
+            j += 1;
+            placed = true;
+        }
+        out[j] = u;
+        j += 1;
+    }
+    if !placed {
+        out[j] = v;
+        j += 1;
+    }
+    j
+}
+
+/// Whether `verts` is the facet of a zero-persistence apparent pair.
+fn has_zero_apparent_cofacet<N: Neighborhood>(nb: &N, verts: &[u32], diam: f32) -> bool {
+    apparent_as_facet(nb, verts, diam, &MaxPairs::of(nb, verts, diam))
+}
+
+/// If `w` is the cofacet of a zero-persistence apparent pair, the position of the vertex its partner lacks.
+fn zero_apparent_facet<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> Option<usize> {
+    apparent_as_cofacet(nb, w, diam, &MaxPairs::of(nb, w, diam))
+}
+
+/// Whether `w` is in a zero-persistence apparent pair, as facet or as cofacet (such simplices are never
+/// columns: the pair is known without reduction and has no bar).
+#[inline(always)]
+fn in_zero_apparent_pair<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> bool {
+    let mp = MaxPairs::of(nb, w, diam);
+    apparent_as_facet(nb, w, diam, &mp) || apparent_as_cofacet(nb, w, diam, &mp).is_some()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Columns, pivots, coefficients
+
+/// A coboundary entry in the working column. Ordered so that the max-heap's top is the pivot: smallest
+/// diameter first, ties to the largest index.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    diam: f32,
+    coef: u32,
+    index: u64,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    #[inline(always)]
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Diameters are finite and non-negative, so their bit patterns order like their values.
+        other
+            .diam
+            .to_bits()
+            .cmp(&self.diam.to_bits())
+            .then(self.index.cmp(&other.index))
+    }
+}
+
+/// One term of a stored reduction-matrix column.
+#[derive(Debug, Clone, Copy)]
+struct VEntry {
+    index: u64,
+    diam: f32,
+    coef: u32,
+}
+
+/// Folded-multiply hasher for simplex indices (they are already well spread; this only needs to be fast).
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    #[inline(always)]
+    fn write_u64(&mut self, x: u64) {
+        let p = u128::from(x ^ self.0) * 0x9E37_79B9_7F4A_7C15_u128;
+        self.0 = (p as u64) ^ ((p >> 64) as u64);
+    }
+}
+
+/// Map from a pivot simplex index to the column (1-based, 0 = absent) whose reduced coboundary has that pivot.
+/// Small index spaces use a flat array (the whole space fits in cache for the stream-sized inputs); larger
+/// ones a hash map.
+#[derive(Default)]
+struct PivotMap {
+    dense: Vec<u32>,
+    /// One bit per slot of `dense`: membership tests (clearing) touch 32× less memory than the table.
+    bits: Vec<u64>,
+    touched: Vec<u64>,
+    use_dense: bool,
+    hash: HashMap<u64, u32, BuildHasherDefault<IndexHasher>>,
+}
+
+impl PivotMap {
+    fn reset(&mut self, space: u64) -> Result<(), TopoError> {
+        for &t in &self.touched {
+            if let Some(slot) = self.dense.get_mut(t as usize) {
+                *slot = 0;
+            }
+            if let Some(word) = self.bits.get_mut(t as usize / 64) {
+                *word = 0;
+            }
+        }
+        self.touched.clear();
+        self.hash.clear();
+        self.use_dense = space <= DENSE_PIVOT_LIMIT;
+        if self.use_dense && (self.dense.len() as u64) < space {
+            // A fresh zeroed allocation (calloc) rather than a resize, so untouched pages are never written.
+            let mut fresh = Vec::new();
+            fresh
+                .try_reserve_exact(space as usize)
+                .map_err(|_| TopoError::TooLarge {
+                    what: "pivot table",
+                })?;
+            fresh.resize(space as usize, 0);
+            self.dense = fresh;
+            self.bits = vec![0; (space as usize).div_ceil(64)];
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn get(&self, index: u64) -> Option<usize> {
+        let col = if self.use_dense {
+            self.dense.get(index as usize).copied().unwrap_or(0)
+        } else {
+            self.hash.get(&index).copied().unwrap_or(0)
+        };
+        (col != 0).then(|| col as usize - 1)
+    }
+
+    /// Whether `index` is somebody's pivot.
+    #[inline(always)]
+    fn contains(&self, index: u64) -> bool {
+        if self.use_dense {
+            self.bits
+                .get(index as usize / 64)
+                .is_some_and(|w| w & (1 << (index % 64)) != 0)
+        } else {
+            self.hash.contains_key(&index)
+        }
+    }
+
+    #[inline(always)]
+    fn insert(&mut self, index: u64, column: usize) {
+        let value = column as u32 + 1;
+        if self.use_dense {
+            if let Some(slot) = self.dense.get_mut(index as usize) {
+                *slot = value;
+                self.touched.push(index);
+            }
+            if let Some(word) = self.bits.get_mut(index as usize / 64) {
+                *word |= 1 << (index % 64);
+            }
+        } else {
+            self.hash.insert(index, value);
+        }
+    }
+}
+
+/// Whether `p` is prime.
+fn is_prime(p: u32) -> bool {
+    p >= 2 && (2..).take_while(|d| d * d <= p).all(|d| p % d != 0)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The engine
+
+/// Reusable state of a persistence computation. Reusing one across calls (see [`crate::RipsWorkspace`]) keeps
+/// every buffer, so small repeated inputs allocate (almost) nothing.
+#[derive(Default)]
+pub(crate) struct Engine {
+    binom: Binomial,
+    pivots: PivotMap,
+    /// Pivot coefficient of each reduced column (column order of the current dimension).
+    pivot_coef: Vec<u32>,
+    inverse: Vec<u32>,
+    modulus: u32,
+    work: WorkColumn,
+    cofacets: Vec<Entry>,
+    work_v: Vec<VEntry>,
+    v_entries: Vec<VEntry>,
+    v_start: Vec<usize>,
+    columns: Vec<(f32, u64)>,
+    simplices: Vec<(f32, u64)>,
+    next_simplices: Vec<(f32, u64)>,
+    edges: Vec<(f32, u32, u32)>,
+    parent: Vec<u32>,
+    nbr_start: Vec<usize>,
+    nbr: Vec<u32>,
+    balls: Balls,
+}
+
+impl Engine {
+    fn set_modulus(&mut self, p: u32) -> Result<(), TopoError> {
+        if p >= 1 << 16 || !is_prime(p) {
+            return Err(TopoError::InvalidModulus(p));
+        }
+        if self.modulus != p {
+            // inv[i] = -(p / i) · inv[p mod i]  (mod p), from p = (p / i)·i + p mod i.
+            let pp = u64::from(p);
+            let mut inv = vec![0u32; p as usize];
+            if p > 1 {
+                inv[1] = 1;
+            }
+            for i in 2..p as usize {
+                let q = pp / i as u64;
+                let r = inv[(pp % i as u64) as usize];
+                inv[i] = ((pp - q * u64::from(r) % pp) % pp) as u32;
+            }
+            self.inverse = inv;
+            self.modulus = p;
+        }
+        Ok(())
+    }
+
+    /// Computes the barcodes of `dm` into `out` (its dimension vectors are cleared and reused).
+    pub(crate) fn compute(
+        &mut self,
+        dm: &DistanceMatrix,
+        params: &RipsParams,
+        out: &mut Barcodes,
+    ) -> Result<(), TopoError> {
+        if params.max_dim > MAX_DIM_LIMIT {
+            return Err(TopoError::MaxDimTooLarge(params.max_dim));
+        }
+        self.set_modulus(params.modulus)?;
+        let n = dm.len();
+        let enclosing = dm.enclosing_radius();
+        let thr = match params.threshold {
+            Some(t) if t.is_nan() || t < 0.0 => return Err(TopoError::InvalidThreshold(t)),
+            Some(t) => t.min(enclosing),
+            None => enclosing,
+        };
+        // Simplices of infinite diameter (pairs "never connected") are never in the complex.
+        let thr = (thr as f32).min(f32::MAX);
+
+        out.dims.resize_with(params.max_dim + 1, Vec::new);
+        out.dims.truncate(params.max_dim + 1);
+        out.dims.iter_mut().for_each(Vec::clear);
+        if n == 0 {
+            return Ok(());
+        }
+        // No simplex has more than n vertices, so dimensions ≥ n contribute nothing.
+        let top_dim = params.max_dim.min(n - 1);
+        if self.binom.rebuild(n, top_dim + 2).is_err() {
+            return Err(TopoError::IndexOverflow {
+                n,
+                max_dim: params.max_dim,
+            });
+        }
+
+        let d = dm.square();
+        // Count the edges under the threshold to choose between the dense and the sparse neighbourhood.
+        let present = if params.threshold.is_some() {
+            d.chunks_exact(n)
+                .enumerate()
+                .map(|(i, row)| row[..i].iter().filter(|&&x| x <= thr).count())
+                .sum()
+        } else {
+            usize::MAX
+        };
+        let pairs = n * (n - 1) / 2;
+        if n <= BALLS_MAX_POINTS {
+            let mut balls = std::mem::take(&mut self.balls);
+            balls.rebuild(n, d, thr);
+            let levels = balls.levels as f32;
+            let nb = Dense {
+                n,
+                d: &balls.ranked,
+                balls: Some(&balls),
+            };
+            let result = self.run(&nb, n, top_dim, levels, out);
+            // Back from ranks to distances.
+            let to_value = |x: f64| {
+                if x.is_finite() {
+                    f64::from(
+                        balls
+                            .values
+                            .get(x as usize)
+                            .copied()
+                            .unwrap_or(f32::INFINITY),
+                    )
+                } else {
+                    x
+                }
+            };
+            for bar in out.dims.iter_mut().flatten() {
+                bar.birth = to_value(bar.birth);
+                bar.death = to_value(bar.death);
+            }
+            self.balls = balls;
+            result?;
+        } else if present.saturating_mul(16) < pairs.saturating_mul(SPARSE_EDGE_SIXTEENTHS) {
+            let mut start = std::mem::take(&mut self.nbr_start);
+            let mut nbr = std::mem::take(&mut self.nbr);
+            start.clear();
+            nbr.clear();
+            start.push(0);
+            for (i, row) in d.chunks_exact(n).enumerate() {
+                nbr.extend(
+                    row.iter()
+                        .enumerate()
+                        .filter(|&(j, &x)| j != i && x <= thr)
+                        .map(|(j, _)| j as u32),
+                );
+                start.push(nbr.len());
+            }
+            let nb = Sparse {
+                n,
+                d,
+                start: &start,
+                nbr: &nbr,
+            };
+            let result = self.run(&nb, n, top_dim, thr, out);
+            self.nbr_start = start;
+            self.nbr = nbr;
+            result?;
+        } else {
+            self.run(&Dense { n, d, balls: None }, n, top_dim, thr, out)?;
+        }
+        for bars in &mut out.dims {
+            // Zero-length bars are not reported (H0 merges at distance 0: duplicate points).
+            bars.retain(|b| b.death > b.birth);
+            bars.sort_unstable_by(|a, b| {
+                a.birth
+                    .total_cmp(&b.birth)
+                    .then(a.death.total_cmp(&b.death))
+            });
+        }
+        Ok(())
+    }
+
+    fn run<N: Neighborhood>(
+        &mut self,
+        nb: &N,
+        n: usize,
+        top_dim: usize,
+        thr: f32,
+        out: &mut Barcodes,
+    ) -> Result<(), TopoError> {
+        self.dim0(nb, n, top_dim, thr, &mut out.dims[0]);
+        for dim in 1..=top_dim {
+            self.pivots.reset(self.binom.get(n, dim + 2))?;
+            self.reduce(nb, dim, thr, &mut out.dims[dim]);
+            if dim < top_dim {
+                self.assemble(nb, dim + 1, thr, dim + 1 < top_dim);
+            }
+        }
+
+        Ok(())
+    }
+
+    /// H0 by union-find over the edges in filtration order; collects the dimension-1 columns (edges that close
+    /// a cycle and are not the facet of a zero apparent pair), and keeps every edge when dimension 2 is wanted.
+    fn dim0<N: Neighborhood>(
+        &mut self,
+        nb: &N,
+        n: usize,
+        top_dim: usize,
+        thr: f32,
+        bars: &mut Vec<Interval>,
+    ) {
+        let edges = &mut self.edges;
+        edges.clear();
+        for j in 1..n as u32 {
+            for i in 0..j {
+                let x = nb.dist(i, j);
+                if x <= thr {
+                    edges.push((x, i, j));
+                }
+            }
+        }
+        // Filtration order: diameter ascending, then index descending (index of {i < j} is C(j,2) + i).
+        edges.sort_unstable_by(|a, b| {
+            a.0.to_bits()
+                .cmp(&b.0.to_bits())
+                .then(b.2.cmp(&a.2))
+                .then(b.1.cmp(&a.1))
+        });
+
+        let parent = &mut self.parent;
+        parent.clear();
+        parent.extend(0..n as u32);
+        fn find(parent: &mut [u32], mut x: u32) -> u32 {
+            while parent[x as usize] != x {
+                let up = parent[parent[x as usize] as usize];
+                parent[x as usize] = up;
+                x = up;
+            }
+            x
+        }
+        self.columns.clear();
+        self.simplices.clear();
+        for &(x, i, j) in edges.iter() {
+            let (ri, rj) = (find(parent, i), find(parent, j));
+            let index = self.binom.get(j as usize, 2) + u64::from(i);
+            if ri != rj {
+                // Elder rule: every vertex is born at 0, so the merge kills a bar [0, x).
+                parent[ri.max(rj) as usize] = ri.min(rj);
+                bars.push(Interval {
+                    birth: 0.0,
+                    death: f64::from(x),
+                });
+            } else if top_dim >= 1 && !has_zero_apparent_cofacet(nb, &[i, j], x) {
+                self.columns.push((x, index));
+            }
+            if top_dim >= 2 {
+                self.simplices.push((x, index));
+            }
+        }
+        for v in 0..n as u32 {
+            if find(parent, v) == v {
+                bars.push(Interval {
+                    birth: 0.0,
+                    death: f64::INFINITY,
+                });
+            }
+        }
+        // Reduction order: reverse filtration order.
+        self.columns.reverse();
+    }
+
+    /// Columns of dimension `dim`: the cofacets of the stored `(dim-1)`-simplices, minus the pivots of the
+    /// previous reduction (clearing) and minus the members of zero apparent pairs.
+    fn assemble<N: Neighborhood>(&mut self, nb: &N, dim: usize, thr: f32, keep_simplices: bool) {
+        let Engine {
+            binom,
+            pivots,
+            columns,
+            simplices,
+            next_simplices,
+            ..
+        } = self;
+        columns.clear();
+        next_simplices.clear();
+        let m = dim; // vertices of the facets we extend
+        let mut verts = [0u32; MAX_VERTS];
+        let mut w = [0u32; MAX_VERTS];
+        for &(diam, index) in simplices.iter() {
+            binom.decode(index, m, &mut verts);
+            let top = verts[m - 1];
+            w[..m].copy_from_slice(&verts[..m]);
+            // Each simplex is generated once, from its facet without its largest vertex.
+            for_each_cofacet(
+                nb,
+                binom,
+                &verts[..m],
+                diam,
+                Some(top),
+                thr,
+                |tau, cd, _, v| {
+                    if keep_simplices {
+                        next_simplices.push((cd, tau));
+                    }
+                    if !pivots.contains(tau) {
+                        w[m] = v;
+                        let tv = &w[..m + 1];
+                        if !in_zero_apparent_pair(nb, tv, cd) {
+                            columns.push((cd, tau));
+                        }
+                    }
+                    true
+                },
+            );
+        }
+        columns.sort_unstable_by(|a, b| b.0.to_bits().cmp(&a.0.to_bits()).then(a.1.cmp(&b.1)));
+        std::mem::swap(simplices, next_simplices);
+    }
+
+    /// Reduces the coboundary columns of dimension `dim` (already in `self.columns`), recording pivots for the
+    /// clearing of the next dimension and pushing the bars of dimension `dim`.
+    fn reduce<N: Neighborhood>(&mut self, nb: &N, dim: usize, thr: f32, bars: &mut Vec<Interval>) {
+        let Engine {
+            binom,
+            pivots,
+            pivot_coef,
+            inverse,
+            modulus,
+            work,
+            cofacets,
+            work_v,
+            v_entries,
+            v_start,
+            columns,
+            ..
+        } = self;
+        let p = *modulus;
+        let pp = u64::from(p);
+        let m = dim + 1;
+        let neg = |c: u32| if c == 0 { 0 } else { p - c };
+        let mul = |a: u32, b: u32| (u64::from(a) * u64::from(b) % pp) as u32;
+        pivot_coef.clear();
+        v_entries.clear();
+        v_start.clear();
+        let mut verts = [0u32; MAX_VERTS];
+        let mut w = [0u32; MAX_VERTS];
+
+        for (ci, &(diam, index)) in columns.iter().enumerate() {
+            v_start.push(v_entries.len());
+            pivot_coef.push(0);
+            binom.decode(index, m, &mut verts);
+
+            // Enumerate the coboundary; the first equal-diameter cofacet is the pivot of the unreduced column. If
+            // no earlier column owns it (and no skipped apparent pair does), the pair is emergent: no reduction.
+            cofacets.clear();
+            let mut emergent = None;
+            let mut check = true;
+            for_each_cofacet(
+                nb,
+                binom,
+                &verts[..m],
+                diam,
+                None,
+                thr,
+                |tau, cd, odd, v| {
+                    let coef = if odd { p - 1 } else { 1 };
+                    if check && cd == diam {
+                        if pivots.get(tau).is_none() {
+                            let len = insert_vertex(&verts[..m], v, &mut w);
+                            if zero_apparent_facet(nb, &w[..len], cd).is_none() {
+                                emergent = Some((tau, coef));
+                                return false;
+                            }
+                        }
+                        check = false;
+                    }
+                    cofacets.push(Entry {
+                        diam: cd,
+                        coef,
+                        index: tau,
+                    });
+                    true
+                },
+            );
+            if let Some((tau, coef)) = emergent {
+                pivots.insert(tau, ci);
+                pivot_coef[ci] = coef;
+                continue;
+            }
+
+            work.clear();
+            for &e in cofacets.iter() {
+                work.push(e);
+            }
+            work_v.clear();
+            loop {
+                let Some(piv) = work.pop_pivot(pp) else {
+                    bars.push(Interval {
+                        birth: f64::from(diam),
+                        death: f64::INFINITY,
+                    });
+                    break;
+                };
+                // The pivot stays in the column; the addition below cancels it.
+                work.push(piv);
+                let Some(j) = pivots.get(piv.index) else {
+                    // A pivot owned by a skipped apparent pair: add that (unreduced) apparent column, whose
+                    // pivot is this entry, and go on.
+                    binom.decode(piv.index, m + 1, &mut w);
+                    if let Some(pos) = zero_apparent_facet(nb, &w[..m + 1], piv.diam) {
+                        let mut facet = [0u32; MAX_VERTS];
+                        let mut findex = 0;
+                        for (i, &u) in w[..m + 1].iter().enumerate() {
+                            if i != pos {
+                                findex += binom.get(u as usize, if i < pos { i + 1 } else { i });
+                                facet[if i < pos { i } else { i - 1 }] = u;
+                            }
+                        }
+                        // Coefficient of the pivot in the facet's coboundary: (-1)^(vertices above the added one).
+                        let incidence = if (m - pos) % 2 == 1 { p - 1 } else { 1 };
+                        let factor = neg(mul(piv.coef, inverse[incidence as usize]));
+                        work_v.push(VEntry {
+                            index: findex,
+                            diam: piv.diam,
+                            coef: factor,
+                        });
+                        for_each_cofacet(
+                            nb,
+                            binom,
+                            &facet[..m],
+                            piv.diam,
+                            None,
+                            thr,
+                            |tau, cd, odd, _| {
+                                work.push(Entry {
+                                    diam: cd,
+                                    coef: if odd { neg(factor) } else { factor },
+                                    index: tau,
+                                });
+                                true
+                            },
+                        );
+                        continue;
+                    }
+                    if piv.diam > diam {
+                        bars.push(Interval {
+                            birth: f64::from(diam),
+                            death: f64::from(piv.diam),
+                        });
+                    }
+                    pivots.insert(piv.index, ci);
+                    pivot_coef[ci] = piv.coef;
+                    // Store this column of the reduction matrix (off-diagonal part), merged by index.
+                    work_v.sort_unstable_by_key(|e| e.index);
+                    let mut it = work_v.iter().copied().peekable();
+                    while let Some(mut e) = it.next() {
+                        while let Some(next) = it.peek().filter(|x| x.index == e.index) {
+                            e.coef = ((u64::from(e.coef) + u64::from(next.coef)) % pp) as u32;
+                            it.next();
+                        }
+                        if e.coef != 0 {
+                            v_entries.push(e);
+                        }
+                    }
+                    break;
+                };
+                // Add factor · (column j) so that the pivot cancels: piv.coef + factor · pivot_coef[j] = 0.
+                let factor = neg(mul(piv.coef, inverse[pivot_coef[j] as usize]));
+                let (jd, jidx) = columns[j];
+                let end = v_start.get(j + 1).copied().unwrap_or(v_entries.len());
+                let diag = VEntry {
+                    index: jidx,
+                    diam: jd,
+                    coef: 1,
+                };
+                for term in std::iter::once(diag).chain(v_entries[v_start[j]..end].iter().copied())
+                {
+                    let c = mul(term.coef, factor);
+                    work_v.push(VEntry { coef: c, ..term });
+                    let mut tv = [0u32; MAX_VERTS];
+                    binom.decode(term.index, m, &mut tv);
+                    for_each_cofacet(
+                        nb,
+                        binom,
+                        &tv[..m],
+                        term.diam,
+                        None,
+                        thr,
+                        |tau, cd, odd, _| {
+                            work.push(Entry {
+                                diam: cd,
+                                coef: if odd { neg(c) } else { c },
+                                index: tau,
+                            });
+                            true
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Number of buckets of the radix heap: one per possible highest differing bit of a 128-bit key, plus "equal".
+const RADIX_BUCKETS: usize = 129;
+
+/// The working coboundary column, as a monotone priority queue (radix heap) keyed by filtration order.
+///
+/// Why a radix heap: during a reduction the pivot only moves forward in the filtration. Every addition cancels
+/// the current pivot and brings entries that, summed, all come later (the added column's pivot is the current
+/// one). Individual terms of a stored column can contribute entries *before* the pivot, but those cancel among
+/// themselves, so they are dropped on arrival. With every key at or after the last popped one, a radix heap
+/// applies: a push is an append to a bucket chosen by the highest bit in which the key differs from the last
+/// popped key, and a pop redistributes one bucket. Long reductions (the sphere's void pushes millions of
+/// entries) stay sequential in memory instead of sifting through a multi-megabyte binary heap.
+#[derive(Debug)]
+pub(crate) struct WorkColumn {
+    buckets: Vec<Vec<Entry>>,
+    /// Bit `i` set when bucket `i` may be non-empty.
+    occupied: u128,
+    /// Bucket 128 has no room in `occupied`; tracked separately.
+    top_occupied: bool,
+    last: u128,
+}
+
+impl Default for WorkColumn {
+    fn default() -> Self {
+        WorkColumn {
+            buckets: vec![Vec::new(); RADIX_BUCKETS],
+            occupied: 0,
+            top_occupied: false,
+            last: 0,
+        }
+    }
+}
+
+/// Filtration-order key: diameter ascending, then index descending.
+#[inline(always)]
+fn key(e: &Entry) -> u128 {
+    (u128::from(e.diam.to_bits()) << 64) | u128::from(!e.index)
+}
+
+impl WorkColumn {
+    fn clear(&mut self) {
+        for b in &mut self.buckets {
+            b.clear();
+        }
+        self.occupied = 0;
+        self.top_occupied = false;
+        self.last = 0;
+    }
+
+    #[inline(always)]
+    fn bucket_of(&self, k: u128) -> usize {
+        128 - (k ^ self.last).leading_zeros() as usize
+    }
+
+    #[inline(always)]
+    fn push(&mut self, e: Entry) {
+        let k = key(&e);
+        if k < self.last {
+            return;
+        }
+        let b = self.bucket_of(k);
+        self.buckets[b].push(e);
+        if b < 128 {
+            self.occupied |= 1 << b;
+        } else {
+            self.top_occupied = true;
+        }
+    }
+
+    /// The smallest entry, ties summed; entries summing to 0 cancel and the next one is tried.
+    fn pop_pivot(&mut self, pp: u64) -> Option<Entry> {
+        loop {
+            if self.buckets[0].is_empty() {
+                self.occupied &= !1;
+                let b = if self.occupied != 0 {
+                    self.occupied.trailing_zeros() as usize
+                } else if self.top_occupied {
+                    128
+                } else {
+                    return None;
+                };
+                let moving = std::mem::take(&mut self.buckets[b]);
+                if b < 128 {
+                    self.occupied &= !(1 << b);
+                } else {
+                    self.top_occupied = false;
+                }
+                let Some(min) = moving.iter().map(key).min() else {
+                    continue;
+                };
+                self.last = min;
+                // Every entry of bucket b shares the bits above b with the new minimum, so it lands lower.
+                let mut moving = moving;
+                for e in moving.drain(..) {
+                    let nb = self.bucket_of(key(&e));
+                    self.buckets[nb].push(e);
+                    self.occupied |= 1 << nb;
+                }
+                // Keep the emptied vector's capacity for later use.
+                if self.buckets[b].is_empty() {
+                    self.buckets[b] = moving;
+                }
+            }
+            let mut sum = 0u64;
+            let mut first = None;
+            while let Some(e) = self.buckets[0].pop() {
+                sum += u64::from(e.coef);
+                first.get_or_insert(e);
+            }
+            self.occupied &= !1;
+            if let Some(mut e) = first {
+                e.coef = (sum % pp) as u32;
+                if e.coef != 0 {
+                    return Some(e);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! # vigil-topo: Vietoris–Rips persistent homology for TopoForge
+//!
+//! Computes the persistence barcodes of the Vietoris–Rips filtration of a finite metric space (a Euclidean point
+//! cloud or a distance matrix), up to any dimension, with coefficients in Z/p, plus the topological features
+//! TopoForge derives from them ([`features`]) and Ripser-compatible text formats ([`io`]).
+//!
+//! ```
+//! use vigil_topo::{rips_points, RipsParams};
+//! // Four corners of a unit square: one loop, born at 1, filled at √2.
+//! let square = [0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0];
+//! let b = rips_points(&square, 2, &RipsParams::default()).unwrap();
+//! assert_eq!(b.dims[1].len(), 1);
+//! assert_eq!(b.dims[1][0].birth, 1.0);
+//! assert!((b.dims[1][0].death - 2f64.sqrt()).abs() < 1e-6);
+//! ```
+//!
+//! ## Contract and invariants
+//! - `Barcodes::dims[k]` holds the `H_k` bars for every `k ≤ max_dim` (so `dims.len() == max_dim + 1`), sorted
+//!   by birth then death. Bars of zero length are not reported. Essential classes have `death == f64::INFINITY`;
+//!   `H0` always has exactly one per connected component of the complex at the threshold.
+//! - Values are computed in `f32`, as Ripser does, and reported as the exact `f64` of that `f32`: barcodes are
+//!   the same multiset as Ripser 1.2's (and ripser.py's) on the same input.
+//! - The threshold defaults to the enclosing radius `min_i max_j d(i,j)`. Beyond it the complex is a cone, so this
+//!   changes no bar; an explicit threshold above it is clamped to it for the same reason. Pairs at distance `+inf`
+//!   are never connected.
+//! - No input makes the engine panic: empty, one- and two-point inputs, duplicate points, NaN (an error), huge or
+//!   zero thresholds and over-large dimensions (an error when simplex indices would not fit in 63 bits).
+//!
+//! ## How it works (Bauer, "Ripser: efficient computation of Vietoris–Rips persistence barcodes", 2021)
+//! - **H0 by union-find** over the edges in filtration order; edges that close a cycle become the columns of the
+//!   dimension-1 reduction.
+//! - **Cohomology with clearing**: for each dimension `d ≥ 1` the coboundary matrix is reduced column by column
+//!   in reverse filtration order. A `(d+1)`-simplex that became a pivot in dimension `d` is known to reduce to
+//!   zero in dimension `d+1`, so it is never a column there.
+//! - **Implicit matrices**: no boundary or coboundary matrix is stored. Simplices are numbers in the
+//!   **combinatorial number system** (`Σ C(v_i, i+1)`), coboundaries are enumerated on the fly from the
+//!   distances (cofacet `σ ∪ {v}` has index `low_k + C(v, k+1) + high_k` with per-simplex prefix sums), and only
+//!   the reduction matrix `V` is stored; adding column `j` re-enumerates the coboundaries of `V_j`'s terms.
+//! - **Apparent pairs** of zero persistence (a simplex whose oldest cofacet has the same diameter and is paired
+//!   back as that cofacet's youngest facet) are skipped when columns are assembled: they are pairs of the
+//!   filtration without any reduction and contribute no bar.
+//! - **Emergent pairs**: when the first equal-diameter cofacet met while enumerating a column's coboundary is
+//!   not yet anybody's pivot, it is the column's pivot after reduction; the pair is recorded without building
+//!   the column.
+//! - The filtration is refined by diameter, dimension and reverse colexicographic order, so ties are resolved
+//!   exactly as in Ripser.
+//!
+//! Beyond Ripser's defaults:
+//! - **f32 distances in a full square** (`row[j]`, no triangular index arithmetic, contiguous rows for the
+//!   inner loop of coboundary enumeration).
+//! - **Dense pivot tables**: when the index space of pivots is small (≤ 4 M simplices, the stream case) the
+//!   pivot lookup is a flat array instead of a hash map; it is reset by undoing only the touched slots.
+//! - **A sparse path**: with an explicit threshold that keeps few edges, cofacets are found by intersecting
+//!   sorted neighbour lists, so far-away vertices are never examined.
+//! - **A reusable workspace** ([`RipsWorkspace`]) keeps every buffer between calls: the stream pipeline computes
+//!   thousands of small windows per second without allocating.
+//!
+//! Not done (yet): parallel reduction across the two cores — a single computation is single-threaded; the
+//! stream pipeline gets its parallelism from running independent windows on separate workspaces.
+
+mod distance;
+mod engine;
+mod error;
+pub mod features;
+pub mod io;
+
+pub use distance::DistanceMatrix;
+pub use error::TopoError;
+
+/// Highest homology dimension accepted (far beyond anything computable; it bounds fixed-size vertex buffers).
+pub const MAX_DIM_LIMIT: usize = 30;
+
+/// One persistence interval `[birth, death)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub birth: f64,
+    /// `f64::INFINITY` for essential classes.
+    pub death: f64,
+}
+
+impl Interval {
+    /// `death - birth` (infinite for essential classes).
+    pub fn lifetime(&self) -> f64 {
+        self.death - self.birth
+    }
+
+    /// Whether the class dies.
+    pub fn is_finite(&self) -> bool {
+        self.death.is_finite()
+    }
+}
+
+/// Persistence barcodes by dimension.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Barcodes {
+    /// `dims[k]` = the `H_k` bars; `len() == max_dim + 1`.
+    pub dims: Vec<Vec<Interval>>,
+}
+
+/// Parameters of a Vietoris–Rips computation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RipsParams {
+    /// Highest homology dimension computed (default 1).
+    pub max_dim: usize,
+    /// Only simplices of diameter `≤ threshold` enter the complex (default: the enclosing radius).
+    pub threshold: Option<f64>,
+    /// Prime modulus of the coefficient field Z/p (default 2, must be below 65536).
+    pub modulus: u32,
+}
+
+impl Default for RipsParams {
+    fn default() -> Self {
+        RipsParams {
+            max_dim: 1,
+            threshold: None,
+            modulus: 2,
+        }
+    }
+}
+
+/// Barcodes of the Vietoris–Rips filtration of `dm`.
+pub fn rips(dm: &DistanceMatrix, params: &RipsParams) -> Result<Barcodes, TopoError> {
+    let mut out = Barcodes::default();
+    engine::Engine::default().compute(dm, params, &mut out)?;
+    Ok(out)
+}
+
+/// Barcodes of the Euclidean point cloud `coords` (row-major, `ambient_dim` coordinates per point).
+pub fn rips_points(
+    coords: &[f64],
+    ambient_dim: usize,
+    params: &RipsParams,
+) -> Result<Barcodes, TopoError> {
+    rips(&DistanceMatrix::from_points(coords, ambient_dim)?, params)
+}
+
+/// A reusable computation context: keeps the distance matrix, binomial table, pivot tables, heaps and column
+/// buffers between calls, so that repeated small computations (TopoForge's windows) do not allocate.
+/// Results are identical to [`rips`] / [`rips_points`]. One workspace per thread.
+#[derive(Default)]
+pub struct RipsWorkspace {
+    dm: DistanceMatrix,
+    engine: engine::Engine,
+}
+
+impl std::fmt::Debug for RipsWorkspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RipsWorkspace")
+            .field("points", &self.dm.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RipsWorkspace {
+    /// A workspace with empty buffers (they grow to the largest input seen).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Barcodes of a point cloud, like [`rips_points`].
+    pub fn compute(
+        &mut self,
+        coords: &[f64],
+        ambient_dim: usize,
+        params: &RipsParams,
+    ) -> Result<Barcodes, TopoError> {
+        let mut out = Barcodes::default();
+        self.compute_into(coords, ambient_dim, params, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`RipsWorkspace::compute`], writing into `out` and reusing its vectors.
+    pub fn compute_into(
+        &mut self,
+        coords: &[f64],
+        ambient_dim: usize,
+        params: &RipsParams,
+        out: &mut Barcodes,
+    ) -> Result<(), TopoError> {
+        self.dm.fill_from_points(coords, ambient_dim)?;
+        self.engine.compute(&self.dm, params, out)
+    }
+
+    /// Barcodes of a distance matrix, like [`rips`].
+    pub fn compute_matrix(
+        &mut self,
+        dm: &DistanceMatrix,
+        params: &RipsParams,
+    ) -> Result<Barcodes, TopoError> {
+        let mut out = Barcodes::default();
+        self.engine.compute(dm, params, &mut out)?;
+        Ok(out)
+    }
+}
