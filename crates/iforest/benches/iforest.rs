@@ -5,8 +5,9 @@
 //! comparable with scikit-learn's and isotree's on the same rows. Without those files the bench
 //! generates its own Gaussian data (and says so).
 //!
-//!     python3 scripts/iforest/bench_compare.py
-//!     IFOREST_BENCH_DIR=/tmp/vigil-iforest-bench cargo bench -p vigil-iforest
+//!     python3 scripts/iforest/bench_compare.py            # writes the data (once)
+//!     IFOREST_BENCH_DIR=/tmp/vigil-iforest-bench cargo bench -p vigil-iforest --bench iforest \
+//!       && python3 scripts/iforest/bench_compare.py --criterion $CARGO_TARGET_DIR/criterion
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -105,5 +106,12 @@ fn benches(c: &mut Criterion) {
     c.bench_function("to_bytes", |b| b.iter(|| black_box(&forest).to_bytes()));
 }
 
-criterion_group!(iforest, benches);
+criterion_group! {
+    name = iforest;
+    // Short windows: the machine is shared and noisy; medians over many samples are what we quote.
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
+    targets = benches
+}
 criterion_main!(iforest);

@@ -82,10 +82,7 @@ pub fn read_matrix<R: BufRead>(reader: R) -> Result<Matrix, Error> {
         }
     }
     if data.is_empty() {
-        return Err(Error::Csv {
-            line: 0,
-            message: "no data rows".to_string(),
-        });
+        return Err(Error::CsvNoRows);
     }
     Ok(Matrix {
         data,
@@ -157,8 +154,8 @@ mod tests {
             read("1,b\n3,4\n"),
             Err(Error::Csv { line: 1, .. })
         ));
-        assert!(matches!(read(""), Err(Error::Csv { line: 0, .. })));
-        assert!(matches!(read("a,b\n"), Err(Error::Csv { line: 0, .. })));
+        assert_eq!(read(""), Err(Error::CsvNoRows));
+        assert_eq!(read("a,b\n\n"), Err(Error::CsvNoRows));
         assert!(matches!(read("1,2\n3,\n"), Err(Error::Csv { line: 2, .. })));
     }
 

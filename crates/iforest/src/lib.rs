@@ -104,6 +104,8 @@ pub enum Error {
     Corrupt(String),
     #[error("line {line}: {message}")]
     Csv { line: usize, message: String },
+    #[error("the CSV file has no data rows")]
+    CsvNoRows,
     #[error("I/O error: {0}")]
     Io(String),
 }
