@@ -367,8 +367,9 @@ impl IsolationForest {
             ((params.max_features * n_cols as f64).floor() as usize).clamp(1, n_cols);
 
         let c_table = stats::PathLengthTable::new(psi as u64);
+        let cols = tree::transpose(data, n_cols);
         let spec = TreeSpec {
-            data,
+            cols: &cols,
             n_rows,
             n_cols,
             psi,
