@@ -86,4 +86,4 @@ pub use classifier::{RiskLevel, SecurityAnalysis, Threat, ThreatClassifier, Thre
 pub use config::{BettiRuleConfig, ConfigError, ScoreWeights, StreamConfig};
 pub use error::StreamError;
 pub use event::{Event, EventError};
-pub use state::{STATE_VERSION, StreamState, squash};
+pub use state::{STATE_VERSION, StateParts, StreamState, squash};

@@ -75,7 +75,21 @@ struct Baseline {
     features: [Ewm; N_FEATURES],
     /// Distribution of ln(events per second), when the client sends timestamps.
     log_rate: Option<Ewm>,
-    model: Model,
+    /// Stored apart from the rest of the state (it is large and changes only at calibration and refits);
+    /// see [`StreamState::to_parts`].
+    #[serde(skip)]
+    model: Option<Model>,
+}
+
+/// A [`StreamState`] split for storage (see [`StreamState::to_parts`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateParts {
+    /// Everything but the model (JSON, a few kB).
+    pub core: Vec<u8>,
+    /// The model (JSON with the forest as base64), once the stream is calibrated.
+    pub model: Option<Vec<u8>>,
+    /// Number of model fits so far.
+    pub model_generation: u64,
 }
 
 /// All the state of one stream: its window, calibration, baseline and model. Streams never share state.
@@ -148,26 +162,80 @@ impl StreamState {
         self.refits
     }
 
-    /// Serialises the state (JSON; the model inside is base64 of its binary form).
-    pub fn to_json(&self) -> Result<Vec<u8>, StreamError> {
-        serde_json::to_vec(self).map_err(|e| StreamError::StateDecode(e.to_string()))
+    /// Splits the state for storage: the small part that changes with every event (JSON), and the model,
+    /// which changes only when the stream calibrates or refits, with its generation (it grows by one at
+    /// every fit), so a store can rewrite the model only when the generation moved.
+    pub fn to_parts(&self) -> Result<StateParts, StreamError> {
+        let core = serde_json::to_vec(self).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        let model = match self.baseline.as_ref().and_then(|b| b.model.as_ref()) {
+            Some(m) => {
+                Some(serde_json::to_vec(m).map_err(|e| StreamError::StateDecode(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(StateParts {
+            core,
+            model,
+            model_generation: self.refits,
+        })
     }
 
-    /// Restores a state written by [`Self::to_json`]; refuses other versions.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, StreamError> {
+    /// Reassembles a state from [`Self::to_parts`]; refuses other versions, and a calibrated state
+    /// without its model.
+    pub fn from_parts(core: &[u8], model: Option<&[u8]>) -> Result<Self, StreamError> {
         #[derive(Deserialize)]
         struct V {
             version: u32,
         }
         let v: V =
-            serde_json::from_slice(bytes).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+            serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
         if v.version != STATE_VERSION {
             return Err(StreamError::StateVersion {
                 found: v.version,
                 expected: STATE_VERSION,
             });
         }
-        serde_json::from_slice(bytes).map_err(|e| StreamError::StateDecode(e.to_string()))
+        let mut state: Self =
+            serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        if let Some(b) = state.baseline.as_mut() {
+            let bytes = model.ok_or_else(|| {
+                StreamError::StateDecode("calibrated state without its model".into())
+            })?;
+            let m: Model = serde_json::from_slice(bytes)
+                .map_err(|e| StreamError::StateDecode(e.to_string()))?;
+            b.model = Some(m);
+        }
+        Ok(state)
+    }
+
+    /// The whole state as one JSON document (`{"core": …, "model": …}`).
+    pub fn to_json(&self) -> Result<Vec<u8>, StreamError> {
+        let parts = self.to_parts()?;
+        let decode = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b);
+        let core = decode(&parts.core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        let model = match &parts.model {
+            Some(m) => decode(m).map_err(|e| StreamError::StateDecode(e.to_string()))?,
+            None => serde_json::Value::Null,
+        };
+        serde_json::to_vec(&serde_json::json!({"core": core, "model": model}))
+            .map_err(|e| StreamError::StateDecode(e.to_string()))
+    }
+
+    /// Restores a state written by [`Self::to_json`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, StreamError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        let core = v
+            .get("core")
+            .ok_or_else(|| StreamError::StateDecode("missing `core`".into()))?;
+        let core = serde_json::to_vec(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        let model = match v.get("model") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(m) => {
+                Some(serde_json::to_vec(m).map_err(|e| StreamError::StateDecode(e.to_string()))?)
+            }
+        };
+        Self::from_parts(&core, model.as_deref())
     }
 
     /// Feeds one event through the pipeline and returns its analysis. See the crate documentation for
@@ -348,7 +416,7 @@ impl StreamState {
                 let rows: Vec<[f64; N_FEATURES]> = self.recent_normal.iter().copied().collect();
                 let seed = self.seed();
                 if let Some(b) = self.baseline.as_mut() {
-                    b.model = Model::fit(&rows, cfg.trees, seed)?;
+                    b.model = Some(Model::fit(&rows, cfg.trees, seed)?);
                 }
                 self.refits += 1;
                 self.normal_since_refit = 0;
@@ -433,7 +501,7 @@ impl StreamState {
             value,
             features,
             log_rate,
-            model,
+            model: Some(model),
         });
         self.recent_normal = c
             .rows
@@ -496,7 +564,7 @@ fn score(
         .collect();
     let betti = squash(max_abs(&betti_set));
     let entropy = squash(max_abs(&feat::ENTROPY_SET));
-    let ml = squash(b.model.deviation(row));
+    let ml = b.model.as_ref().map_or(0.0, |m| squash(m.deviation(row)));
     let w = cfg.weights;
     let total = ((w.betti * betti + w.entropy * entropy + w.ml * ml)
         / (w.betti + w.entropy + w.ml))

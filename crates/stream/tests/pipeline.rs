@@ -130,10 +130,35 @@ fn state_survives_serialisation_mid_stream() {
 }
 
 #[test]
+fn parts_round_trip_and_a_calibrated_state_needs_its_model() {
+    let cfg = StreamConfig::default();
+    let events = noise("p", 230, 6);
+    let mut whole = StreamState::new("p");
+    let expected = run(&mut whole, &events, &cfg);
+    let mut s = StreamState::new("p");
+    run(&mut s, &events[..200], &cfg);
+    let parts = s.to_parts().unwrap();
+    assert!(parts.model.is_some());
+    assert_eq!(parts.model_generation, s.refits());
+    assert!(matches!(
+        StreamState::from_parts(&parts.core, None),
+        Err(StreamError::StateDecode(_))
+    ));
+    let mut back = StreamState::from_parts(&parts.core, parts.model.as_deref()).unwrap();
+    let rest = run(&mut back, &events[200..], &cfg);
+    assert!(
+        serde_json::to_string(&rest).unwrap() == serde_json::to_string(&expected[200..]).unwrap()
+    );
+    // Before calibration there is no model to store.
+    let fresh = StreamState::new("p").to_parts().unwrap();
+    assert!(fresh.model.is_none());
+}
+
+#[test]
 fn other_state_versions_and_garbage_are_refused() {
     let s = StreamState::new("v");
     let mut v: Value = serde_json::from_slice(&s.to_json().unwrap()).unwrap();
-    v["version"] = json!(STATE_VERSION + 1);
+    v["core"]["version"] = json!(STATE_VERSION + 1);
     let err = StreamState::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
     assert!(matches!(err, StreamError::StateVersion { .. }));
     assert!(matches!(
