@@ -90,8 +90,8 @@ def main():
         print(f"{name} dim {maxdim} coeff {coeff}", file=sys.stderr)
         cases.append(dict(name=f"{name}-d{maxdim}-p{coeff}", input=name, format=fmt, maxdim=maxdim,
                           thresh=thresh, coeff=coeff, dgms=dgms_of(X, is_dm, maxdim, thresh, coeff)))
-        shutil.copy(os.path.join(DATA, name), os.path.join(OUT, name))
-    shutil.copy(os.path.join(DATA, "LICENSE-ripser-examples.txt"), os.path.join(OUT, "LICENSE-ripser-examples.txt"))
+        shutil.copyfile(os.path.join(DATA, name), os.path.join(OUT, name))
+    shutil.copyfile(os.path.join(DATA, "LICENSE-ripser-examples.txt"), os.path.join(OUT, "LICENSE-ripser-examples.txt"))
 
     rng = np.random.default_rng(20261121)
     # Random clouds of many sizes and ambient dimensions; a few with thresholds, Z/3, duplicates, lattices (ties).
