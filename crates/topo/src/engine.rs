@@ -273,15 +273,24 @@ impl Balls {
     }
 }
 
+impl Dense<'_> {
+    /// [`Neighborhood::zero_pivot_vertex`] by scanning every vertex (no ball tables).
+    #[inline(never)]
+    fn zero_pivot_vertex_scan(&self, verts: &[u32], diam: f32) -> Option<u32> {
+        let mut found = None;
+        self.cofacet_vertices(verts, diam, None, diam, |v, _, _| {
+            found = Some(v);
+            false
+        });
+        found
+    }
+}
+
 impl Neighborhood for Dense<'_> {
+    #[inline(always)]
     fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
         let Some(balls) = self.balls else {
-            let mut found = None;
-            self.cofacet_vertices(verts, diam, None, diam, |v, _, _| {
-                found = Some(v);
-                false
-            });
-            return found;
+            return self.zero_pivot_vertex_scan(verts, diam);
         };
         let mut common = !0u128;
         let mut own = 0u128;
@@ -450,14 +459,19 @@ impl MaxPairs {
     }
 }
 
-/// Whether `w` (ascending, diameter `diam`, max pairs `mp`) is the facet of a zero-persistence apparent pair:
-/// its oldest cofacet `w ∪ {x}` has the same diameter and has `w` as youngest facet, i.e. removing any vertex
-/// `y > x` from `w ∪ {x}` lowers the diameter.
+/// Whether `w` (ascending, diameter `diam`) is the facet of a zero-persistence apparent pair: its oldest cofacet
+/// `w ∪ {x}` has the same diameter and has `w` as youngest facet, i.e. removing any vertex `y > x` from
+/// `w ∪ {x}` lowers the diameter.
 #[inline(always)]
-fn apparent_as_facet<N: Neighborhood>(nb: &N, w: &[u32], diam: f32, mp: &MaxPairs) -> bool {
+fn apparent_as_facet<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> bool {
     let Some(x) = nb.zero_pivot_vertex(w, diam) else {
         return false;
     };
+    // When x is the largest vertex, w is the first facet tried (and keeps the diameter): no more work.
+    if w.last().is_none_or(|&top| top < x) {
+        return true;
+    }
+    let mp = MaxPairs::of(nb, w, diam);
     let mut x_max = [0u8; MAX_VERTS];
     let mut x_total = 0;
     for (i, &u) in w.iter().enumerate() {
@@ -513,7 +527,7 @@ fn insert_vertex(verts: &[u32], v: u32, out: &mut [u32; MAX_VERTS]) -> usize {
 
 /// Whether `verts` is the facet of a zero-persistence apparent pair.
 fn has_zero_apparent_cofacet<N: Neighborhood>(nb: &N, verts: &[u32], diam: f32) -> bool {
-    apparent_as_facet(nb, verts, diam, &MaxPairs::of(nb, verts, diam))
+    apparent_as_facet(nb, verts, diam)
 }
 
 /// If `w` is the cofacet of a zero-persistence apparent pair, the position of the vertex its partner lacks.
@@ -525,8 +539,8 @@ fn zero_apparent_facet<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> Option<
 /// columns: the pair is known without reduction and has no bar).
 #[inline(always)]
 fn in_zero_apparent_pair<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> bool {
-    let mp = MaxPairs::of(nb, w, diam);
-    apparent_as_facet(nb, w, diam, &mp) || apparent_as_cofacet(nb, w, diam, &mp).is_some()
+    apparent_as_facet(nb, w, diam)
+        || apparent_as_cofacet(nb, w, diam, &MaxPairs::of(nb, w, diam)).is_some()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
