@@ -8,7 +8,6 @@
 //!   ascending), and the pivot of a coboundary column is its entry of smallest diameter, ties to largest index;
 //! - vertex lists are sorted ascending and hold at most [`MAX_VERTS`] entries.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -39,7 +38,7 @@ struct Binomial {
 
 impl Binomial {
     /// Rebuilds the table for `n` points and simplices of up to `kmax` vertices. Fails when an entry reaches
-    /// 2^63, i.e. when simplex indices would not fit.
+    /// 2^56, i.e. when simplex indices would not fit a packed working-column entry.
     fn rebuild(&mut self, n: usize, kmax: usize) -> Result<(), ()> {
         if self.n1 == n + 1 && self.kmax == kmax && !self.table.is_empty() {
             return Ok(());
@@ -56,7 +55,7 @@ impl Binomial {
                 } else {
                     self.table[(k - 1) * n1 + i - 1].saturating_add(self.table[k * n1 + i - 1])
                 };
-                if value >= 1 << 63 {
+                if value >= 1 << INDEX_BITS {
                     self.n1 = 0;
                     self.table.clear();
                     return Err(());
@@ -546,8 +545,7 @@ fn in_zero_apparent_pair<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> bool 
 // ---------------------------------------------------------------------------------------------------------------
 // Columns, pivots, coefficients
 
-/// A coboundary entry in the working column. Ordered so that the max-heap's top is the pivot: smallest
-/// diameter first, ties to the largest index.
+/// A coboundary entry of the working column, unpacked.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     diam: f32,
@@ -555,26 +553,48 @@ struct Entry {
     index: u64,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
+/// Bits of a packed entry's index (the rest of its last word holds the coefficient): 56 + 8, as in Ripser.
+const INDEX_BITS: u32 = 56;
+
+/// An [`Entry`] as stored in the working column: 12 bytes instead of 16, so that long reductions (millions
+/// of entries) take a quarter less memory and bandwidth.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    diam: u32,
+    lo: u32,
+    /// Index bits 32..56 shifted up by 8, coefficient in the low 8 bits.
+    hi: u32,
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
+
+impl Packed {
     #[inline(always)]
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Diameters are finite and non-negative, so their bit patterns order like their values.
-        other
-            .diam
-            .to_bits()
-            .cmp(&self.diam.to_bits())
-            .then(self.index.cmp(&other.index))
+    fn pack(e: Entry) -> Self {
+        Packed {
+            diam: e.diam.to_bits(),
+            lo: e.index as u32,
+            hi: (((e.index >> 32) as u32) << 8) | e.coef,
+        }
+    }
+
+    #[inline(always)]
+    fn index(&self) -> u64 {
+        (u64::from(self.hi >> 8) << 32) | u64::from(self.lo)
+    }
+
+    #[inline(always)]
+    fn unpack(&self) -> Entry {
+        Entry {
+            diam: f32::from_bits(self.diam),
+            coef: self.hi & 0xff,
+            index: self.index(),
+        }
+    }
+
+    /// Filtration-order key: diameter ascending, then index descending. Diameters are finite and
+    /// non-negative, so their bit patterns order like their values.
+    #[inline(always)]
+    fn key(&self) -> u128 {
+        (u128::from(self.diam) << 64) | u128::from(!self.index())
     }
 }
 
@@ -700,7 +720,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     fn set_modulus(&mut self, p: u32) -> Result<(), TopoError> {
-        if p >= 1 << 16 || !is_prime(p) {
+        if p >= 1 << (64 - INDEX_BITS) || !is_prime(p) {
             return Err(TopoError::InvalidModulus(p));
         }
         if self.modulus != p {
@@ -1173,7 +1193,7 @@ const RADIX_BUCKETS: usize = 129;
 /// entries) stay sequential in memory instead of sifting through a multi-megabyte binary heap.
 #[derive(Debug)]
 pub(crate) struct WorkColumn {
-    buckets: Vec<Vec<Entry>>,
+    buckets: Vec<Vec<Packed>>,
     /// Bit `i` set when bucket `i` may be non-empty.
     occupied: u128,
     /// Bucket 128 has no room in `occupied`; tracked separately.
@@ -1190,12 +1210,6 @@ impl Default for WorkColumn {
             last: 0,
         }
     }
-}
-
-/// Filtration-order key: diameter ascending, then index descending.
-#[inline(always)]
-fn key(e: &Entry) -> u128 {
-    (u128::from(e.diam.to_bits()) << 64) | u128::from(!e.index)
 }
 
 impl WorkColumn {
@@ -1215,7 +1229,8 @@ impl WorkColumn {
 
     #[inline(always)]
     fn push(&mut self, e: Entry) {
-        let k = key(&e);
+        let e = Packed::pack(e);
+        let k = e.key();
         if k < self.last {
             return;
         }
@@ -1246,14 +1261,14 @@ impl WorkColumn {
                 } else {
                     self.top_occupied = false;
                 }
-                let Some(min) = moving.iter().map(key).min() else {
+                let Some(min) = moving.iter().map(Packed::key).min() else {
                     continue;
                 };
                 self.last = min;
                 // Every entry of bucket b shares the bits above b with the new minimum, so it lands lower.
                 let mut moving = moving;
                 for e in moving.drain(..) {
-                    let nb = self.bucket_of(key(&e));
+                    let nb = self.bucket_of(e.key());
                     self.buckets[nb].push(e);
                     self.occupied |= 1 << nb;
                 }
@@ -1265,11 +1280,12 @@ impl WorkColumn {
             let mut sum = 0u64;
             let mut first = None;
             while let Some(e) = self.buckets[0].pop() {
-                sum += u64::from(e.coef);
+                sum += u64::from(e.hi & 0xff);
                 first.get_or_insert(e);
             }
             self.occupied &= !1;
-            if let Some(mut e) = first {
+            if let Some(packed) = first {
+                let mut e = packed.unpack();
                 e.coef = (sum % pp) as u32;
                 if e.coef != 0 {
                     return Some(e);

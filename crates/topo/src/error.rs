@@ -23,8 +23,8 @@ pub enum TopoError {
     /// A full matrix whose entry count is not n².
     #[error("{len} entries do not form a {n}x{n} matrix")]
     NotSquare { len: usize, n: usize },
-    /// The coefficient modulus is not a prime below 2^16.
-    #[error("modulus {0} is not a prime below 65536")]
+    /// The coefficient modulus is not a prime below 256.
+    #[error("modulus {0} is not a prime below 256")]
     InvalidModulus(u32),
     /// The threshold is NaN or negative.
     #[error("threshold {0} is not a non-negative number")]
@@ -32,8 +32,8 @@ pub enum TopoError {
     /// The requested homology dimension is beyond what the engine supports.
     #[error("max_dim {0} is too large (at most {max})", max = crate::MAX_DIM_LIMIT)]
     MaxDimTooLarge(usize),
-    /// Simplex indices of the requested dimension do not fit in 63 bits for this many points.
-    #[error("{n} points up to dimension {max_dim}: simplex index space exceeds 2^63")]
+    /// Simplex indices of the requested dimension do not fit in 56 bits for this many points.
+    #[error("{n} points up to dimension {max_dim}: simplex index space exceeds 2^56")]
     IndexOverflow { n: usize, max_dim: usize },
     /// The input is too large to allocate.
     #[error("input too large: cannot allocate {what}")]

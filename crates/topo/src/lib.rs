@@ -24,7 +24,7 @@
 //!   changes no bar; an explicit threshold above it is clamped to it for the same reason. Pairs at distance `+inf`
 //!   are never connected.
 //! - No input makes the engine panic: empty, one- and two-point inputs, duplicate points, NaN (an error), huge or
-//!   zero thresholds and over-large dimensions (an error when simplex indices would not fit in 63 bits).
+//!   zero thresholds and over-large dimensions (an error when simplex indices would not fit in 56 bits).
 //!
 //! ## How it works (Bauer, "Ripser: efficient computation of Vietoris–Rips persistence barcodes", 2021)
 //! - **H0 by union-find** over the edges in filtration order; edges that close a cycle become the columns of the
@@ -116,7 +116,7 @@ pub struct RipsParams {
     pub max_dim: usize,
     /// Only simplices of diameter `≤ threshold` enter the complex (default: the enclosing radius).
     pub threshold: Option<f64>,
-    /// Prime modulus of the coefficient field Z/p (default 2, must be below 65536).
+    /// Prime modulus of the coefficient field Z/p (default 2, must be below 256, as in Ripser).
     pub modulus: u32,
 }
 
