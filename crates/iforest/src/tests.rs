@@ -504,3 +504,32 @@ fn corrupted_models_with_valid_checksums_never_panic() {
     // Threshold and offset bytes can change without breaking structure.
     assert!(decoded > 0);
 }
+
+#[test]
+fn models_can_be_shared_across_threads() {
+    // Services keep models behind `Arc` and score from many request threads.
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<IsolationForest>();
+    shareable::<Error>();
+    let f = std::sync::Arc::new(
+        IsolationForest::fit_matrix(
+            &lcg_data(64, 2, 15),
+            2,
+            &Params {
+                n_estimators: 8,
+                ..params(1)
+            },
+        )
+        .unwrap(),
+    );
+    let expected = f.score_samples(&[0.5, -0.5]);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let f = std::sync::Arc::clone(&f);
+            std::thread::spawn(move || f.score_samples(&[0.5, -0.5]))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().to_bits(), expected.to_bits());
+    }
+}
