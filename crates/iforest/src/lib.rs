@@ -545,6 +545,12 @@ impl IsolationForest {
         }
         check_no_nan(data, d)?;
         let mut out = vec![0.0; data.len() / d];
+        if out.len() <= SCORE_BLOCK {
+            // One block: handing it to the pool (and waiting for it) from a thread outside the
+            // pool would cost more than scoring it here.
+            self.score_block(data, &mut out);
+            return Ok(out);
+        }
         out.par_chunks_mut(SCORE_BLOCK)
             .zip(data.par_chunks(SCORE_BLOCK * d))
             .for_each(|(o, x)| self.score_block(x, o));
