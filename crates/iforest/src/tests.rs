@@ -102,6 +102,9 @@ fn batch_scores_equal_single_row_scores_bitwise() {
         assert_eq!(f.score_samples(row).to_bits(), b.to_bits());
     }
     assert_eq!(f.score_samples_batch(&[]).unwrap(), Vec::<f64>::new());
+    // Batches of at most one block take the inline path; same numbers.
+    let small = f.score_samples_batch(&data[..100 * 6]).unwrap();
+    assert_eq!(small[..], batch[..100]);
 }
 
 #[test]
