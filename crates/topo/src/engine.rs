@@ -81,7 +81,8 @@ impl Binomial {
             let row = &self.table[k * self.n1..k * self.n1 + top];
             let v = row.partition_point(|&c| c <= index).saturating_sub(1);
             out[k - 1] = v as u32;
-            index -= row[v];
+            // `row` is never empty for a valid index (k vertices lie below `top`); stay total regardless.
+            index -= row.get(v).copied().unwrap_or(0);
             top = v;
         }
     }
@@ -1310,5 +1311,189 @@ impl WorkColumn {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_inverts_the_combinatorial_number_system() {
+        let mut b = Binomial::default();
+        b.rebuild(12, 5).unwrap();
+        let mut out = [0u32; MAX_VERTS];
+        // Every 3-subset of 12 vertices, in colexicographic order, has index = its rank.
+        let mut rank = 0u64;
+        for c in 2..12u32 {
+            for bb in 1..c {
+                for a in 0..bb {
+                    let index: u64 = [a, bb, c]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| b.get(v as usize, i + 1))
+                        .sum();
+                    assert_eq!(index, rank);
+                    b.decode(index, 3, &mut out);
+                    assert_eq!(&out[..3], &[a, bb, c]);
+                    rank += 1;
+                }
+            }
+        }
+        assert_eq!(rank, b.get(12, 3));
+        assert_eq!(
+            index_of_cofacets(&b, &[1, 4], 12),
+            vec![
+                (11, 0),
+                (10, 0),
+                (9, 0),
+                (8, 0),
+                (7, 0),
+                (6, 0),
+                (5, 0),
+                (3, 1),
+                (2, 1),
+                (0, 2)
+            ]
+        );
+    }
+
+    /// (added vertex, number of simplex vertices above it) of each cofacet, checking each index by decoding.
+    fn index_of_cofacets(b: &Binomial, verts: &[u32], n: usize) -> Vec<(u32, usize)> {
+        let d = vec![0.0f32; n * n];
+        let nb = Dense {
+            n,
+            d: &d,
+            balls: None,
+        };
+        let mut seen = Vec::new();
+        let mut last = u64::MAX;
+        for_each_cofacet(&nb, b, verts, 0.0, None, 0.0, |tau, _, odd, v| {
+            assert!(tau < last, "decreasing index order");
+            last = tau;
+            let mut out = [0u32; MAX_VERTS];
+            b.decode(tau, verts.len() + 1, &mut out);
+            let mut expected = [0u32; MAX_VERTS];
+            let len = insert_vertex(verts, v, &mut expected);
+            assert_eq!(&out[..len], &expected[..len]);
+            let above = verts.iter().filter(|&&u| u > v).count();
+            assert_eq!(odd, above % 2 == 1);
+            seen.push((v, above));
+            true
+        });
+        seen
+    }
+
+    #[test]
+    fn binomial_overflow_is_reported() {
+        let mut b = Binomial::default();
+        assert!(b.rebuild(400, 27).is_err());
+        assert!(b.rebuild(1024, 5).is_ok());
+    }
+
+    #[test]
+    fn packed_entries_round_trip() {
+        let e = Entry {
+            diam: 1.5,
+            coef: 254,
+            index: (1 << INDEX_BITS) - 1,
+        };
+        let p = Packed::pack(e);
+        assert_eq!(std::mem::size_of::<Packed>(), 12);
+        let back = p.unpack();
+        assert_eq!(
+            (back.diam, back.coef, back.index),
+            (e.diam, e.coef, e.index)
+        );
+    }
+
+    #[test]
+    fn work_column_pops_in_filtration_order_and_cancels() {
+        let mut w = WorkColumn::default();
+        let e = |diam: f32, index: u64, coef: u32| Entry { diam, coef, index };
+        for x in [
+            e(2.0, 5, 1),
+            e(1.0, 3, 1),
+            e(1.0, 9, 1),
+            e(3.0, 1, 1),
+            e(1.0, 3, 1),
+            e(2.0, 5, 2),
+        ] {
+            w.push(x);
+        }
+        // Z/3: (1.0, 9) first (equal diameters: larger index first); (1.0, 3) sums to 2; (2.0, 5) sums to 0.
+        let p = w.pop_pivot(3).unwrap();
+        assert_eq!((p.diam, p.index, p.coef), (1.0, 9, 1));
+        let p = w.pop_pivot(3).unwrap();
+        assert_eq!((p.diam, p.index, p.coef), (1.0, 3, 2));
+        // Entries before the last pivot are dropped: they cancel in any valid column addition.
+        w.push(e(0.5, 7, 1));
+        let p = w.pop_pivot(3).unwrap();
+        assert_eq!((p.diam, p.index, p.coef), (3.0, 1, 1));
+        assert!(w.pop_pivot(3).is_none());
+        w.clear();
+        w.push(e(0.5, 7, 1));
+        assert_eq!(w.pop_pivot(2).map(|p| p.index), Some(7));
+    }
+
+    #[test]
+    fn balls_match_brute_force() {
+        // 70 points on a line with repeated distances (ties) and a threshold cutting some pairs.
+        let n = 70;
+        let coords: Vec<f64> = (0..n).map(|i| f64::from((i * 7 % 23) as u32)).collect();
+        let dm = DistanceMatrix::from_points(&coords, 1).unwrap();
+        let thr = 15.0f32;
+        let mut balls = Balls::default();
+        balls.rebuild(n, dm.square(), thr);
+        for u in 0..n {
+            for r in 0..=balls.levels {
+                let expected = (0..n)
+                    .filter(|&v| balls.ranked[u * n + v] <= r as f32)
+                    .fold(0u128, |m, v| m | (1 << v));
+                assert_eq!(balls.ball(u as u32, r as f32), expected, "u {u} r {r}");
+            }
+        }
+        // Ranks preserve the order of values, ties included, and map back.
+        for i in 0..n {
+            for j in 0..n {
+                let (a, b) = (dm.square()[i * n + j], balls.ranked[i * n + j]);
+                if a <= thr {
+                    assert_eq!(balls.values[b as usize], a);
+                } else {
+                    assert!(b.is_infinite());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pivot_map_dense_and_hashed_agree() {
+        for space in [100, DENSE_PIVOT_LIMIT + 1] {
+            let mut m = PivotMap::default();
+            m.reset(space).unwrap();
+            assert!(m.get(42).is_none());
+            m.insert(42, 7);
+            m.insert(99, 0);
+            assert_eq!(m.get(42), Some(7));
+            assert_eq!(m.get(99), Some(0));
+            m.reset(space).unwrap();
+            assert!(m.get(42).is_none() && m.get(99).is_none());
+        }
+    }
+
+    #[test]
+    fn modulus_inverses() {
+        let mut e = Engine::default();
+        for p in [2u32, 3, 5, 7, 251] {
+            e.set_modulus(p).unwrap();
+            for a in 1..p {
+                assert_eq!(
+                    u64::from(a) * u64::from(e.inverse[a as usize]) % u64::from(p),
+                    1
+                );
+            }
+        }
+        assert!(e.set_modulus(256).is_err());
+        assert!(e.set_modulus(9).is_err());
     }
 }

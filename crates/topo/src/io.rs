@@ -159,6 +159,7 @@ pub fn parse(text: &str, format: Format) -> Result<DistanceMatrix, TopoError> {
 
 /// A value as it was computed: barcodes hold exact `f32` values, which print shortest as `f32`.
 fn fmt_value(out: &mut String, x: f64) {
+    // (Formatting into a String cannot fail, hence the ignored results below.)
     let single = x as f32;
     if f64::from(single) == x {
         let _ = write!(out, "{single}");
