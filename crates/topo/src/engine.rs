@@ -535,14 +535,6 @@ fn zero_apparent_facet<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> Option<
     apparent_as_cofacet(nb, w, diam, &MaxPairs::of(nb, w, diam))
 }
 
-/// Whether `w` is in a zero-persistence apparent pair, as facet or as cofacet (such simplices are never
-/// columns: the pair is known without reduction and has no bar).
-#[inline(always)]
-fn in_zero_apparent_pair<N: Neighborhood>(nb: &N, w: &[u32], diam: f32) -> bool {
-    apparent_as_facet(nb, w, diam)
-        || apparent_as_cofacet(nb, w, diam, &MaxPairs::of(nb, w, diam)).is_some()
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Columns, pivots, coefficients
 
@@ -987,12 +979,15 @@ impl Engine {
                     if keep_simplices {
                         next_simplices.push((cd, tau));
                     }
-                    if pivots.get(tau).is_none() {
-                        w[m] = v;
-                        let tv = &w[..m + 1];
-                        if !in_zero_apparent_pair(nb, tv, cd) {
-                            columns.push((cd, tau));
-                        }
+                    w[m] = v;
+                    let tv = &w[..m + 1];
+                    // Most simplices are the facet of a zero apparent pair: test that first, it needs no pivot
+                    // lookup. (Such a simplex is positive, so it cannot also be a pivot below: order is free.)
+                    if !apparent_as_facet(nb, tv, cd)
+                        && pivots.get(tau).is_none()
+                        && apparent_as_cofacet(nb, tv, cd, &MaxPairs::of(nb, tv, cd)).is_none()
+                    {
+                        columns.push((cd, tau));
                     }
                     true
                 },
