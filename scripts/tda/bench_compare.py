@@ -4,6 +4,7 @@
     pip install -r scripts/tda/requirements.txt
     python3 scripts/tda/bench_compare.py            # times the Python tools
     python3 scripts/tda/bench_compare.py --write    # (re)writes the generated clouds, then times
+    python3 scripts/tda/bench_compare.py --memory   # peak-RSS comparison instead (builds the Rust example)
 
 The generated clouds (one seed) live in crates/topo/benches/data/ and are read by both this script and the
 criterion bench (crates/topo/benches/rips.rs), so both sides time the same inputs. Every call is timed end to
@@ -13,6 +14,8 @@ end as a user would call it (distance computation included for point clouds).
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 
@@ -60,14 +63,65 @@ def median_time(fn, min_runs, min_seconds):
     return statistics.median(times), len(times)
 
 
+MEMORY_SNIPPET = """
+import sys, warnings, numpy as np
+warnings.filterwarnings("ignore")
+sys.path.insert(0, {here!r})
+import bench_compare as bc
+from ripser import ripser
+from gph import ripser_parallel
+tool, case = sys.argv[1], sys.argv[2]
+X, is_dm, kw = bc.memory_case(case)
+if tool == "ripser.py":
+    ripser(X, distance_matrix=is_dm, **kw)
+elif tool == "giotto-ph":
+    ripser_parallel(X, metric="precomputed" if is_dm else "euclidean", n_threads=1, **kw)
+"""
+
+
+def memory_case(case):
+    """Inputs and parameters of a case, as the timing cases use them."""
+    if case == "sphere":
+        return lower_to_square(data_path("sphere_3_192.lower_distance_matrix")), True, dict(maxdim=2)
+    if case == "o3":
+        return np.loadtxt(data_path("o3_1024.txt")), False, dict(maxdim=3, thresh=1.8)
+    name = {"planar": "planar_50.txt", "cloud": "cloud3d_100.txt"}[case]
+    return np.loadtxt(os.path.join(BENCH_DATA, name)), False, dict(maxdim=2)
+
+
+def peak_kb(cmd):
+    """Peak resident set size (KB) of a command, from GNU time."""
+    out = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True, check=True)
+    return int(out.stderr.strip().splitlines()[-1])
+
+
+def memory():
+    """Peak RSS of each tool on each case minus the same process doing everything but the computation."""
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "vigil-topo", "--example", "rips_case"],
+                   cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    exe = os.path.join(target, "release", "examples", "rips_case")
+    snippet = MEMORY_SNIPPET.format(here=os.path.dirname(os.path.abspath(__file__)))
+    print(f"{'case':<10}{'vigil-topo':>14}{'ripser.py':>14}{'giotto-ph':>14}   (peak RSS above baseline, MB)")
+    for case in ["sphere", "o3", "planar", "cloud"]:
+        ours = peak_kb([exe, case]) - peak_kb([exe, case, "none"])
+        py = [peak_kb([sys.executable, "-c", snippet, tool, case]) - peak_kb([sys.executable, "-c", snippet, "none", case])
+              for tool in ["ripser.py", "giotto-ph"]]
+        print(f"{case:<10}" + "".join(f"{kb / 1024:>14.1f}" for kb in [ours] + py))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help="regenerate the benchmark clouds first")
     ap.add_argument("--runs", type=int, default=7, help="minimum timed runs per case")
+    ap.add_argument("--memory", action="store_true", help="compare peak memory instead of time")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.write or not os.path.exists(os.path.join(BENCH_DATA, "planar_50.txt")):
         write_clouds()
+    if args.memory:
+        memory()
+        return
 
     sphere = lower_to_square(data_path("sphere_3_192.lower_distance_matrix"))
     o3 = np.loadtxt(data_path("o3_1024.txt"))
