@@ -1,0 +1,167 @@
+//! Assembles the HTTP application: the feature routers, the core routes (`/health`, `/metrics`, API docs) and the
+//! middleware every request passes through.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{ApiJson, AppState, Error};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Vigil",
+        description = "Behavioural-biometrics continuous authentication (MaxiDOM) and topological anomaly detection on event streams (TopoForge).",
+    ),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The whole application as one router, ready to serve. `features` are the feature crates' routers merged.
+pub fn build(state: AppState, features: OpenApiRouter<AppState>) -> Router {
+    // Install the recorder before the first request, or early requests are recorded nowhere.
+    let _ = crate::metrics::handle();
+    let (api_routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .merge(features)
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .split_for_parts();
+    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+
+    let docs = Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
+        .merge(crate::redoc::router(api));
+
+    api_routes
+        .route("/metrics", axum::routing::get(render_metrics))
+        .merge(docs)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(cors(&state.config.cors_origins))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// CORS as the clients need it: the extension calls from `chrome-extension://…` with credentials, so `*` means
+/// "echo the caller's origin" (a literal `*` is not allowed with credentials); a list restricts to those origins.
+fn cors(origins: &str) -> CorsLayer {
+    let allow_origin = if origins.trim() == "*" || origins.trim().is_empty() {
+        AllowOrigin::mirror_request()
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .filter_map(|o| o.parse().ok())
+            .collect();
+        AllowOrigin::list(list)
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::CONTENT_DISPOSITION,
+            HeaderName::from_static("x-total-count"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    Error::internal("handler panicked").into_response()
+}
+
+async fn not_found() -> Error {
+    Error::not_found("Not Found")
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({"detail": "Method Not Allowed"})),
+    )
+        .into_response()
+}
+
+async fn render_metrics() -> Response {
+    let body = crate::metrics::handle().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Liveness and database reachability.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database does not answer.
+    pub status: &'static str,
+    pub database: &'static str,
+    pub version: &'static str,
+}
+
+/// Liveness probe: answers 200 while the process and its database work, 503 when the database does not answer.
+#[utoipa::path(get, path = "/health", tag = "service", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "The database does not answer", body = Health),
+))]
+async fn health(State(state): State<AppState>) -> Response {
+    let version = env!("CARGO_PKG_VERSION");
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => ApiJson(Health {
+            status: "ok",
+            database: "ok",
+            version,
+        })
+        .into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiJson(Health {
+                status: "degraded",
+                database: "unreachable",
+                version,
+            }),
+        )
+            .into_response(),
+    }
+}

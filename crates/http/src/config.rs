@@ -1,0 +1,152 @@
+//! Settings of the HTTP core, parsed once at start from flags, the environment and `.env`.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Development generates what it needs to run with no setup; production refuses to start without explicit secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpConfig {
+    /// `production` refuses to start without JWT_SECRET (and other secrets); `development` generates one.
+    #[arg(
+        long = "env",
+        env = "VIGIL_ENV",
+        value_enum,
+        default_value = "development"
+    )]
+    pub environment: Environment,
+
+    /// Allowed CORS origins, comma-separated; `*` echoes any origin (credentials allowed), as the browser extension needs.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+
+    /// Secret for signing access tokens (at least 32 bytes). Development without it: a random one kept in the data dir.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Access-token lifetime in minutes.
+    #[arg(long, env = "ACCESS_TOKEN_EXPIRE_MINUTES", default_value_t = 1440)]
+    pub access_token_expire_minutes: i64,
+
+    /// Largest accepted request body in bytes (MaxiDOM payloads reach ~1 MB; the contract requires 8 MiB).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Take the client address from X-Forwarded-For (only behind a proxy you trust; used by rate limits).
+    #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = false)]
+    pub trust_proxy_headers: bool,
+
+    /// The public base URL of this server, used in links sent by email (e.g. https://vigil.example.com).
+    #[arg(long, env = "PUBLIC_URL", default_value = "http://127.0.0.1:8000")]
+    pub public_url: String,
+}
+
+impl HttpConfig {
+    /// Defaults as if no flag or variable were given (tests start from these).
+    pub fn for_tests() -> Self {
+        HttpConfig {
+            environment: Environment::Development,
+            cors_origins: "*".into(),
+            jwt_secret: Some("test-secret-test-secret-test-secret!".into()),
+            access_token_expire_minutes: 60,
+            max_body_bytes: 16 * 1024 * 1024,
+            trust_proxy_headers: false,
+            public_url: "http://127.0.0.1:8000".into(),
+        }
+    }
+
+    /// The JWT signing secret: the configured one, or in development a random one created once under `data_dir`.
+    pub fn resolve_jwt_secret(&self, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+        if let Some(secret) = self.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+            anyhow::ensure!(
+                secret.len() >= 32,
+                "JWT_SECRET must be at least 32 bytes long"
+            );
+            return Ok(secret.as_bytes().to_vec());
+        }
+        anyhow::ensure!(
+            self.environment == Environment::Development,
+            "JWT_SECRET is required in production (VIGIL_ENV=production); refusing to start without it"
+        );
+        let path = data_dir.join("jwt_secret");
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            let existing = existing.trim();
+            anyhow::ensure!(
+                existing.len() >= 32,
+                "{} is too short; delete it to regenerate",
+                path.display()
+            );
+            return Ok(existing.as_bytes().to_vec());
+        }
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+        tracing::warn!(path = %path.display(), "no JWT_SECRET configured: generated a development secret");
+        Ok(secret.into_bytes())
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_requires_a_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = HttpConfig {
+            environment: Environment::Production,
+            jwt_secret: None,
+            ..HttpConfig::for_tests()
+        };
+        assert!(cfg.resolve_jwt_secret(dir.path()).is_err());
+        assert!(!dir.path().join("jwt_secret").exists());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = HttpConfig {
+            jwt_secret: Some("short".into()),
+            ..HttpConfig::for_tests()
+        };
+        assert!(cfg.resolve_jwt_secret(dir.path()).is_err());
+    }
+
+    #[test]
+    fn development_generates_once_and_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = HttpConfig {
+            jwt_secret: None,
+            ..HttpConfig::for_tests()
+        };
+        let first = cfg.resolve_jwt_secret(dir.path()).expect("generate");
+        let second = cfg.resolve_jwt_secret(dir.path()).expect("reuse");
+        assert_eq!(first, second);
+        assert_eq!(first.len(), 64);
+    }
+}

@@ -1,0 +1,111 @@
+//! `ApiJson<T>`: the JSON body extractor every handler uses.
+//!
+//! It differs from `axum::Json` where clients notice: a body that does not fit the schema is a 422 whose `detail`
+//! names the offending field (`keyEvents[3].downTime: invalid type: string "x", expected f64`); a body over the limit
+//! is a 413 in the same `{"detail"}` shape; and a missing `Content-Type` is tolerated, because the
+//! reference servers accepted such requests and clients in the field send them.
+
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// A JSON request body (extractor) or response body (responder).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge("Request body is too large.".into())
+                } else {
+                    Error::BadRequest(format!(
+                        "Could not read the request body: {}",
+                        rejection.body_text()
+                    ))
+                }
+            })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON document into `T`, with the 422 messages described in the module docs.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::unprocessable(
+            "Request body is empty; expected a JSON document.",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let what = if inner.is_syntax() || inner.is_eof() {
+            "Invalid JSON"
+        } else {
+            "Invalid request body"
+        };
+        if path.is_empty() || path == "." {
+            Error::unprocessable(format!("{what}: {inner}"))
+        } else {
+            Error::unprocessable(format!("{what} at {path}: {inner}"))
+        }
+    })
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        t: f64,
+    }
+
+    fn detail(err: Error) -> String {
+        assert_eq!(err.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        err.to_string()
+    }
+
+    #[test]
+    fn names_the_offending_field() {
+        let err =
+            parse::<Body>(br#"{"name":"a","items":[{"t":1},{"t":"x"}]}"#).expect_err("bad type");
+        let msg = detail(err);
+        assert!(msg.contains("items[1].t"), "{msg}");
+    }
+
+    #[test]
+    fn reports_syntax_errors_and_empty_bodies() {
+        assert!(detail(parse::<Body>(b"{nope").expect_err("syntax")).starts_with("Invalid JSON"));
+        assert!(detail(parse::<Body>(b"  ").expect_err("empty")).contains("empty"));
+        assert!(detail(parse::<Body>(br#"{"name":"a"}"#).expect_err("missing")).contains("items"));
+    }
+}

@@ -1,0 +1,40 @@
+//! Vigil's HTTP core: what every feature's routes stand on.
+//!
+//! * [`AppState`]: the database handle, token keys, configuration, and the background-task tracker that graceful
+//!   shutdown waits for.
+//! * [`Error`]: the one error enum; every failure renders as `{"detail": "…"}` with the right status.
+//! * [`ApiJson`]: the JSON body extractor (schema failures are 422 naming the field; oversize bodies 413).
+//! * [`auth`]: HS256 access tokens, [`Role`]s, and the extractors [`auth::Viewer`], [`auth::Analyst`],
+//!   [`auth::Admin`] that every protected route takes as an argument.
+//! * [`password`]: Argon2id hashing, with bcrypt hashes from the Python originals still verifying.
+//! * [`app::build`]: merges the feature routers with `/health`, `/metrics`, `/openapi.json`, `/docs`, `/redoc` and the
+//!   middleware stack (CORS, gzip, body limit, panic → 500, tracing, per-route metrics).
+//! * [`serve::serve`]: serving with graceful shutdown; [`testing`] (feature `testing`): the real app on a random port.
+//!
+//! Feature crates expose `fn router(state: &AppState, …) -> utoipa_axum::router::OpenApiRouter<AppState>`, so their
+//! routes land in the OpenAPI document automatically; they keep process-local helpers (socket registries, caches)
+//! in `axum::Extension`s on their own routers and everything that must survive a restart in the database.
+
+pub mod app;
+pub mod auth;
+mod client_ip;
+pub mod config;
+mod error;
+mod json;
+pub mod metrics;
+pub mod password;
+mod redoc;
+pub mod serve;
+mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use auth::{AuthUser, Role};
+pub use client_ip::ClientIp;
+pub use config::{Environment, HttpConfig};
+pub use error::{ApiResult, Error};
+pub use json::{ApiJson, parse as parse_json};
+pub use state::AppState;
+
+/// Re-exported so feature crates build routers against the same versions.
+pub use {axum, utoipa, utoipa_axum};

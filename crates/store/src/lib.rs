@@ -1,0 +1,38 @@
+//! Vigil's persistence layer: one repository API over two backends.
+//!
+//! * **SQLite** (the default): a single file under the data directory, WAL mode, created on first start.
+//! * **PostgreSQL** (the scale-out store): any number of stateless replicas share one database.
+//!
+//! Both run through sqlx's `Any` driver, so every query in this crate is written once, in the SQL subset the
+//! two engines share. The conventions that make that work — and that every module here follows — are:
+//!
+//! * placeholders are `$1, $2, …` (PostgreSQL syntax; sqlx's SQLite driver maps `$N` to bind index N);
+//! * identifiers are `TEXT` (UUIDs generated in Rust), never auto-increment integers;
+//! * times are `BIGINT` Unix milliseconds (UTC), so time arithmetic (buckets, expiry) is integer arithmetic;
+//! * JSON documents are `TEXT`, blobs are `BLOB`/`BYTEA`;
+//! * booleans are integer columns holding 0/1 (`BIGINT` / `INTEGER`), bound and read as `i64`: the `Any` driver
+//!   cannot decode a SQLite `BOOLEAN` column, so a declared boolean would fail at the first read on SQLite;
+//! * aggregates whose PostgreSQL type would be `NUMERIC` (e.g. `SUM(bigint)`) are cast to `BIGINT`/`DOUBLE PRECISION`,
+//!   because the `Any` driver does not decode `NUMERIC`.
+//!
+//! Schema changes are SQL files under `migrations/sqlite/` and `migrations/postgres/`, with the same number and
+//! name on both sides; they run at start ([`Store::connect`]). On PostgreSQL sqlx holds an advisory lock while
+//! migrating, so replicas starting together are safe.
+//!
+//! SQLite gets a single pooled connection: SQLite admits one writer at a time anyway, and a single connection
+//! rules out the `SQLITE_BUSY` failures that deferred transactions upgrading from read to write hit under
+//! concurrency. Long reads (exports) therefore page through results instead of holding the connection.
+
+pub mod alert_configs;
+pub mod anomalies;
+mod error;
+mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod time;
+
+pub use error::StoreError;
+pub use store::{Backend, Store, StoreOptions};
+
+/// Re-exported so feature crates write queries against the same sqlx version and driver.
+pub use sqlx;

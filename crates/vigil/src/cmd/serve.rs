@@ -1,0 +1,34 @@
+use anyhow::Context;
+use tokio::net::TcpListener;
+use vigil_http::AppState;
+use vigil_http::utoipa_axum::router::OpenApiRouter;
+
+use crate::cli::ServeArgs;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = args.storage.open().await.context("opening the database")?;
+    let secret = args.http.resolve_jwt_secret(&args.storage.data_dir)?;
+    let state = AppState::new(store, args.http.clone(), &secret);
+
+    let features: OpenApiRouter<AppState> = OpenApiRouter::new();
+    let app = vigil_http::app::build(state.clone(), features);
+
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    let shutdown = vigil_http::serve::shutdown_signal().context("installing signal handlers")?;
+    tracing::info!(%addr, "listening");
+    // A plain line on stdout for scripts and tests that start us on port 0.
+    println!("vigil listening on http://{addr}");
+    vigil_http::serve::serve(listener, app, state, shutdown).await?;
+    Ok(())
+}

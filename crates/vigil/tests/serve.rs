@@ -1,0 +1,229 @@
+//! End-to-end: the real `vigil` binary, started the way a user starts it, spoken to over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `vigil serve` on a free port over `data_dir` and waits for its "listening" line.
+    fn start(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        cmd.args(["serve", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("JWT_SECRET")
+            .env_remove("VIGIL_ENV")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start vigil");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("vigil listening on ")
+            .expect("listening line")
+            .to_owned();
+        Server { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGTERM, then wait: a graceful shutdown exits 0.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("vigil did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn serves_health_docs_metrics_and_json_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let http = reqwest::Client::new();
+
+    let health: serde_json::Value = http
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["database"], "ok");
+
+    let spec: serde_json::Value = http
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .expect("openapi version")
+            .starts_with("3.")
+    );
+    assert!(spec["paths"]["/health"].is_object(), "health is documented");
+
+    let docs = http.get(server.url("/docs/")).send().await.expect("docs");
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.text().await.expect("html").contains("swagger"),
+        "Swagger UI page"
+    );
+    let redoc = http.get(server.url("/redoc")).send().await.expect("redoc");
+    assert!(
+        redoc
+            .text()
+            .await
+            .expect("html")
+            .contains("/redoc/redoc.standalone.js")
+    );
+    let bundle = http
+        .get(server.url("/redoc/redoc.standalone.js"))
+        .send()
+        .await
+        .expect("bundle");
+    assert_eq!(
+        bundle.status(),
+        200,
+        "ReDoc is served locally, not from a CDN"
+    );
+
+    let missing = http
+        .get(server.url("/no/such/route"))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.json::<serde_json::Value>().await.expect("json"),
+        serde_json::json!({"detail": "Not Found"})
+    );
+
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    assert!(metrics.contains("route=\"/health\""), "{metrics}");
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "latency is a histogram"
+    );
+
+    let status = server.terminate();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    assert!(
+        dir.path().join("vigil.db").exists(),
+        "SQLite database created under the data dir"
+    );
+}
+
+#[tokio::test]
+async fn cors_echoes_extension_origins_with_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let origin = "chrome-extension://abcdefghijklmnopabcdefghijklmnop";
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, server.url("/health"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success());
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .expect("ascii")
+            .contains("content-type")
+    );
+}
+
+#[tokio::test]
+async fn restart_keeps_the_generated_secret_and_production_refuses_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Server::start(dir.path(), &[]);
+    assert!(first.terminate().success());
+    let secret = std::fs::read_to_string(dir.path().join("jwt_secret"))
+        .expect("development secret kept in data dir");
+    let second = Server::start(dir.path(), &[]);
+    assert!(second.terminate().success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("jwt_secret")).expect("secret"),
+        secret
+    );
+
+    let prod_dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(prod_dir.path())
+        .env("VIGIL_ENV", "production")
+        .env_remove("JWT_SECRET")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("JWT_SECRET is required in production"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_reads_well() {
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("--help")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    for needle in ["serve", "--data-dir", "--database-url", "--port", "--host"] {
+        assert!(text.contains(needle), "--help mentions {needle}:\n{text}");
+    }
+}
