@@ -55,9 +55,7 @@ pub fn run(args: IforestArgs) -> anyhow::Result<()> {
     };
     let forest = IsolationForest::fit_matrix(&train.data, train.n_cols, &params)
         .context("fitting the isolation forest")?;
-    let scores = forest
-        .score_samples_batch(&test.data)
-        .context("scoring")?;
+    let scores = forest.score_samples_batch(&test.data).context("scoring")?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for s in scores {
         writeln!(out, "{s}")?;
