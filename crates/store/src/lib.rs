@@ -26,10 +26,13 @@
 pub mod alert_configs;
 pub mod anomalies;
 mod error;
+pub mod sources;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;
+pub mod tokens;
+pub mod users;
 
 pub use error::StoreError;
 pub use store::{Backend, Store, StoreOptions};

@@ -1,0 +1,317 @@
+//! Refresh tokens and single-use mailed tokens (email verification, password reset).
+//!
+//! Only hashes reach this module: the caller hashes the random token it hands out, so a copy of the database does
+//! not let anyone sign in. Every "use" is one conditional `UPDATE … RETURNING`, so a token is consumed at most once
+//! even when two replicas receive it at the same moment.
+
+use crate::{Store, StoreError};
+
+/// What a mailed token is for (the `purpose` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::VerifyEmail => "verify_email",
+            Purpose::ResetPassword => "reset_password",
+        }
+    }
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Valid: it is now revoked, and the caller issues a new one for this user.
+    Rotated { user_id: String },
+    /// Known but already revoked: a replay of a rotated token, a sign that it was stolen.
+    Replayed { user_id: String },
+    /// Unknown or expired.
+    Invalid,
+}
+
+pub async fn insert_refresh(
+    store: &Store,
+    token_hash: &str,
+    user_id: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, user_id, expires_at, revoked, created_at) \
+         VALUES ($1, $2, $3, 0, $4)",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(expires_at)
+    .bind(now)
+    .execute(store.pool())
+    .await
+    .map_err(StoreError::from_write)?;
+    Ok(())
+}
+
+/// Revokes the token if it is live and says whose it was (see [`RefreshUse`]).
+pub async fn use_refresh(
+    store: &Store,
+    token_hash: &str,
+    now: i64,
+) -> Result<RefreshUse, StoreError> {
+    let rotated: Option<(String,)> = sqlx::query_as(
+        "UPDATE refresh_tokens SET revoked = 1 \
+         WHERE token_hash = $1 AND revoked = 0 AND expires_at > $2 RETURNING user_id",
+    )
+    .bind(token_hash)
+    .bind(now)
+    .fetch_optional(store.pool())
+    .await?;
+    if let Some((user_id,)) = rotated {
+        return Ok(RefreshUse::Rotated { user_id });
+    }
+    let revoked: Option<(String,)> =
+        sqlx::query_as("SELECT user_id FROM refresh_tokens WHERE token_hash = $1 AND revoked = 1")
+            .bind(token_hash)
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(match revoked {
+        Some((user_id,)) => RefreshUse::Replayed { user_id },
+        None => RefreshUse::Invalid,
+    })
+}
+
+/// Revokes one of `user_id`'s refresh tokens; false when it was not theirs or not live.
+pub async fn revoke_refresh(
+    store: &Store,
+    token_hash: &str,
+    user_id: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET revoked = 1 WHERE token_hash = $1 AND user_id = $2 AND revoked = 0",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Revokes every refresh token of the account (logout everywhere, password change, detected replay).
+pub async fn revoke_all_refresh(store: &Store, user_id: &str) -> Result<u64, StoreError> {
+    let done =
+        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1 AND revoked = 0")
+            .bind(user_id)
+            .execute(store.pool())
+            .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn insert_mailed(
+    store: &Store,
+    token_hash: &str,
+    user_id: &str,
+    purpose: Purpose,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO auth_tokens (token_hash, user_id, purpose, expires_at, used_at, created_at) \
+         VALUES ($1, $2, $3, $4, NULL, $5)",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(purpose.as_str())
+    .bind(expires_at)
+    .bind(now)
+    .execute(store.pool())
+    .await
+    .map_err(StoreError::from_write)?;
+    Ok(())
+}
+
+/// Marks a live (unused, unexpired) token used and returns its user; `None` for anything else.
+pub async fn consume_mailed(
+    store: &Store,
+    token_hash: &str,
+    purpose: Purpose,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "UPDATE auth_tokens SET used_at = $1 \
+         WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .bind(purpose.as_str())
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.map(|(u,)| u))
+}
+
+/// The email of the account a live token belongs to, without using the token up.
+pub async fn peek_mailed(
+    store: &Store,
+    token_hash: &str,
+    purpose: Purpose,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT u.email FROM auth_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.token_hash = $1 AND t.purpose = $2 AND t.used_at IS NULL AND t.expires_at > $3",
+    )
+    .bind(token_hash)
+    .bind(purpose.as_str())
+    .bind(now)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.map(|(e,)| e))
+}
+
+/// Uses up every live token of the account for `purpose` (a reset makes older reset links worthless).
+pub async fn expire_mailed(
+    store: &Store,
+    user_id: &str,
+    purpose: Purpose,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE auth_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .bind(purpose.as_str())
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// Deletes tokens that can no longer be used (expired, or revoked/used more than a day ago is not tracked: the
+/// row's own expiry bounds it), keeping the tables small.
+pub async fn purge_expired(store: &Store, now: i64) -> Result<u64, StoreError> {
+    let a = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
+        .bind(now)
+        .execute(store.pool())
+        .await?;
+    let b = sqlx::query("DELETE FROM auth_tokens WHERE expires_at <= $1")
+        .bind(now)
+        .execute(store.pool())
+        .await?;
+    Ok(a.rows_affected() + b.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+    use crate::users::{self, NewUser};
+
+    async fn seed(store: &Store) {
+        users::insert(
+            store,
+            &NewUser {
+                id: "u1".into(),
+                username: "ada".into(),
+                email: "ada@example.com".into(),
+                password_hash: "h".into(),
+                full_name: None,
+                organization: None,
+                role: "viewer".into(),
+                is_verified: false,
+                created_at: 0,
+            },
+        )
+        .await
+        .expect("user");
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_once() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            seed(s).await;
+            insert_refresh(s, "r1", "u1", 1000, 0)
+                .await
+                .expect("insert");
+            assert_eq!(
+                use_refresh(s, "r1", 10).await.expect("use"),
+                RefreshUse::Rotated {
+                    user_id: "u1".into()
+                }
+            );
+            assert_eq!(
+                use_refresh(s, "r1", 11).await.expect("reuse"),
+                RefreshUse::Replayed {
+                    user_id: "u1".into()
+                }
+            );
+            insert_refresh(s, "r2", "u1", 1000, 0)
+                .await
+                .expect("insert");
+            assert_eq!(
+                use_refresh(s, "r2", 1000).await.expect("expired"),
+                RefreshUse::Invalid
+            );
+            assert_eq!(
+                use_refresh(s, "nope", 0).await.expect("unknown"),
+                RefreshUse::Invalid
+            );
+            insert_refresh(s, "r3", "u1", 1000, 0)
+                .await
+                .expect("insert");
+            assert!(
+                !revoke_refresh(s, "r3", "someone-else")
+                    .await
+                    .expect("revoke")
+            );
+            assert_eq!(
+                revoke_all_refresh(s, "u1").await.expect("all"),
+                2,
+                "{}",
+                db.label
+            );
+            assert_eq!(purge_expired(s, 2000).await.expect("purge"), 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn mailed_tokens_are_single_use_and_expire() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            seed(s).await;
+            let p = Purpose::ResetPassword;
+            insert_mailed(s, "t1", "u1", p, 100, 0)
+                .await
+                .expect("insert");
+            assert_eq!(
+                peek_mailed(s, "t1", p, 50).await.expect("peek"),
+                Some("ada@example.com".into())
+            );
+            assert_eq!(
+                peek_mailed(s, "t1", Purpose::VerifyEmail, 50)
+                    .await
+                    .expect("peek"),
+                None
+            );
+            assert_eq!(
+                consume_mailed(s, "t1", p, 50).await.expect("use"),
+                Some("u1".into())
+            );
+            assert_eq!(consume_mailed(s, "t1", p, 51).await.expect("reuse"), None);
+            insert_mailed(s, "t2", "u1", p, 100, 0)
+                .await
+                .expect("insert");
+            assert_eq!(
+                consume_mailed(s, "t2", p, 100).await.expect("expired"),
+                None
+            );
+            insert_mailed(s, "t3", "u1", p, 100, 0)
+                .await
+                .expect("insert");
+            expire_mailed(s, "u1", p, 10).await.expect("expire");
+            assert_eq!(
+                consume_mailed(s, "t3", p, 20).await.expect("after expire"),
+                None
+            );
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! TopoForge accounts over HTTP: who may see and do what.
+//!
+//! Routes (see `spec/topoforge.md`): `/api/auth/{register, login, me, refresh, logout, verify-email,
+//! forgot-password, reset-password, verify-reset-token/{token}}`, `/api/users`, `/api/users/{id}`,
+//! `/api/sources`, `/api/sources/{id}`; [`bootstrap_admin`] at start; [`catalog::load_catalog`] for the CLI.
+//!
+//! Invariants:
+//! - Every route but the anonymous auth flows (register, login, refresh, email verification, password reset)
+//!   takes a role extractor (`viewer < analyst < admin`), and the role comes from the database, not the token.
+//!   New accounts are `viewer` whatever the request says; only an admin changes roles.
+//! - Passwords are hashed (Argon2id) before any transaction opens; a password is never stored, logged or returned.
+//! - Refresh, verification and reset tokens are 32 random bytes of which only the SHA-256 is stored; each use is one
+//!   conditional update, so a token works once even across replicas. Refresh rotates; replaying a rotated token
+//!   revokes all of the account's sessions. Reset tokens expire after 15 minutes (configurable) and a reset signs
+//!   the account out everywhere.
+//! - Rate limits are fixed windows counted in the database ([`ratelimit`]), so they hold across replicas: login per
+//!   account+address, register and forgot-password per address, and a general limit per address on every route
+//!   of this router. Refusals are 429 with `Retry-After`.
+//! - Forgot-password answers identically whether or not the email exists, and mail is sent in the background.
+//! - No admin can delete themself or demote/deactivate the last active admin, so the system never loses its
+//!   last administrator through the API.
+
+pub mod accounts;
+pub mod auth;
+pub mod catalog;
+mod config;
+pub mod mail;
+pub mod policy;
+pub mod ratelimit;
+pub mod sources;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::Extension;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use vigil_http::AppState;
+
+pub use accounts::{NewAccount, bootstrap_admin, create_account};
+pub use config::AccountsConfig;
+
+/// The accounts, users and sources routes, ready to merge into the application.
+pub fn router(state: &AppState, config: AccountsConfig) -> OpenApiRouter<AppState> {
+    let limit = ratelimit::ApiLimit {
+        state: state.clone(),
+        limit: ratelimit::Limit::new(config.api_rate_limit, config.api_rate_window_secs),
+    };
+    let svc = Arc::new(accounts::Accounts::new(state, config));
+    OpenApiRouter::new()
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::verify_email))
+        .routes(routes!(auth::forgot_password))
+        .routes(routes!(auth::reset_password))
+        .routes(routes!(auth::verify_reset_token))
+        .routes(routes!(users::list_users))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(sources::list_sources, sources::create_source))
+        .routes(routes!(sources::delete_source))
+        .route_layer(axum::middleware::from_fn_with_state(
+            limit,
+            ratelimit::api_limit,
+        ))
+        .layer(Extension(svc))
+}

@@ -1,0 +1,91 @@
+//! Rate limits counted in the database, so every replica sees the same counts.
+//!
+//! Algorithm: a fixed window per bucket. A request adds one to the row `(bucket, window_start)` with an upsert that
+//! returns the new count; over the limit, the request is refused with 429 and `Retry-After` = seconds until the
+//! window ends. A fixed window admits at most twice the limit across a window boundary; for the limits here (5
+//! logins per 15 minutes, 100 requests per minute) that bound is acceptable and buys one statement per request
+//! on either engine. Rows of ended windows are deleted by whichever request next opens a new window.
+//!
+//! Why the database and not an in-process limiter: replicas behind a load balancer would each grant the full
+//! allowance, multiplying the login-guessing budget by the number of replicas.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use vigil_http::{AppState, ClientIp, Error};
+use vigil_store::StoreError;
+use vigil_store::time::now_ms;
+
+use crate::config::secs_to_ms;
+
+/// `max` requests per `window_ms`; `max == 0` switches the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub max: u32,
+    pub window_ms: i64,
+}
+
+impl Limit {
+    pub fn new(max: u32, window_secs: u64) -> Limit {
+        Limit {
+            max,
+            window_ms: secs_to_ms(window_secs).max(1),
+        }
+    }
+}
+
+/// Counts one request against `bucket` and refuses it (429, `detail`) when the window's count exceeds the limit.
+pub async fn hit(state: &AppState, bucket: &str, limit: Limit, detail: &str) -> Result<(), Error> {
+    if limit.max == 0 {
+        return Ok(());
+    }
+    let now = now_ms();
+    let window_start = now - now.rem_euclid(limit.window_ms);
+    let window_end = window_start.saturating_add(limit.window_ms);
+    let (hits,): (i64,) = vigil_store::sqlx::query_as(
+        "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) VALUES ($1, $2, 1, $3) \
+         ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits",
+    )
+    .bind(bucket)
+    .bind(window_start)
+    .bind(window_end)
+    .fetch_one(state.store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    if hits == 1 {
+        // A new window opened: a good moment to drop rows whose windows have ended.
+        vigil_store::sqlx::query("DELETE FROM rate_limits WHERE expires_at <= $1")
+            .bind(now)
+            .execute(state.store.pool())
+            .await
+            .map_err(StoreError::from)?;
+    }
+    if hits > i64::from(limit.max) {
+        metrics::counter!("topoforge_rate_limited_total").increment(1);
+        let wait_ms = u64::try_from(window_end - now).unwrap_or(0);
+        return Err(Error::TooManyRequests {
+            detail: detail.to_owned(),
+            retry_after_secs: wait_ms.div_ceil(1000).max(1),
+        });
+    }
+    Ok(())
+}
+
+/// The shared per-address limit of every accounts/users/sources route (a `route_layer`).
+#[derive(Clone)]
+pub(crate) struct ApiLimit {
+    pub state: AppState,
+    pub limit: Limit,
+}
+
+pub(crate) async fn api_limit(State(l): State<ApiLimit>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let ip = match ClientIp::from_request_parts(&mut parts, &l.state).await {
+        Ok(ClientIp(ip)) => ip,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = hit(&l.state, &format!("api:{ip}"), l.limit, "Too many requests").await {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}

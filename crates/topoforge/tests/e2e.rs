@@ -1,0 +1,1101 @@
+//! End-to-end over HTTP: the real application on a random port, once per backend (SQLite always, PostgreSQL when
+//! TEST_DATABASE_URL is set). Mail goes to an in-test SMTP server, so the verification and reset links are the ones
+//! a user would receive.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use vigil_http::Role;
+use vigil_http::auth::TokenKeys;
+use vigil_http::testing::TestApp;
+use vigil_topoforge::AccountsConfig;
+
+const PASSWORD: &str = "Str0ng!password";
+
+/// A minimal SMTP server that accepts every message and keeps its text.
+#[derive(Clone, Default)]
+struct Inbox(Arc<Mutex<Vec<String>>>);
+
+impl Inbox {
+    async fn start() -> (Inbox, u16) {
+        let inbox = Inbox::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        let port = listener.local_addr().expect("addr").port();
+        let keep = inbox.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    let _ = w.write_all(b"220 test ESMTP\r\n").await;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 test\r\n",
+                            "DATA" => {
+                                let _ = w.write_all(b"354 go ahead\r\n").await;
+                                let mut message = String::new();
+                                while let Ok(Some(l)) = lines.next_line().await {
+                                    if l == "." {
+                                        break;
+                                    }
+                                    message.push_str(&l);
+                                    message.push_str("\r\n");
+                                }
+                                keep.0.lock().expect("inbox").push(message);
+                                b"250 queued\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = w.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"250 ok\r\n",
+                        };
+                        let _ = w.write_all(reply).await;
+                    }
+                });
+            }
+        });
+        (inbox, port)
+    }
+
+    /// Waits for a message to `to` whose text contains `marker` and returns the token of its link.
+    async fn token_for(&self, to: &str, marker: &str) -> String {
+        for _ in 0..200 {
+            let found = self.0.lock().expect("inbox").iter().rev().find_map(|m| {
+                // Undo quoted-printable soft breaks and escapes, whichever transfer encoding was chosen.
+                let text = m.replace("=\r\n", "").replace("=3D", "=");
+                (text.contains(&format!("To: {to}")) && text.contains(marker)).then(|| {
+                    let at = text.find("token=").map(|i| i + 6).unwrap_or(0);
+                    text[at..]
+                        .chars()
+                        .take_while(char::is_ascii_hexdigit)
+                        .collect::<String>()
+                })
+            });
+            if let Some(t) = found.filter(|t| t.len() == 64) {
+                self.0.lock().expect("inbox").clear();
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no mail to {to} containing {marker}");
+    }
+}
+
+fn lax_limits() -> AccountsConfig {
+    AccountsConfig {
+        login_rate_limit: 1000,
+        register_rate_limit: 1000,
+        forgot_rate_limit: 1000,
+        api_rate_limit: 10_000,
+        ..AccountsConfig::default()
+    }
+}
+
+async fn apps(config: AccountsConfig) -> Vec<TestApp> {
+    TestApp::all(move |state| vigil_topoforge::router(state, config.clone())).await
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = app.client.request(method, app.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn register(app: &TestApp, username: &str, email: &str) -> (StatusCode, Value) {
+    let body = json!({"username": username, "email": email, "password": PASSWORD});
+    call(app, Method::POST, "/api/auth/register", None, Some(body)).await
+}
+
+async fn login_form(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/auth/login"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("login")
+}
+
+#[tokio::test]
+async fn register_login_me_refresh_logout() {
+    for app in apps(lax_limits()).await {
+        let l = app.label;
+        // Register: 201, viewer whatever the body asks, unverified.
+        let body = json!({"username": "ada", "email": "Ada@Example.com", "password": PASSWORD,
+            "full_name": "Ada Lovelace", "organization": "Analytical", "role": "admin"});
+        let (s, reg) = call(&app, Method::POST, "/api/auth/register", None, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{l}: {reg}");
+        assert_eq!(reg["token_type"], "bearer");
+        assert_eq!(reg["user"]["role"], "viewer", "{l}");
+        assert_eq!(reg["user"]["email"], "ada@example.com");
+        assert_eq!(reg["user"]["is_verified"], false);
+        assert_eq!(reg["user"]["full_name"], "Ada Lovelace");
+        let keys: Vec<_> = reg["user"]
+            .as_object()
+            .expect("user")
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys.len(), 7, "{keys:?}");
+
+        // Duplicates and policy.
+        let (s, b) = register(&app, "ada2", "ADA@example.com").await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("Email already registered")),
+            "{l}"
+        );
+        let (s, b) = register(&app, "ada", "other@example.com").await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("Username already taken")),
+            "{l}"
+        );
+        for (u, e, p) in [
+            ("ab", "x@example.com", PASSWORD),
+            ("abc", "not-an-email", PASSWORD),
+            ("abc", "x@example.com", "weakpass"),
+        ] {
+            let (s, b) = call(
+                &app,
+                Method::POST,
+                "/api/auth/register",
+                None,
+                Some(json!({"username": u, "email": e, "password": p})),
+            )
+            .await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{l} {u} {e} {p}: {b}");
+        }
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/register",
+            None,
+            Some(json!({"username": "abc"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+        // Login: form by username, JSON by email; failures are 401 with WWW-Authenticate.
+        let r = login_form(&app, "ada", PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::OK, "{l}");
+        let form_login: Value = r.json().await.expect("json");
+        assert_eq!(form_login["user"]["username"], "ada");
+        let (s, json_login) = call(
+            &app,
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "ADA@example.com", "password": PASSWORD})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{l}: {json_login}");
+        for (u, p) in [
+            ("ada", "Wrong!pass1"),
+            ("nobody", PASSWORD),
+            ("' OR '1'='1", "' OR '1'='1"),
+        ] {
+            let r = login_form(&app, u, p).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{l} {u}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
+            let b: Value = r.json().await.expect("json");
+            assert_eq!(b["detail"], "Invalid credentials");
+        }
+
+        // Me.
+        let access = json_login["access_token"].as_str().expect("access");
+        let (s, me) = call(&app, Method::GET, "/api/auth/me", Some(access), None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(me["username"], "ada");
+        assert!(
+            me["last_login"].is_string(),
+            "{l}: login updates last_login: {me}"
+        );
+        assert!(me["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(me.get("password_hash").is_none());
+        assert_eq!(
+            call(&app, Method::GET, "/api/auth/me", None, None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(&app, Method::GET, "/api/auth/me", Some("garbage"), None)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+
+        // Refresh rotates; replaying the old token fails and revokes the family.
+        let old = json_login["refresh_token"].as_str().expect("refresh");
+        let (s, pair) = call(
+            &app,
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": old})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{l}: {pair}");
+        assert_eq!(pair["token_type"], "bearer");
+        let new = pair["refresh_token"].as_str().expect("new refresh");
+        assert_ne!(new, old);
+        let (s, b) = call(
+            &app,
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": old})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("Invalid refresh token"))
+        );
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": new})),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "{l}: a replay revokes every session of the account"
+        );
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": "x' OR 1=1 --"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+        // Logout revokes the given refresh token.
+        let r = login_form(&app, "ada", PASSWORD).await;
+        let session: Value = r.json().await.expect("json");
+        let (access, refresh) = (
+            session["access_token"].as_str().expect("a"),
+            session["refresh_token"].as_str().expect("r"),
+        );
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/logout",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "logout needs a signed-in caller"
+        );
+        let (s, b) = call(
+            &app,
+            Method::POST,
+            "/api/auth/logout",
+            Some(access),
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{l}: {b}");
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+        // SQL injection in stored fields is inert: stored literally, table intact.
+        let (s, b) = register(&app, "x');DROP_TABLE_users;--", "inj@example.com").await;
+        assert_eq!(s, StatusCode::CREATED, "{l}: {b}");
+        assert_eq!(b["user"]["username"], "x');DROP_TABLE_users;--");
+        assert_eq!(
+            login_form(&app, "ada", PASSWORD).await.status(),
+            StatusCode::OK
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn email_verification_and_password_reset() {
+    let (inbox, port) = Inbox::start().await;
+    let config = AccountsConfig {
+        mail_server: Some("127.0.0.1".into()),
+        mail_port: port,
+        mail_starttls: false,
+        mail_from: "TopoForge <no-reply@example.com>".into(),
+        ..lax_limits()
+    };
+    for app in apps(config).await {
+        let l = app.label;
+        let (s, reg) = register(&app, "grace", "grace@example.com").await;
+        assert_eq!(s, StatusCode::CREATED, "{l}");
+        let old_refresh = reg["refresh_token"].as_str().expect("refresh").to_owned();
+
+        // Verification link from the mail.
+        let token = inbox.token_for("grace@example.com", "verify-email").await;
+        let (s, b) = call(
+            &app,
+            Method::GET,
+            &format!("/api/auth/verify-email?token={token}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{l}: {b}");
+        let (s, _) = call(
+            &app,
+            Method::GET,
+            &format!("/api/auth/verify-email?token={token}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{l}: single use");
+        assert_eq!(
+            call(&app, Method::GET, "/api/auth/verify-email", None, None)
+                .await
+                .0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let access = reg["access_token"].as_str().expect("access");
+        assert_eq!(
+            call(&app, Method::GET, "/api/auth/me", Some(access), None)
+                .await
+                .1["is_verified"],
+            true
+        );
+
+        // Forgot: the same answer for known and unknown addresses; mail only for the known one.
+        let (s1, known) = call(
+            &app,
+            Method::POST,
+            "/api/auth/forgot-password",
+            None,
+            Some(json!({"email": "grace@example.com"})),
+        )
+        .await;
+        let (s2, unknown) = call(
+            &app,
+            Method::POST,
+            "/api/auth/forgot-password",
+            None,
+            Some(json!({"email": "nobody@example.com"})),
+        )
+        .await;
+        assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+        assert_eq!(known, unknown);
+        let token = inbox.token_for("grace@example.com", "reset-password").await;
+        let (s, v) = call(
+            &app,
+            Method::GET,
+            &format!("/api/auth/verify-reset-token/{token}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, &v),
+            (
+                StatusCode::OK,
+                &json!({"valid": true, "email": "grace@example.com"})
+            ),
+            "{l}"
+        );
+
+        // Reset: policy, success, single use.
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/reset-password",
+            None,
+            Some(json!({"token": token, "new_password": "weak"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        let new_password = "N3w!password";
+        let (s, b) = call(
+            &app,
+            Method::POST,
+            "/api/auth/reset-password",
+            None,
+            Some(json!({"token": token, "new_password": new_password})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{l}: {b}");
+        let (s, b) = call(
+            &app,
+            Method::POST,
+            "/api/auth/reset-password",
+            None,
+            Some(json!({"token": token, "new_password": "An0ther!pass"})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("Invalid or expired reset token")
+            ),
+            "{l}: reuse"
+        );
+        let (s, v) = call(
+            &app,
+            Method::GET,
+            &format!("/api/auth/verify-reset-token/{token}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, v),
+            (StatusCode::OK, json!({"valid": false, "email": null}))
+        );
+        assert_eq!(
+            login_form(&app, "grace", PASSWORD).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            login_form(&app, "grace", new_password).await.status(),
+            StatusCode::OK
+        );
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": old_refresh})),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "{l}: a reset signs out every session"
+        );
+
+        // Expiry: a token past its time is refused, by verify-reset-token and by reset-password.
+        call(
+            &app,
+            Method::POST,
+            "/api/auth/forgot-password",
+            None,
+            Some(json!({"email": "grace@example.com"})),
+        )
+        .await;
+        let token = inbox.token_for("grace@example.com", "reset-password").await;
+        vigil_store::sqlx::query("UPDATE auth_tokens SET expires_at = $1 WHERE purpose = 'reset_password' AND used_at IS NULL")
+            .bind(vigil_store::time::now_ms() - 1)
+            .execute(app.state.store.pool())
+            .await
+            .expect("expire");
+        let (_, v) = call(
+            &app,
+            Method::GET,
+            &format!("/api/auth/verify-reset-token/{token}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(v["valid"], false, "{l}");
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/reset-password",
+            None,
+            Some(json!({"token": token, "new_password": "An0ther!pass"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{l}: expired");
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/reset-password",
+            None,
+            Some(json!({"token": "' OR 1=1 --", "new_password": "An0ther!pass"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        app.stop().await;
+    }
+}
+
+fn forge(token: &str, edit: impl Fn(&str) -> String) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("utf8");
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(edit(&payload)),
+        parts[2]
+    )
+}
+
+#[tokio::test]
+async fn role_matrix_and_token_tampering() {
+    for app in apps(lax_limits()).await {
+        let l = app.label;
+        let (viewer_id, viewer) = app.user_with_role("vera", Role::Viewer).await;
+        let (analyst_id, analyst) = app.user_with_role("anna", Role::Analyst).await;
+        let (admin_id, admin) = app.user_with_role("root", Role::Admin).await;
+        let (victim_id, _) = app.user_with_role("vic", Role::Viewer).await;
+        let (v, a, r) = (
+            Some(viewer.as_str()),
+            Some(analyst.as_str()),
+            Some(admin.as_str()),
+        );
+        let expect = |who: &str, s: StatusCode, want: StatusCode, what: &str| {
+            assert_eq!(s, want, "{l}: {who} {what}")
+        };
+
+        // Users listing: admin only.
+        for (who, t, want) in [
+            ("none", None, 401),
+            ("viewer", v, 403),
+            ("analyst", a, 403),
+            ("admin", r, 200),
+        ] {
+            let s = call(&app, Method::GET, "/api/users", t, None).await.0;
+            expect(
+                who,
+                s,
+                StatusCode::from_u16(want).expect("status"),
+                "GET /api/users",
+            );
+        }
+        let (_, page) = call(&app, Method::GET, "/api/users?page=1&limit=2", r, None).await;
+        assert_eq!(
+            (
+                page["total"].as_i64(),
+                page["data"].as_array().map(Vec::len),
+                page["limit"].as_i64()
+            ),
+            (Some(4), Some(2), Some(2)),
+            "{l}"
+        );
+        assert_eq!(
+            call(&app, Method::GET, "/api/users?limit=101", r, None)
+                .await
+                .0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            call(&app, Method::GET, "/api/users?page=0", r, None)
+                .await
+                .0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+
+        // One user: self or admin.
+        let other = format!("/api/users/{victim_id}");
+        expect(
+            "viewer",
+            call(&app, Method::GET, &other, v, None).await.0,
+            StatusCode::FORBIDDEN,
+            "GET other",
+        );
+        expect(
+            "analyst",
+            call(&app, Method::GET, &other, a, None).await.0,
+            StatusCode::FORBIDDEN,
+            "GET other",
+        );
+        expect(
+            "admin",
+            call(&app, Method::GET, &other, r, None).await.0,
+            StatusCode::OK,
+            "GET other",
+        );
+        expect(
+            "self",
+            call(
+                &app,
+                Method::GET,
+                &format!("/api/users/{viewer_id}"),
+                v,
+                None,
+            )
+            .await
+            .0,
+            StatusCode::OK,
+            "GET self",
+        );
+        let (s, b) = call(&app, Method::GET, "/api/users/missing", r, None).await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (StatusCode::NOT_FOUND, Some("User not found"))
+        );
+
+        // Updates: self edits profile, never its role; admin changes roles, effective at once.
+        let me = format!("/api/users/{viewer_id}");
+        let (s, b) = call(
+            &app,
+            Method::PUT,
+            &me,
+            v,
+            Some(json!({"full_name": "Vera V", "organization": "SOC"})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["full_name"].as_str(), b["role"].as_str()),
+            (StatusCode::OK, Some("Vera V"), Some("viewer")),
+            "{l}: {b}"
+        );
+        expect(
+            "viewer",
+            call(&app, Method::PUT, &me, v, Some(json!({"role": "admin"})))
+                .await
+                .0,
+            StatusCode::FORBIDDEN,
+            "self-promotion",
+        );
+        expect(
+            "analyst",
+            call(
+                &app,
+                Method::PUT,
+                &other,
+                a,
+                Some(json!({"full_name": "x"})),
+            )
+            .await
+            .0,
+            StatusCode::FORBIDDEN,
+            "PUT other",
+        );
+        let (s, b) = call(
+            &app,
+            Method::PUT,
+            &me,
+            v,
+            Some(json!({"email": "anna@example.com"})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("Email already registered")),
+            "{l}"
+        );
+        expect(
+            "viewer",
+            call(&app, Method::PUT, &me, v, Some(json!({"password": "weak"})))
+                .await
+                .0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weak pw",
+        );
+        expect(
+            "viewer",
+            call(
+                &app,
+                Method::POST,
+                "/api/sources",
+                v,
+                Some(json!({"name": "n", "type": "t", "url": "https://x.io", "protocol": "sse"})),
+            )
+            .await
+            .0,
+            StatusCode::FORBIDDEN,
+            "POST source before promotion",
+        );
+        let (s, b) = call(&app, Method::PUT, &me, r, Some(json!({"role": "analyst"}))).await;
+        assert_eq!(
+            (s, b["role"].as_str()),
+            (StatusCode::OK, Some("analyst")),
+            "{l}"
+        );
+        let (s, _) = call(&app, Method::POST, "/api/sources", v, Some(json!({"id": "promoted", "name": "n", "type": "t", "url": "https://x.io", "protocol": "sse"}))).await;
+        assert_eq!(
+            s,
+            StatusCode::CREATED,
+            "{l}: the role comes from the database, not the token"
+        );
+        let (s, b) = call(
+            &app,
+            Method::PUT,
+            &format!("/api/users/{admin_id}"),
+            r,
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("Cannot remove the last active admin")
+            ),
+            "{l}"
+        );
+
+        // Sources: read for everyone signed in, write for analysts.
+        let source = json!({"id": "usgs", "name": "USGS", "type": "seismic", "url": "https://earthquake.usgs.gov/feed", "protocol": "https-poll"});
+        expect(
+            "none",
+            call(&app, Method::GET, "/api/sources", None, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "GET sources",
+        );
+        expect(
+            "viewer",
+            call(&app, Method::GET, "/api/sources/", r, None).await.0,
+            StatusCode::OK,
+            "GET sources/",
+        );
+        let (s, b) = call(&app, Method::POST, "/api/sources", a, Some(source.clone())).await;
+        assert_eq!(s, StatusCode::CREATED, "{l}: {b}");
+        assert_eq!(
+            b,
+            json!({"id": "usgs", "name": "USGS", "type": "seismic", "url": "https://earthquake.usgs.gov/feed", "protocol": "https-poll", "description": "", "active": true})
+        );
+        expect(
+            "analyst",
+            call(&app, Method::POST, "/api/sources", a, Some(source))
+                .await
+                .0,
+            StatusCode::CONFLICT,
+            "duplicate source",
+        );
+        expect(
+            "analyst",
+            call(
+                &app,
+                Method::POST,
+                "/api/sources",
+                a,
+                Some(json!({"name": "n", "type": "t", "url": "nope", "protocol": "p"})),
+            )
+            .await
+            .0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad url",
+        );
+        let (_, list) = call(&app, Method::GET, "/api/sources", v, None).await;
+        assert_eq!(list.as_array().map(Vec::len), Some(2), "{l}: {list}");
+        let (_, viewer2) = app.user_with_role("vince", Role::Viewer).await;
+        expect(
+            "viewer",
+            call(
+                &app,
+                Method::DELETE,
+                "/api/sources/usgs",
+                Some(&viewer2),
+                None,
+            )
+            .await
+            .0,
+            StatusCode::FORBIDDEN,
+            "DELETE source",
+        );
+        expect(
+            "analyst",
+            call(&app, Method::DELETE, "/api/sources/usgs", a, None)
+                .await
+                .0,
+            StatusCode::NO_CONTENT,
+            "DELETE source",
+        );
+        let (s, b) = call(&app, Method::DELETE, "/api/sources/usgs", a, None).await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (StatusCode::NOT_FOUND, Some("Source not found"))
+        );
+
+        // Deletes: admin only, never oneself.
+        expect(
+            "viewer",
+            call(&app, Method::DELETE, &other, Some(&viewer2), None)
+                .await
+                .0,
+            StatusCode::FORBIDDEN,
+            "DELETE user",
+        );
+        expect(
+            "analyst",
+            call(&app, Method::DELETE, &other, a, None).await.0,
+            StatusCode::FORBIDDEN,
+            "DELETE user",
+        );
+        expect(
+            "admin",
+            call(
+                &app,
+                Method::DELETE,
+                &format!("/api/users/{admin_id}"),
+                r,
+                None,
+            )
+            .await
+            .0,
+            StatusCode::BAD_REQUEST,
+            "DELETE self",
+        );
+        expect(
+            "admin",
+            call(&app, Method::DELETE, &other, r, None).await.0,
+            StatusCode::NO_CONTENT,
+            "DELETE user",
+        );
+        expect(
+            "admin",
+            call(&app, Method::DELETE, &other, r, None).await.0,
+            StatusCode::NOT_FOUND,
+            "DELETE user again",
+        );
+
+        // Tampered tokens: a changed role claim, another secret, alg none, expiry.
+        let promoted = forge(&analyst, |p| p.replace("\"analyst\"", "\"admin\""));
+        expect(
+            "forged",
+            call(&app, Method::GET, "/api/users", Some(&promoted), None)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED,
+            "changed role",
+        );
+        let foreign = TokenKeys::new(b"another-secret-another-secret-!!!", 3600)
+            .issue(&admin_id, "root", Role::Admin)
+            .expect("issue");
+        expect(
+            "foreign",
+            call(&app, Method::GET, "/api/auth/me", Some(&foreign), None)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED,
+            "wrong signature",
+        );
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let payload = admin.split('.').nth(1).expect("payload");
+        expect(
+            "none",
+            call(
+                &app,
+                Method::GET,
+                "/api/auth/me",
+                Some(&format!("{header}.{payload}.")),
+                None,
+            )
+            .await
+            .0,
+            StatusCode::UNAUTHORIZED,
+            "alg none",
+        );
+        let secret = "test-secret-test-secret-test-secret!";
+        let expired = TokenKeys::new(secret.as_bytes(), -5)
+            .issue(&admin_id, "root", Role::Admin)
+            .expect("issue");
+        let (s, b) = call(&app, Method::GET, "/api/auth/me", Some(&expired), None).await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("Token has expired")),
+            "{l}"
+        );
+        // A correctly signed token claiming admin for an analyst account: the database role decides.
+        let claims_admin = TokenKeys::new(secret.as_bytes(), 3600)
+            .issue(&analyst_id, "anna", Role::Admin)
+            .expect("issue");
+        expect(
+            "analyst-as-admin",
+            call(&app, Method::GET, "/api/users", Some(&claims_admin), None)
+                .await
+                .0,
+            StatusCode::FORBIDDEN,
+            "role from db",
+        );
+        // Deactivated accounts lose access at once.
+        call(
+            &app,
+            Method::PUT,
+            &format!("/api/users/{analyst_id}"),
+            r,
+            Some(json!({"is_active": false})),
+        )
+        .await;
+        expect(
+            "deactivated",
+            call(&app, Method::GET, "/api/auth/me", a, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "inactive",
+        );
+        let r = login_form(&app, "anna", "Test-password-1!").await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{l}: inactive login");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_trip_with_retry_after() {
+    let config = AccountsConfig {
+        login_rate_limit: 2,
+        register_rate_limit: 1,
+        forgot_rate_limit: 1,
+        api_rate_limit: 12,
+        ..AccountsConfig::default()
+    };
+    for app in apps(config).await {
+        let l = app.label;
+        for _ in 0..2 {
+            assert_eq!(
+                login_form(&app, "mallory", "Guess!ng1").await.status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        let r = login_form(&app, "mallory", "Guess!ng1").await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{l}");
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=900).contains(&wait), "{wait}");
+        // Per account: another account from the same address is not affected.
+        assert_eq!(
+            login_form(&app, "someone-else", "Guess!ng1").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+
+        assert_eq!(
+            register(&app, "first", "first@example.com").await.0,
+            StatusCode::CREATED,
+            "{l}"
+        );
+        let (s, b) = register(&app, "second", "second@example.com").await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{l}: {b}");
+
+        let forgot = || {
+            call(
+                &app,
+                Method::POST,
+                "/api/auth/forgot-password",
+                None,
+                Some(json!({"email": "a@example.com"})),
+            )
+        };
+        assert_eq!(forgot().await.0, StatusCode::OK);
+        assert_eq!(forgot().await.0, StatusCode::TOO_MANY_REQUESTS);
+
+        // The general limit: 12 per window across every route of the router, 8 used above.
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(call(&app, Method::GET, "/api/sources", None, None).await.0);
+        }
+        assert_eq!(
+            statuses[..4],
+            [StatusCode::UNAUTHORIZED; 4],
+            "{l}: {statuses:?}"
+        );
+        assert_eq!(
+            statuses[4],
+            StatusCode::TOO_MANY_REQUESTS,
+            "{l}: {statuses:?}"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn first_admin_from_configuration_and_catalogue() {
+    let config = AccountsConfig {
+        admin_email: Some("Boss@Example.com".into()),
+        admin_password: Some("B00tstrap!pw".into()),
+        admin_username: "boss".into(),
+        ..lax_limits()
+    };
+    for app in apps(config.clone()).await {
+        let l = app.label;
+        vigil_topoforge::bootstrap_admin(&app.state, &config)
+            .await
+            .expect("bootstrap");
+        // A second start (or a second replica) leaves it alone.
+        vigil_topoforge::bootstrap_admin(&app.state, &config)
+            .await
+            .expect("again");
+        let r = login_form(&app, "boss@example.com", "B00tstrap!pw").await;
+        assert_eq!(r.status(), StatusCode::OK, "{l}");
+        let b: Value = r.json().await.expect("json");
+        assert_eq!(
+            (
+                b["user"]["role"].as_str(),
+                b["user"]["is_verified"].as_bool()
+            ),
+            (Some("admin"), Some(true))
+        );
+        let weak = AccountsConfig {
+            admin_email: Some("other@example.com".into()),
+            admin_password: Some("weak".into()),
+            ..config.clone()
+        };
+        assert!(
+            vigil_topoforge::bootstrap_admin(&app.state, &weak)
+                .await
+                .is_err(),
+            "{l}: a weak admin password refuses to start"
+        );
+
+        let (added, total) = vigil_topoforge::catalog::load_catalog(&app.state.store)
+            .await
+            .expect("catalog");
+        assert_eq!(added, total);
+        let token = b["access_token"].as_str().expect("token");
+        let (s, list) = call(&app, Method::GET, "/api/sources", Some(token), None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            list.as_array()
+                .is_some_and(|a| a.iter().any(|s| s["id"] == "wikipedia-recentchange")),
+            "{l}"
+        );
+
+        let doc = app
+            .client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .expect("openapi")
+            .text()
+            .await
+            .expect("text");
+        for path in [
+            "/api/auth/login",
+            "/api/auth/verify-reset-token/{token}",
+            "/api/users/{id}",
+            "/api/sources/{id}",
+        ] {
+            assert!(
+                doc.contains(path),
+                "{path} missing from the OpenAPI document"
+            );
+        }
+        app.stop().await;
+    }
+}
