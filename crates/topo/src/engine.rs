@@ -143,11 +143,11 @@ struct Balls {
     n: usize,
     /// Number of distinct edge values `E`.
     levels: usize,
-    /// 64-bit words per row of `present`.
+    /// Bytes per row of `present`.
     words: usize,
     /// Row `u`: bit `r` set when some vertex is at rank exactly `r` from `u`.
-    present: Vec<u64>,
-    /// Row `u`, word `w`: number of distinct ranks of row `u` below `64·w`.
+    present: Vec<u8>,
+    /// Row `u`, byte `w`: number of distinct ranks of row `u` below `8·w`.
     base: Vec<u8>,
     /// Row `u`, entry `k`: the vertices whose rank from `u` is among the `k` smallest distinct ones (low and
     /// high 64 bits; the high half is only read when `n > 64`).
@@ -162,6 +162,18 @@ struct Balls {
     /// The input in rank space (`+inf` beyond the threshold).
     ranked: Vec<f32>,
 }
+
+/// Bits set in each byte: a table lookup instead of the bit-twiddling `count_ones` compiles to on baseline
+/// x86-64 (no POPCNT instruction without `-C target-cpu`).
+const POPCOUNT8: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).count_ones() as u8;
+        i += 1;
+    }
+    t
+};
 
 impl Balls {
     /// Ranks `d` (`n × n`, `n ≤ BALLS_MAX_POINTS`) and builds the ball tables; pairs beyond `thr` are dropped.
@@ -210,7 +222,7 @@ impl Balls {
         }
         let levels = self.values.len() - 1;
         self.levels = levels;
-        let words = levels / 64 + 1;
+        let words = levels / 8 + 1;
         self.words = words;
         self.present.clear();
         self.present.resize(n * words, 0);
@@ -228,7 +240,7 @@ impl Balls {
             for (c, &v) in order.iter().enumerate() {
                 mask |= 1 << v;
                 let r = self.ranked[u * n + v as usize] as usize;
-                present[r / 64] |= 1 << (r % 64);
+                present[r / 8] |= 1 << (r % 8);
                 // One prefix per distinct rank: pushed after the last vertex of that rank.
                 let next_differs = order
                     .get(c + 1)
@@ -256,13 +268,15 @@ impl Balls {
     }
 
     /// Vertices within rank `r` of `u` (including `u`): the number of distinct ranks `≤ r` in `u`'s row is a
-    /// word count plus one popcount, and indexes the prefix masks. Everything stays in L1 for the stream sizes.
+    /// byte count plus one table popcount, and indexes the prefix masks. Everything stays in L1 for the stream
+    /// sizes.
     #[inline(always)]
     fn ball(&self, u: u32, r: f32) -> u128 {
         let r = (r as usize).min(self.levels);
-        let slot = u as usize * self.words + r / 64;
-        let upto = u64::MAX >> (63 - r % 64);
-        let k = usize::from(self.base[slot]) + (self.present[slot] & upto).count_ones() as usize;
+        let slot = u as usize * self.words + r / 8;
+        let upto = 0xffu8 >> (7 - r % 8);
+        let k = usize::from(self.base[slot])
+            + usize::from(POPCOUNT8[usize::from(self.present[slot] & upto)]);
         let at = u as usize * (self.n + 1) + k;
         let lo = u128::from(self.prefix_lo[at]);
         if self.n > 64 {

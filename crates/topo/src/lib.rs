@@ -54,7 +54,7 @@
 //! - **Rank space and ball bitmasks for small inputs (≤ 128 points, the stream case).** Distances are replaced
 //!   by the ranks of their values (persistence depends only on the order, ties included; bars are mapped back),
 //!   which turns "the vertices within `D` of every vertex of a simplex" into an AND of one precomputed bitmask
-//!   per vertex (a word count plus a popcount finds the mask). That set answers the apparent- and emergent-pair
+//!   per vertex (a byte count plus a table popcount finds the mask). That set answers the apparent- and emergent-pair
 //!   tests, which dominate small inputs, without scanning all vertices. The whole index space of the stream case
 //!   (tables, distance ranks, pivots) fits in L1/L2.
 //! - **f32 distances in a full square** (`row[j]`, no triangular index arithmetic, contiguous rows for the
