@@ -54,13 +54,13 @@
 //! - **Rank space and ball bitmasks for small inputs (≤ 128 points, the stream case).** Distances are replaced
 //!   by the ranks of their values (persistence depends only on the order, ties included; bars are mapped back),
 //!   which turns "the vertices within `D` of every vertex of a simplex" into an AND of one precomputed bitmask
-//!   per vertex (a byte count plus a table popcount finds the mask). That set answers the apparent- and emergent-pair
-//!   tests, which dominate small inputs, without scanning all vertices. The whole index space of the stream case
-//!   (tables, distance ranks, pivots) fits in L1/L2.
+//!   per vertex (a byte count plus a table popcount finds the mask). That set answers the apparent- and
+//!   emergent-pair tests, which dominate small inputs, without scanning all vertices. The whole index space of
+//!   the stream case (tables, distance ranks, pivots) fits in L1/L2.
 //! - **f32 distances in a full square** (`row[j]`, no triangular index arithmetic, contiguous rows for the
 //!   inner loop of coboundary enumeration).
-//! - **Dense pivot tables**: when the index space of pivots is small (≤ 1 M
-//!   simplices) the pivot lookup is a flat array instead of a hash map, reset by undoing only the touched slots.
+//! - **Dense pivot tables**: when the index space of pivots is small (≤ 1 M simplices) the pivot lookup is a
+//!   flat array instead of a hash map, reset by undoing only the touched slots.
 //! - **A sparse path**: with an explicit threshold that keeps under a quarter of the edges (on more than 128
 //!   points), cofacet candidates come from the shortest neighbour list of the simplex's vertices, checked
 //!   against the others' distance rows, so far-away vertices are never examined.
