@@ -1,0 +1,179 @@
+//! Latency of `GET /api/anomalies?limit=20` and `GET /api/anomalies/stats` over a large anomaly log, over HTTP,
+//! on SQLite and (when `TEST_DATABASE_URL` names a PostgreSQL server) PostgreSQL.
+//!
+//! ```text
+//! TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!   cargo run --release -p vigil-anomalies --example bench_api -- [rows=1000000] [requests=200]
+//! ```
+//!
+//! Loads `rows` synthetic anomalies (30 days, 8 sources, uniform scores) with multi-row INSERTs in transactions,
+//! refreshes planner statistics, starts the real application on a loopback port, then times `requests` sequential
+//! requests per query after a warm-up and prints p50/p90/p99/max in milliseconds.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vigil_http::Role;
+use vigil_http::testing::TestApp;
+use vigil_store::anomalies::{NewAnomaly, insert_many};
+use vigil_store::testing::TestDb;
+
+const DAY_MS: i64 = 86_400_000;
+const T_END: i64 = 1_768_204_800_000; // 2026-01-12T08:00:00Z
+
+fn risk(score: f64) -> &'static str {
+    if score > 0.8 {
+        "Critical"
+    } else if score > 0.5 {
+        "High"
+    } else if score > 0.2 {
+        "Medium"
+    } else {
+        "Low"
+    }
+}
+
+/// A deterministic xorshift, so both backends hold the same rows.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1_u64 << 53) as f64
+    }
+}
+
+async fn load(db: &TestDb, rows: usize) -> Duration {
+    let started = Instant::now();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let batch = 20_000;
+    let mut done = 0;
+    while done < rows {
+        let n = batch.min(rows - done);
+        let chunk: Vec<NewAnomaly> = (0..n)
+            .map(|_| {
+                let score = rng.unit();
+                let ts = T_END - (rng.unit() * 30.0 * DAY_MS as f64) as i64;
+                NewAnomaly {
+                    ts,
+                    source_type: format!("source-{}", rng.next() % 8),
+                    event_data: json!({"value": (rng.unit() * 100.0).round(), "host": format!("h{}", rng.next() % 50)}),
+                    betti: [1, (rng.next() % 4) as i64, 0],
+                    anomaly_score: score,
+                    is_anomaly: score > 0.65,
+                    risk_level: risk(score).to_owned(),
+                    entropy: Some(rng.unit() * 3.0),
+                    metadata: json!({"scores": {"total": (score * 100.0).round()}}),
+                    created_by: None,
+                }
+            })
+            .collect();
+        if let Err(e) = insert_many(&db.store, &chunk).await {
+            eprintln!("load failed: {e}");
+            std::process::exit(1);
+        }
+        done += n;
+    }
+    let analyze = match db.label {
+        "postgres" => "VACUUM ANALYZE anomalies",
+        _ => "ANALYZE",
+    };
+    if let Err(e) = vigil_store::sqlx::query(analyze)
+        .execute(db.store.pool())
+        .await
+    {
+        eprintln!("{analyze} failed: {e}");
+    }
+    started.elapsed()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn time_route(app: &TestApp, token: &str, path: &str, requests: usize) -> Vec<f64> {
+    let url = app.url(path);
+    let get = || async {
+        let r = app.client.get(&url).bearer_auth(token).send().await;
+        match r {
+            Ok(r) if r.status().is_success() => r.bytes().await.map(|b| b.len()).unwrap_or(0),
+            Ok(r) => {
+                eprintln!("{path}: HTTP {}", r.status());
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("{path}: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
+    for _ in 0..requests.min(10) {
+        get().await;
+    }
+    let mut ms = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let t = Instant::now();
+        get().await;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let rows: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let requests: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let mut dbs = vec![TestDb::sqlite().await];
+    dbs.extend(TestDb::postgres().await);
+    let last_day = format!(
+        "/api/anomalies/stats?start_date={}",
+        vigil_anomalies::format_ts(T_END - DAY_MS)
+    );
+    let routes = [
+        "/api/anomalies?limit=20".to_owned(),
+        "/api/anomalies?limit=20&page=50".to_owned(),
+        "/api/anomalies?limit=20&source=source-3&min_score=0.9".to_owned(),
+        "/api/anomalies/stats".to_owned(),
+        "/api/anomalies/stats?is_anomaly=true".to_owned(),
+        last_day,
+    ];
+    println!("rows={rows} requests={requests} (sequential, after 10 warm-up requests)");
+    for db in dbs {
+        let label = db.label;
+        let load_time = load(&db, rows).await;
+        println!(
+            "{label}: loaded {rows} rows in {:.1} s",
+            load_time.as_secs_f64()
+        );
+        let app = TestApp::start(db, |state| {
+            vigil_anomalies::router(state, vigil_anomalies::AnomaliesConfig::default())
+        })
+        .await;
+        let (_, token) = app.user_with_role("bench", Role::Viewer).await;
+        for route in &routes {
+            let ms = time_route(&app, &token, route, requests).await;
+            println!(
+                "{label:8} {route:60} p50 {:7.2} ms  p90 {:7.2}  p99 {:7.2}  max {:7.2}",
+                percentile(&ms, 0.5),
+                percentile(&ms, 0.9),
+                percentile(&ms, 0.99),
+                ms.last().copied().unwrap_or(f64::NAN)
+            );
+        }
+        app.stop().await;
+    }
+}

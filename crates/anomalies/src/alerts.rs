@@ -1,0 +1,294 @@
+//! `/api/alerts`: alert configurations. An analyst manages their own; an admin sees and edits everyone's.
+//! Someone else's config answers 404, the same as a missing one, so ids do not leak who has configs.
+
+use serde::{Deserialize, Serialize};
+use vigil_http::auth::{Analyst, AuthUser};
+use vigil_http::axum::extract::{Path, State};
+use vigil_http::axum::http::StatusCode;
+use vigil_http::{ApiJson, ApiResult, AppState, Error, Role};
+use vigil_store::alert_configs::{self as db, AlertConfig, AlertConfigPatch, NewAlertConfig};
+
+const NOT_FOUND: &str = "Alert config not found";
+const MAX_CHANNELS: usize = 16;
+const MAX_URL_LEN: usize = 2048;
+
+/// An alert configuration as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertConfigDoc {
+    pub id: String,
+    pub user_id: String,
+    /// Fires for anomalies whose score is at least this (0–1).
+    pub threshold: f64,
+    /// `webhook:<http(s) url>` or `websocket`.
+    pub notification_channels: Vec<String>,
+    pub is_active: bool,
+}
+
+impl From<AlertConfig> for AlertConfigDoc {
+    fn from(c: AlertConfig) -> Self {
+        AlertConfigDoc {
+            id: c.id,
+            user_id: c.user_id,
+            threshold: c.threshold,
+            notification_channels: c.notification_channels,
+            is_active: c.is_active,
+        }
+    }
+}
+
+/// `POST /api/alerts`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAlertConfig {
+    pub threshold: f64,
+    pub notification_channels: Vec<String>,
+    #[serde(default = "yes")]
+    pub is_active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PUT /api/alerts/{id}`: only the fields present change.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAlertConfig {
+    pub threshold: Option<f64>,
+    pub notification_channels: Option<Vec<String>>,
+    pub is_active: Option<bool>,
+}
+
+/// A notification channel, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// POST the anomaly JSON to this http(s) URL.
+    Webhook(reqwest::Url),
+    /// Push to the owner's open stream sockets.
+    Websocket,
+}
+
+impl Channel {
+    /// Parses `webhook:<http(s) url>` or `websocket`; the error says what is wrong.
+    pub fn parse(raw: &str) -> Result<Channel, String> {
+        let raw = raw.trim();
+        if raw == "websocket" {
+            return Ok(Channel::Websocket);
+        }
+        let Some(url) = raw.strip_prefix("webhook:") else {
+            return Err(format!(
+                "{raw:?}: expected \"websocket\" or \"webhook:<http(s) URL>\""
+            ));
+        };
+        if url.len() > MAX_URL_LEN {
+            return Err(format!("webhook URL longer than {MAX_URL_LEN} characters"));
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: not a URL ({e})"))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none_or(str::is_empty)
+        {
+            return Err(format!(
+                "{url:?}: webhooks must be http(s) URLs with a host"
+            ));
+        }
+        Ok(Channel::Webhook(parsed))
+    }
+}
+
+fn check_threshold(t: f64) -> Result<f64, Error> {
+    if t.is_finite() && (0.0..=1.0).contains(&t) {
+        Ok(t)
+    } else {
+        Err(Error::unprocessable("threshold: must be between 0 and 1"))
+    }
+}
+
+/// Validates and normalises a channel list (trimmed, duplicates removed, order kept).
+fn check_channels(list: Vec<String>) -> Result<Vec<String>, Error> {
+    if list.is_empty() || list.len() > MAX_CHANNELS {
+        return Err(Error::unprocessable(format!(
+            "notification_channels: give 1 to {MAX_CHANNELS} channels"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, raw) in list.iter().enumerate() {
+        Channel::parse(raw)
+            .map_err(|e| Error::unprocessable(format!("notification_channels[{i}]: {e}")))?;
+        let norm = raw.trim().to_owned();
+        if !out.contains(&norm) {
+            out.push(norm);
+        }
+    }
+    Ok(out)
+}
+
+/// The config if the caller may see it: its owner, or an admin.
+async fn visible(state: &AppState, user: &AuthUser, id: &str) -> Result<AlertConfig, Error> {
+    match db::get(&state.store, id).await? {
+        Some(c) if c.user_id == user.id || user.role == Role::Admin => Ok(c),
+        _ => Err(Error::not_found(NOT_FOUND)),
+    }
+}
+
+/// The caller's alert configs (an admin: everyone's).
+#[utoipa::path(get, path = "/api/alerts", tag = "alerts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Alert configs", body = [AlertConfigDoc]),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Needs the analyst role"),
+    ))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Analyst(user): Analyst,
+) -> ApiResult<ApiJson<Vec<AlertConfigDoc>>> {
+    let owner = (user.role != Role::Admin).then_some(user.id.as_str());
+    let configs = db::list(&state.store, owner).await?;
+    Ok(ApiJson(
+        configs.into_iter().map(AlertConfigDoc::from).collect(),
+    ))
+}
+
+/// Create an alert config owned by the caller.
+#[utoipa::path(post, path = "/api/alerts", tag = "alerts",
+    request_body = CreateAlertConfig,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = AlertConfigDoc),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Needs the analyst role"),
+        (status = 422, description = "Invalid threshold or channel"),
+    ))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Analyst(user): Analyst,
+    ApiJson(body): ApiJson<CreateAlertConfig>,
+) -> ApiResult<(StatusCode, ApiJson<AlertConfigDoc>)> {
+    let new = NewAlertConfig {
+        user_id: user.id,
+        threshold: check_threshold(body.threshold)?,
+        notification_channels: check_channels(body.notification_channels)?,
+        is_active: body.is_active,
+    };
+    let created = db::create(&state.store, &new).await?;
+    Ok((StatusCode::CREATED, ApiJson(created.into())))
+}
+
+/// One alert config.
+#[utoipa::path(get, path = "/api/alerts/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "Alert config id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The config", body = AlertConfigDoc),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Needs the analyst role"),
+        (status = 404, description = "No such config (or not yours)"),
+    ))]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    Analyst(user): Analyst,
+    Path(id): Path<String>,
+) -> ApiResult<ApiJson<AlertConfigDoc>> {
+    Ok(ApiJson(visible(&state, &user, &id).await?.into()))
+}
+
+/// Change an alert config; fields left out keep their values.
+#[utoipa::path(put, path = "/api/alerts/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "Alert config id")),
+    request_body = UpdateAlertConfig,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated", body = AlertConfigDoc),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Needs the analyst role"),
+        (status = 404, description = "No such config (or not yours)"),
+        (status = 422, description = "Invalid threshold or channel"),
+    ))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Analyst(user): Analyst,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateAlertConfig>,
+) -> ApiResult<ApiJson<AlertConfigDoc>> {
+    let patch = AlertConfigPatch {
+        threshold: body.threshold.map(check_threshold).transpose()?,
+        notification_channels: body.notification_channels.map(check_channels).transpose()?,
+        is_active: body.is_active,
+    };
+    visible(&state, &user, &id).await?;
+    let updated = db::update(&state.store, &id, &patch)
+        .await?
+        .ok_or_else(|| Error::not_found(NOT_FOUND))?;
+    Ok(ApiJson(updated.into()))
+}
+
+/// Delete an alert config.
+#[utoipa::path(delete, path = "/api/alerts/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "Alert config id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Needs the analyst role"),
+        (status = 404, description = "No such config (or not yours)"),
+    ))]
+pub(crate) async fn delete_one(
+    State(state): State<AppState>,
+    Analyst(user): Analyst,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    visible(&state, &user, &id).await?;
+    if db::delete(&state.store, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::not_found(NOT_FOUND))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_parse_strictly() {
+        assert_eq!(Channel::parse("websocket"), Ok(Channel::Websocket));
+        assert!(matches!(
+            Channel::parse("webhook:https://hooks.example.com/x?y=1"),
+            Ok(Channel::Webhook(_))
+        ));
+        for bad in [
+            "email:a@b.c",
+            "webhook:",
+            "webhook:ftp://h/x",
+            "webhook:file:///etc/passwd",
+            "webhook:http://",
+            "WebSocket",
+        ] {
+            assert!(Channel::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn channel_lists_are_checked_and_deduplicated() {
+        assert_eq!(
+            check_channels(vec![
+                "websocket".into(),
+                " websocket ".into(),
+                "webhook:http://h/x".into()
+            ])
+            .expect("valid"),
+            vec!["websocket", "webhook:http://h/x"]
+        );
+        assert!(check_channels(vec![]).is_err());
+        let err = check_channels(vec!["websocket".into(), "sms".into()]).expect_err("bad");
+        assert!(
+            err.to_string().starts_with("notification_channels[1]"),
+            "{err}"
+        );
+        assert!(
+            check_threshold(1.01).is_err()
+                && check_threshold(f64::NAN).is_err()
+                && check_threshold(0.0).is_ok()
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Alert delivery: which configs an anomaly fires, webhook POSTs in the background, and who gets a socket push.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use vigil_http::AppState;
+use vigil_store::alert_configs;
+use vigil_store::anomalies::Anomaly;
+
+use crate::alerts::Channel;
+use crate::doc::AnomalyDoc;
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryPolicy {
+    /// Per attempt, connect to last byte.
+    pub timeout: Duration,
+    /// Attempts per delivery, the first included (≥ 1).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles per retry, capped at `max_backoff`, then jittered to 50–100 %.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// POSTs in flight at once.
+    pub concurrency: usize,
+    /// Deliveries queued or in progress at once; more are dropped (and counted).
+    pub queue: usize,
+}
+
+impl DeliveryPolicy {
+    /// The wait after failed attempt `attempt` (1-based): exponential, capped, with "equal jitter" so that
+    /// receivers that fail together are not retried in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_backoff
+            .saturating_mul(2_u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.max_backoff);
+        let half = exp / 2;
+        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(if jitter_ms == 0 {
+            0
+        } else {
+            rand::thread_rng().gen_range(0..=jitter_ms)
+        })
+    }
+}
+
+struct Inner {
+    /// `None` only if the HTTP client could not be built (no TLS roots, …): deliveries then fail and are counted.
+    client: Option<reqwest::Client>,
+    policy: DeliveryPolicy,
+    running: Arc<Semaphore>,
+    queued: Arc<Semaphore>,
+}
+
+/// Fires alert configs for stored anomalies. Cheap to clone; clones share one queue and one concurrency limit.
+#[derive(Clone)]
+pub struct AlertDispatcher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AlertDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertDispatcher")
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertDispatcher {
+    pub fn new(policy: DeliveryPolicy) -> AlertDispatcher {
+        let client = reqwest::Client::builder()
+            .connect_timeout(policy.timeout)
+            .timeout(policy.timeout)
+            // A webhook answers for itself: following redirects would let it bounce our POST elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION"), " alert-webhook"))
+            .build()
+            .inspect_err(|e| tracing::error!(error = %e, "webhook client unavailable; webhook alerts will fail"))
+            .ok();
+        AlertDispatcher {
+            inner: Arc::new(Inner {
+                client,
+                running: Arc::new(Semaphore::new(policy.concurrency.max(1))),
+                queued: Arc::new(Semaphore::new(policy.queue.max(1))),
+                policy,
+            }),
+        }
+    }
+
+    pub fn policy(&self) -> &DeliveryPolicy {
+        &self.inner.policy
+    }
+
+    /// Fires every active config whose threshold the anomaly's score reaches.
+    ///
+    /// Webhook channels are queued as background tasks (`state.spawn`, so graceful shutdown waits for them, and they
+    /// stop retrying when shutdown begins); this returns as soon as the configs are read. The result is the sorted,
+    /// de-duplicated ids of the users whose firing configs have the `websocket` channel, for the caller to push to.
+    /// A database error is logged and yields no alerts: alerting never fails the caller's write.
+    pub async fn fire(&self, state: &AppState, anomaly: &Anomaly) -> Vec<String> {
+        let configs = match alert_configs::firing_for(&state.store, anomaly.anomaly_score).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, anomaly = %anomaly.id, "could not read alert configs; no alerts sent");
+                metrics::counter!("alert_lookup_failures_total").increment(1);
+                return Vec::new();
+            }
+        };
+        let mut sockets = BTreeSet::new();
+        let mut body: Option<Bytes> = None;
+        for config in configs {
+            for raw in &config.notification_channels {
+                match Channel::parse(raw) {
+                    Ok(Channel::Websocket) => {
+                        sockets.insert(config.user_id.clone());
+                    }
+                    Ok(Channel::Webhook(url)) => {
+                        let payload = match &body {
+                            Some(b) => b.clone(),
+                            None => match serde_json::to_vec(&AnomalyDoc::from(anomaly)) {
+                                Ok(v) => body.insert(Bytes::from(v)).clone(),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "anomaly did not serialise; webhooks skipped");
+                                    continue;
+                                }
+                            },
+                        };
+                        self.schedule(state, url, payload);
+                    }
+                    // Channels are validated on write; a bad one here came from elsewhere (an import, old data).
+                    Err(e) => {
+                        tracing::warn!(config = %config.id, error = %e, "skipping an invalid channel")
+                    }
+                }
+            }
+        }
+        sockets.into_iter().collect()
+    }
+
+    fn schedule(&self, state: &AppState, url: reqwest::Url, body: Bytes) {
+        let Ok(slot) = self.inner.queued.clone().try_acquire_owned() else {
+            tracing::warn!(url = %url, "webhook queue full; delivery dropped");
+            metrics::counter!("alert_webhook_deliveries_total", "outcome" => "dropped")
+                .increment(1);
+            return;
+        };
+        let inner = self.inner.clone();
+        let shutdown = state.shutdown.clone();
+        state.spawn(async move {
+            let outcome = deliver(&inner, &url, body, &shutdown).await;
+            drop(slot);
+            metrics::counter!("alert_webhook_deliveries_total", "outcome" => outcome).increment(1);
+        });
+    }
+}
+
+/// Runs one delivery to completion; returns the outcome label.
+async fn deliver(
+    inner: &Inner,
+    url: &reqwest::Url,
+    body: Bytes,
+    shutdown: &CancellationToken,
+) -> &'static str {
+    let Some(client) = &inner.client else {
+        return "failed";
+    };
+    let policy = &inner.policy;
+    for attempt in 1..=policy.max_attempts.max(1) {
+        let permit = tokio::select! {
+            p = inner.running.clone().acquire_owned() => p,
+            () = shutdown.cancelled() => return "abandoned",
+        };
+        let Ok(_permit) = permit else {
+            return "failed";
+        };
+        metrics::counter!("alert_webhook_attempts_total").increment(1);
+        let sent = client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        drop(_permit);
+        match sent {
+            Ok(r) if r.status().is_success() => return "delivered",
+            Ok(r) => tracing::debug!(url = %url, attempt, status = %r.status(), "webhook refused"),
+            Err(e) => tracing::debug!(url = %url, attempt, error = %e, "webhook failed"),
+        }
+        if attempt < policy.max_attempts {
+            tokio::select! {
+                () = tokio::time::sleep(policy.backoff(attempt)) => {}
+                () = shutdown.cancelled() => return "abandoned",
+            }
+        }
+    }
+    tracing::warn!(url = %url, attempts = policy.max_attempts, "webhook delivery failed");
+    "failed"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> DeliveryPolicy {
+        DeliveryPolicy {
+            timeout: Duration::from_secs(1),
+            max_attempts: 5,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            concurrency: 1,
+            queue: 1,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter() {
+        let p = policy();
+        for _ in 0..50 {
+            let d1 = p.backoff(1);
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
+            let d3 = p.backoff(3);
+            assert!(
+                d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
+                "{d3:?}"
+            );
+            let d10 = p.backoff(10);
+            assert!(
+                d10 >= Duration::from_millis(500) && d10 <= Duration::from_millis(1000),
+                "{d10:?}"
+            );
+        }
+        assert!(p.backoff(u32::MAX) <= Duration::from_millis(1000));
+        let zero = DeliveryPolicy {
+            base_backoff: Duration::ZERO,
+            ..policy()
+        };
+        assert_eq!(zero.backoff(2), Duration::ZERO);
+    }
+}

@@ -1,0 +1,136 @@
+//! TopoForge's anomaly log over HTTP, its alert configurations, and alert delivery.
+//!
+//! Routes (all require a signed-in account; roles are checked against the database on every request):
+//!
+//! | Route | Role | |
+//! |---|---|---|
+//! | `GET /api/anomalies` | viewer | filters `start_date`, `end_date`, `source`, `is_anomaly`, `risk_level`, `min_score`; `page` (1-based), `limit` (1–100, default 20); newest first; `{data, page, limit, total}` |
+//! | `POST /api/anomalies` | analyst | 201 with the stored document; fires the alert configs |
+//! | `GET /api/anomalies/stats` | viewer | same filters; totals, by source, by risk level, timeline — all grouped by the database |
+//! | `GET /api/anomalies/export?format=csv\|json` | viewer | every matching row, streamed |
+//! | `GET /api/anomalies/{id}` | viewer | |
+//! | `DELETE /api/anomalies/{id}` | admin | 204 |
+//! | `GET, POST /api/alerts`, `GET, PUT, DELETE /api/alerts/{id}` | analyst | an analyst sees and edits their own configs; an admin all |
+//!
+//! Invariants:
+//! * Filters reach SQL only as bound parameters (see `vigil_store::anomalies::Filter`); the statement text is built
+//!   from fixed column names.
+//! * Exports page through the database by keyset `(ts, id)`, one short query per page, so memory stays flat and no
+//!   connection is held while the client reads (SQLite has one pooled connection).
+//! * Alert delivery never blocks or fails the caller: [`AlertDispatcher::fire`] only reads the firing configs and
+//!   queues webhook POSTs as background tasks (bounded queue, bounded concurrency, per-attempt timeout, exponential
+//!   backoff with jitter); a full queue drops the delivery and counts it rather than growing without bound.
+//! * The timeline bucket width is chosen from the filter's time range (or the matched rows' range when a bound is
+//!   open): the smallest of 1 min, 5 min, 15 min, 1 h, 6 h, 1 day, 7 days, 30 days giving at most 100 buckets.
+
+mod alerts;
+mod dispatch;
+mod doc;
+mod export;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use vigil_http::AppState;
+use vigil_http::axum::Extension;
+
+pub use alerts::{AlertConfigDoc, Channel, CreateAlertConfig, UpdateAlertConfig};
+pub use dispatch::{AlertDispatcher, DeliveryPolicy};
+pub use doc::{
+    AnomalyDoc, AnomalyList, CreateAnomaly, StatsDoc, TimelineBucket, format_ts, parse_ts,
+};
+
+/// Settings of the anomaly API and of webhook delivery (flattened into `vigil serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnomaliesConfig {
+    /// Seconds one webhook attempt may take (connect + response) before it counts as failed.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 5.0)]
+    pub webhook_timeout_secs: f64,
+    /// Attempts per webhook delivery, the first included.
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 4)]
+    pub webhook_max_attempts: u32,
+    /// Delay before the first retry in ms; it doubles per retry (with jitter) up to 30 s.
+    #[arg(long, env = "WEBHOOK_BACKOFF_MS", default_value_t = 500)]
+    pub webhook_backoff_ms: u64,
+    /// Webhook POSTs in flight at once, process-wide.
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 8)]
+    pub webhook_concurrency: usize,
+    /// Deliveries that may wait (queued or retrying); beyond this new deliveries are dropped and counted.
+    #[arg(long, env = "WEBHOOK_QUEUE", default_value_t = 1000)]
+    pub webhook_queue: usize,
+    /// Rows fetched per export page (each page is one short keyset query).
+    #[arg(long, env = "EXPORT_PAGE_ROWS", default_value_t = 1000)]
+    pub export_page_rows: i64,
+}
+
+impl Default for AnomaliesConfig {
+    fn default() -> Self {
+        AnomaliesConfig {
+            webhook_timeout_secs: 5.0,
+            webhook_max_attempts: 4,
+            webhook_backoff_ms: 500,
+            webhook_concurrency: 8,
+            webhook_queue: 1000,
+            export_page_rows: 1000,
+        }
+    }
+}
+
+impl AnomaliesConfig {
+    /// The delivery policy these settings describe (out-of-range values are clamped to something workable).
+    pub fn delivery_policy(&self) -> DeliveryPolicy {
+        let timeout = if self.webhook_timeout_secs.is_finite() && self.webhook_timeout_secs > 0.0 {
+            Duration::from_secs_f64(self.webhook_timeout_secs.min(300.0))
+        } else {
+            Duration::from_secs(5)
+        };
+        DeliveryPolicy {
+            timeout,
+            max_attempts: self.webhook_max_attempts.clamp(1, 20),
+            base_backoff: Duration::from_millis(self.webhook_backoff_ms),
+            max_backoff: Duration::from_secs(30),
+            concurrency: self.webhook_concurrency.max(1),
+            queue: self.webhook_queue.max(1),
+        }
+    }
+}
+
+/// Per-router settings the handlers read.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub export_page_rows: i64,
+}
+
+/// The anomaly and alert-config routes, with a dispatcher of their own.
+///
+/// When the stream pipeline must share the dispatcher (one queue and one concurrency limit for the process),
+/// build it once with [`AlertDispatcher::new`] and use [`router_with_dispatcher`].
+pub fn router(state: &AppState, config: AnomaliesConfig) -> OpenApiRouter<AppState> {
+    let dispatcher = AlertDispatcher::new(config.delivery_policy());
+    router_with_dispatcher(state, config, dispatcher)
+}
+
+/// [`router`] with a given dispatcher (a clone of the one the pipeline uses).
+pub fn router_with_dispatcher(
+    _state: &AppState,
+    config: AnomaliesConfig,
+    dispatcher: AlertDispatcher,
+) -> OpenApiRouter<AppState> {
+    let settings = Arc::new(Settings {
+        export_page_rows: config
+            .export_page_rows
+            .clamp(1, vigil_store::anomalies::MAX_PAGE),
+    });
+    OpenApiRouter::new()
+        .routes(routes!(routes::list, routes::create))
+        .routes(routes!(routes::stats))
+        .routes(routes!(export::export))
+        .routes(routes!(routes::get_one, routes::delete_one))
+        .routes(routes!(alerts::list, alerts::create))
+        .routes(routes!(alerts::get_one, alerts::update, alerts::delete_one))
+        .layer(Extension(settings))
+        .layer(Extension(dispatcher))
+}

@@ -1,0 +1,250 @@
+//! Webhook delivery against local receivers on 127.0.0.1:0: retries with backoff, timeouts, never blocking.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vigil_anomalies::{AlertDispatcher, DeliveryPolicy};
+use vigil_http::axum::Router;
+use vigil_http::axum::http::StatusCode;
+use vigil_http::axum::routing::post;
+use vigil_http::{AppState, HttpConfig};
+use vigil_store::alert_configs::{NewAlertConfig, create};
+use vigil_store::anomalies::{Anomaly, NewAnomaly, insert};
+use vigil_store::testing::TestDb;
+
+fn policy(max_attempts: u32, timeout_ms: u64) -> DeliveryPolicy {
+    DeliveryPolicy {
+        timeout: Duration::from_millis(timeout_ms),
+        max_attempts,
+        base_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        concurrency: 4,
+        queue: 100,
+    }
+}
+
+async fn state_with_user(db: &TestDb) -> (AppState, String) {
+    let state = AppState::new(
+        db.store.clone(),
+        HttpConfig::for_tests(),
+        b"test-secret-test-secret-test-secret!",
+    );
+    let user = uuid::Uuid::new_v4().to_string();
+    vigil_store::sqlx::query(
+        "INSERT INTO users (id, username, email, password_hash, role, created_at) VALUES ($1, $2, $3, 'x', 'analyst', 0)",
+    )
+    .bind(&user)
+    .bind(format!("u-{user}"))
+    .bind(format!("{user}@example.com"))
+    .execute(db.store.pool())
+    .await
+    .expect("user");
+    (state, user)
+}
+
+async fn config(state: &AppState, user: &str, threshold: f64, channels: &[String]) {
+    create(
+        &state.store,
+        &NewAlertConfig {
+            user_id: user.to_owned(),
+            threshold,
+            notification_channels: channels.to_vec(),
+            is_active: true,
+        },
+    )
+    .await
+    .expect("config");
+}
+
+async fn stored(state: &AppState, score: f64) -> Anomaly {
+    insert(
+        &state.store,
+        &NewAnomaly {
+            ts: 1_768_204_800_000,
+            source_type: "netflow".into(),
+            event_data: json!({"value": 1}),
+            betti: [1, 0, 0],
+            anomaly_score: score,
+            is_anomaly: true,
+            risk_level: "High".into(),
+            entropy: None,
+            metadata: json!({}),
+            created_by: None,
+        },
+    )
+    .await
+    .expect("anomaly")
+}
+
+/// A receiver that answers 500 to the first `failures` requests and 200 afterwards; returns its URL and hit count.
+async fn flaky_receiver(failures: usize) -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: String| {
+            let h = h.clone();
+            async move {
+                assert!(body.contains("\"source_type\":\"netflow\""), "{body}");
+                if h.fetch_add(1, Ordering::SeqCst) < failures {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { vigil_http::axum::serve(listener, app).await });
+    (format!("webhook:http://{addr}/hook"), hits)
+}
+
+/// Accepts connections and never answers; counts connections.
+async fn silent_receiver() -> (String, Arc<AtomicUsize>) {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            held.push(sock);
+        }
+    });
+    (format!("webhook:http://{addr}/hook"), conns)
+}
+
+/// Waits for every delivery task (the same wait graceful shutdown does), bounded.
+async fn drain(state: &AppState) {
+    state.tasks.close();
+    tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
+        .await
+        .expect("deliveries finish");
+}
+
+#[tokio::test]
+async fn retries_until_the_receiver_recovers() {
+    for db in TestDb::all().await {
+        let (state, user) = state_with_user(&db).await;
+        let (hook, hits) = flaky_receiver(2).await;
+        config(&state, &user, 0.5, &[hook]).await;
+        let dispatcher = AlertDispatcher::new(policy(4, 1000));
+        let anomaly = stored(&state, 0.9).await;
+        let sockets = dispatcher.fire(&state, &anomaly).await;
+        assert!(sockets.is_empty());
+        drain(&state).await;
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            3,
+            "{}: two failures, then delivered, then no more",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts() {
+    let db = TestDb::sqlite().await;
+    let (state, user) = state_with_user(&db).await;
+    let (hook, hits) = flaky_receiver(usize::MAX).await;
+    config(&state, &user, 0.5, &[hook]).await;
+    let dispatcher = AlertDispatcher::new(policy(3, 1000));
+    dispatcher.fire(&state, &stored(&state, 0.9).await).await;
+    drain(&state).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_does_not_block_the_caller() {
+    let db = TestDb::sqlite().await;
+    let (state, user) = state_with_user(&db).await;
+    let (silent, conns) = silent_receiver().await;
+    let (good, hits) = flaky_receiver(0).await;
+    config(&state, &user, 0.5, &[silent, "websocket".into()]).await;
+    config(&state, &user, 0.1, &[good]).await;
+    let dispatcher = AlertDispatcher::new(policy(2, 300));
+    let anomaly = stored(&state, 0.9).await;
+    let started = Instant::now();
+    let sockets = dispatcher.fire(&state, &anomaly).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "fire returned after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sockets, vec![user.clone()]);
+    // The healthy receiver is served while the silent one hangs.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while hits.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let t = Instant::now();
+    drain(&state).await;
+    // Two attempts of 300 ms each plus one backoff: it times out rather than hanging.
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "one connection per attempt"
+    );
+}
+
+#[tokio::test]
+async fn below_threshold_inactive_and_full_queue_send_nothing() {
+    let db = TestDb::sqlite().await;
+    let (state, user) = state_with_user(&db).await;
+    let (hook, hits) = flaky_receiver(0).await;
+    config(&state, &user, 0.95, std::slice::from_ref(&hook)).await;
+    let dispatcher = AlertDispatcher::new(policy(1, 1000));
+    assert!(
+        dispatcher
+            .fire(&state, &stored(&state, 0.9).await)
+            .await
+            .is_empty()
+    );
+    // A queue of one: the second delivery of the same burst is dropped, not queued without bound.
+    let (silent, _) = silent_receiver().await;
+    config(&state, &user, 0.1, &[silent, hook]).await;
+    let tiny = AlertDispatcher::new(DeliveryPolicy {
+        queue: 1,
+        ..policy(1, 300)
+    });
+    tiny.fire(&state, &stored(&state, 0.5).await).await;
+    drain(&state).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn shutdown_stops_retrying() {
+    let db = TestDb::sqlite().await;
+    let (state, user) = state_with_user(&db).await;
+    let (hook, hits) = flaky_receiver(usize::MAX).await;
+    config(&state, &user, 0.5, &[hook]).await;
+    let dispatcher = AlertDispatcher::new(DeliveryPolicy {
+        base_backoff: Duration::from_secs(30),
+        max_backoff: Duration::from_secs(30),
+        ..policy(5, 1000)
+    });
+    dispatcher.fire(&state, &stored(&state, 0.9).await).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while hits.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    state.shutdown.cancel();
+    let t = Instant::now();
+    drain(&state).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "shutdown waited {:?}",
+        t.elapsed()
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
