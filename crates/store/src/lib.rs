@@ -26,6 +26,7 @@
 pub mod alert_configs;
 pub mod anomalies;
 mod error;
+pub mod maxidom;
 pub mod sources;
 mod store;
 #[cfg(any(test, feature = "testing"))]

@@ -1,0 +1,167 @@
+//! MaxiDOM settings. Defaults are the spec's numbers; every one can be set by flag or environment.
+
+use std::path::PathBuf;
+
+use vigil_biometrics::lifecycle::{Quotas, RetrainPolicy};
+
+/// Settings of the MaxiDOM routes (flattened into `vigil serve`).
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct MaxidomConfig {
+    /// Stored vectors a profile needs before its models train.
+    #[arg(
+        long = "maxidom-quota-total",
+        env = "MAXIDOM_QUOTA_TOTAL",
+        default_value_t = 300
+    )]
+    pub quota_total: u64,
+    /// Vectors with typing (typing_speed_kps > 0) needed before training.
+    #[arg(
+        long = "maxidom-quota-keyboard",
+        env = "MAXIDOM_QUOTA_KEYBOARD",
+        default_value_t = 50
+    )]
+    pub quota_keyboard: u64,
+    /// Vectors with mouse movement (avg_mouse_speed > 0) needed before training.
+    #[arg(
+        long = "maxidom-quota-mouse",
+        env = "MAXIDOM_QUOTA_MOUSE",
+        default_value_t = 150
+    )]
+    pub quota_mouse: u64,
+    /// Vectors with digraph timings (avg_flight_time_digraph > 0) needed before training.
+    #[arg(
+        long = "maxidom-quota-digraph",
+        env = "MAXIDOM_QUOTA_DIGRAPH",
+        default_value_t = 30
+    )]
+    pub quota_digraph: u64,
+    /// Accepted sessions in the retraining pool that trigger a retraining.
+    #[arg(
+        long = "maxidom-pool-size",
+        env = "MAXIDOM_POOL_SIZE",
+        default_value_t = 500
+    )]
+    pub pool_size: usize,
+    /// Newest profiling vectors a retraining uses.
+    #[arg(
+        long = "maxidom-retrain-profiling",
+        env = "MAXIDOM_RETRAIN_PROFILING",
+        default_value_t = 300
+    )]
+    pub retrain_profiling: usize,
+    /// Newest pool vectors a retraining uses.
+    #[arg(
+        long = "maxidom-retrain-pool",
+        env = "MAXIDOM_RETRAIN_POOL",
+        default_value_t = 300
+    )]
+    pub retrain_pool: usize,
+    /// Failed password checks admitted per window before verify_password answers 429.
+    #[arg(
+        long = "maxidom-lockout-failures",
+        env = "MAXIDOM_LOCKOUT_FAILURES",
+        default_value_t = 5
+    )]
+    pub lockout_failures: u32,
+    /// The guessing window in seconds; a locked profile answers 429 until it has passed.
+    #[arg(
+        long = "maxidom-lockout-window-secs",
+        env = "MAXIDOM_LOCKOUT_WINDOW_SECS",
+        default_value_t = 900
+    )]
+    pub lockout_window_secs: u64,
+    /// A training claim older than this is presumed dead (its process crashed) and may be taken over.
+    #[arg(
+        long = "maxidom-claim-ttl-secs",
+        env = "MAXIDOM_CLAIM_TTL_SECS",
+        default_value_t = 300
+    )]
+    pub claim_ttl_secs: u64,
+    /// Seed of the Isolation Forests (training is deterministic for given data).
+    #[arg(long = "maxidom-seed", env = "MAXIDOM_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Profiles whose models are kept decoded in memory (each ≈ 100 KB).
+    #[arg(
+        long = "maxidom-cache-profiles",
+        env = "MAXIDOM_CACHE_PROFILES",
+        default_value_t = 10_000
+    )]
+    pub cache_profiles: usize,
+    /// Folder served at /api/static/update.xml and /api/static/extension.crx (extension self-update).
+    #[arg(long = "maxidom-static-dir", env = "MAXIDOM_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Default for MaxidomConfig {
+    fn default() -> Self {
+        MaxidomConfig {
+            quota_total: 300,
+            quota_keyboard: 50,
+            quota_mouse: 150,
+            quota_digraph: 30,
+            pool_size: 500,
+            retrain_profiling: 300,
+            retrain_pool: 300,
+            lockout_failures: 5,
+            lockout_window_secs: 900,
+            claim_ttl_secs: 300,
+            seed: 42,
+            cache_profiles: 10_000,
+            static_dir: None,
+        }
+    }
+}
+
+impl MaxidomConfig {
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            total: self.quota_total,
+            keyboard: self.quota_keyboard,
+            mouse: self.quota_mouse,
+            digraph: self.quota_digraph,
+        }
+    }
+
+    pub fn retrain_policy(&self) -> RetrainPolicy {
+        RetrainPolicy {
+            pool_trigger: self.pool_size,
+            max_profiling: self.retrain_profiling,
+            max_pool: self.retrain_pool,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: MaxidomConfig,
+    }
+
+    #[test]
+    fn clap_defaults_match_default() {
+        let cli = Cli::try_parse_from(["vigil"]).unwrap();
+        assert_eq!(cli.config, MaxidomConfig::default());
+        assert_eq!(cli.config.quotas(), Quotas::default());
+        assert_eq!(cli.config.retrain_policy(), RetrainPolicy::default());
+    }
+
+    #[test]
+    fn flags_override() {
+        let cli = Cli::try_parse_from([
+            "vigil",
+            "--maxidom-quota-total",
+            "10",
+            "--maxidom-pool-size",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.quota_total, 10);
+        assert_eq!(cli.config.pool_size, 7);
+    }
+}

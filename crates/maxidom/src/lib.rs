@@ -1,0 +1,46 @@
+//! MaxiDOM over HTTP: a drop-in replacement for the browser extension's Python backend.
+//!
+//! Routes (all under `/api`, see `spec/maxidom.md`): `POST /enroll/{id}`, `POST /verify_password/{id}`,
+//! `PUT /profile/{id}/password`, `DELETE /reset_profile/{id}`, `POST /train/{id}`, `POST /score/{id}`,
+//! `GET /profile/{id}/status` and `GET /static/{update.xml|extension.crx}`.
+//!
+//! Invariants:
+//! - Profile ids are canonical lower-case UUIDs (anything else is a 422 before storage is touched).
+//! - Every fact that must survive a restart or be shared between replicas is in the database: counters,
+//!   vectors, pool, models, the training slot, password-guessing state. The process keeps only a cache of
+//!   decoded models, validated against the database's active model version on every score.
+//! - Training runs off the request path, at most once at a time per profile across all processes (a
+//!   compare-and-set claim row), and publishes atomically; a reset during training discards its result.
+//! - `/train` costs the same whatever the number of stored vectors (counters, not counts).
+//! - Passwords are Argon2id; reference bcrypt hashes verify and are upgraded on the first success; at most
+//!   `lockout_failures` password checks per window are admitted, counted before the hash is checked.
+
+pub mod config;
+pub mod import;
+pub mod routes;
+pub mod service;
+
+use std::sync::Arc;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use vigil_http::AppState;
+use vigil_http::axum::Extension;
+
+pub use config::MaxidomConfig;
+pub use service::Maxidom;
+
+/// The MaxiDOM routes, ready to merge into the application.
+pub fn router(_state: &AppState, config: MaxidomConfig) -> OpenApiRouter<AppState> {
+    let svc = Arc::new(Maxidom::new(config));
+    OpenApiRouter::new()
+        .routes(routes!(routes::enroll))
+        .routes(routes!(routes::verify_password))
+        .routes(routes!(routes::change_password))
+        .routes(routes!(routes::reset_profile))
+        .routes(routes!(routes::train))
+        .routes(routes!(routes::score))
+        .routes(routes!(routes::status))
+        .routes(routes!(routes::static_file))
+        .layer(Extension(svc))
+}

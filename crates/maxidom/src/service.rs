@@ -1,0 +1,319 @@
+//! The MaxiDOM service: model cache, training coordination and the operations the routes call.
+//!
+//! State that matters lives in the database (see `vigil_store::maxidom`); this process only keeps
+//! decoded models, keyed by (profile, model version) and checked against the database's active version
+//! on every score, so a replica never scores with a model another replica has replaced or a reset removed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use vigil_biometrics::lifecycle::{Counts, VectorKinds, retraining_set, vector_from_slice};
+use vigil_biometrics::model::{ProfileModels, TrainParams, train_models};
+use vigil_biometrics::{FeatureVector, ModelError};
+use vigil_http::AppState;
+use vigil_store::maxidom::{self as db, Claim, Thresholds};
+use vigil_store::time::now_ms;
+use vigil_store::{Store, StoreError};
+
+use crate::config::MaxidomConfig;
+
+/// Most vectors an initial training reads (a profile normally has just over the total quota).
+const INITIAL_TRAINING_MAX_VECTORS: i64 = 10_000;
+
+/// Process-local pieces of the MaxiDOM routes (shared through an axum `Extension`).
+#[derive(Debug)]
+pub struct Maxidom {
+    pub config: MaxidomConfig,
+    cache: ModelCache,
+}
+
+/// Decoded models by profile, each tagged with the version it was decoded from.
+#[derive(Debug)]
+struct ModelCache {
+    capacity: usize,
+    entries: RwLock<HashMap<String, (i64, Arc<ProfileModels>)>>,
+}
+
+impl ModelCache {
+    fn get(&self, profile_id: &str, version: i64) -> Option<Arc<ProfileModels>> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match entries.get(profile_id) {
+            Some((v, m)) if *v == version => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, profile_id: &str, version: i64, models: Arc<ProfileModels>) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= self.capacity && !entries.contains_key(profile_id) {
+            // Full: drop an arbitrary entry. A miss only costs one blob read and decode, so a simple bound
+            // beats the bookkeeping of an LRU here.
+            if let Some(victim) = entries.keys().next().cloned() {
+                entries.remove(&victim);
+            }
+        }
+        if self.capacity > 0 {
+            entries.insert(profile_id.to_owned(), (version, models));
+        }
+    }
+
+    fn remove(&self, profile_id: &str) {
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(profile_id);
+    }
+}
+
+/// Why a model could not be loaded for scoring.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored model of profile {profile_id} is unreadable: {source}")]
+    Corrupt {
+        profile_id: String,
+        #[source]
+        source: ModelError,
+    },
+}
+
+/// Which training a claim is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingKind {
+    Initial,
+    Retrain,
+}
+
+impl Maxidom {
+    pub fn new(config: MaxidomConfig) -> Self {
+        let cache = ModelCache {
+            capacity: config.cache_profiles,
+            entries: RwLock::new(HashMap::new()),
+        };
+        Maxidom { config, cache }
+    }
+
+    pub(crate) fn thresholds(&self) -> Thresholds {
+        let q = self.config.quotas();
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Thresholds {
+            total: i(q.total),
+            keyboard: i(q.keyboard),
+            mouse: i(q.mouse),
+            digraph: i(q.digraph),
+        }
+    }
+
+    fn stale_before(&self, now: i64) -> i64 {
+        now.saturating_sub(
+            i64::try_from(self.config.claim_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        )
+    }
+
+    fn train_params(&self) -> TrainParams {
+        TrainParams {
+            seed: self.config.seed,
+            ..TrainParams::default()
+        }
+    }
+
+    /// The active models of a profile, from the cache when it holds the database's active version.
+    /// `None` when the profile has no model.
+    pub async fn active_models(
+        &self,
+        store: &Store,
+        profile_id: &str,
+    ) -> Result<Option<Arc<ProfileModels>>, LoadError> {
+        let Some(version) = db::active_model_version(store, profile_id).await? else {
+            return Ok(None);
+        };
+        if let Some(m) = self.cache.get(profile_id, version) {
+            return Ok(Some(m));
+        }
+        let Some(stored) = db::model(store, profile_id).await? else {
+            // Reset between the two reads.
+            return Ok(None);
+        };
+        let blob = stored.blob;
+        let decoded = tokio::task::spawn_blocking(move || ProfileModels::from_bytes(&blob))
+            .await
+            .map_err(|e| LoadError::Corrupt {
+                profile_id: profile_id.to_owned(),
+                source: ModelError::Corrupt(e.to_string()),
+            })?
+            .map_err(|source| LoadError::Corrupt {
+                profile_id: profile_id.to_owned(),
+                source,
+            })?;
+        let models = Arc::new(decoded);
+        self.cache.put(profile_id, stored.version, models.clone());
+        Ok(Some(models))
+    }
+
+    /// Forgets a profile's cached models (after a reset).
+    pub fn evict(&self, profile_id: &str) {
+        self.cache.remove(profile_id);
+    }
+
+    /// Starts the first training of a profile in the background if it is ready, has no model and nobody else
+    /// is training it. Never waits for the training. Returns whether this call started it.
+    pub async fn maybe_start_training(
+        self: &Arc<Self>,
+        state: &AppState,
+        profile_id: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let token = uuid::Uuid::new_v4().to_string();
+        let claim = db::claim_initial_training(
+            &state.store,
+            profile_id,
+            &token,
+            now,
+            self.stale_before(now),
+            self.thresholds(),
+        )
+        .await?;
+        Ok(self.spawn_training(state, claim, TrainingKind::Initial))
+    }
+
+    /// Starts a retraining in the background if the pool is full and nobody else is training the profile.
+    pub async fn maybe_start_retraining(
+        self: &Arc<Self>,
+        state: &AppState,
+        profile_id: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let token = uuid::Uuid::new_v4().to_string();
+        let trigger = i64::try_from(self.config.pool_size).unwrap_or(i64::MAX);
+        let claim = db::claim_retraining(
+            &state.store,
+            profile_id,
+            &token,
+            now,
+            self.stale_before(now),
+            trigger,
+        )
+        .await?;
+        Ok(self.spawn_training(state, claim, TrainingKind::Retrain))
+    }
+
+    fn spawn_training(
+        self: &Arc<Self>,
+        state: &AppState,
+        claim: Option<Claim>,
+        kind: TrainingKind,
+    ) -> bool {
+        let Some(claim) = claim else { return false };
+        let svc = self.clone();
+        let store = state.store.clone();
+        state.spawn(async move {
+            if let Err(e) = svc.run_training(&store, &claim, kind).await {
+                metrics::counter!("maxidom_training_failures_total").increment(1);
+                tracing::warn!(profile_id = %claim.profile_id, ?kind, error = %e, "training failed");
+                if let Err(e) = db::release_claim(&store, &claim).await {
+                    tracing::warn!(profile_id = %claim.profile_id, error = %e, "could not release the training claim");
+                }
+            }
+        });
+        true
+    }
+
+    /// Trains under `claim` and publishes the models. Public for tests and tools that train synchronously.
+    pub async fn run_training(
+        &self,
+        store: &Store,
+        claim: &Claim,
+        kind: TrainingKind,
+    ) -> Result<bool, TrainingError> {
+        let started = Instant::now();
+        let policy = self.config.retrain_policy();
+        let pid = claim.profile_id.as_str();
+        let to_vectors = |rows: Vec<Vec<f64>>| -> Vec<FeatureVector> {
+            rows.iter().filter_map(|r| vector_from_slice(r)).collect()
+        };
+        let (vectors, pool_cutoff) = match kind {
+            TrainingKind::Initial => (
+                to_vectors(db::newest_vectors(store, pid, INITIAL_TRAINING_MAX_VECTORS).await?),
+                None,
+            ),
+            TrainingKind::Retrain => {
+                // Everything pooled up to now is consumed by this retraining (the pool is emptied up to here).
+                let cutoff = now_ms();
+                let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                let profiling =
+                    to_vectors(db::newest_vectors(store, pid, limit(policy.max_profiling)).await?);
+                let pool = to_vectors(db::newest_pool(store, pid, limit(policy.max_pool)).await?);
+                (
+                    retraining_set(&profiling, &pool, policy.max_profiling, policy.max_pool),
+                    Some(cutoff),
+                )
+            }
+        };
+        let params = self.train_params();
+        let version = u64::try_from(claim.next_version).unwrap_or(0);
+        let trained_at = now_ms();
+        let (models, blob) = tokio::task::spawn_blocking(move || {
+            train_models(&vectors, &params, trained_at, version).map(|m| {
+                let blob = m.to_bytes();
+                (m, blob)
+            })
+        })
+        .await
+        .map_err(|e| TrainingError::Join(e.to_string()))??;
+        let published = db::publish_model(store, claim, &blob, trained_at, pool_cutoff).await?;
+        if published {
+            self.cache.put(pid, claim.next_version, Arc::new(models));
+            let name = match kind {
+                TrainingKind::Initial => "maxidom_trainings_total",
+                TrainingKind::Retrain => "maxidom_retrainings_total",
+            };
+            metrics::counter!(name).increment(1);
+            metrics::histogram!("maxidom_training_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            tracing::info!(profile_id = %pid, ?kind, version = claim.next_version, ms = started.elapsed().as_millis() as u64, "models published");
+        } else {
+            tracing::info!(profile_id = %pid, ?kind, "training discarded: the profile was reset or the claim taken over");
+        }
+        Ok(published)
+    }
+}
+
+/// Why a background training did not publish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("training task failed: {0}")]
+    Join(String),
+}
+
+/// The store's counter flags for one vector.
+pub fn kinds_of(f: &FeatureVector) -> db::VectorKinds {
+    let k = VectorKinds::of(f);
+    db::VectorKinds {
+        keyboard: k.keyboard,
+        mouse: k.mouse,
+        digraph: k.digraph,
+    }
+}
+
+/// Stored counters as the biometrics crate's type (counters are never negative).
+pub fn counts_of(c: db::Counts) -> Counts {
+    let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    Counts {
+        total: u(c.total),
+        keyboard: u(c.keyboard),
+        mouse: u(c.mouse),
+        digraph: u(c.digraph),
+    }
+}

@@ -1,0 +1,823 @@
+//! End-to-end over HTTP: the real application on a random port, once per backend (SQLite always,
+//! PostgreSQL when TEST_DATABASE_URL is set), driven with synthetic users.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use vigil_biometrics::lifecycle::Counts;
+use vigil_biometrics::synth::{Persona, SessionGenerator, Shape};
+use vigil_biometrics::{Payload, extract_features};
+use vigil_http::AppState;
+use vigil_http::testing::TestApp;
+use vigil_maxidom::MaxidomConfig;
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn apps(config: MaxidomConfig) -> Vec<TestApp> {
+    TestApp::all(move |state| vigil_maxidom::router(state, config.clone())).await
+}
+
+async fn post(app: &TestApp, path: &str, body: &Value) -> (StatusCode, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post_raw(app: &TestApp, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.text().await.unwrap_or_default())
+}
+
+async fn status_of(app: &TestApp, id: &str) -> Value {
+    app.client
+        .get(app.url(&format!("/api/profile/{id}/status")))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn enroll(app: &TestApp, id: &str, password: &str) {
+    let (s, body) = post(
+        app,
+        &format!("/api/enroll/{id}"),
+        &json!({"password": password}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{}: {body}", app.label);
+}
+
+/// Waits until the status satisfies `done` (training runs in the background).
+async fn wait_for(app: &TestApp, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..400 {
+        let s = status_of(app, id).await;
+        if done(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{}: timed out waiting for {what}: {}",
+        app.label,
+        status_of(app, id).await
+    );
+}
+
+fn small_quotas() -> MaxidomConfig {
+    MaxidomConfig {
+        quota_total: 40,
+        quota_keyboard: 10,
+        quota_mouse: 20,
+        quota_digraph: 5,
+        ..MaxidomConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_verify_change_reset_and_their_errors() {
+    for app in apps(MaxidomConfig::default()).await {
+        let id = new_id();
+        let l = app.label;
+        // Enrollment.
+        let (s, b) = post(&app, &format!("/api/enroll/{id}"), &json!({})).await;
+        assert_eq!(
+            (s, b),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"detail": "Password not provided."})
+            ),
+            "{l}"
+        );
+        for bad in [
+            json!({"password": ""}),
+            json!({"password": 5}),
+            json!({"password": null}),
+            json!("pw"),
+        ] {
+            let (s, _) = post(&app, &format!("/api/enroll/{id}"), &bad).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {bad}");
+        }
+        let (s, b) = post(&app, "/api/enroll/not-a-uuid", &json!({"password": "pw"})).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {b}");
+        let r = app
+            .client
+            .post(app.url(&format!("/api/enroll/{id}")))
+            .json(&json!({"password": "s3cret", "extra": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.text().await.unwrap(),
+            format!(r#"{{"status":"enrollment successful","profile_id":"{id}"}}"#)
+        );
+        let (s, b) = post(
+            &app,
+            &format!("/api/enroll/{id}"),
+            &json!({"password": "other"}),
+        )
+        .await;
+        assert_eq!(
+            (s, b),
+            (
+                StatusCode::CONFLICT,
+                json!({"detail": "Profile already enrolled."})
+            ),
+            "{l}"
+        );
+
+        // Verification.
+        let (s, b) = post(
+            &app,
+            &format!("/api/verify_password/{}", new_id()),
+            &json!({"password": "x"}),
+        )
+        .await;
+        assert_eq!(
+            (s, b),
+            (
+                StatusCode::NOT_FOUND,
+                json!({"detail": "User profile not found or not enrolled."})
+            ),
+            "{l}"
+        );
+        let (s, b) = post(&app, &format!("/api/verify_password/{id}"), &json!({})).await;
+        assert_eq!(
+            (s, b),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"detail": "Password not provided."})
+            ),
+            "{l}"
+        );
+        assert_eq!(
+            post(
+                &app,
+                &format!("/api/verify_password/{id}"),
+                &json!({"password": "s3cret"})
+            )
+            .await
+            .1,
+            json!({"verified": true})
+        );
+        assert_eq!(
+            post(
+                &app,
+                &format!("/api/verify_password/{id}"),
+                &json!({"password": "nope"})
+            )
+            .await
+            .1,
+            json!({"verified": false})
+        );
+
+        // Password change.
+        let put = |body: Value| {
+            let url = app.url(&format!("/api/profile/{id}/password"));
+            let c = app.client.clone();
+            async move {
+                let r = c.put(url).json(&body).send().await.unwrap();
+                (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let both = json!({"detail": "Both 'old_password' and 'new_password' are required."});
+        assert_eq!(
+            put(json!({"old_password": "s3cret"})).await,
+            (StatusCode::UNPROCESSABLE_ENTITY, both)
+        );
+        assert_eq!(
+            put(json!({"old_password": "wrong", "new_password": "n"})).await,
+            (
+                StatusCode::FORBIDDEN,
+                json!({"detail": "Incorrect current password."})
+            )
+        );
+        assert_eq!(
+            put(json!({"old_password": "s3cret", "new_password": "n3w"})).await,
+            (
+                StatusCode::OK,
+                json!({"status": "password changed successfully"})
+            )
+        );
+        assert_eq!(
+            post(
+                &app,
+                &format!("/api/verify_password/{id}"),
+                &json!({"password": "n3w"})
+            )
+            .await
+            .1,
+            json!({"verified": true})
+        );
+        assert_eq!(
+            post(
+                &app,
+                &format!("/api/verify_password/{id}"),
+                &json!({"password": "s3cret"})
+            )
+            .await
+            .1,
+            json!({"verified": false})
+        );
+
+        // Reset: 204 with an empty body, password kept; unknown profiles reset fine too.
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/reset_profile/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert!(r.bytes().await.unwrap().is_empty());
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/reset_profile/{}", new_id())))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = app
+            .client
+            .delete(app.url("/api/reset_profile/.."))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            post(
+                &app,
+                &format!("/api/verify_password/{id}"),
+                &json!({"password": "n3w"})
+            )
+            .await
+            .1,
+            json!({"verified": true})
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_verify_password_with_retry_after() {
+    for app in apps(MaxidomConfig::default()).await {
+        let id = new_id();
+        enroll(&app, &id, "right").await;
+        // One success first: it resets the count, so five failures are needed afterwards.
+        assert_eq!(
+            post(
+                &app,
+                &format!("/api/verify_password/{id}"),
+                &json!({"password": "right"})
+            )
+            .await
+            .1,
+            json!({"verified": true})
+        );
+        for _ in 0..5 {
+            let (s, b) = post(
+                &app,
+                &format!("/api/verify_password/{id}"),
+                &json!({"password": "guess"}),
+            )
+            .await;
+            assert_eq!(
+                (s, b),
+                (StatusCode::OK, json!({"verified": false})),
+                "{}",
+                app.label
+            );
+        }
+        let r = app
+            .client
+            .post(app.url(&format!("/api/verify_password/{id}")))
+            .json(&json!({"password": "right"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{}", app.label);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=900).contains(&retry), "{retry}");
+        // The change-password route shares the limit, so it cannot be used to keep guessing.
+        let r = app
+            .client
+            .put(app.url(&format!("/api/profile/{id}/password")))
+            .json(&json!({"old_password": "right", "new_password": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let st = status_of(&app, &id).await;
+        assert!(st["password_locked_until"].as_i64().is_some(), "{st}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_becomes_ready_exactly_at_the_quotas_trains_once_and_scores() {
+    for app in apps(MaxidomConfig::default()).await {
+        let l = app.label;
+        let id = new_id();
+        let score_path = format!("/api/score/{id}");
+        let train_path = format!("/api/train/{id}");
+        let mut alice = SessionGenerator::new(Persona::alice(), 11);
+        let (s, b) = post_raw(
+            &app,
+            &score_path,
+            serde_json::to_vec(&alice.next_payload()).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (s, b.as_str()),
+            (StatusCode::NOT_FOUND, r#"{"detail":"Model not found."}"#),
+            "{l}"
+        );
+        let (s, _) = post_raw(
+            &app,
+            &train_path,
+            serde_json::to_vec(&alice.next_payload()).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::NOT_FOUND,
+            "{l}: training needs an enrolled profile"
+        );
+        enroll(&app, &id, "pw").await;
+
+        let quotas = MaxidomConfig::default().quotas();
+        let mut counts = Counts::default();
+        let mut became_ready = None;
+        for i in 1..=310u64 {
+            let p = alice.next_payload();
+            counts.add(&extract_features(&p));
+            let (s, text) = post_raw(&app, &train_path, serde_json::to_vec(&p).unwrap()).await;
+            assert_eq!(s, StatusCode::OK, "{l}: {text}");
+            let want = serde_json::to_string(&vigil_biometrics::TrainResponse::new(
+                id.clone(),
+                counts.progress(&quotas),
+            ))
+            .unwrap();
+            assert_eq!(
+                text, want,
+                "{l}: response {i} must be byte-identical to the reference's"
+            );
+            if counts.is_ready(&quotas) && became_ready.is_none() {
+                became_ready = Some(i);
+            }
+        }
+        assert_eq!(became_ready, Some(300), "{l}");
+        let st = wait_for(&app, &id, "the first model", |s| {
+            s["model_active"] == json!(true)
+        })
+        .await;
+        assert_eq!(
+            st["model_version"],
+            json!(1),
+            "{l}: trained exactly once: {st}"
+        );
+        assert_eq!(st["vectors_stored"], json!(310));
+
+        // The owner mostly passes, a different user is flagged.
+        let shape = Shape {
+            mouse_points: 200,
+            key_events: 30,
+        };
+        let mut own_flags = 0;
+        for _ in 0..30 {
+            let (s, text) = post_raw(
+                &app,
+                &score_path,
+                serde_json::to_vec(&alice.payload(shape)).unwrap(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{l}: {text}");
+            let keys: Vec<&str> = text
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "is_anomaly",
+                    "score",
+                    "typing_threshold",
+                    "mouse_threshold",
+                    "mouse_score",
+                    "typing_score"
+                ]
+            );
+            let v: Value = serde_json::from_str(&text).unwrap();
+            own_flags += usize::from(v["is_anomaly"] == json!(true));
+        }
+        let mut bob = SessionGenerator::new(Persona::bob(), 12);
+        let mut other_flags = 0;
+        for _ in 0..30 {
+            let (_, text) = post_raw(
+                &app,
+                &score_path,
+                serde_json::to_vec(&bob.payload(shape)).unwrap(),
+            )
+            .await;
+            let v: Value = serde_json::from_str(&text).unwrap();
+            other_flags += usize::from(v["is_anomaly"] == json!(true));
+        }
+        assert!(own_flags <= 8, "{l}: owner flagged {own_flags}/30");
+        assert!(
+            other_flags >= 27,
+            "{l}: impostor flagged only {other_flags}/30"
+        );
+        let st = status_of(&app, &id).await;
+        assert_eq!(
+            st["pool_size"],
+            json!(30 - own_flags),
+            "{l}: accepted sessions join the pool: {st}"
+        );
+
+        // Abstention: too few points and keys.
+        let tiny = Payload {
+            start_timestamp: 0.0,
+            end_timestamp: 1000.0,
+            key_events: vec![],
+            mouse_paths: vec![],
+            clicks: vec![],
+        };
+        let (_, text) = post_raw(&app, &score_path, serde_json::to_vec(&tiny).unwrap()).await;
+        assert_eq!(
+            text,
+            r#"{"is_anomaly":false,"score":0.1,"typing_threshold":0.0,"mouse_threshold":0.0,"mouse_score":0.1,"typing_score":0.1}"#
+        );
+
+        // Reset drops the model: scoring is 404 again, training starts over.
+        app.client
+            .delete(app.url(&format!("/api/reset_profile/{id}")))
+            .send()
+            .await
+            .unwrap();
+        let (s, _) = post_raw(
+            &app,
+            &score_path,
+            serde_json::to_vec(&alice.next_payload()).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let st = status_of(&app, &id).await;
+        assert_eq!(
+            (
+                st["vectors_stored"].clone(),
+                st["pool_size"].clone(),
+                st["enrolled"].clone()
+            ),
+            (json!(0), json!(0), json!(true))
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retraining_happens_when_the_pool_fills() {
+    let config = MaxidomConfig {
+        pool_size: 12,
+        ..small_quotas()
+    };
+    for app in apps(config).await {
+        let id = new_id();
+        enroll(&app, &id, "pw").await;
+        let mut alice = SessionGenerator::new(Persona::alice(), 21);
+        for _ in 0..60 {
+            post_raw(
+                &app,
+                &format!("/api/train/{id}"),
+                serde_json::to_vec(&alice.next_payload()).unwrap(),
+            )
+            .await;
+        }
+        wait_for(&app, &id, "the first model", |s| {
+            s["model_active"] == json!(true)
+        })
+        .await;
+        let mut accepted = 0;
+        while accepted < 12 {
+            let (_, text) = post_raw(
+                &app,
+                &format!("/api/score/{id}"),
+                serde_json::to_vec(&alice.next_payload()).unwrap(),
+            )
+            .await;
+            let v: Value = serde_json::from_str(&text).unwrap();
+            accepted += usize::from(v["is_anomaly"] == json!(false));
+        }
+        let st = wait_for(&app, &id, "a retraining", |s| {
+            s["model_version"] == json!(2)
+        })
+        .await;
+        assert!(st["last_retrained_at"].as_i64().is_some(), "{st}");
+        assert_eq!(
+            st["pool_size"],
+            json!(0),
+            "{}: the pool is emptied: {st}",
+            app.label
+        );
+        // Scoring goes on with the new model.
+        let (s, _) = post_raw(
+            &app,
+            &format!("/api/score/{id}"),
+            serde_json::to_vec(&alice.next_payload()).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_get_clear_4xx_and_change_nothing() {
+    for app in apps(MaxidomConfig::default()).await {
+        let l = app.label;
+        let id = new_id();
+        enroll(&app, &id, "pw").await;
+        let path = format!("/api/train/{id}");
+        let good = r#"{"startTimestamp":0,"endTimestamp":1000,"keyEvents":[],"mousePaths":[[]],"clicks":[]}"#;
+        let (s, text) = post_raw(&app, &path, good.as_bytes().to_vec()).await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{l}: empty lists and paths are valid: {text}"
+        );
+        let cases: [(&str, &str); 7] = [
+            (
+                r#"{"startTimestamp":"0","endTimestamp":1000,"keyEvents":[],"mousePaths":[],"clicks":[]}"#,
+                "startTimestamp",
+            ),
+            (
+                r#"{"startTimestamp":0,"keyEvents":[],"mousePaths":[],"clicks":[]}"#,
+                "endTimestamp",
+            ),
+            (
+                r#"{"startTimestamp":0,"endTimestamp":1,"keyEvents":[{"code":"KeyA","downTime":1}],"mousePaths":[],"clicks":[]}"#,
+                "keyEvents[0]",
+            ),
+            (
+                r#"{"startTimestamp":0,"endTimestamp":1,"keyEvents":[],"mousePaths":[[{"t":1,"x":null,"y":2}]],"clicks":[]}"#,
+                "mousePaths[0][0].x",
+            ),
+            (
+                r#"{"startTimestamp":NaN,"endTimestamp":1,"keyEvents":[],"mousePaths":[],"clicks":[]}"#,
+                "invalid payload",
+            ),
+            (
+                r#"{"startTimestamp":0,"endTimestamp":1,"keyEvents":{},"mousePaths":[],"clicks":[]}"#,
+                "keyEvents",
+            ),
+            ("", "invalid payload"),
+        ];
+        for (body, mention) in cases {
+            for route in ["train", "score"] {
+                let (s, text) = post_raw(
+                    &app,
+                    &format!("/api/{route}/{id}"),
+                    body.as_bytes().to_vec(),
+                )
+                .await;
+                assert_eq!(
+                    s,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{l}: {route} {body}: {text}"
+                );
+                let detail = serde_json::from_str::<Value>(&text).unwrap()["detail"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert!(
+                    detail.contains(mention),
+                    "{l}: {detail:?} should mention {mention}"
+                );
+            }
+        }
+        // A large but valid body (≈ 5 MB of mouse points) is accepted; one over the limit is a 413.
+        let mut g = SessionGenerator::new(Persona::bob(), 3);
+        let big = serde_json::to_vec(&g.payload(Shape {
+            mouse_points: 150_000,
+            key_events: 10,
+        }))
+        .unwrap();
+        assert!(big.len() > 4_500_000, "{}", big.len());
+        let (s, text) = post_raw(&app, &path, big).await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{l}: {}",
+            text.get(..200).unwrap_or(&text)
+        );
+        let mut huge =
+            br#"{"startTimestamp":0,"endTimestamp":1,"keyEvents":[],"clicks":[],"mousePaths":[["#
+                .to_vec();
+        huge.extend(std::iter::repeat_n(b' ', 17 * 1024 * 1024));
+        huge.extend(b"]]}");
+        let (s, _) = post_raw(&app, &path, huge).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{l}");
+        let st = status_of(&app, &id).await;
+        assert_eq!(
+            st["vectors_stored"],
+            json!(2),
+            "{l}: only the two valid bodies were stored: {st}"
+        );
+        // Bad ids on every route.
+        let (s, _) = post_raw(&app, "/api/train/ABC", good.as_bytes().to_vec()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        let r = app
+            .client
+            .get(app.url("/api/profile/3F1C2D9E-8A4B-4C5D-9E6F-0A1B2C3D4E5F/status"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let r = app
+            .client
+            .get(app.url(&format!("/api/profile/{}/status", new_id())))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_train_calls_lose_no_vector_and_train_once() {
+    for app in apps(small_quotas()).await {
+        let id = new_id();
+        enroll(&app, &id, "pw").await;
+        let mut alice = SessionGenerator::new(Persona::alice(), 31);
+        // Bring the profile just below the total quota, then cross it with 16 concurrent calls.
+        for _ in 0..36 {
+            post_raw(
+                &app,
+                &format!("/api/train/{id}"),
+                serde_json::to_vec(&alice.next_payload()).unwrap(),
+            )
+            .await;
+        }
+        let bodies: Vec<Vec<u8>> = (0..16)
+            .map(|_| serde_json::to_vec(&alice.next_payload()).unwrap())
+            .collect();
+        let calls = bodies.into_iter().map(|b| {
+            let (c, url) = (app.client.clone(), app.url(&format!("/api/train/{id}")));
+            tokio::spawn(async move {
+                c.post(url)
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+        });
+        for r in futures_util::future::join_all(calls).await {
+            assert_eq!(r.unwrap().unwrap(), StatusCode::OK);
+        }
+        let st = wait_for(&app, &id, "the first model", |s| {
+            s["model_active"] == json!(true)
+        })
+        .await;
+        assert_eq!(st["vectors_stored"], json!(52), "{}: {st}", app.label);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let st = status_of(&app, &id).await;
+        assert_eq!(
+            st["model_version"],
+            json!(1),
+            "{}: exactly one training: {st}",
+            app.label
+        );
+        app.stop().await;
+    }
+}
+
+/// A second server process sharing the database, emulated by a second router (own model cache) on the
+/// same store.
+async fn replica(state: AppState, config: MaxidomConfig) -> SocketAddr {
+    let app = vigil_http::app::build(state.clone(), vigil_maxidom::router(&state, config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { vigil_http::axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_never_score_with_a_model_another_replica_reset() {
+    for app in apps(small_quotas()).await {
+        let id = new_id();
+        enroll(&app, &id, "pw").await;
+        let other = replica(app.state.clone(), small_quotas()).await;
+        let other_url = |p: &str| format!("http://{other}{p}");
+        let mut alice = SessionGenerator::new(Persona::alice(), 41);
+        for _ in 0..45 {
+            post_raw(
+                &app,
+                &format!("/api/train/{id}"),
+                serde_json::to_vec(&alice.next_payload()).unwrap(),
+            )
+            .await;
+        }
+        wait_for(&app, &id, "the first model", |s| {
+            s["model_active"] == json!(true)
+        })
+        .await;
+        // The replica loads and caches the model.
+        let body = serde_json::to_vec(&alice.next_payload()).unwrap();
+        let r = app
+            .client
+            .post(other_url(&format!("/api/score/{id}")))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // Reset through the first server: the replica must not keep scoring from its cache.
+        app.client
+            .delete(app.url(&format!("/api/reset_profile/{id}")))
+            .send()
+            .await
+            .unwrap();
+        let r = app
+            .client
+            .post(other_url(&format!("/api/score/{id}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{}", app.label);
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_and_cors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("update.xml"), "<gupdate/>").unwrap();
+    let config = MaxidomConfig {
+        static_dir: Some(dir.path().to_owned()),
+        ..MaxidomConfig::default()
+    };
+    for app in apps(config).await {
+        let r = app
+            .client
+            .get(app.url("/api/static/update.xml"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.unwrap(), "<gupdate/>");
+        for missing in [
+            "/api/static/extension.crx",
+            "/api/static/..%2Fsecret",
+            "/api/static/other.txt",
+        ] {
+            let r = app.client.get(app.url(missing)).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{missing}");
+        }
+        let r = app
+            .client
+            .request(
+                reqwest::Method::OPTIONS,
+                app.url(&format!("/api/train/{}", new_id())),
+            )
+            .header("origin", "chrome-extension://abcdef")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "chrome-extension://abcdef"
+        );
+        assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+        app.stop().await;
+    }
+}

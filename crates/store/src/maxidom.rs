@@ -1,0 +1,977 @@
+//! MaxiDOM persistence: behavioural profiles, their feature vectors, the retraining pool, trained models,
+//! the training slot and password-guessing state (tables from migration `0003_maxidom`).
+//!
+//! Everything that must agree between server processes lives here and changes only through single
+//! conditional statements or transactions, so several replicas sharing one PostgreSQL stay correct:
+//! * readiness counters move in the same transaction as the vector they count (no `COUNT(*)` per request);
+//! * the training slot is a compare-and-set on `training_claim`: exactly one caller wins it, and only the
+//!   winner can publish a model (a reset in the meantime clears the claim, so the stale model is dropped);
+//! * `model_version` only grows, also across resets, so a cached model keyed by (profile, version) is never
+//!   confused with a later one;
+//! * a password attempt is charged *before* the hash is checked, so concurrent guesses cannot slip past the limit.
+//!
+//! Feature vectors are stored as little-endian `f64` blobs; this module does not interpret them.
+
+use sqlx::Row;
+
+use crate::{Store, StoreError};
+
+/// One profile's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub profile_id: String,
+    pub password_hash: Option<String>,
+    pub enrolled_at: Option<i64>,
+    pub created_at: i64,
+    pub counts: Counts,
+    pub pool_count: i64,
+    pub model_version: i64,
+    pub model_active: bool,
+    pub model_trained_at: Option<i64>,
+    pub last_retrained_at: Option<i64>,
+    pub training_claim: Option<String>,
+    pub training_claimed_at: Option<i64>,
+    pub failed_attempts: i64,
+    pub first_failure_at: Option<i64>,
+    pub locked_until: Option<i64>,
+}
+
+/// Readiness counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total: i64,
+    pub keyboard: i64,
+    pub mouse: i64,
+    pub digraph: i64,
+}
+
+/// Which counters one vector increments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VectorKinds {
+    pub keyboard: bool,
+    pub mouse: bool,
+    pub digraph: bool,
+}
+
+/// What `/train` needs back after storing a vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterTrain {
+    pub counts: Counts,
+    pub model_active: bool,
+}
+
+/// Readiness thresholds, as the claim condition needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub total: i64,
+    pub keyboard: i64,
+    pub mouse: i64,
+    pub digraph: i64,
+}
+
+/// A won training slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub profile_id: String,
+    pub token: String,
+    /// The version the published model must carry.
+    pub next_version: i64,
+}
+
+/// Outcome of charging a password attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// No such profile, or no password set.
+    NotEnrolled,
+    /// Too many failures: refused until this time (Unix ms).
+    Locked { until: i64 },
+    /// Charged; check the password against this hash.
+    Proceed { password_hash: String },
+}
+
+/// A stored model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModel {
+    pub version: i64,
+    pub trained_at: i64,
+    pub blob: Vec<u8>,
+}
+
+const PROFILE_COLUMNS: &str = "profile_id, password_hash, enrolled_at, created_at, total_count, keyboard_count, \
+     mouse_count, digraph_count, pool_count, model_version, model_trained_at, last_retrained_at, \
+     training_claim, training_claimed_at, failed_attempts, first_failure_at, locked_until";
+
+fn profile_from_row(r: &sqlx::any::AnyRow) -> Result<Profile, StoreError> {
+    let model_trained_at: Option<i64> = r.try_get("model_trained_at")?;
+    Ok(Profile {
+        profile_id: r.try_get("profile_id")?,
+        password_hash: r.try_get("password_hash")?,
+        enrolled_at: r.try_get("enrolled_at")?,
+        created_at: r.try_get("created_at")?,
+        counts: Counts {
+            total: r.try_get("total_count")?,
+            keyboard: r.try_get("keyboard_count")?,
+            mouse: r.try_get("mouse_count")?,
+            digraph: r.try_get("digraph_count")?,
+        },
+        pool_count: r.try_get("pool_count")?,
+        model_version: r.try_get("model_version")?,
+        model_active: model_trained_at.is_some(),
+        model_trained_at,
+        last_retrained_at: r.try_get("last_retrained_at")?,
+        training_claim: r.try_get("training_claim")?,
+        training_claimed_at: r.try_get("training_claimed_at")?,
+        failed_attempts: r.try_get("failed_attempts")?,
+        first_failure_at: r.try_get("first_failure_at")?,
+        locked_until: r.try_get("locked_until")?,
+    })
+}
+
+/// Encodes a feature vector as little-endian `f64`s.
+pub fn encode_vector(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Decodes [`encode_vector`] output; `None` when the length is not a whole number of `f64`s.
+pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f64>> {
+    if bytes.len() % 8 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                f64::from_le_bytes(b)
+            })
+            .collect(),
+    )
+}
+
+/// The profile, if it exists.
+pub async fn profile(store: &Store, profile_id: &str) -> Result<Option<Profile>, StoreError> {
+    let sql = format!("SELECT {PROFILE_COLUMNS} FROM maxidom_profiles WHERE profile_id = $1");
+    let row = sqlx::query(&sql)
+        .bind(profile_id)
+        .fetch_optional(store.pool())
+        .await?;
+    row.as_ref().map(profile_from_row).transpose()
+}
+
+/// Creates the profile with its password hash, or sets the hash of a profile that has data but no password yet
+/// (imported without a `users` row). Returns `false` when the profile already has a password.
+pub async fn enroll(
+    store: &Store,
+    profile_id: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO maxidom_profiles (profile_id, password_hash, enrolled_at, created_at) VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (profile_id) DO UPDATE SET password_hash = excluded.password_hash, enrolled_at = excluded.enrolled_at \
+         WHERE maxidom_profiles.password_hash IS NULL",
+    )
+    .bind(profile_id)
+    .bind(password_hash)
+    .bind(now)
+    .execute(store.pool())
+    .await
+    .map_err(StoreError::from_write)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Replaces the password hash of an enrolled profile (password change, or upgrade of a bcrypt hash).
+/// Returns `false` when the profile is not enrolled.
+pub async fn set_password_hash(
+    store: &Store,
+    profile_id: &str,
+    password_hash: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE maxidom_profiles SET password_hash = $2 WHERE profile_id = $1 AND password_hash IS NOT NULL",
+    )
+    .bind(profile_id)
+    .bind(password_hash)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Charges one password attempt against the guessing limit: at most `max_failures` attempts are admitted per
+/// `window_ms` from the first failure; the attempt that reaches the limit locks the profile until the window ends.
+/// A later [`password_succeeded`] clears the count. Charging before checking makes the limit hold under
+/// concurrent guesses from any number of processes.
+pub async fn charge_password_attempt(
+    store: &Store,
+    profile_id: &str,
+    now: i64,
+    window_ms: i64,
+    max_failures: i64,
+) -> Result<Attempt, StoreError> {
+    // `fresh` = the previous failures are outside the window (or there are none): the count starts over.
+    let fresh = "(first_failure_at IS NULL OR first_failure_at <= $2)";
+    let sql = format!(
+        "UPDATE maxidom_profiles SET \
+           failed_attempts = CASE WHEN {fresh} THEN 1 ELSE failed_attempts + 1 END, \
+           first_failure_at = CASE WHEN {fresh} THEN $3 ELSE first_failure_at END, \
+           locked_until = CASE WHEN (CASE WHEN {fresh} THEN 1 ELSE failed_attempts + 1 END) >= $4 \
+                               THEN (CASE WHEN {fresh} THEN $3 ELSE first_failure_at END) + $5 ELSE NULL END \
+         WHERE profile_id = $1 AND password_hash IS NOT NULL AND (locked_until IS NULL OR locked_until <= $3) \
+         RETURNING password_hash"
+    );
+    let row = sqlx::query(&sql)
+        .bind(profile_id)
+        .bind(now - window_ms)
+        .bind(now)
+        .bind(max_failures)
+        .bind(window_ms)
+        .fetch_optional(store.pool())
+        .await?;
+    if let Some(row) = row {
+        let password_hash: Option<String> = row.try_get("password_hash")?;
+        return Ok(match password_hash {
+            Some(password_hash) => Attempt::Proceed { password_hash },
+            None => Attempt::NotEnrolled,
+        });
+    }
+    let row = sqlx::query(
+        "SELECT password_hash, locked_until FROM maxidom_profiles WHERE profile_id = $1",
+    )
+    .bind(profile_id)
+    .fetch_optional(store.pool())
+    .await?;
+    let Some(row) = row else {
+        return Ok(Attempt::NotEnrolled);
+    };
+    let hash: Option<String> = row.try_get("password_hash")?;
+    let until: Option<i64> = row.try_get("locked_until")?;
+    Ok(match (hash, until) {
+        (None, _) => Attempt::NotEnrolled,
+        (Some(_), Some(until)) if until > now => Attempt::Locked { until },
+        // The lock expired between the two statements: report a minimal wait rather than loop.
+        (Some(_), _) => Attempt::Locked { until: now + 1000 },
+    })
+}
+
+/// Clears the failure count after a correct password; optionally stores an upgraded hash in the same statement.
+pub async fn password_succeeded(
+    store: &Store,
+    profile_id: &str,
+    new_hash: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE maxidom_profiles SET failed_attempts = 0, first_failure_at = NULL, locked_until = NULL, \
+         password_hash = COALESCE($2, password_hash) WHERE profile_id = $1",
+    )
+    .bind(profile_id)
+    .bind(new_hash)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// Stores one profiling vector and bumps the readiness counters in one transaction.
+/// `None` when the profile does not exist (nothing is stored).
+pub async fn add_vector(
+    store: &Store,
+    profile_id: &str,
+    vector_id: &str,
+    features: &[f64],
+    kinds: VectorKinds,
+    now: i64,
+) -> Result<Option<AfterTrain>, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let row = sqlx::query(
+        "UPDATE maxidom_profiles SET total_count = total_count + 1, keyboard_count = keyboard_count + $2, \
+         mouse_count = mouse_count + $3, digraph_count = digraph_count + $4 WHERE profile_id = $1 \
+         RETURNING total_count, keyboard_count, mouse_count, digraph_count, model_trained_at",
+    )
+    .bind(profile_id)
+    .bind(i64::from(kinds.keyboard))
+    .bind(i64::from(kinds.mouse))
+    .bind(i64::from(kinds.digraph))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let after = AfterTrain {
+        counts: Counts {
+            total: row.try_get("total_count")?,
+            keyboard: row.try_get("keyboard_count")?,
+            mouse: row.try_get("mouse_count")?,
+            digraph: row.try_get("digraph_count")?,
+        },
+        model_active: row.try_get::<Option<i64>, _>("model_trained_at")?.is_some(),
+    };
+    sqlx::query("INSERT INTO maxidom_vectors (id, profile_id, created_at, features) VALUES ($1, $2, $3, $4)")
+        .bind(vector_id)
+        .bind(profile_id)
+        .bind(now)
+        .bind(encode_vector(features))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_write)?;
+    tx.commit().await?;
+    Ok(Some(after))
+}
+
+/// Imports one vector idempotently: a vector whose `vector_id` already exists is left alone and counts nothing.
+/// Returns whether it was new. The profile must exist (see [`ensure_profile`]).
+pub async fn import_vector(
+    store: &Store,
+    profile_id: &str,
+    vector_id: &str,
+    features: &[f64],
+    kinds: VectorKinds,
+    created_at: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO maxidom_vectors (id, profile_id, created_at, features) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(vector_id)
+    .bind(profile_id)
+    .bind(created_at)
+    .bind(encode_vector(features))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        sqlx::query(
+            "UPDATE maxidom_profiles SET total_count = total_count + 1, keyboard_count = keyboard_count + $2, \
+             mouse_count = mouse_count + $3, digraph_count = digraph_count + $4 WHERE profile_id = $1",
+        )
+        .bind(profile_id)
+        .bind(i64::from(kinds.keyboard))
+        .bind(i64::from(kinds.mouse))
+        .bind(i64::from(kinds.digraph))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// Creates a profile row without a password if none exists (import of data for a profile the reference had no
+/// `users` row for). Returns whether it was created.
+pub async fn ensure_profile(store: &Store, profile_id: &str, now: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO maxidom_profiles (profile_id, created_at) VALUES ($1, $2) ON CONFLICT (profile_id) DO NOTHING",
+    )
+    .bind(profile_id)
+    .bind(now)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Imports a reference user: creates the profile with its (bcrypt) hash, or sets the hash if the profile exists
+/// without one. Returns `false` when the profile already had a password (left unchanged).
+pub async fn import_user(
+    store: &Store,
+    profile_id: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    enroll(store, profile_id, password_hash, now).await
+}
+
+/// Adds a vector the current model accepted to the retraining pool. Returns the new pool size, or `None` when
+/// the profile has no active model (e.g. it was reset meanwhile; nothing is stored).
+pub async fn add_pool_vector(
+    store: &Store,
+    profile_id: &str,
+    vector_id: &str,
+    features: &[f64],
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let row = sqlx::query(
+        "UPDATE maxidom_profiles SET pool_count = pool_count + 1 WHERE profile_id = $1 AND model_trained_at IS NOT NULL \
+         RETURNING pool_count",
+    )
+    .bind(profile_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let pool_count: i64 = row.try_get("pool_count")?;
+    sqlx::query(
+        "INSERT INTO maxidom_pool (id, profile_id, created_at, features) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(vector_id)
+    .bind(profile_id)
+    .bind(now)
+    .bind(encode_vector(features))
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from_write)?;
+    tx.commit().await?;
+    Ok(Some(pool_count))
+}
+
+fn claim_from(
+    row: Option<sqlx::any::AnyRow>,
+    profile_id: &str,
+    token: &str,
+) -> Result<Option<Claim>, StoreError> {
+    let Some(row) = row else { return Ok(None) };
+    let current: i64 = row.try_get("model_version")?;
+    Ok(Some(Claim {
+        profile_id: profile_id.to_owned(),
+        token: token.to_owned(),
+        next_version: current + 1,
+    }))
+}
+
+/// Takes the training slot for the first model: succeeds for exactly one caller, and only while the profile is
+/// ready, has no model, and no live claim exists (claims older than `stale_before` are presumed dead).
+pub async fn claim_initial_training(
+    store: &Store,
+    profile_id: &str,
+    token: &str,
+    now: i64,
+    stale_before: i64,
+    ready: Thresholds,
+) -> Result<Option<Claim>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 \
+         WHERE profile_id = $1 AND model_trained_at IS NULL \
+           AND (training_claim IS NULL OR training_claimed_at < $4) \
+           AND total_count >= $5 AND keyboard_count >= $6 AND mouse_count >= $7 AND digraph_count >= $8 \
+         RETURNING model_version",
+    )
+    .bind(profile_id)
+    .bind(token)
+    .bind(now)
+    .bind(stale_before)
+    .bind(ready.total)
+    .bind(ready.keyboard)
+    .bind(ready.mouse)
+    .bind(ready.digraph)
+    .fetch_optional(store.pool())
+    .await?;
+    claim_from(row, profile_id, token)
+}
+
+/// Takes the training slot for a retraining: only with an active model, a pool of at least `pool_trigger`
+/// vectors, and no live claim.
+pub async fn claim_retraining(
+    store: &Store,
+    profile_id: &str,
+    token: &str,
+    now: i64,
+    stale_before: i64,
+    pool_trigger: i64,
+) -> Result<Option<Claim>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 \
+         WHERE profile_id = $1 AND model_trained_at IS NOT NULL AND pool_count >= $5 \
+           AND (training_claim IS NULL OR training_claimed_at < $4) \
+         RETURNING model_version",
+    )
+    .bind(profile_id)
+    .bind(token)
+    .bind(now)
+    .bind(stale_before)
+    .bind(pool_trigger)
+    .fetch_optional(store.pool())
+    .await?;
+    claim_from(row, profile_id, token)
+}
+
+/// Gives the slot back without publishing (training failed).
+pub async fn release_claim(store: &Store, claim: &Claim) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE maxidom_profiles SET training_claim = NULL, training_claimed_at = NULL \
+         WHERE profile_id = $1 AND training_claim = $2",
+    )
+    .bind(&claim.profile_id)
+    .bind(&claim.token)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+async fn load_blobs(
+    store: &Store,
+    sql: &str,
+    profile_id: &str,
+    limit: i64,
+) -> Result<Vec<Vec<f64>>, StoreError> {
+    let rows = sqlx::query(sql)
+        .bind(profile_id)
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows.iter().rev() {
+        let bytes: Vec<u8> = row.try_get("features")?;
+        // A blob of the wrong length cannot come from this code; skip it rather than fail the whole training.
+        if let Some(v) = decode_vector(&bytes) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// The newest `limit` profiling vectors, oldest first.
+pub async fn newest_vectors(
+    store: &Store,
+    profile_id: &str,
+    limit: i64,
+) -> Result<Vec<Vec<f64>>, StoreError> {
+    load_blobs(
+        store,
+        "SELECT features FROM maxidom_vectors WHERE profile_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+        profile_id,
+        limit,
+    )
+    .await
+}
+
+/// The newest `limit` pool vectors, oldest first.
+pub async fn newest_pool(
+    store: &Store,
+    profile_id: &str,
+    limit: i64,
+) -> Result<Vec<Vec<f64>>, StoreError> {
+    load_blobs(
+        store,
+        "SELECT features FROM maxidom_pool WHERE profile_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+        profile_id,
+        limit,
+    )
+    .await
+}
+
+/// Publishes a model trained under `claim`, atomically: stores the blob, activates it as `claim.next_version`,
+/// releases the slot and, for a retraining, empties the pool up to `pool_cutoff` (vectors pooled after the job
+/// read the pool stay for the next round). Returns `false`, changing nothing, when the claim is no longer held
+/// (the profile was reset, or the claim went stale and was taken over).
+pub async fn publish_model(
+    store: &Store,
+    claim: &Claim,
+    blob: &[u8],
+    trained_at: i64,
+    pool_cutoff: Option<i64>,
+) -> Result<bool, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let retrained_at = pool_cutoff.map(|_| trained_at);
+    let done = sqlx::query(
+        "UPDATE maxidom_profiles SET model_version = $3, model_trained_at = $4, \
+         last_retrained_at = COALESCE($5, last_retrained_at), training_claim = NULL, training_claimed_at = NULL \
+         WHERE profile_id = $1 AND training_claim = $2",
+    )
+    .bind(&claim.profile_id)
+    .bind(&claim.token)
+    .bind(claim.next_version)
+    .bind(trained_at)
+    .bind(retrained_at)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO maxidom_models (profile_id, version, trained_at, blob) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (profile_id) DO UPDATE SET version = excluded.version, trained_at = excluded.trained_at, \
+         blob = excluded.blob",
+    )
+    .bind(&claim.profile_id)
+    .bind(claim.next_version)
+    .bind(trained_at)
+    .bind(blob)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(cutoff) = pool_cutoff {
+        sqlx::query("DELETE FROM maxidom_pool WHERE profile_id = $1 AND created_at <= $2")
+            .bind(&claim.profile_id)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE maxidom_profiles SET pool_count = (SELECT COUNT(*) FROM maxidom_pool WHERE profile_id = $1) \
+             WHERE profile_id = $1",
+        )
+        .bind(&claim.profile_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The active model's version, `None` when the profile has no model (or does not exist). One indexed lookup:
+/// the scoring path calls it on every request to validate its cache.
+pub async fn active_model_version(
+    store: &Store,
+    profile_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query(
+        "SELECT model_version, model_trained_at FROM maxidom_profiles WHERE profile_id = $1",
+    )
+    .bind(profile_id)
+    .fetch_optional(store.pool())
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let trained_at: Option<i64> = row.try_get("model_trained_at")?;
+    Ok(if trained_at.is_some() {
+        Some(row.try_get("model_version")?)
+    } else {
+        None
+    })
+}
+
+/// The stored model, if any.
+pub async fn model(store: &Store, profile_id: &str) -> Result<Option<StoredModel>, StoreError> {
+    let row =
+        sqlx::query("SELECT version, trained_at, blob FROM maxidom_models WHERE profile_id = $1")
+            .bind(profile_id)
+            .fetch_optional(store.pool())
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(StoredModel {
+        version: row.try_get("version")?,
+        trained_at: row.try_get("trained_at")?,
+        blob: row.try_get("blob")?,
+    }))
+}
+
+/// Deletes the profile's vectors, pool and model and zeroes its counters; keeps the password (and the
+/// guessing state). `model_version` is kept so versions stay unique. Returns whether the profile exists.
+pub async fn reset(store: &Store, profile_id: &str) -> Result<bool, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    for sql in [
+        "DELETE FROM maxidom_vectors WHERE profile_id = $1",
+        "DELETE FROM maxidom_pool WHERE profile_id = $1",
+        "DELETE FROM maxidom_models WHERE profile_id = $1",
+    ] {
+        sqlx::query(sql).bind(profile_id).execute(&mut *tx).await?;
+    }
+    let done = sqlx::query(
+        "UPDATE maxidom_profiles SET total_count = 0, keyboard_count = 0, mouse_count = 0, digraph_count = 0, \
+         pool_count = 0, model_trained_at = NULL, last_retrained_at = NULL, \
+         training_claim = NULL, training_claimed_at = NULL WHERE profile_id = $1",
+    )
+    .bind(profile_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stored vector and pool row counts (for checks and the import report; not on a request path).
+pub async fn row_counts(store: &Store, profile_id: &str) -> Result<(i64, i64), StoreError> {
+    let v: i64 = sqlx::query("SELECT COUNT(*) AS n FROM maxidom_vectors WHERE profile_id = $1")
+        .bind(profile_id)
+        .fetch_one(store.pool())
+        .await?
+        .try_get("n")?;
+    let p: i64 = sqlx::query("SELECT COUNT(*) AS n FROM maxidom_pool WHERE profile_id = $1")
+        .bind(profile_id)
+        .fetch_one(store.pool())
+        .await?
+        .try_get("n")?;
+    Ok((v, p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    const P: &str = "3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f";
+
+    fn kinds(all: bool) -> VectorKinds {
+        VectorKinds {
+            keyboard: all,
+            mouse: all,
+            digraph: all,
+        }
+    }
+
+    #[test]
+    fn vectors_round_trip() {
+        let v = [1.5, -0.0, f64::MAX, 0.1];
+        assert_eq!(decode_vector(&encode_vector(&v)), Some(v.to_vec()));
+        assert_eq!(decode_vector(&[0u8; 7]), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lifecycle_on_every_backend() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            assert!(enroll(s, P, "hash-1", 10).await.unwrap(), "{}", db.label);
+            assert!(!enroll(s, P, "hash-2", 11).await.unwrap(), "{}", db.label);
+            assert_eq!(
+                profile(s, P)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .password_hash
+                    .as_deref(),
+                Some("hash-1")
+            );
+            assert!(
+                add_vector(s, "nope", "v0", &[1.0; 15], kinds(true), 1)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+
+            let ready = Thresholds {
+                total: 3,
+                keyboard: 2,
+                mouse: 1,
+                digraph: 1,
+            };
+            for i in 0..2 {
+                let after = add_vector(
+                    s,
+                    P,
+                    &format!("v{i}"),
+                    &[i as f64; 15],
+                    kinds(i == 0),
+                    100 + i,
+                )
+                .await
+                .unwrap();
+                assert!(after.is_some());
+            }
+            assert!(
+                claim_initial_training(s, P, "t0", 200, 0, ready)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "not ready yet"
+            );
+            let after = add_vector(s, P, "v2", &[2.0; 15], kinds(true), 102)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                after.counts,
+                Counts {
+                    total: 3,
+                    keyboard: 2,
+                    mouse: 2,
+                    digraph: 2
+                }
+            );
+            assert!(!after.model_active);
+
+            let claim = claim_initial_training(s, P, "t1", 200, 0, ready)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(claim.next_version, 1);
+            assert!(
+                claim_initial_training(s, P, "t2", 201, 0, ready)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "slot is taken"
+            );
+            // A claim older than `stale_before` can be taken over.
+            let claim = claim_initial_training(s, P, "t3", 300, 250, ready)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                newest_vectors(s, P, 2).await.unwrap(),
+                vec![vec![1.0; 15], vec![2.0; 15]]
+            );
+
+            assert!(
+                !publish_model(
+                    s,
+                    &Claim {
+                        token: "t1".into(),
+                        ..claim.clone()
+                    },
+                    b"m",
+                    400,
+                    None
+                )
+                .await
+                .unwrap()
+            );
+            assert!(
+                publish_model(s, &claim, b"model-1", 400, None)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(active_model_version(s, P).await.unwrap(), Some(1));
+            let m = model(s, P).await.unwrap().unwrap();
+            assert_eq!(
+                (m.version, m.trained_at, m.blob.as_slice()),
+                (1, 400, &b"model-1"[..])
+            );
+
+            // Pool and retraining.
+            for i in 0..3 {
+                assert_eq!(
+                    add_pool_vector(s, P, &format!("p{i}"), &[9.0; 15], 500 + i)
+                        .await
+                        .unwrap(),
+                    Some(i + 1)
+                );
+            }
+            assert!(
+                claim_retraining(s, P, "r0", 600, 0, 4)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "pool below trigger"
+            );
+            let claim = claim_retraining(s, P, "r1", 600, 0, 3)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(claim.next_version, 2);
+            assert_eq!(newest_pool(s, P, 10).await.unwrap().len(), 3);
+            add_pool_vector(s, P, "p-late", &[8.0; 15], 700)
+                .await
+                .unwrap();
+            assert!(
+                publish_model(s, &claim, b"model-2", 650, Some(650))
+                    .await
+                    .unwrap()
+            );
+            let p = profile(s, P).await.unwrap().unwrap();
+            assert_eq!(
+                (p.model_version, p.pool_count, p.last_retrained_at),
+                (2, 1, Some(650))
+            );
+            assert_eq!(row_counts(s, P).await.unwrap(), (3, 1));
+
+            // Reset keeps the password and the version counter.
+            assert!(reset(s, P).await.unwrap());
+            let p = profile(s, P).await.unwrap().unwrap();
+            assert_eq!(p.counts, Counts::default());
+            assert!(!p.model_active);
+            assert_eq!(p.model_version, 2);
+            assert_eq!(p.password_hash.as_deref(), Some("hash-1"));
+            assert_eq!(active_model_version(s, P).await.unwrap(), None);
+            assert!(model(s, P).await.unwrap().is_none());
+            assert_eq!(row_counts(s, P).await.unwrap(), (0, 0));
+            assert_eq!(
+                add_pool_vector(s, P, "p-x", &[1.0; 15], 800).await.unwrap(),
+                None
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishing_after_a_reset_is_refused() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            enroll(s, P, "h", 1).await.unwrap();
+            add_vector(s, P, "v", &[1.0; 15], kinds(true), 2)
+                .await
+                .unwrap();
+            let ready = Thresholds {
+                total: 1,
+                keyboard: 1,
+                mouse: 1,
+                digraph: 1,
+            };
+            let claim = claim_initial_training(s, P, "t", 3, 0, ready)
+                .await
+                .unwrap()
+                .unwrap();
+            reset(s, P).await.unwrap();
+            assert!(
+                !publish_model(s, &claim, b"stale", 4, None).await.unwrap(),
+                "{}",
+                db.label
+            );
+            assert_eq!(active_model_version(s, P).await.unwrap(), None);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_attempts_lock_after_the_limit_and_reset_on_success() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            assert_eq!(
+                charge_password_attempt(s, P, 0, 900, 5).await.unwrap(),
+                Attempt::NotEnrolled
+            );
+            ensure_profile(s, P, 0).await.unwrap();
+            assert_eq!(
+                charge_password_attempt(s, P, 0, 900, 5).await.unwrap(),
+                Attempt::NotEnrolled
+            );
+            enroll(s, P, "h", 0).await.unwrap();
+            for t in 1000..1005 {
+                assert!(matches!(
+                    charge_password_attempt(s, P, t, 900, 5).await.unwrap(),
+                    Attempt::Proceed { .. }
+                ));
+            }
+            assert_eq!(
+                charge_password_attempt(s, P, 1006, 900, 5).await.unwrap(),
+                Attempt::Locked { until: 1900 }
+            );
+            // After the window, attempts are admitted again and the count starts over.
+            assert!(matches!(
+                charge_password_attempt(s, P, 1900, 900, 5).await.unwrap(),
+                Attempt::Proceed { .. }
+            ));
+            assert_eq!(profile(s, P).await.unwrap().unwrap().failed_attempts, 1);
+            password_succeeded(s, P, Some("h2")).await.unwrap();
+            let p = profile(s, P).await.unwrap().unwrap();
+            assert_eq!(
+                (
+                    p.failed_attempts,
+                    p.locked_until,
+                    p.password_hash.as_deref()
+                ),
+                (0, None, Some("h2"))
+            );
+            password_succeeded(s, P, None).await.unwrap();
+            assert_eq!(
+                profile(s, P)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .password_hash
+                    .as_deref(),
+                Some("h2")
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn import_is_idempotent() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            assert!(ensure_profile(s, P, 0).await.unwrap());
+            assert!(!ensure_profile(s, P, 0).await.unwrap());
+            assert!(
+                import_vector(s, P, "csv:1", &[1.0; 15], kinds(true), 5)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !import_vector(s, P, "csv:1", &[1.0; 15], kinds(true), 5)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(profile(s, P).await.unwrap().unwrap().counts.total, 1);
+            // A profile created by import can still be enrolled once.
+            assert!(import_user(s, P, "$2b$12$abc", 1).await.unwrap());
+            assert!(!import_user(s, P, "$2b$12$def", 1).await.unwrap());
+        }
+    }
+}

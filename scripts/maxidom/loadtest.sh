@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Load test of the MaxiDOM routes against a release `vigil serve` on loopback (SQLite in a temp dir).
+#   scripts/maxidom/loadtest.sh [path/to/vigil] [connections] [seconds] [runs]
+# Seeds 16 trained profiles through `vigil import-maxidom` (300 synthetic vectors each), then runs wrk
+# (apt-get install wrk) on POST /api/score and POST /api/train with the ~42 KB fixture payload.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+vigil="${1:-target/release/vigil}"
+conns="${2:-64}"
+secs="${3:-10}"
+runs="${4:-3}"
+command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+python3 - "$work" "$here/fixtures" <<'PY'
+import json, sqlite3, sys, uuid, pathlib
+work, fixtures = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+names = ["avg_mouse_speed","std_mouse_speed","avg_mouse_acceleration","std_mouse_acceleration","path_straightness",
+         "avg_click_duration","avg_pause_duration","pause_frequency","avg_turn_angle","avg_stroke_velocity",
+         "avg_dwell_time_alpha","avg_flight_time_digraph","std_flight_time_digraph","typing_speed_kps",
+         "mouse_after_typing_latency"]
+vectors = json.loads((fixtures / "train_vectors.json").read_text())
+ids = [str(uuid.UUID(int=0x5EED0000_0000_4000_8000_000000000000 + i)) for i in range(16)]
+db = sqlite3.connect(work / "maxidom.db")
+db.execute("CREATE TABLE users (profile_id TEXT PRIMARY KEY, password_hash TEXT)")
+for pid in ids:
+    d = work / "user_data" / pid
+    d.mkdir(parents=True)
+    with open(d / "features.csv", "w") as f:
+        f.write("timestamp," + ",".join(names) + "\n")
+        for i, v in enumerate(vectors):
+            f.write(f"{1700000000 + 90 * i}," + ",".join(map(repr, v)) + "\n")
+db.commit()
+(work / "ids").write_text(",".join(ids))
+PY
+RUST_LOG=warn "$vigil" import-maxidom --user-data "$work/user_data" --data-dir "$work/data" | grep -E "vectors imported|models trained"
+RUST_LOG=warn "$vigil" serve --port 0 --data-dir "$work/data" > "$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/server.log" && break; sleep 0.1; done
+url="$(grep -o 'http://[0-9.:]*' "$work/server.log" | head -1)"
+echo "server at $url; payload $(wc -c < "$here/fixtures/load_payload.json") bytes; $conns connections, ${secs}s x $runs runs"
+export IDS="$(cat "$work/ids")" BODY="$here/fixtures/load_payload.json"
+for route in score train; do
+  for _ in $(seq "$runs"); do
+    ROUTE=$route wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/score.lua" "$url" | grep ROUTE=
+  done
+done
+ROUTE=score wrk -t1 -c1 -d"${secs}s" --latency -s "$here/score.lua" "$url" | grep ROUTE= | sed 's/^/1 connection: /'
+curl -s "$url/metrics" | grep -E "^maxidom_(trainings|retrainings|scores|anomalies|train_vectors)_total" || true
