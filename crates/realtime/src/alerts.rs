@@ -1,0 +1,78 @@
+//! What happens to an anomalous result: it is stored in `anomalies` (with the whole analysis in `metadata`),
+//! broadcast to subscribers, and checked against the alert configurations through the shared
+//! [`vigil_anomalies::AlertDispatcher`] — `webhook:<url>` channels get an HTTP POST of the anomaly document (queued
+//! and retried by the dispatcher), `websocket` channels a push to the owner's open stream sockets on this replica.
+//! Storing happens before the event is answered; alerting runs in a background task (tracked, so graceful shutdown
+//! waits for it) and never holds up ingestion.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use vigil_http::{AppState, Error};
+use vigil_store::anomalies::{self, Anomaly, NewAnomaly};
+
+use crate::Realtime;
+use crate::engine::Outcome;
+
+/// Stores, broadcasts and alerts on every anomalous outcome of a batch.
+pub async fn handle_anomalies(
+    app: &AppState,
+    rt: &Realtime,
+    outcomes: &[Outcome],
+) -> Result<(), Error> {
+    for o in outcomes {
+        let Some(r) = o.analysis.result() else {
+            continue;
+        };
+        if !r.is_anomaly {
+            continue;
+        }
+        metrics::counter!("topoforge_anomalies_total").increment(1);
+        let result_json = serde_json::to_value(r).map_err(Error::internal)?;
+        let ts = o
+            .event
+            .timestamp
+            .or(o.event.received_at)
+            .map_or_else(vigil_store::time::now_ms, |t| t.timestamp_millis());
+        let new = NewAnomaly {
+            ts,
+            source_type: r.stream.clone(),
+            event_data: o.event.raw.clone(),
+            betti: [r.betti_numbers.h0, r.betti_numbers.h1, r.betti_numbers.h2]
+                .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+            anomaly_score: r.anomaly_score,
+            is_anomaly: true,
+            risk_level: r.security_analysis.risk_level.as_str().to_owned(),
+            entropy: Some(r.topology_features.entropy),
+            metadata: json!({"analysis": result_json, "anomaly_threshold": o.threshold}),
+            created_by: None,
+        };
+        let stored = anomalies::insert(&app.store, &new).await?;
+        rt.inner.hub.publish(Arc::from(result_json.to_string()));
+        let (app2, rt2) = (app.clone(), rt.clone());
+        app.spawn(async move { fire_alerts(app2, rt2, stored).await });
+    }
+    Ok(())
+}
+
+/// Fires the alert configs through the shared [`vigil_anomalies::AlertDispatcher`] (webhooks are queued there,
+/// off this path) and pushes the anomaly to the sockets of users whose configs have the `websocket` channel.
+async fn fire_alerts(app: AppState, rt: Realtime, stored: Anomaly) {
+    let users = rt.inner.dispatcher.fire(&app, &stored).await;
+    if users.is_empty() {
+        return;
+    }
+    let doc = match serde_json::to_value(vigil_anomalies::AnomalyDoc::from(&stored)) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "anomaly did not serialise; socket alerts skipped");
+            return;
+        }
+    };
+    let push: Arc<str> = Arc::from(json!({"type": "alert", "data": doc}).to_string());
+    for user in users {
+        let n = rt.inner.hub.push_to_user(&user, &push);
+        metrics::counter!("topoforge_alert_pushes_total").increment(1);
+        tracing::debug!(%user, sockets = n, "alert pushed to the user's stream sockets");
+    }
+}

@@ -1,0 +1,266 @@
+//! Per-stream engine state of TopoForge (`stream_states`, migration 0004 of vigil-store), with optimistic
+//! concurrency.
+//!
+//! Every replica may analyse any stream. A writer remembers the `version` it read and writes with
+//! `UPDATE … WHERE stream = $s AND version = $v`; zero rows updated means another replica wrote first, and the
+//! caller re-reads and recomputes ([`save`] returns [`Saved::Conflict`]). The model column is rewritten only when
+//! the caller says it changed, so the per-event write stays a few kilobytes.
+
+use vigil_store::sqlx;
+use vigil_store::time::now_ms;
+use vigil_store::{Store, StoreError};
+
+/// A stream's stored state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStream {
+    pub stream: String,
+    pub version: i64,
+    pub state: Vec<u8>,
+    pub model: Option<Vec<u8>>,
+    pub model_generation: i64,
+    pub config: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A row as selected by [`COLUMNS`] (tuples: the derive macro would need sqlx as a direct dependency).
+type Row = (
+    String,
+    i64,
+    String,
+    Option<Vec<u8>>,
+    i64,
+    Option<String>,
+    i64,
+);
+
+const COLUMNS: &str = "stream, version, state, model, model_generation, config, updated_at";
+
+fn from_row(r: Row) -> StoredStream {
+    let (stream, version, state, model, model_generation, config, updated_at) = r;
+    StoredStream {
+        stream,
+        version,
+        state: state.into_bytes(),
+        model,
+        model_generation,
+        config,
+        updated_at,
+    }
+}
+
+/// The stored state of `stream`, if it has one.
+pub async fn load(store: &Store, stream: &str) -> Result<Option<StoredStream>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM stream_states WHERE stream = $1"
+    ))
+    .bind(stream)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.map(from_row))
+}
+
+/// Outcome of [`save`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// Written; the row now has this version.
+    Ok(i64),
+    /// Another writer got there first (the row's version is no longer the expected one, or the row already
+    /// exists when none was expected). Re-read and recompute.
+    Conflict,
+}
+
+/// What to write.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    pub stream: &'a str,
+    /// The version read before computing (`None`: the stream had no row).
+    pub expected_version: Option<i64>,
+    /// The state without its model (UTF-8 JSON).
+    pub state: &'a [u8],
+    /// `Some` when the model changed (or is stored for the first time).
+    pub model: Option<(&'a [u8], i64)>,
+}
+
+/// Writes a stream's state if nobody else wrote since `expected_version` was read.
+pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
+    let state = std::str::from_utf8(w.state)
+        .map_err(|e| StoreError::Conflict(format!("state is not UTF-8: {e}")))?;
+    let now = now_ms();
+    let done = match (w.expected_version, w.model) {
+        (None, model) => {
+            // Insert-if-absent: a concurrent first writer makes this a no-op, which we report as a conflict.
+            sqlx::query(
+                "INSERT INTO stream_states (stream, version, state, model, model_generation, updated_at) \
+                 VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (stream) DO NOTHING",
+            )
+            .bind(w.stream)
+            .bind(state)
+            .bind(model.map(|m| m.0.to_vec()))
+            .bind(model.map_or(0, |m| m.1))
+            .bind(now)
+            .execute(store.pool())
+            .await?
+        }
+        (Some(v), None) => {
+            sqlx::query(
+                "UPDATE stream_states SET version = version + 1, state = $1, updated_at = $2 \
+                 WHERE stream = $3 AND version = $4",
+            )
+            .bind(state)
+            .bind(now)
+            .bind(w.stream)
+            .bind(v)
+            .execute(store.pool())
+            .await?
+        }
+        (Some(v), Some((model, generation))) => {
+            sqlx::query(
+                "UPDATE stream_states SET version = version + 1, state = $1, model = $2, model_generation = $3, \
+                 updated_at = $4 WHERE stream = $5 AND version = $6",
+            )
+            .bind(state)
+            .bind(model.to_vec())
+            .bind(generation)
+            .bind(now)
+            .bind(w.stream)
+            .bind(v)
+            .execute(store.pool())
+            .await?
+        }
+    };
+    if done.rows_affected() == 1 {
+        Ok(Saved::Ok(w.expected_version.map_or(1, |v| v + 1)))
+    } else {
+        Ok(Saved::Conflict)
+    }
+}
+
+/// The stream's configuration overrides (JSON), if any were set.
+pub async fn config(store: &Store, stream: &str) -> Result<Option<String>, StoreError> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT config FROM stream_states WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(row.and_then(|r| r.0))
+}
+
+/// Sets (or clears, with `None`) a stream's configuration overrides. Bumps the version so every replica's cache
+/// notices. Creates the row (with an empty state) when the stream has none yet.
+pub async fn set_config(
+    store: &Store,
+    stream: &str,
+    config: Option<&str>,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let updated = sqlx::query(
+        "UPDATE stream_states SET config = $1, version = version + 1, updated_at = $2 WHERE stream = $3",
+    )
+    .bind(config)
+    .bind(now)
+    .bind(stream)
+    .execute(store.pool())
+    .await?;
+    if updated.rows_affected() == 0 {
+        sqlx::query(
+            "INSERT INTO stream_states (stream, version, state, model_generation, config, updated_at) \
+             VALUES ($1, 1, '', 0, $2, $3) ON CONFLICT (stream) DO UPDATE SET config = $2, version = stream_states.version + 1",
+        )
+        .bind(stream)
+        .bind(config)
+        .bind(now)
+        .execute(store.pool())
+        .await?;
+    }
+    Ok(())
+}
+
+/// Names of every stream with stored state.
+pub async fn list(store: &Store) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT stream FROM stream_states ORDER BY stream")
+        .fetch_all(store.pool())
+        .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_store::testing::TestDb;
+
+    #[tokio::test]
+    async fn optimistic_writes() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            assert_eq!(load(s, "a").await.unwrap(), None, "{}", db.label);
+            let first = Write {
+                stream: "a",
+                expected_version: None,
+                state: b"{\"n\":1}",
+                model: None,
+            };
+            assert_eq!(save(s, first).await.unwrap(), Saved::Ok(1), "{}", db.label);
+            // A second "first" writer loses.
+            assert_eq!(
+                save(s, first).await.unwrap(),
+                Saved::Conflict,
+                "{}",
+                db.label
+            );
+            let next = Write {
+                stream: "a",
+                expected_version: Some(1),
+                state: b"{\"n\":2}",
+                model: Some((&[1, 2, 3], 1)),
+            };
+            assert_eq!(save(s, next).await.unwrap(), Saved::Ok(2), "{}", db.label);
+            // A writer still holding version 1 loses.
+            assert_eq!(
+                save(s, next).await.unwrap(),
+                Saved::Conflict,
+                "{}",
+                db.label
+            );
+            let row = load(s, "a").await.unwrap().unwrap();
+            assert_eq!(
+                (row.version, row.state.as_slice()),
+                (2, &b"{\"n\":2}"[..]),
+                "{}",
+                db.label
+            );
+            assert_eq!(
+                (row.model.as_deref(), row.model_generation),
+                (Some(&[1u8, 2, 3][..]), 1),
+                "{}",
+                db.label
+            );
+            // A state-only write keeps the model.
+            let third = Write {
+                stream: "a",
+                expected_version: Some(2),
+                state: b"{\"n\":3}",
+                model: None,
+            };
+            assert_eq!(save(s, third).await.unwrap(), Saved::Ok(3), "{}", db.label);
+            assert_eq!(
+                load(s, "a").await.unwrap().unwrap().model.as_deref(),
+                Some(&[1u8, 2, 3][..])
+            );
+            set_config(s, "a", Some("{\"anomaly_threshold\":70}"))
+                .await
+                .unwrap();
+            assert_eq!(
+                config(s, "a").await.unwrap().as_deref(),
+                Some("{\"anomaly_threshold\":70}")
+            );
+            assert_eq!(
+                load(s, "a").await.unwrap().unwrap().version,
+                4,
+                "{}",
+                db.label
+            );
+            set_config(s, "b", None).await.unwrap();
+            assert_eq!(list(s).await.unwrap(), vec!["a".to_owned(), "b".to_owned()]);
+        }
+    }
+}

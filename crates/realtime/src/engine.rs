@@ -1,0 +1,252 @@
+//! Running events through the per-stream engines, with the state kept in the database.
+//!
+//! Consistency across replicas: each replica caches a stream's [`StreamState`] together with the database
+//! `version` it corresponds to. A batch of a stream's events is computed on the cached state and written back with
+//! `UPDATE … WHERE version = <cached>`. If another replica wrote in between, the write misses: the cache is dropped,
+//! the state re-read, and the batch recomputed before anything is answered — so every answer corresponds to a
+//! state that was durably stored, and no replica ever builds on a stale window. Within a replica a per-stream async
+//! mutex serialises batches of the same stream (different streams run in parallel on the blocking pool).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Instant;
+
+use crate::db::{self as streams, Saved, Write};
+use tokio::sync::Mutex;
+use vigil_http::{AppState, Error};
+use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
+
+/// How often a batch is recomputed after losing the optimistic race before giving up with 503.
+const MAX_ATTEMPTS: usize = 4;
+
+/// A stream as this replica last saw it in the database.
+#[derive(Default)]
+struct Slot {
+    cached: Option<Cached>,
+}
+
+struct Cached {
+    state: StreamState,
+    /// Database version `state` corresponds to (`None`: no row yet).
+    version: Option<i64>,
+    /// Model generation stored in the database.
+    stored_generation: i64,
+    config: StreamConfig,
+}
+
+/// The per-stream caches of this process.
+#[derive(Default)]
+pub struct Engine {
+    slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
+    max_cached: usize,
+}
+
+/// One analysed event.
+pub struct Outcome {
+    pub event: Event,
+    pub analysis: Analysis,
+    /// The threshold `is_anomaly` was decided with.
+    pub threshold: f64,
+}
+
+impl Engine {
+    pub fn new(max_cached: usize) -> Self {
+        Engine {
+            slots: StdMutex::new(HashMap::new()),
+            max_cached: max_cached.max(1),
+        }
+    }
+
+    fn slot(&self, stream: &str) -> Arc<Mutex<Slot>> {
+        let mut slots = match self.slots.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(s) = slots.get(stream) {
+            return s.clone();
+        }
+        if slots.len() >= self.max_cached {
+            // Forget streams nobody is using right now; they reload from the database when they return.
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        let s = Arc::new(Mutex::new(Slot::default()));
+        slots.insert(stream.to_owned(), s.clone());
+        s
+    }
+
+    /// Number of streams cached in this process.
+    pub fn cached_streams(&self) -> usize {
+        self.slots.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Analyses `events` (any mix of streams) in order per stream and returns one outcome per event, in input
+    /// order. `threshold` overrides the streams' own `anomaly_threshold` (a WebSocket's per-socket threshold).
+    pub async fn process(
+        &self,
+        app: &AppState,
+        events: Vec<Event>,
+        threshold: Option<f64>,
+    ) -> Result<Vec<Outcome>, Error> {
+        let mut groups: Vec<(String, Vec<(usize, Event)>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (i, e) in events.into_iter().enumerate() {
+            let g = *index.entry(e.stream.clone()).or_insert_with(|| {
+                groups.push((e.stream.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push((i, e));
+        }
+        let total: usize = groups.iter().map(|g| g.1.len()).sum();
+        let runs = groups
+            .into_iter()
+            .map(|(stream, evs)| self.process_stream(app, stream, evs, threshold));
+        let mut out: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
+        for r in futures_util::future::join_all(runs).await {
+            for (i, o) in r? {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(o);
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    async fn process_stream(
+        &self,
+        app: &AppState,
+        stream: String,
+        events: Vec<(usize, Event)>,
+        threshold: Option<f64>,
+    ) -> Result<Vec<(usize, Outcome)>, Error> {
+        let slot = self.slot(&stream);
+        let mut slot = slot.lock().await;
+        for attempt in 0..MAX_ATTEMPTS {
+            let cached = match slot.cached.take() {
+                Some(c) => c,
+                None => load(app, &stream).await?,
+            };
+            let mut cfg = cached.config.clone();
+            if let Some(t) = threshold {
+                cfg.anomaly_threshold = t;
+            }
+            let batch: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
+            let Cached {
+                state,
+                version,
+                stored_generation,
+                config,
+            } = cached;
+            let computed = tokio::task::spawn_blocking(move || compute(state, &batch, &cfg))
+                .await
+                .map_err(|e| Error::internal(format!("analysis task failed: {e}")))??;
+            let (state, analyses, parts) = computed;
+            let model_changed =
+                i64::try_from(parts.model_generation).unwrap_or(i64::MAX) != stored_generation;
+            let model = match (&parts.model, model_changed) {
+                (Some(m), true) => Some((
+                    m.as_slice(),
+                    i64::try_from(parts.model_generation).unwrap_or(i64::MAX),
+                )),
+                _ => None,
+            };
+            let write = Write {
+                stream: &stream,
+                expected_version: version,
+                state: &parts.core,
+                model,
+            };
+            match streams::save(&app.store, write).await? {
+                Saved::Ok(v) => {
+                    let generation = model.map_or(stored_generation, |m| m.1);
+                    slot.cached = Some(Cached {
+                        state,
+                        version: Some(v),
+                        stored_generation: generation,
+                        config,
+                    });
+                    let thr = threshold.unwrap_or(
+                        slot.cached
+                            .as_ref()
+                            .map_or(65.0, |c| c.config.anomaly_threshold),
+                    );
+                    return Ok(events
+                        .into_iter()
+                        .zip(analyses)
+                        .map(|((i, event), analysis)| {
+                            (
+                                i,
+                                Outcome {
+                                    event,
+                                    analysis,
+                                    threshold: thr,
+                                },
+                            )
+                        })
+                        .collect());
+                }
+                Saved::Conflict => {
+                    metrics::counter!("topoforge_state_conflicts_total").increment(1);
+                    tracing::debug!(%stream, attempt, "stream state changed under us; re-reading");
+                }
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "stream `{stream}` is being updated concurrently; retry"
+        )))
+    }
+}
+
+type Computed = (StreamState, Vec<Analysis>, vigil_stream::StateParts);
+
+/// The CPU-bound part: pushes the batch and serialises the new state. Runs on the blocking pool.
+fn compute(mut state: StreamState, batch: &[Event], cfg: &StreamConfig) -> Result<Computed, Error> {
+    let mut analyses = Vec::with_capacity(batch.len());
+    for e in batch {
+        let started = Instant::now();
+        let a = state
+            .push(e, cfg)
+            .map_err(|e| Error::unprocessable(e.to_string()))?;
+        metrics::histogram!("topoforge_analysis_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("topoforge_events_total").increment(1);
+        if a.result().is_some() {
+            metrics::counter!("topoforge_windows_analysed_total").increment(1);
+        }
+        analyses.push(a);
+    }
+    let parts = state.to_parts().map_err(Error::internal)?;
+    Ok((state, analyses, parts))
+}
+
+async fn load(app: &AppState, stream: &str) -> Result<Cached, Error> {
+    let Some(row) = streams::load(&app.store, stream).await? else {
+        return Ok(Cached {
+            state: StreamState::new(stream),
+            version: None,
+            stored_generation: 0,
+            config: StreamConfig::default(),
+        });
+    };
+    let config = match row.config.as_deref() {
+        Some(c) => serde_json::from_str::<StreamConfig>(c).unwrap_or_else(|e| {
+            tracing::warn!(%stream, error = %e, "stored stream configuration is invalid; using defaults");
+            StreamConfig::default()
+        }),
+        None => StreamConfig::default(),
+    };
+    let state = if row.state.is_empty() {
+        StreamState::new(stream)
+    } else {
+        StreamState::from_parts(&row.state, row.model.as_deref()).unwrap_or_else(|e| {
+            // A state from another engine version (or damaged) cannot be trusted; the stream starts over.
+            tracing::warn!(%stream, error = %e, "stored stream state unusable; recalibrating from scratch");
+            StreamState::new(stream)
+        })
+    };
+    Ok(Cached {
+        state,
+        version: Some(row.version),
+        stored_generation: row.model_generation,
+        config,
+    })
+}

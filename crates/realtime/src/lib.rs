@@ -1,0 +1,141 @@
+//! # vigil-realtime: TopoForge streams over HTTP
+//!
+//! * `POST /api/ingest` (analyst): one event or an array → one analysis per event, in order.
+//! * `WS /ws/stream`: the dashboard's socket (protocol below); `?token=` optional unless `STREAM_REQUIRE_AUTH`.
+//! * `GET /api/realtime/stream`: Server-Sent Events, event `anomaly`, data = the analysis result (same auth rule
+//!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header).
+//! * `GET|PUT /api/streams/{stream}/config`: a stream's engine configuration (weights, threshold, window …;
+//!   viewer reads, analyst writes).
+//!
+//! Each event goes through its stream's engine ([`vigil_stream`]); anomalous results are stored in `anomalies`
+//! with the analysis in `metadata`, broadcast to subscribers, and checked against alert configurations
+//! ([`alerts`]).
+//!
+//! ## WebSocket protocol
+//! Client → server text frames: `{"type":"config","payload":{"anomaly_threshold":0–100}}` (per socket, no
+//! reply); `{"type":"event","payload":{…}}`; `{"type":"subscribe"}`; any other object is the event itself.
+//! Server → client: `{"type":"analysis","data":<result>,"original_event":<event>}` for every event, on the socket
+//! that sent it; `{"type":"anomaly","data":<result>}` for every anomaly of every stream once subscribed;
+//! `{"type":"alert","data":<anomaly>}` for alert configs with the `websocket` channel of the socket's user;
+//! `{"type":"error","detail":…}` for a frame that cannot be used — the socket stays open.
+//!
+//! ## Invariants
+//! * Streams never share state; a stream's state lives in the database (`stream_states`) and every answer
+//!   corresponds to a stored state (optimistic concurrency, see [`engine`]), so replicas can serve any stream.
+//! * Slow consumers never slow ingestion: the anomaly broadcast is a bounded ring that never waits (a receiver
+//!   that falls behind by more than `--stream-subscriber-queue` messages is disconnected, with the reason
+//!   logged), alert pushes use bounded per-socket queues with `try_send`, and webhooks run in background tasks.
+//! * A client that disconnects frees everything it held (its broadcast receiver, its alert registration, its
+//!   task); sockets and SSE streams end when the server shuts down.
+//!
+//! Metrics: `topoforge_events_total`, `topoforge_windows_analysed_total`, `topoforge_anomalies_total`,
+//! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_state_conflicts_total`,
+//! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
+//! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (webhook metrics are the dispatcher's).
+
+pub mod alerts;
+pub mod db;
+pub mod engine;
+pub mod hub;
+mod routes;
+mod ws;
+
+use std::sync::Arc;
+
+use vigil_http::AppState;
+use vigil_http::utoipa_axum::router::OpenApiRouter;
+
+pub use engine::{Engine, Outcome};
+pub use hub::Hub;
+
+/// Command-line / environment configuration of the stream endpoints.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct RealtimeConfig {
+    /// Require a valid token (`?token=` or bearer header) on `WS /ws/stream` and the SSE stream.
+    #[arg(long, env = "STREAM_REQUIRE_AUTH", default_value_t = false)]
+    pub stream_require_auth: bool,
+    /// Messages a subscriber (WebSocket or SSE) may fall behind the anomaly broadcast before it is dropped.
+    #[arg(long, env = "STREAM_SUBSCRIBER_QUEUE", default_value_t = 1024)]
+    pub stream_subscriber_queue: usize,
+    /// Alert pushes buffered per socket before further pushes to it are dropped.
+    #[arg(long, env = "STREAM_SOCKET_QUEUE", default_value_t = 64)]
+    pub stream_socket_queue: usize,
+    /// Largest batch `POST /api/ingest` accepts.
+    #[arg(long, env = "STREAM_MAX_BATCH", default_value_t = 10_000)]
+    pub stream_max_batch: usize,
+    /// Streams whose state this process keeps in memory (others reload from the database).
+    #[arg(long, env = "STREAM_CACHE_STREAMS", default_value_t = 10_000)]
+    pub stream_cache_streams: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            stream_require_auth: false,
+            stream_subscriber_queue: 1024,
+            stream_socket_queue: 64,
+            stream_max_batch: 10_000,
+            stream_cache_streams: 10_000,
+        }
+    }
+}
+
+/// The process-local side of the stream endpoints: engine caches and the fan-out hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Realtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: RealtimeConfig,
+    pub engine: Engine,
+    pub hub: Arc<Hub>,
+    pub dispatcher: vigil_anomalies::AlertDispatcher,
+}
+
+impl Realtime {
+    /// With its own alert dispatcher (default delivery policy).
+    pub fn new(config: RealtimeConfig) -> Self {
+        let policy = vigil_anomalies::AnomaliesConfig::default().delivery_policy();
+        Self::with_dispatcher(config, vigil_anomalies::AlertDispatcher::new(policy))
+    }
+
+    /// Sharing the process's alert dispatcher (the one the anomalies routes use), so webhook delivery has one
+    /// queue and one concurrency limit.
+    pub fn with_dispatcher(
+        config: RealtimeConfig,
+        dispatcher: vigil_anomalies::AlertDispatcher,
+    ) -> Self {
+        Realtime {
+            inner: Arc::new(Inner {
+                engine: Engine::new(config.stream_cache_streams),
+                hub: Arc::new(Hub::new(
+                    config.stream_subscriber_queue,
+                    config.stream_socket_queue,
+                )),
+                dispatcher,
+                config,
+            }),
+        }
+    }
+
+    /// The engine caches (for tests and benchmarks).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The fan-out hub (for tests and benchmarks).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+}
+
+/// The stream routes with their own [`Realtime`] built from `config`.
+pub fn router(_state: &AppState, config: RealtimeConfig) -> OpenApiRouter<AppState> {
+    router_with(Realtime::new(config))
+}
+
+/// The stream routes over an existing [`Realtime`] (tests keep a handle to inspect it).
+pub fn router_with(rt: Realtime) -> OpenApiRouter<AppState> {
+    routes::router(rt)
+}

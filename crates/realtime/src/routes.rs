@@ -1,0 +1,212 @@
+//! The HTTP routes: ingest, SSE and per-stream configuration (the WebSocket lives in [`crate::ws`]).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use vigil_http::auth::{Analyst, Viewer, bearer_token};
+use vigil_http::utoipa_axum::router::OpenApiRouter;
+use vigil_http::utoipa_axum::routes;
+use vigil_http::{ApiJson, ApiResult, AppState, AuthUser, Error};
+use vigil_stream::{Event, StreamConfig};
+
+use crate::Realtime;
+
+pub(crate) fn router(rt: Realtime) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest))
+        .routes(routes!(sse))
+        .routes(routes!(get_config, put_config))
+        .routes(routes!(crate::ws::ws))
+        .layer(Extension(rt))
+}
+
+/// `?token=` on the stream endpoints.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct TokenQuery {
+    /// An access token, for clients that cannot send an `Authorization` header.
+    pub token: Option<String>,
+}
+
+/// The caller of a stream endpoint: `None` when anonymous access is allowed and no token was given; an invalid
+/// token is always refused.
+pub(crate) async fn stream_caller(
+    app: &AppState,
+    rt: &Realtime,
+    parts_token: Option<&str>,
+    query_token: Option<&str>,
+) -> Result<Option<AuthUser>, Error> {
+    match query_token.filter(|t| !t.is_empty()).or(parts_token) {
+        Some(t) => Ok(Some(AuthUser::from_token(app, t).await?)),
+        None if rt.inner.config.stream_require_auth => {
+            Err(Error::Unauthorized("Not authenticated".into()))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn header_token(parts: &Parts) -> Option<String> {
+    bearer_token(parts).map(str::to_owned)
+}
+
+/// Parses one event (with the server's receive time), naming its position in a batch on error.
+pub(crate) fn parse_event(v: &Value, index: Option<usize>) -> Result<Event, Error> {
+    let e = Event::from_json(v).map_err(|e| match index {
+        Some(i) => Error::unprocessable(format!("event {i}: {e}")),
+        None => Error::unprocessable(e.to_string()),
+    })?;
+    Ok(e.received(chrono::Utc::now()))
+}
+
+/// Analyses one event (a JSON object) or a batch (an array of objects), in order; answers with one analysis per
+/// event (an object for an object, an array for an array). Events of different streams run in parallel.
+#[utoipa::path(post, path = "/api/ingest", tag = "streams", security(("bearer" = [])),
+    request_body(content = Value, description = "An event object, or an array of them"),
+    responses(
+        (status = 200, description = "The analysis of each event", body = Value),
+        (status = 401, description = "Not authenticated"),
+        (status = 403, description = "Not an analyst"),
+        (status = 422, description = "An event is not usable"),
+    ))]
+async fn ingest(
+    State(app): State<AppState>,
+    Extension(rt): Extension<Realtime>,
+    Analyst(_user): Analyst,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<ApiJson<Value>> {
+    let (events, single) = match &body {
+        Value::Array(items) => {
+            if items.len() > rt.inner.config.stream_max_batch {
+                return Err(Error::PayloadTooLarge(format!(
+                    "A batch holds at most {} events.",
+                    rt.inner.config.stream_max_batch
+                )));
+            }
+            let events = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| parse_event(v, Some(i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            (events, false)
+        }
+        other => (vec![parse_event(other, None)?], true),
+    };
+    let outcomes = rt.inner.engine.process(&app, events, None).await?;
+    crate::alerts::handle_anomalies(&app, &rt, &outcomes).await?;
+    let mut results: Vec<Value> = Vec::with_capacity(outcomes.len());
+    for o in &outcomes {
+        results.push(serde_json::to_value(&o.analysis).map_err(Error::internal)?);
+    }
+    if single {
+        Ok(ApiJson(results.into_iter().next().unwrap_or(Value::Null)))
+    } else {
+        Ok(ApiJson(Value::Array(results)))
+    }
+}
+
+/// Server-Sent Events: every anomaly of every stream as event `anomaly` with the analysis result as data. A
+/// client that falls more than the subscriber queue behind is disconnected (it can reconnect).
+#[utoipa::path(get, path = "/api/realtime/stream", tag = "streams", params(TokenQuery),
+    responses(
+        (status = 200, description = "text/event-stream of `anomaly` events"),
+        (status = 401, description = "A token is required (STREAM_REQUIRE_AUTH) or the given one is invalid"),
+    ))]
+async fn sse(
+    State(app): State<AppState>,
+    Extension(rt): Extension<Realtime>,
+    Query(q): Query<TokenQuery>,
+    parts: Parts,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    stream_caller(
+        &app,
+        &rt,
+        header_token(&parts).as_deref(),
+        q.token.as_deref(),
+    )
+    .await?;
+    let rx = rt.inner.hub.subscribe();
+    metrics::gauge!("topoforge_stream_connections", "kind" => "sse").increment(1.0);
+    let guard = ConnectionGauge("sse");
+    let shutdown = app.shutdown.clone();
+    let stream = BroadcastStream::new(rx)
+        .take_while(|item| {
+            let keep = match item {
+                Ok(_) => true,
+                Err(BroadcastStreamRecvError::Lagged(n)) => {
+                    metrics::counter!("topoforge_subscribers_dropped_total", "reason" => "lagged")
+                        .increment(1);
+                    tracing::warn!(missed = n, "dropping a slow SSE subscriber");
+                    false
+                }
+            };
+            std::future::ready(keep)
+        })
+        .filter_map(move |item| {
+            let _held = &guard;
+            std::future::ready(
+                item.ok()
+                    .map(|data| Ok(SseEvent::default().event("anomaly").data(data.as_ref()))),
+            )
+        })
+        .take_until(async move { shutdown.cancelled().await });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Decrements the connection gauge when the connection's resources are released.
+pub(crate) struct ConnectionGauge(pub &'static str);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("topoforge_stream_connections", "kind" => self.0).decrement(1.0);
+    }
+}
+
+/// A stream's engine configuration (defaults when none was set).
+#[utoipa::path(get, path = "/api/streams/{stream}/config", tag = "streams", security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name")),
+    responses((status = 200, description = "The configuration", body = Value)))]
+async fn get_config(
+    State(app): State<AppState>,
+    Viewer(_user): Viewer,
+    Path(stream): Path<String>,
+) -> ApiResult<ApiJson<StreamConfig>> {
+    let cfg = match crate::db::config(&app.store, &stream).await? {
+        Some(c) => serde_json::from_str(&c).unwrap_or_default(),
+        None => StreamConfig::default(),
+    };
+    Ok(ApiJson(cfg))
+}
+
+/// Replaces a stream's engine configuration. Fields left out take their defaults. Changing the window, the
+/// embedding, the homology dimension or the Betti rule makes the stream recalibrate.
+#[utoipa::path(put, path = "/api/streams/{stream}/config", tag = "streams", security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name")),
+    request_body(content = Value, description = "StreamConfig fields"),
+    responses(
+        (status = 200, description = "The stored configuration", body = Value),
+        (status = 422, description = "A value is out of range"),
+    ))]
+async fn put_config(
+    State(app): State<AppState>,
+    Extension(_rt): Extension<Realtime>,
+    Analyst(_user): Analyst,
+    Path(stream): Path<String>,
+    ApiJson(cfg): ApiJson<StreamConfig>,
+) -> ApiResult<ApiJson<StreamConfig>> {
+    if stream.is_empty() || stream.len() > vigil_stream::event::MAX_STREAM_NAME {
+        return Err(Error::unprocessable("stream name must be 1 to 128 bytes"));
+    }
+    cfg.validate()
+        .map_err(|e| Error::unprocessable(e.to_string()))?;
+    let json = serde_json::to_string(&cfg).map_err(Error::internal)?;
+    crate::db::set_config(&app.store, &stream, Some(&json)).await?;
+    Ok(ApiJson(cfg))
+}

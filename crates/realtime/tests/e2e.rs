@@ -1,0 +1,592 @@
+//! End-to-end tests over HTTP, WebSocket and SSE against the real router on a random port, on SQLite and (when
+//! `TEST_DATABASE_URL` is set) PostgreSQL.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use vigil_http::Role;
+use vigil_http::testing::TestApp;
+use vigil_realtime::{Realtime, RealtimeConfig, router_with};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A fast-calibrating stream configuration, so tests reach scored windows after a few dozen events.
+fn quick_config() -> Value {
+    json!({"window_size": 20, "min_events": 10, "calibration_windows": 12, "refit_period": 20})
+}
+
+/// Deterministic noise around 10.
+fn noise(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = vigil_stream::bench_data::SplitMix::new(seed);
+    (0..n).map(|_| 10.0 + r.normal()).collect()
+}
+
+async fn apps(cfg: RealtimeConfig) -> Vec<(TestApp, Realtime)> {
+    let mut out = Vec::new();
+    for db in vigil_store::testing::TestDb::all().await {
+        let rt = Realtime::new(cfg.clone());
+        let rt2 = rt.clone();
+        let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
+        out.push((app, rt));
+    }
+    out
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn put(app: &TestApp, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    let r = app
+        .client
+        .put(app.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn connect(app: &TestApp, query: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(app.ws_url(&format!("/ws/stream{query}")))
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// The next text frame as JSON (skipping pings), or `None` on close/timeout.
+async fn next_json(ws: &mut Ws, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).ok(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Events that calibrate a quick stream on noise and then go far off it (an obvious anomaly).
+fn calibrate_then_spike(stream: &str) -> Vec<Value> {
+    let mut v: Vec<Value> = noise(60, 7)
+        .into_iter()
+        .map(|x| json!({"stream": stream, "value": x}))
+        .collect();
+    for (i, x) in noise(12, 8).into_iter().enumerate() {
+        let spike = if i % 2 == 0 { 80.0 } else { -60.0 };
+        v.push(json!({"stream": stream, "value": x + spike}));
+    }
+    v
+}
+
+#[tokio::test]
+async fn ingest_roles_shapes_and_errors() {
+    for (app, _rt) in apps(RealtimeConfig::default()).await {
+        let (_, viewer) = app.user_with_role("viewer1", Role::Viewer).await;
+        let (_, analyst) = app.user_with_role("analyst1", Role::Analyst).await;
+        let r = app
+            .client
+            .post(app.url("/api/ingest"))
+            .json(&json!({"value": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{}", app.label);
+        assert_eq!(
+            post(&app, &viewer, "/api/ingest", &json!({"value": 1}))
+                .await
+                .0,
+            403,
+            "{}",
+            app.label
+        );
+
+        let (s, body) = post(
+            &app,
+            &analyst,
+            "/api/ingest",
+            &json!({"value": 1, "source": "web"}),
+        )
+        .await;
+        assert_eq!(
+            (s, body),
+            (200, json!({"status": "buffering", "count": 1})),
+            "{}",
+            app.label
+        );
+
+        let batch: Vec<Value> = noise(30, 1)
+            .into_iter()
+            .map(|x| json!({"source": "web", "value": x}))
+            .collect();
+        let (s, body) = post(&app, &analyst, "/api/ingest", &Value::Array(batch)).await;
+        assert_eq!(s, 200, "{}: {body}", app.label);
+        let results = body.as_array().expect("array");
+        assert_eq!(results.len(), 30);
+        assert_eq!(results[7], json!({"status": "buffering", "count": 9}));
+        assert_eq!(results[8]["stream"], "web");
+        assert_eq!(results[8]["window_size"], 10);
+        assert!(results[29]["persistence"]["h0"].is_array());
+        // The 31st event of the stream (one single + 30 batched): the window is not full yet.
+        assert_eq!(results[29]["window_size"], 31);
+
+        let (s, body) = post(
+            &app,
+            &analyst,
+            "/api/ingest",
+            &json!([{"value": 1}, {"value": "x"}]),
+        )
+        .await;
+        assert_eq!(s, 422, "{}", app.label);
+        assert!(
+            body["detail"].as_str().unwrap_or("").contains("event 1"),
+            "{body}"
+        );
+        assert_eq!(
+            post(&app, &analyst, "/api/ingest", &json!("text")).await.0,
+            422
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn websocket_protocol_errors_keep_the_socket_open() {
+    for (app, _rt) in apps(RealtimeConfig::default()).await {
+        let mut ws = connect(&app, "").await;
+        ws.send(Message::text("not json")).await.unwrap();
+        let e = next_json(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("error frame");
+        assert_eq!(e["type"], "error", "{}", app.label);
+        ws.send(Message::text("[1,2]")).await.unwrap();
+        assert_eq!(
+            next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+            "error"
+        );
+        ws.send(Message::text(
+            r#"{"type":"config","payload":{"anomaly_threshold":500}}"#,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+            "error"
+        );
+        ws.send(Message::text(
+            r#"{"type":"config","payload":{"anomaly_threshold":50}}"#,
+        ))
+        .await
+        .unwrap();
+        // Config has no reply: the next frame answers the event.
+        ws.send(Message::text(
+            r#"{"type":"event","payload":{"value":3,"stream":"w"}}"#,
+        ))
+        .await
+        .unwrap();
+        let a = next_json(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("analysis");
+        assert_eq!(a["type"], "analysis");
+        assert_eq!(a["data"], json!({"status": "buffering", "count": 1}));
+        assert_eq!(a["original_event"], json!({"value": 3, "stream": "w"}));
+        ws.send(Message::text(r#"{"value":4,"stream":"w","extra":true}"#))
+            .await
+            .unwrap();
+        let a = next_json(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("analysis");
+        assert_eq!(a["data"]["count"], 2);
+        assert_eq!(a["original_event"]["extra"], true);
+        ws.send(Message::text(r#"{"value":"abc"}"#)).await.unwrap();
+        assert_eq!(
+            next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+            "error"
+        );
+        ws.send(Message::text(r#"{"type":"event","payload":5}"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+            "error"
+        );
+        ws.send(Message::binary(vec![1, 2])).await.unwrap();
+        assert_eq!(
+            next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+            "error"
+        );
+        ws.close(None).await.ok();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
+    for (app, rt) in apps(RealtimeConfig::default()).await {
+        let (_, analyst) = app.user_with_role("analyst2", Role::Analyst).await;
+        assert_eq!(
+            put(&app, &analyst, "/api/streams/net/config", &quick_config())
+                .await
+                .0,
+            200
+        );
+        let got = app
+            .client
+            .get(app.url("/api/streams/net/config"))
+            .bearer_auth(&analyst)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        assert_eq!(got["window_size"], 20, "{}", app.label);
+        assert_eq!(
+            put(
+                &app,
+                &analyst,
+                "/api/streams/net/config",
+                &json!({"window_size": 2})
+            )
+            .await
+            .0,
+            422
+        );
+
+        let mut sub = connect(&app, "").await;
+        sub.send(Message::text(r#"{"type":"subscribe"}"#))
+            .await
+            .unwrap();
+        let sse = app
+            .client
+            .get(app.url("/api/realtime/stream"))
+            .send()
+            .await
+            .expect("sse");
+        assert_eq!(sse.status().as_u16(), 200);
+        let mut sse_body = sse.bytes_stream();
+        // Let both subscriptions register before anything is published.
+        for _ in 0..50 {
+            if rt.hub().subscribers() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rt.hub().subscribers(), 2, "{}", app.label);
+
+        let (s, body) = post(
+            &app,
+            &analyst,
+            "/api/ingest",
+            &Value::Array(calibrate_then_spike("net")),
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        let flagged: Vec<&Value> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["is_anomaly"] == true)
+            .collect();
+        assert!(
+            !flagged.is_empty(),
+            "{}: spikes far off the baseline alarm",
+            app.label
+        );
+        for r in &flagged {
+            assert_eq!(r["calibrated"], true);
+            assert!(r["anomaly_score"].as_f64().unwrap() > 0.65);
+        }
+
+        let pushed = next_json(&mut sub, Duration::from_secs(5))
+            .await
+            .expect("anomaly broadcast");
+        assert_eq!(pushed["type"], "anomaly");
+        assert_eq!(pushed["data"]["stream"], "net");
+
+        let mut text = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !text.contains("event: anomaly") && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), sse_body.next()).await {
+                Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => break,
+            }
+        }
+        assert!(
+            text.contains("event: anomaly") && text.contains("\"stream\":\"net\""),
+            "{}: {text}",
+            app.label
+        );
+
+        let rows: Vec<(String, String, String)> = vigil_store::sqlx::query_as(
+            "SELECT source_type, risk_level, metadata FROM anomalies WHERE source_type = 'net'",
+        )
+        .fetch_all(app.state.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), flagged.len(), "{}", app.label);
+        let meta: Value = serde_json::from_str(&rows[0].2).unwrap();
+        assert_eq!(meta["analysis"]["stream"], "net");
+        assert!(meta["analysis"]["persistence"]["h0"].is_array());
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn replicas_share_stream_state_through_the_database() {
+    for (app, _rt) in apps(RealtimeConfig::default()).await {
+        // Two independent processes' worth of caches over one database, fed alternately, must give exactly
+        // the results of one engine fed everything.
+        let (a, b, single) = (
+            Realtime::new(Default::default()),
+            Realtime::new(Default::default()),
+            Realtime::new(Default::default()),
+        );
+        let values = noise(90, 3);
+        let mut alternating = Vec::new();
+        for (i, x) in values.iter().enumerate() {
+            let rt = if i % 3 == 0 { &a } else { &b };
+            let e = vigil_stream::Event::new("shared", *x, None);
+            let o = rt
+                .engine()
+                .process(&app.state, vec![e], None)
+                .await
+                .expect("process");
+            alternating.push(serde_json::to_string(&o[0].analysis).unwrap());
+        }
+        let mut reference = Vec::new();
+        for x in &values {
+            let e = vigil_stream::Event::new("solo", *x, None);
+            let o = single
+                .engine()
+                .process(&app.state, vec![e], None)
+                .await
+                .expect("process");
+            reference.push(
+                serde_json::to_string(&o[0].analysis)
+                    .unwrap()
+                    .replace("\"solo\"", "\"shared\""),
+            );
+        }
+        assert!(
+            alternating == reference,
+            "{}: replicas diverged from a single engine",
+            app.label
+        );
+        let row = vigil_realtime::db::load(&app.state.store, "shared")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.version, 90, "{}", app.label);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
+    // A webhook receiver that records what it gets.
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    for (app, rt) in apps(RealtimeConfig::default()).await {
+        received.lock().unwrap().clear();
+        let (user_id, analyst) = app.user_with_role("alerter", Role::Analyst).await;
+        vigil_store::sqlx::query(
+            "INSERT INTO alert_configs (id, user_id, threshold, notification_channels, is_active, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind("cfg1")
+        .bind(&user_id)
+        .bind(0.5_f64)
+        .bind(json!(["websocket", format!("webhook:http://{hook_addr}/hook")]).to_string())
+        .bind(1_i64)
+        .bind(1_i64)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+        let mut mine = connect(&app, &format!("?token={analyst}")).await;
+        for _ in 0..50 {
+            if rt.hub().registered_sockets() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rt.hub().registered_sockets(), 1);
+        assert_eq!(
+            put(
+                &app,
+                &analyst,
+                "/api/streams/alerty/config",
+                &quick_config()
+            )
+            .await
+            .0,
+            200
+        );
+        let (s, body) = post(
+            &app,
+            &analyst,
+            "/api/ingest",
+            &Value::Array(calibrate_then_spike("alerty")),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let flagged = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["is_anomaly"] == true)
+            .count();
+        assert!(flagged > 0);
+        let alert = next_json(&mut mine, Duration::from_secs(5))
+            .await
+            .expect("alert push");
+        assert_eq!(alert["type"], "alert", "{}", app.label);
+        assert_eq!(alert["data"]["source_type"], "alerty");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while received.lock().unwrap().len() < flagged && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = received.lock().unwrap().clone();
+        assert_eq!(
+            got.len(),
+            flagged,
+            "{}: one webhook POST per anomaly",
+            app.label
+        );
+        assert_eq!(got[0]["source_type"], "alerty");
+        assert!(got[0]["id"].is_string());
+        mine.close(None).await.ok();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn slow_subscribers_are_dropped_and_disconnects_free_resources() {
+    let cfg = RealtimeConfig {
+        stream_subscriber_queue: 4,
+        ..Default::default()
+    };
+    for (app, rt) in apps(cfg.clone()).await {
+        let (_, analyst) = app.user_with_role("watcher", Role::Viewer).await;
+        let mut slow = connect(&app, &format!("?token={analyst}")).await;
+        slow.send(Message::text(r#"{"type":"subscribe"}"#))
+            .await
+            .unwrap();
+        for _ in 0..50 {
+            if rt.hub().subscribers() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            (rt.hub().subscribers(), rt.hub().registered_sockets()),
+            (1, 1),
+            "{}",
+            app.label
+        );
+        // Far more than the queue holds, published at once: publishing never waits for the socket.
+        let big = Arc::<str>::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(1000)));
+        let started = std::time::Instant::now();
+        for _ in 0..500 {
+            rt.hub().publish(big.clone());
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "publishing blocked"
+        );
+        // The socket is closed with a policy-violation frame once it notices it lagged.
+        let mut closed = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), slow.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    closed = frame;
+                    break;
+                }
+                Ok(Some(Ok(_))) => continue,
+                _ => break,
+            }
+        }
+        let frame = closed.expect("close frame");
+        assert_eq!(u16::from(frame.code), 1008, "{}", app.label);
+        assert!(frame.reason.as_str().contains("too slow"));
+        for _ in 0..100 {
+            if rt.hub().subscribers() == 0 && rt.hub().registered_sockets() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            (rt.hub().subscribers(), rt.hub().registered_sockets()),
+            (0, 0),
+            "{}",
+            app.label
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn stream_auth_can_be_required() {
+    let cfg = RealtimeConfig {
+        stream_require_auth: true,
+        ..Default::default()
+    };
+    for (app, _rt) in apps(cfg.clone()).await {
+        assert!(
+            tokio_tungstenite::connect_async(app.ws_url("/ws/stream"))
+                .await
+                .is_err(),
+            "{}",
+            app.label
+        );
+        assert!(
+            tokio_tungstenite::connect_async(app.ws_url("/ws/stream?token=bogus"))
+                .await
+                .is_err()
+        );
+        let (_, viewer) = app.user_with_role("v2", Role::Viewer).await;
+        let mut ws = connect(&app, &format!("?token={viewer}")).await;
+        ws.send(Message::text(r#"{"value":1}"#)).await.unwrap();
+        assert_eq!(
+            next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+            "analysis"
+        );
+        let r = app
+            .client
+            .get(app.url("/api/realtime/stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{}", app.label);
+        app.stop().await;
+    }
+}
