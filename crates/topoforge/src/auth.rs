@@ -3,7 +3,8 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::multipart::MultipartError;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -86,11 +87,17 @@ impl<S: Send + Sync> FromRequest<S> for LoginForm {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        let is_json = req
+        let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("multipart/form-data") {
+            // `curl -F username=… -F password=…`, as the reference's README shows.
+            return multipart_login(req, state).await.map(LoginForm);
+        }
+        let is_json = content_type.contains("json");
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             Error::BadRequest(format!(
                 "Could not read the request body: {}",
@@ -103,6 +110,31 @@ impl<S: Send + Sync> FromRequest<S> for LoginForm {
         serde_urlencoded::from_bytes::<LoginBody>(&bytes)
             .map(LoginForm)
             .map_err(|e| Error::unprocessable(format!("Invalid form: {e}")))
+    }
+}
+
+async fn multipart_login<S: Send + Sync>(req: Request, state: &S) -> Result<LoginBody, Error> {
+    let bad = |e: MultipartError| Error::unprocessable(format!("Invalid form: {}", e.body_text()));
+    let mut form = Multipart::from_request(req, state)
+        .await
+        .map_err(|e| Error::unprocessable(format!("Invalid form: {}", e.body_text())))?;
+    let (mut username, mut password) = (None, None);
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let slot = match field.name() {
+            Some("username") => &mut username,
+            Some("password") => &mut password,
+            _ => continue,
+        };
+        *slot = Some(field.text().await.map_err(bad)?);
+    }
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(LoginBody { username, password }),
+        (None, _) => Err(Error::unprocessable(
+            "Invalid form: missing field `username`",
+        )),
+        (_, None) => Err(Error::unprocessable(
+            "Invalid form: missing field `password`",
+        )),
     }
 }
 

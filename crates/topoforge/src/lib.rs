@@ -26,6 +26,7 @@ pub mod catalog;
 mod config;
 pub mod mail;
 pub mod policy;
+pub mod prompt;
 pub mod ratelimit;
 pub mod sources;
 pub mod users;
