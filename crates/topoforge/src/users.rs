@@ -99,6 +99,9 @@ pub struct UserUpdate {
     pub organization: Option<String>,
     /// A new password (policy applies; every session of the account is signed out).
     pub password: Option<String>,
+    /// Required with `password` when changing one's own password, so a stolen access token cannot take the
+    /// account over; an admin resetting someone else's password does not need it.
+    pub current_password: Option<String>,
     /// Admin only.
     pub role: Option<Role>,
     /// Admin only.
@@ -141,6 +144,16 @@ pub async fn update_user(
         .filter(|e| *e != current.email);
     if let Some(p) = &body.password {
         policy::password(p, &svc.config).map_err(|e| Error::unprocessable(e.to_string()))?;
+        if who.id == id {
+            let given = body.current_password.clone().ok_or_else(|| {
+                Error::unprocessable("current_password is required to change your password")
+            })?;
+            let verdict =
+                vigil_http::password::verify_async(given, current.password_hash.clone()).await?;
+            if !verdict.is_valid() {
+                return Err(Error::BadRequest("Current password is incorrect".into()));
+            }
+        }
     }
     let losing_admin = current.role == "admin"
         && current.is_active

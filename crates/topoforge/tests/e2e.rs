@@ -738,6 +738,33 @@ async fn role_matrix_and_token_tampering() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "weak pw",
         );
+        // Changing one's own password needs the current one.
+        let change = json!({"password": "Chang3d!pass", "current_password": "Wrong!pass1"});
+        let (s, b) = call(&app, Method::PUT, &me, v, Some(change)).await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("Current password is incorrect")
+            ),
+            "{l}"
+        );
+        let change = json!({"password": "Chang3d!pass"});
+        assert_eq!(
+            call(&app, Method::PUT, &me, v, Some(change)).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let change = json!({"password": "Chang3d!pass", "current_password": "Test-password-1!"});
+        assert_eq!(
+            call(&app, Method::PUT, &me, v, Some(change)).await.0,
+            StatusCode::OK,
+            "{l}"
+        );
+        assert_eq!(
+            login_form(&app, "vera", "Chang3d!pass").await.status(),
+            StatusCode::OK,
+            "{l}"
+        );
         expect(
             "viewer",
             call(
