@@ -37,11 +37,23 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Persistence barcodes (Vietoris–Rips) of a point cloud or distance matrix, in Ripser's formats.
     Tda(crate::cmd::tda::TdaArgs),
     /// Fit an Isolation Forest on one CSV and print the score of every row of another.
     Iforest(crate::cmd::iforest::IforestArgs),
+    /// Manage TopoForge accounts (e.g. create the first admin).
+    User {
+        #[command(subcommand)]
+        command: crate::cmd::user::UserCommand,
+    },
+    /// Manage TopoForge data sources (e.g. load the built-in catalogue of public feeds).
+    Sources {
+        #[command(subcommand)]
+        command: crate::cmd::sources::SourcesCommand,
+    },
+    /// Import users and feature vectors from the Python MaxiDOM backend (maxidom.db + user_data/).
+    ImportMaxidom(crate::cmd::import_maxidom::ImportMaxidomArgs),
 }
 
 /// Where the data lives. Every command that touches stored data takes these.
@@ -94,4 +106,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub http: HttpConfig,
+
+    #[command(flatten)]
+    pub maxidom: vigil_maxidom::MaxidomConfig,
+
+    #[command(flatten)]
+    pub accounts: vigil_topoforge::AccountsConfig,
 }

@@ -18,7 +18,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let secret = args.http.resolve_jwt_secret(&args.storage.data_dir)?;
     let state = AppState::new(store, args.http.clone(), &secret);
 
-    let features: OpenApiRouter<AppState> = OpenApiRouter::new();
+    vigil_topoforge::bootstrap_admin(&state, &args.accounts)
+        .await
+        .context("creating the first admin")?;
+    let features: OpenApiRouter<AppState> = OpenApiRouter::new()
+        .merge(vigil_maxidom::router(&state, args.maxidom.clone()))
+        .merge(vigil_topoforge::router(&state, args.accounts.clone()));
     let app = vigil_http::app::build(state.clone(), features);
 
     let listener = TcpListener::bind((args.host.as_str(), args.port))
