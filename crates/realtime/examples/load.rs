@@ -1,0 +1,209 @@
+//! Throughput and latency of the stream endpoints on the real application (SQLite in a temporary directory,
+//! random loopback port, default stream configuration: window 50, 2-D embedding, H2).
+//!
+//! `cargo run --release -p vigil-realtime --example load -- [streams] [events_per_stream] [runs]`
+//!
+//! 1. `POST /api/ingest`: every stream sends batches of 100 events concurrently → events/s.
+//! 2. One WebSocket alone: send an event, wait for its analysis, repeat → events/s and round-trip p50/p99.
+//! 3. The same WebSocket while (1) runs → round-trip p50/p99 under load.
+//!
+//! Streams are calibrated before timing (200 events each), so timed events get full, scored analyses.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use vigil_http::Role;
+use vigil_http::testing::TestApp;
+use vigil_realtime::{Realtime, RealtimeConfig, router_with};
+
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = vigil_stream::bench_data::SplitMix::new(seed);
+    (0..n).map(|_| 10.0 + r.normal()).collect()
+}
+
+async fn ingest(app: &TestApp, token: &str, stream: &str, vals: &[f64]) -> usize {
+    let batch: Vec<Value> = vals
+        .iter()
+        .map(|v| json!({"stream": stream, "value": v}))
+        .collect();
+    let r = app
+        .client
+        .post(app.url("/api/ingest"))
+        .bearer_auth(token)
+        .json(&batch)
+        .send()
+        .await;
+    match r {
+        Ok(r) if r.status().is_success() => vals.len(),
+        Ok(r) => {
+            eprintln!("ingest failed: {}", r.status());
+            0
+        }
+        Err(e) => {
+            eprintln!("ingest failed: {e}");
+            0
+        }
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn ws_round_trips(app: &TestApp, stream: &str, n: usize, seed: u64) -> (f64, Vec<f64>) {
+    let (mut ws, _) = match tokio_tungstenite::connect_async(app.ws_url("/ws/stream")).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("ws connect failed: {e}");
+            return (0.0, Vec::new());
+        }
+    };
+    let vals = values(n, seed);
+    let mut lat = Vec::with_capacity(n);
+    let started = Instant::now();
+    for v in vals {
+        let t = Instant::now();
+        if ws
+            .send(Message::text(
+                json!({"stream": stream, "value": v}).to_string(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(_))) => break,
+                Some(Ok(_)) => continue,
+                _ => return (0.0, lat),
+            }
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    (rate, lat)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let streams = args.first().copied().unwrap_or(8);
+    let per_stream = args.get(1).copied().unwrap_or(500);
+    let runs = args.get(2).copied().unwrap_or(3);
+
+    let db = vigil_store::testing::TestDb::sqlite().await;
+    let rt = Realtime::new(RealtimeConfig::default());
+    let rt2 = rt.clone();
+    let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
+    let (_, token) = app.user_with_role("loader", Role::Analyst).await;
+
+    // Calibrate every stream (and the WebSocket's).
+    for s in 0..streams {
+        ingest(&app, &token, &format!("s{s}"), &values(200, s as u64)).await;
+    }
+    ingest(&app, &token, "ws", &values(200, 999)).await;
+
+    let mut ingest_rates = Vec::new();
+    let mut ws_alone = Vec::new();
+    let mut ws_loaded = Vec::new();
+    for run in 0..runs {
+        // 1. Batched ingest, all streams concurrently.
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for s in 0..streams {
+            let app_url = app.url("/api/ingest");
+            let client = app.client.clone();
+            let token = token.clone();
+            let vals = values(per_stream, (run * 1000 + s) as u64);
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0;
+                for chunk in vals.chunks(100) {
+                    let batch: Vec<Value> = chunk
+                        .iter()
+                        .map(|v| json!({"stream": format!("s{s}"), "value": v}))
+                        .collect();
+                    if let Ok(r) = client
+                        .post(&app_url)
+                        .bearer_auth(&token)
+                        .json(&batch)
+                        .send()
+                        .await
+                        && r.status().is_success()
+                    {
+                        done += chunk.len();
+                    }
+                }
+                done
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap_or(0);
+        }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        ingest_rates.push(rate);
+
+        // 2. One WebSocket alone.
+        let (ws_rate, lat) = ws_round_trips(&app, "ws", 500, run as u64).await;
+        println!(
+            "run {run}: ingest {rate:.0} events/s ({streams} streams × {per_stream}) | ws alone {ws_rate:.0} events/s, p50 {:.2} ms p99 {:.2} ms",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        );
+        ws_alone.push((ws_rate, pct(&lat, 0.5), pct(&lat, 0.99)));
+
+        // 3. The WebSocket under ingest load.
+        let load = {
+            let client = app.client.clone();
+            let url = app.url("/api/ingest");
+            let token = token.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(3600);
+                let mut k = 0u64;
+                while Instant::now() < deadline {
+                    let batch: Vec<Value> = values(100, k)
+                        .iter()
+                        .map(|v| json!({"stream": format!("s{}", k % 4), "value": v}))
+                        .collect();
+                    let _ = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&batch)
+                        .send()
+                        .await;
+                    k += 1;
+                }
+            })
+        };
+        let (ws_rate, lat) = ws_round_trips(&app, "ws", 300, 100 + run as u64).await;
+        load.abort();
+        println!(
+            "run {run}: ws under ingest load {ws_rate:.0} events/s, p50 {:.2} ms p99 {:.2} ms",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        );
+        ws_loaded.push((pct(&lat, 0.5), pct(&lat, 0.99)));
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "median over {runs} runs: ingest {:.0} events/s | ws alone {:.0} events/s p99 {:.2} ms | ws under load p99 {:.2} ms",
+        med(ingest_rates),
+        med(ws_alone.iter().map(|x| x.0).collect()),
+        med(ws_alone.iter().map(|x| x.2).collect()),
+        med(ws_loaded.iter().map(|x| x.1).collect()),
+    );
+    app.stop().await;
+}
