@@ -112,4 +112,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub accounts: vigil_topoforge::AccountsConfig,
+
+    #[command(flatten)]
+    pub anomalies: vigil_anomalies::AnomaliesConfig,
+
+    #[command(flatten)]
+    pub realtime: vigil_realtime::RealtimeConfig,
 }

@@ -227,3 +227,120 @@ fn help_reads_well() {
         assert!(text.contains(needle), "--help mentions {needle}:\n{text}");
     }
 }
+
+/// The features are wired into the binary: an admin made on the command line logs in, streams events, and finds the
+/// anomalies they produced in the log; MaxiDOM answers the extension's first calls.
+#[tokio::test]
+async fn the_binary_serves_every_feature() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut create = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "user",
+            "create",
+            "--username",
+            "chief",
+            "--email",
+            "chief@example.com",
+            "--role",
+            "admin",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run user create");
+    create
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"Chief-Passw0rd!\n")
+        .expect("write password");
+    assert!(
+        create.wait().expect("wait").success(),
+        "user create succeeds"
+    );
+
+    let server = Server::start(dir.path(), &[]);
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(server.url("/api/auth/login"))
+        .form(&[("username", "chief"), ("password", "Chief-Passw0rd!")])
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(login["user"]["role"], "admin", "{login}");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+
+    // A calm periodic signal, then a violent alternation: the pipeline must flag the change.
+    let mut events: Vec<serde_json::Value> = (0..200)
+        .map(|i| serde_json::json!({"stream": "edge", "value": (f64::from(i) / 5.0).sin()}))
+        .collect();
+    events.extend((0..30).map(
+        |i| serde_json::json!({"stream": "edge", "value": if i % 2 == 0 { 9.0 } else { -9.0 }}),
+    ));
+    let results: Vec<serde_json::Value> = http
+        .post(server.url("/api/ingest"))
+        .bearer_auth(&token)
+        .json(&events)
+        .send()
+        .await
+        .expect("ingest")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(results.len(), events.len());
+    assert_eq!(results[0]["status"], "buffering");
+    assert!(
+        results.iter().skip(200).any(|r| r["is_anomaly"] == true),
+        "the change is flagged"
+    );
+
+    let log: serde_json::Value = http
+        .get(server.url("/api/anomalies/?limit=5"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(log["total"].as_u64().expect("total") >= 1, "{log}");
+    assert_eq!(log["data"][0]["source_type"], "edge");
+
+    let unauthenticated = http
+        .get(server.url("/api/anomalies"))
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(unauthenticated.status(), 401);
+
+    let profile = "0b1c6a4e-3f7d-4e8a-9c2b-5d6e7f8a9b0c";
+    let enroll = http
+        .post(server.url(&format!("/api/enroll/{profile}")))
+        .json(&serde_json::json!({"password": "hunter2"}))
+        .send()
+        .await
+        .expect("enroll");
+    assert_eq!(enroll.status(), 200);
+    let score = http
+        .post(server.url(&format!("/api/score/{profile}")))
+        .json(&serde_json::json!({"startTimestamp": 0.0, "endTimestamp": 1.0, "keyEvents": [], "mousePaths": [], "clicks": []}))
+        .send()
+        .await
+        .expect("score");
+    assert_eq!(score.status(), 404);
+    assert_eq!(
+        score.json::<serde_json::Value>().await.expect("json"),
+        serde_json::json!({"detail": "Model not found."})
+    );
+
+    assert!(server.terminate().success());
+}

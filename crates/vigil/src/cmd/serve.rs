@@ -21,9 +21,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     vigil_topoforge::bootstrap_admin(&state, &args.accounts)
         .await
         .context("creating the first admin")?;
+    // One dispatcher: anomalies recorded by analysts and by the stream pipeline share its queue and limits.
+    let alerts = vigil_anomalies::AlertDispatcher::new(args.anomalies.delivery_policy());
+    let realtime = vigil_realtime::Realtime::with_dispatcher(args.realtime.clone(), alerts.clone());
     let features: OpenApiRouter<AppState> = OpenApiRouter::new()
         .merge(vigil_maxidom::router(&state, args.maxidom.clone()))
-        .merge(vigil_topoforge::router(&state, args.accounts.clone()));
+        .merge(vigil_topoforge::router(&state, args.accounts.clone()))
+        .merge(vigil_anomalies::router_with_dispatcher(
+            &state,
+            args.anomalies.clone(),
+            alerts,
+        ))
+        .merge(vigil_realtime::router_with(realtime));
     let app = vigil_http::app::build(state.clone(), features);
 
     let listener = TcpListener::bind((args.host.as_str(), args.port))
