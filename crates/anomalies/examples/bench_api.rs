@@ -6,81 +6,46 @@
 //!   cargo run --release -p vigil-anomalies --example bench_api -- [rows=1000000] [requests=200]
 //! ```
 //!
-//! Loads `rows` synthetic anomalies (30 days, 8 sources, uniform scores) with multi-row INSERTs in transactions,
-//! refreshes planner statistics, starts the real application on a loopback port, then times `requests` sequential
+//! Loads `rows` synthetic anomalies (30 days in time order, 8 sources, uniform scores) with one server-side
+//! INSERT … SELECT (rollup triggers firing per row), refreshes planner statistics, starts the real application on a loopback port, then times `requests` sequential
 //! requests per query after a warm-up and prints p50/p90/p99/max in milliseconds.
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
-use vigil_store::anomalies::{NewAnomaly, insert_many};
 use vigil_store::testing::TestDb;
 
 const DAY_MS: i64 = 86_400_000;
 const T_END: i64 = 1_768_204_800_000; // 2026-01-12T08:00:00Z
 
-fn risk(score: f64) -> &'static str {
-    if score > 0.8 {
-        "Critical"
-    } else if score > 0.5 {
-        "High"
-    } else if score > 0.2 {
-        "Medium"
-    } else {
-        "Low"
-    }
-}
-
-/// A deterministic xorshift, so both backends hold the same rows.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1_u64 << 53) as f64
-    }
-}
-
+/// Loads `rows` rows in one INSERT … SELECT over a recursive CTE (both engines run it), in time order as a live
+/// feed would write them: row i is i·(30 days / rows) before the end, of source `source-{i·7 mod 8}`, with a score
+/// spread uniformly over [0, 1) by a multiplicative hash; the rollup triggers fire for every row as in production.
 async fn load(db: &TestDb, rows: usize) -> Duration {
     let started = Instant::now();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let batch = 20_000;
-    let mut done = 0;
-    while done < rows {
-        let n = batch.min(rows - done);
-        let chunk: Vec<NewAnomaly> = (0..n)
-            .map(|_| {
-                let score = rng.unit();
-                let ts = T_END - (rng.unit() * 30.0 * DAY_MS as f64) as i64;
-                NewAnomaly {
-                    ts,
-                    source_type: format!("source-{}", rng.next() % 8),
-                    event_data: json!({"value": (rng.unit() * 100.0).round(), "host": format!("h{}", rng.next() % 50)}),
-                    betti: [1, (rng.next() % 4) as i64, 0],
-                    anomaly_score: score,
-                    is_anomaly: score > 0.65,
-                    risk_level: risk(score).to_owned(),
-                    entropy: Some(rng.unit() * 3.0),
-                    metadata: json!({"scores": {"total": (score * 100.0).round()}}),
-                    created_by: None,
-                }
-            })
-            .collect();
-        if let Err(e) = insert_many(&db.store, &chunk).await {
-            eprintln!("load failed: {e}");
-            std::process::exit(1);
-        }
-        done += n;
+    let step = (30 * DAY_MS) / i64::try_from(rows.max(1)).unwrap_or(i64::MAX);
+    let sql = "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
+         is_anomaly, risk_level, entropy, metadata, created_by, created_at) \
+         WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1), \
+         g(i, score) AS (SELECT i, CAST((i * 7919) % 1000 AS DOUBLE PRECISION) / 1000.0 FROM n) \
+         SELECT 'bench-' || CAST(i AS TEXT), $2 - i * $3, 'source-' || CAST((i * 7) % 8 AS TEXT), \
+         '{\"value\": ' || CAST(i % 100 AS TEXT) || ', \"host\": \"h' || CAST(i % 50 AS TEXT) || '\"}', \
+         1, i % 4, 0, score, CASE WHEN score > 0.65 THEN 1 ELSE 0 END, \
+         CASE WHEN score > 0.8 THEN 'Critical' WHEN score > 0.5 THEN 'High' WHEN score > 0.2 THEN 'Medium' ELSE 'Low' END, \
+         score * 3.0, '{\"scores\": {}}', NULL, 0 FROM g";
+    if let Err(e) = vigil_store::sqlx::query(sql)
+        .bind(i64::try_from(rows).unwrap_or(i64::MAX))
+        .bind(T_END)
+        .bind(step)
+        .execute(db.store.pool())
+        .await
+    {
+        eprintln!("load failed: {e}");
+        std::process::exit(1);
     }
     let analyze = match db.label {
-        "postgres" => "VACUUM ANALYZE anomalies",
+        "postgres" => "VACUUM ANALYZE",
         _ => "ANALYZE",
     };
     if let Err(e) = vigil_store::sqlx::query(analyze)

@@ -258,10 +258,7 @@ pub async fn list(
 ) -> Result<Page, StoreError> {
     let mut clause = filter.clause();
     let where_sql = clause.sql();
-    let total_sql = format!("SELECT CAST(COUNT(*) AS BIGINT) FROM anomalies {where_sql}");
-    let (total,): (i64,) = bind_all(sqlx::query_as(&total_sql), &clause.args)
-        .fetch_one(store.pool())
-        .await?;
+    let total = count(store, filter).await?;
     let lim = clause.placeholder(Arg::Int(limit.clamp(1, MAX_PAGE)));
     let off = clause.placeholder(Arg::Int(offset.max(0)));
     let rows_sql = format!(
@@ -356,6 +353,87 @@ pub fn bucket_width_ms(span_ms: i64) -> i64 {
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// How a filter splits into whole hours the rollup answers (`first <= hour < end_excl`, open where the filter is)
+/// and edge ranges of partial hours that `anomalies` answers.
+struct RollupSplit {
+    first: Option<i64>,
+    end_excl: Option<i64>,
+    edges: Vec<Filter>,
+}
+
+impl RollupSplit {
+    /// `None` when the rollup cannot help: a `min_score` filter (not in the rollup) or a range within one hour.
+    fn of(filter: &Filter) -> Option<RollupSplit> {
+        if filter.min_score.is_some() {
+            return None;
+        }
+        let first = filter.start_ms.map(ceil_hour);
+        let end_excl = filter.end_ms.map(|e| floor_hour(e.saturating_add(1)));
+        if let (Some(a), Some(b)) = (first, end_excl) {
+            if a >= b {
+                return None;
+            }
+        }
+        let mut edges = Vec::new();
+        if let (Some(s), Some(f)) = (filter.start_ms, first) {
+            if s < f {
+                edges.push(Filter {
+                    start_ms: Some(s),
+                    end_ms: Some(f - 1),
+                    ..filter.clone()
+                });
+            }
+        }
+        if let (Some(e), Some(x)) = (filter.end_ms, end_excl) {
+            if x <= e {
+                edges.push(Filter {
+                    start_ms: Some(x),
+                    end_ms: Some(e),
+                    ..filter.clone()
+                });
+            }
+        }
+        Some(RollupSplit {
+            first,
+            end_excl,
+            edges,
+        })
+    }
+}
+
+/// How many rows `filter` matches: from the rollup plus edge counts when it can express the filter, else a
+/// `COUNT(*)` over `anomalies` (index-assisted where a filtered column leads an index).
+pub async fn count(store: &Store, filter: &Filter) -> Result<i64, StoreError> {
+    let Some(split) = RollupSplit::of(filter) else {
+        return count_scan(store, filter).await;
+    };
+    let clause = rollup_clause(filter, split.first, split.end_excl);
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM anomaly_counts {}",
+        clause.sql()
+    );
+    let (mut total,): (i64,) = bind_all(sqlx::query_as(&sql), &clause.args)
+        .fetch_one(store.pool())
+        .await?;
+    for edge in &split.edges {
+        total += count_scan(store, edge).await?;
+    }
+    Ok(total)
+}
+
+/// `COUNT(*)` over `anomalies` alone.
+pub async fn count_scan(store: &Store, filter: &Filter) -> Result<i64, StoreError> {
+    let clause = filter.clause();
+    let sql = format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM anomalies {}",
+        clause.sql()
+    );
+    let (total,): (i64,) = bind_all(sqlx::query_as(&sql), &clause.args)
+        .fetch_one(store.pool())
+        .await?;
+    Ok(total)
+}
+
 /// `(source_type, risk_level, count, min ts, max ts)` groups.
 type Groups = Vec<(String, String, i64, i64, i64)>;
 
@@ -368,34 +446,14 @@ type Groups = Vec<(String, String, i64, i64, i64)>;
 /// same answer (a test checks this). The bucket width follows the filter's range, or the matched rows' exact
 /// range when a bound is open.
 pub async fn stats(store: &Store, filter: &Filter) -> Result<Stats, StoreError> {
-    if filter.min_score.is_some() {
+    let Some(RollupSplit {
+        first,
+        end_excl,
+        edges,
+    }) = RollupSplit::of(filter)
+    else {
         return stats_scan(store, filter).await;
-    }
-    // Hours wholly inside the range: [first, end_excl).
-    let first = filter.start_ms.map(ceil_hour);
-    let end_excl = filter.end_ms.map(|e| floor_hour(e.saturating_add(1)));
-    if let (Some(a), Some(b)) = (first, end_excl) {
-        if a >= b {
-            return stats_scan(store, filter).await;
-        }
-    }
-    let left = match (filter.start_ms, first) {
-        (Some(s), Some(f)) if s < f => Some(Filter {
-            start_ms: Some(s),
-            end_ms: Some(f - 1),
-            ..filter.clone()
-        }),
-        _ => None,
     };
-    let right = match (filter.end_ms, end_excl) {
-        (Some(e), Some(x)) if x <= e => Some(Filter {
-            start_ms: Some(x),
-            end_ms: Some(e),
-            ..filter.clone()
-        }),
-        _ => None,
-    };
-    let edges: Vec<&Filter> = left.iter().chain(right.iter()).collect();
 
     let mut out = Stats::default();
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
@@ -999,6 +1057,16 @@ mod tests {
                 let fast = stats(&db.store, f).await.expect("rollup stats");
                 let slow = stats_scan(&db.store, f).await.expect("scan stats");
                 assert_eq!(fast, slow, "{}: {f:?}", db.label);
+                assert_eq!(
+                    count(&db.store, f).await.expect("count"),
+                    count_scan(&db.store, f).await.expect("count scan"),
+                    "{}: {f:?}",
+                    db.label
+                );
+                assert_eq!(
+                    slow.total,
+                    count_scan(&db.store, f).await.expect("count scan")
+                );
             }
             let all = stats(&db.store, &Filter::default()).await.expect("stats");
             assert_eq!(
