@@ -53,17 +53,35 @@ impl Accounts {
         format!("{}/api/auth/verify-email?token={token}", self.public_url)
     }
 
-    /// Stores a fresh email-verification token and mails its link in the background.
-    pub async fn send_verification(&self, state: &AppState, user: &User) -> Result<(), Error> {
+    /// Mints a random single-use token for `purpose`, stores only its hash with an expiry `ttl_ms` from now, and
+    /// returns the token itself for the mailed link.
+    async fn store_mailed_token(
+        state: &AppState,
+        user: &User,
+        purpose: Purpose,
+        ttl_ms: i64,
+    ) -> Result<String, Error> {
         let token = policy::new_token();
         let now = now_ms();
         tokens::insert_mailed(
             &state.store,
             &policy::token_hash(&token),
             &user.id,
-            Purpose::VerifyEmail,
-            now.saturating_add(self.config.verify_ttl_ms()),
+            purpose,
+            now.saturating_add(ttl_ms),
             now,
+        )
+        .await?;
+        Ok(token)
+    }
+
+    /// Stores a fresh email-verification token and mails its link in the background.
+    pub async fn send_verification(&self, state: &AppState, user: &User) -> Result<(), Error> {
+        let token = Self::store_mailed_token(
+            state,
+            user,
+            Purpose::VerifyEmail,
+            self.config.verify_ttl_ms(),
         )
         .await?;
         let body = format!(
@@ -84,15 +102,11 @@ impl Accounts {
 
     /// Stores a fresh password-reset token and mails its link in the background.
     pub async fn send_reset(&self, state: &AppState, user: &User) -> Result<(), Error> {
-        let token = policy::new_token();
-        let now = now_ms();
-        tokens::insert_mailed(
-            &state.store,
-            &policy::token_hash(&token),
-            &user.id,
+        let token = Self::store_mailed_token(
+            state,
+            user,
             Purpose::ResetPassword,
-            now.saturating_add(self.config.reset_ttl_ms()),
-            now,
+            self.config.reset_ttl_ms(),
         )
         .await?;
         let body = format!(
