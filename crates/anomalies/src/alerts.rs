@@ -3,10 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::{Analyst, AuthUser};
+use vigil_http::axum::Extension;
 use vigil_http::axum::extract::{Path, State};
 use vigil_http::axum::http::StatusCode;
 use vigil_http::{ApiJson, ApiResult, AppState, Error, Role};
 use vigil_store::alert_configs::{self as db, AlertConfig, AlertConfigPatch, NewAlertConfig};
+
+use crate::dispatch::AlertDispatcher;
+use crate::egress;
 
 const NOT_FOUND: &str = "Alert config not found";
 const MAX_CHANNELS: usize = 16;
@@ -103,8 +107,10 @@ fn check_threshold(t: f64) -> Result<f64, Error> {
     }
 }
 
-/// Validates and normalises a channel list (trimmed, duplicates removed, order kept).
-fn check_channels(list: Vec<String>) -> Result<Vec<String>, Error> {
+/// Validates and normalises a channel list (trimmed, duplicates removed, order kept). Unless `allow_private`,
+/// webhooks to non-public IP literals and `localhost` are refused here, where the analyst sees why; names are
+/// checked again when delivering (see [`crate::egress`]).
+fn check_channels(list: Vec<String>, allow_private: bool) -> Result<Vec<String>, Error> {
     if list.is_empty() || list.len() > MAX_CHANNELS {
         return Err(Error::unprocessable(format!(
             "notification_channels: give 1 to {MAX_CHANNELS} channels"
@@ -112,8 +118,14 @@ fn check_channels(list: Vec<String>) -> Result<Vec<String>, Error> {
     }
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for (i, raw) in list.iter().enumerate() {
-        Channel::parse(raw)
+        let channel = Channel::parse(raw)
             .map_err(|e| Error::unprocessable(format!("notification_channels[{i}]: {e}")))?;
+        if let Channel::Webhook(url) = &channel
+            && !allow_private
+        {
+            egress::check_url(url)
+                .map_err(|e| Error::unprocessable(format!("notification_channels[{i}]: {e}")))?;
+        }
         let norm = raw.trim().to_owned();
         if !out.contains(&norm) {
             out.push(norm);
@@ -162,12 +174,16 @@ pub(crate) async fn list(
 pub(crate) async fn create(
     State(state): State<AppState>,
     Analyst(user): Analyst,
+    Extension(dispatcher): Extension<AlertDispatcher>,
     ApiJson(body): ApiJson<CreateAlertConfig>,
 ) -> ApiResult<(StatusCode, ApiJson<AlertConfigDoc>)> {
     let new = NewAlertConfig {
         user_id: user.id,
         threshold: check_threshold(body.threshold)?,
-        notification_channels: check_channels(body.notification_channels)?,
+        notification_channels: check_channels(
+            body.notification_channels,
+            dispatcher.policy().allow_private,
+        )?,
         is_active: body.is_active,
     };
     let created = db::create(&state.store, &new).await?;
@@ -208,11 +224,15 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     Analyst(user): Analyst,
     Path(id): Path<String>,
+    Extension(dispatcher): Extension<AlertDispatcher>,
     ApiJson(body): ApiJson<UpdateAlertConfig>,
 ) -> ApiResult<ApiJson<AlertConfigDoc>> {
     let patch = AlertConfigPatch {
         threshold: body.threshold.map(check_threshold).transpose()?,
-        notification_channels: body.notification_channels.map(check_channels).transpose()?,
+        notification_channels: body
+            .notification_channels
+            .map(|c| check_channels(c, dispatcher.policy().allow_private))
+            .transpose()?,
         is_active: body.is_active,
     };
     visible(&state, &user, &id).await?;
@@ -271,19 +291,29 @@ mod tests {
     #[test]
     fn channel_lists_are_checked_and_deduplicated() {
         assert_eq!(
-            check_channels(vec![
-                "websocket".into(),
-                " websocket ".into(),
-                "webhook:http://h/x".into()
-            ])
+            check_channels(
+                vec![
+                    "websocket".into(),
+                    " websocket ".into(),
+                    "webhook:http://h/x".into()
+                ],
+                false
+            )
             .expect("valid"),
             vec!["websocket", "webhook:http://h/x"]
         );
-        assert!(check_channels(vec![]).is_err());
-        let err = check_channels(vec!["websocket".into(), "sms".into()]).expect_err("bad");
+        assert!(check_channels(vec![], false).is_err());
+        let err = check_channels(vec!["websocket".into(), "sms".into()], false).expect_err("bad");
         assert!(
             err.to_string().starts_with("notification_channels[1]"),
             "{err}"
+        );
+        let internal = vec!["webhook:http://169.254.169.254/latest/meta-data".to_owned()];
+        let err = check_channels(internal.clone(), false).expect_err("metadata service");
+        assert!(err.to_string().contains("not a public address"), "{err}");
+        assert!(
+            check_channels(internal, true).is_ok(),
+            "allowed when the operator says so"
         );
         assert!(
             check_threshold(1.01).is_err()

@@ -14,6 +14,7 @@ use vigil_store::anomalies::Anomaly;
 
 use crate::alerts::Channel;
 use crate::doc::AnomalyDoc;
+use crate::egress;
 
 /// How webhooks are delivered.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,8 @@ pub struct DeliveryPolicy {
     pub concurrency: usize,
     /// Deliveries queued or in progress at once; more are dropped (and counted).
     pub queue: usize,
+    /// Deliver to loopback, private, link-local and other non-public addresses too (see [`crate::egress`]).
+    pub allow_private: bool,
 }
 
 impl DeliveryPolicy {
@@ -73,12 +76,23 @@ impl std::fmt::Debug for AlertDispatcher {
 
 impl AlertDispatcher {
     pub fn new(policy: DeliveryPolicy) -> AlertDispatcher {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(policy.timeout)
             .timeout(policy.timeout)
-            // A webhook answers for itself: following redirects would let it bounce our POST elsewhere.
+            // A webhook answers for itself: following redirects would let it bounce our POST elsewhere (and past
+            // the egress guard).
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION"), " alert-webhook"))
+            // A proxy from the environment would resolve and connect for us, out of the guard's sight.
+            .no_proxy()
+            .user_agent(concat!(
+                "vigil/",
+                env!("CARGO_PKG_VERSION"),
+                " alert-webhook"
+            ));
+        if !policy.allow_private {
+            builder = builder.dns_resolver(Arc::new(egress::PublicResolver));
+        }
+        let client = builder
             .build()
             .inspect_err(|e| tracing::error!(error = %e, "webhook client unavailable; webhook alerts will fail"))
             .ok();
@@ -170,6 +184,12 @@ async fn deliver(
         return "failed";
     };
     let policy = &inner.policy;
+    if !policy.allow_private
+        && let Err(e) = egress::check_url(url)
+    {
+        tracing::warn!(url = %url, error = %e, "webhook refused");
+        return "refused";
+    }
     for attempt in 1..=policy.max_attempts.max(1) {
         let permit = tokio::select! {
             p = inner.running.clone().acquire_owned() => p,
@@ -189,6 +209,11 @@ async fn deliver(
         match sent {
             Ok(r) if r.status().is_success() => return "delivered",
             Ok(r) => tracing::debug!(url = %url, attempt, status = %r.status(), "webhook refused"),
+            Err(e) if egress::refused_by_guard(&e) => {
+                // The name resolves to internal addresses only: retrying would not change that soon.
+                tracing::warn!(url = %url, error = %e, "webhook refused: not a public address");
+                return "refused";
+            }
             Err(e) => tracing::debug!(url = %url, attempt, error = %e, "webhook failed"),
         }
         if attempt < policy.max_attempts {
@@ -214,6 +239,7 @@ mod tests {
             max_backoff: Duration::from_millis(1000),
             concurrency: 1,
             queue: 1,
+            allow_private: false,
         }
     }
 

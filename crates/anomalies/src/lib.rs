@@ -20,12 +20,15 @@
 //! * Alert delivery never blocks or fails the caller: [`AlertDispatcher::fire`] only reads the firing configs and
 //!   queues webhook POSTs as background tasks (bounded queue, bounded concurrency, per-attempt timeout, exponential
 //!   backoff with jitter); a full queue drops the delivery and counts it rather than growing without bound.
+//! * Webhooks reach public addresses only unless `WEBHOOK_ALLOW_PRIVATE` is set ([`egress`]): checked when a config is
+//!   written (IP literals, `localhost`) and enforced at connect time by the client's resolver (names).
 //! * The timeline bucket width is chosen from the filter's time range (or the matched rows' range when a bound is
 //!   open): the smallest of 1 min, 5 min, 15 min, 1 h, 6 h, 1 day, 7 days, 30 days giving at most 100 buckets.
 
 mod alerts;
 mod dispatch;
 mod doc;
+pub mod egress;
 mod export;
 mod routes;
 
@@ -61,6 +64,9 @@ pub struct AnomaliesConfig {
     /// Deliveries that may wait (queued or retrying); beyond this new deliveries are dropped and counted.
     #[arg(long, env = "WEBHOOK_QUEUE", default_value_t = 1000)]
     pub webhook_queue: usize,
+    /// Allow webhooks to loopback, private and link-local addresses (off: only public addresses, against SSRF).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
     /// Rows fetched per export page (each page is one short keyset query).
     #[arg(long, env = "EXPORT_PAGE_ROWS", default_value_t = 1000)]
     pub export_page_rows: i64,
@@ -74,6 +80,7 @@ impl Default for AnomaliesConfig {
             webhook_backoff_ms: 500,
             webhook_concurrency: 8,
             webhook_queue: 1000,
+            webhook_allow_private: false,
             export_page_rows: 1000,
         }
     }
@@ -94,6 +101,7 @@ impl AnomaliesConfig {
             max_backoff: Duration::from_secs(30),
             concurrency: self.webhook_concurrency.max(1),
             queue: self.webhook_queue.max(1),
+            allow_private: self.webhook_allow_private,
         }
     }
 }

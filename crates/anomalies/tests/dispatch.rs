@@ -22,6 +22,8 @@ fn policy(max_attempts: u32, timeout_ms: u64) -> DeliveryPolicy {
         max_backoff: Duration::from_millis(200),
         concurrency: 4,
         queue: 100,
+        // The receivers here listen on loopback.
+        allow_private: true,
     }
 }
 
@@ -148,6 +150,43 @@ async fn retries_until_the_receiver_recovers() {
             db.label
         );
     }
+}
+
+#[tokio::test]
+async fn internal_destinations_are_refused_unless_allowed() {
+    let db = TestDb::sqlite().await;
+    let (state, user) = state_with_user(&db).await;
+    let (hook, hits) = flaky_receiver(0).await;
+    // The same receiver by IP literal and by a name that resolves to loopback only; stored directly, as a config
+    // written before the guard existed (or by an import) would be.
+    let by_name = hook.replace("127.0.0.1", "localhost");
+    config(&state, &user, 0.5, &[hook.clone(), by_name]).await;
+    let guarded = AlertDispatcher::new(DeliveryPolicy {
+        allow_private: false,
+        base_backoff: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(5),
+        ..policy(3, 1000)
+    });
+    dispatcher_fires_and_drains(&guarded, &state).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached loopback");
+
+    let db = TestDb::sqlite().await;
+    let (state, user) = state_with_user(&db).await;
+    config(&state, &user, 0.5, &[hook]).await;
+    dispatcher_fires_and_drains(&AlertDispatcher::new(policy(3, 1000)), &state).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "allowed when configured");
+}
+
+/// Fires for a fresh anomaly and waits for the deliveries; refusals must not wait out retry backoffs.
+async fn dispatcher_fires_and_drains(dispatcher: &AlertDispatcher, state: &AppState) {
+    dispatcher.fire(state, &stored(state, 0.9).await).await;
+    let t = Instant::now();
+    drain(state).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "refused deliveries are not retried: {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]

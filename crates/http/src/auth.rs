@@ -1,11 +1,13 @@
 //! Who is calling: JWT access tokens and the role extractors that guard every TopoForge route.
 //!
-//! Tokens are HS256 JWTs with the standard `sub`, `iat`, `exp` claims plus `role` and `username`. Only HS256 is
-//! accepted (so `alg: none` and algorithm-confusion tokens fail), `exp` is required, and no leeway is granted.
+//! Tokens are HS256 JWTs with the standard `sub`, `iat`, `exp`, `jti` claims plus `role`, `username` and `gen` (the
+//! account's session generation). Only HS256 is accepted (so `alg: none` and algorithm-confusion tokens fail), every
+//! claim is required, and no leeway is granted.
 //!
-//! A valid signature is not the end of it: the extractors load the user by id and take the role **from the
-//! database**, so an account that an admin deleted, disabled or demoted loses its powers at once rather than when
-//! its token expires.
+//! A valid signature is not the end of it: the extractors load the user by id in one query and take the role **from
+//! the database**, so an account that an admin deleted, disabled or demoted loses its powers at once rather than when
+//! its token expires. The same query refuses a token whose `jti` was revoked by logout, or whose `gen` is older than
+//! the account's (every session ended: logout everywhere, password change or reset).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -88,6 +90,11 @@ pub struct Claims {
     pub exp: i64,
     pub role: Role,
     pub username: String,
+    /// Unique per token, so logout can revoke exactly this one.
+    pub jti: String,
+    /// The account's session generation when the token was issued.
+    #[serde(rename = "gen")]
+    pub generation: i64,
 }
 
 /// Signs and checks access tokens with one secret.
@@ -121,8 +128,15 @@ impl TokenKeys {
         }
     }
 
-    /// A signed access token for this user, valid from now for `access_ttl_secs`.
-    pub fn issue(&self, user_id: &str, username: &str, role: Role) -> Result<String, Error> {
+    /// A signed access token for this user, valid from now for `access_ttl_secs`. `generation` is the account's
+    /// current session generation (`users.session_generation`).
+    pub fn issue(
+        &self,
+        user_id: &str,
+        username: &str,
+        role: Role,
+        generation: i64,
+    ) -> Result<String, Error> {
         let now = vigil_store::time::now_ms() / 1000;
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -130,6 +144,8 @@ impl TokenKeys {
             exp: now + self.access_ttl_secs,
             role,
             username: username.to_owned(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(Error::internal)
@@ -154,6 +170,9 @@ pub struct AuthUser {
     pub id: String,
     pub username: String,
     pub role: Role,
+    /// The presented token's id and expiry (Unix ms), for revoking it at logout.
+    pub token_id: String,
+    pub token_expires_at: i64,
 }
 
 impl AuthUser {
@@ -168,23 +187,31 @@ impl AuthUser {
         }
     }
 
-    /// Resolves a bearer token to a live account; `None` means "no such active user".
+    /// Resolves a bearer token to a live account whose sessions it still belongs to.
     pub async fn from_token(state: &AppState, token: &str) -> Result<AuthUser, Error> {
         let claims = state.tokens.verify(token)?;
-        let row: Option<(String, String, i64)> = vigil_store::sqlx::query_as(
-            "SELECT username, role, is_active FROM users WHERE id = $1",
+        let row: Option<(String, String, i64, i64, i64)> = vigil_store::sqlx::query_as(
+            "SELECT u.username, u.role, u.is_active, u.session_generation, \
+             (SELECT CAST(COUNT(*) AS BIGINT) FROM revoked_access_tokens r WHERE r.jti = $2) \
+             FROM users u WHERE u.id = $1",
         )
         .bind(&claims.sub)
+        .bind(&claims.jti)
         .fetch_optional(state.store.pool())
         .await
         .map_err(vigil_store::StoreError::from)?;
         match row {
-            Some((username, role, active)) if active != 0 => {
+            Some((username, role, active, generation, revoked)) if active != 0 => {
+                if revoked != 0 || generation != claims.generation {
+                    return Err(Error::Unauthorized("Token has been revoked".into()));
+                }
                 let role = role.parse().map_err(Error::internal)?;
                 Ok(AuthUser {
                     id: claims.sub,
                     username,
                     role,
+                    token_id: claims.jti,
+                    token_expires_at: claims.exp.saturating_mul(1000),
                 })
             }
             _ => Err(Error::Unauthorized("Could not validate credentials".into())),
@@ -276,19 +303,26 @@ mod tests {
     #[test]
     fn issued_tokens_verify() {
         let k = keys();
-        let token = k.issue("u1", "ada", Role::Analyst).expect("issue");
+        let token = k.issue("u1", "ada", Role::Analyst, 3).expect("issue");
         let claims = k.verify(&token).expect("verify");
         assert_eq!(
             (claims.sub.as_str(), claims.role, claims.username.as_str()),
             ("u1", Role::Analyst, "ada")
         );
         assert_eq!(claims.exp - claims.iat, 3600);
+        assert_eq!(claims.generation, 3);
+        let again = k.issue("u1", "ada", Role::Analyst, 3).expect("issue");
+        assert_ne!(
+            k.verify(&again).expect("verify").jti,
+            claims.jti,
+            "every token has its own id"
+        );
     }
 
     #[test]
     fn tampered_tokens_are_rejected() {
         let k = keys();
-        let token = k.issue("u1", "ada", Role::Viewer).expect("issue");
+        let token = k.issue("u1", "ada", Role::Viewer, 0).expect("issue");
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         // Promote ourselves to admin without re-signing.
         let payload = URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64");
@@ -308,7 +342,7 @@ mod tests {
     #[test]
     fn expired_tokens_are_rejected() {
         let k = TokenKeys::new(b"0123456789abcdef0123456789abcdef", -10);
-        let token = k.issue("u1", "ada", Role::Admin).expect("issue");
+        let token = k.issue("u1", "ada", Role::Admin, 0).expect("issue");
         let err = k.verify(&token).expect_err("expired");
         assert_eq!(err.to_string(), "Token has expired");
     }

@@ -113,7 +113,7 @@ impl TestApp {
         let token = self
             .state
             .tokens
-            .issue(&id, username, role)
+            .issue(&id, username, role, 0)
             .expect("issue a token");
         (id, token)
     }

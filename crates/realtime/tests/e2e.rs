@@ -28,7 +28,13 @@ fn noise(n: usize, seed: u64) -> Vec<f64> {
 async fn apps(cfg: RealtimeConfig) -> Vec<(TestApp, Realtime)> {
     let mut out = Vec::new();
     for db in vigil_store::testing::TestDb::all().await {
-        let rt = Realtime::new(cfg.clone());
+        // The webhook receivers of these tests listen on loopback, which the default policy refuses.
+        let delivery = vigil_anomalies::DeliveryPolicy {
+            allow_private: true,
+            ..vigil_anomalies::AnomaliesConfig::default().delivery_policy()
+        };
+        let rt =
+            Realtime::with_dispatcher(cfg.clone(), vigil_anomalies::AlertDispatcher::new(delivery));
         let rt2 = rt.clone();
         let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
         out.push((app, rt));

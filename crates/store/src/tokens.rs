@@ -98,14 +98,43 @@ pub async fn revoke_refresh(
     Ok(done.rows_affected() > 0)
 }
 
-/// Revokes every refresh token of the account (logout everywhere, password change, detected replay).
-pub async fn revoke_all_refresh(store: &Store, user_id: &str) -> Result<u64, StoreError> {
+/// Ends every session of the account (logout everywhere, password change or reset, a replayed refresh token):
+/// revokes its refresh tokens and increments its session generation, so access tokens issued before stop working
+/// too. Returns how many refresh tokens were live.
+pub async fn end_sessions(store: &Store, user_id: &str) -> Result<u64, StoreError> {
+    let mut tx = store.pool().begin().await?;
     let done =
         sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1 AND revoked = 0")
             .bind(user_id)
-            .execute(store.pool())
+            .execute(&mut *tx)
             .await?;
+    sqlx::query("UPDATE users SET session_generation = session_generation + 1 WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(done.rows_affected())
+}
+
+/// Revokes one access token (by its `jti`) until `expires_at`, when it would have stopped working anyway.
+/// Revoking it twice is harmless.
+pub async fn revoke_access(
+    store: &Store,
+    jti: &str,
+    user_id: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO revoked_access_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(jti)
+    .bind(user_id)
+    .bind(expires_at)
+    .execute(store.pool())
+    .await
+    .map_err(StoreError::from_write)?;
+    Ok(())
 }
 
 pub async fn insert_mailed(
@@ -185,18 +214,19 @@ pub async fn expire_mailed(
     Ok(())
 }
 
-/// Deletes tokens that can no longer be used (expired, or revoked/used more than a day ago is not tracked: the
-/// row's own expiry bounds it), keeping the tables small.
+/// Deletes token rows that can no longer matter: expired refresh and mailed tokens, and revocations of access
+/// tokens that have expired anyway. Run at start and periodically; each statement is idempotent, so replicas
+/// doing it at the same time only repeat work.
 pub async fn purge_expired(store: &Store, now: i64) -> Result<u64, StoreError> {
-    let a = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
-        .bind(now)
-        .execute(store.pool())
-        .await?;
-    let b = sqlx::query("DELETE FROM auth_tokens WHERE expires_at <= $1")
-        .bind(now)
-        .execute(store.pool())
-        .await?;
-    Ok(a.rows_affected() + b.rows_affected())
+    let mut purged = 0;
+    for table in ["refresh_tokens", "auth_tokens", "revoked_access_tokens"] {
+        let done = sqlx::query(&format!("DELETE FROM {table} WHERE expires_at <= $1"))
+            .bind(now)
+            .execute(store.pool())
+            .await?;
+        purged += done.rows_affected();
+    }
+    Ok(purged)
 }
 
 #[cfg(test)]
@@ -263,13 +293,21 @@ mod tests {
                     .await
                     .expect("revoke")
             );
-            assert_eq!(
-                revoke_all_refresh(s, "u1").await.expect("all"),
-                2,
-                "{}",
-                db.label
-            );
-            assert_eq!(purge_expired(s, 2000).await.expect("purge"), 3);
+            assert_eq!(end_sessions(s, "u1").await.expect("all"), 2, "{}", db.label);
+            let user = users::by_id(s, "u1").await.expect("read").expect("user");
+            assert_eq!(user.session_generation, 1, "{}", db.label);
+            revoke_access(s, "j1", "u1", 1500).await.expect("revoke");
+            revoke_access(s, "j1", "u1", 1500)
+                .await
+                .expect("twice is harmless");
+            revoke_access(s, "j2", "u1", 5000).await.expect("revoke");
+            assert_eq!(purge_expired(s, 2000).await.expect("purge"), 4);
+            let (left,): (i64,) =
+                sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM revoked_access_tokens")
+                    .fetch_one(s.pool())
+                    .await
+                    .expect("count");
+            assert_eq!(left, 1, "{}: the unexpired revocation stays", db.label);
         }
     }
 

@@ -21,6 +21,8 @@ pub struct User {
     pub is_active: bool,
     pub created_at: i64,
     pub last_login: Option<i64>,
+    /// Copied into access tokens; incremented to invalidate every token issued before (see `tokens::end_sessions`).
+    pub session_generation: i64,
 }
 
 /// An account about to be created; the caller picks the id and has already hashed the password.
@@ -63,10 +65,11 @@ struct UserRow {
     is_active: i64,
     created_at: i64,
     last_login: Option<i64>,
+    session_generation: i64,
 }
 
 const COLUMNS: &str = "id, username, email, password_hash, full_name, organization, role, is_verified, \
-     is_active, created_at, last_login";
+     is_active, created_at, last_login, session_generation";
 
 impl From<UserRow> for User {
     fn from(r: UserRow) -> Self {
@@ -82,6 +85,7 @@ impl From<UserRow> for User {
             is_active: r.is_active != 0,
             created_at: r.created_at,
             last_login: r.last_login,
+            session_generation: r.session_generation,
         }
     }
 }
@@ -98,7 +102,7 @@ pub fn conflict_column(err: &StoreError) -> Option<&'static str> {
 /// Creates the account; a taken username or email is [`StoreError::Conflict`] (see [`conflict_column`]).
 pub async fn insert(store: &Store, user: &NewUser) -> Result<User, StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO users ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        "INSERT INTO users ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     ))
     .bind(&user.id)
     .bind(&user.username)
@@ -111,6 +115,7 @@ pub async fn insert(store: &Store, user: &NewUser) -> Result<User, StoreError> {
     .bind(1_i64)
     .bind(user.created_at)
     .bind(None::<i64>)
+    .bind(0_i64)
     .execute(store.pool())
     .await
     .map_err(StoreError::from_write)?;
@@ -126,6 +131,7 @@ pub async fn insert(store: &Store, user: &NewUser) -> Result<User, StoreError> {
         is_active: true,
         created_at: user.created_at,
         last_login: None,
+        session_generation: 0,
     })
 }
 

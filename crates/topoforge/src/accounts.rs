@@ -130,7 +130,10 @@ impl Accounts {
     /// A new access token and a new stored refresh token for `user`.
     pub async fn issue_pair(&self, state: &AppState, user: &User) -> Result<TokenPair, Error> {
         let role = role_of(user)?;
-        let access_token = state.tokens.issue(&user.id, &user.username, role)?;
+        let access_token =
+            state
+                .tokens
+                .issue(&user.id, &user.username, role, user.session_generation)?;
         let refresh_token = policy::new_token();
         let now = now_ms();
         tokens::insert_refresh(
@@ -212,14 +215,54 @@ pub(crate) fn role_of(user: &User) -> Result<Role, Error> {
     user.role.parse().map_err(Error::internal)
 }
 
+/// Deletes rows that can no longer matter: expired tokens and revocations ([`tokens::purge_expired`]) and ended
+/// rate-limit windows. Idempotent, so every replica may run it.
+pub async fn purge(state: &AppState) -> Result<u64, vigil_store::StoreError> {
+    let now = now_ms();
+    let tokens = tokens::purge_expired(&state.store, now).await?;
+    let windows = crate::ratelimit::purge_ended(&state.store, now).await?;
+    Ok(tokens + windows)
+}
+
+/// Runs [`purge`] every `interval_secs` until shutdown (never, when 0). A failed purge is logged and retried at
+/// the next tick: it only delays housekeeping.
+pub(crate) fn spawn_purges(state: &AppState, interval_secs: u64) {
+    if interval_secs == 0 {
+        return;
+    }
+    let state = state.clone();
+    let period = std::time::Duration::from_secs(interval_secs);
+    let shutdown = state.shutdown.clone();
+    state.clone().spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            match purge(&state).await {
+                Ok(0) => {}
+                Ok(purged) => {
+                    metrics::counter!("topoforge_purged_rows_total").increment(purged);
+                    tracing::info!(purged, "purged expired tokens and rate-limit windows");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging expired tokens failed; retrying later")
+                }
+            }
+        }
+    });
+}
+
 /// Creates the first admin from `ADMIN_EMAIL`/`ADMIN_PASSWORD` when no account has that email yet; also checks
-/// the mail configuration and purges expired tokens. The server calls this once at start and refuses to start
+/// the mail configuration and runs a [`purge`]. The server calls this once at start and refuses to start
 /// when it fails (a weak admin password, a bad `MAIL_FROM`).
 pub async fn bootstrap_admin(state: &AppState, config: &AccountsConfig) -> anyhow::Result<()> {
     Mailer::from_config(config)?;
-    let purged = tokens::purge_expired(&state.store, now_ms()).await?;
+    let purged = purge(state).await?;
     if purged > 0 {
-        tracing::info!(purged, "removed expired refresh and mailed tokens");
+        tracing::info!(purged, "purged expired tokens and rate-limit windows");
     }
     let (email, password) = match (
         config.admin_email.as_deref(),

@@ -226,7 +226,7 @@ pub async fn refresh(
     let user_id = match tokens::use_refresh(&state.store, &hash, now_ms()).await? {
         RefreshUse::Rotated { user_id } => user_id,
         RefreshUse::Replayed { user_id } => {
-            let revoked = tokens::revoke_all_refresh(&state.store, &user_id).await?;
+            let revoked = tokens::end_sessions(&state.store, &user_id).await?;
             tracing::warn!(
                 user_id,
                 revoked,
@@ -248,7 +248,8 @@ pub struct LogoutBody {
     pub refresh_token: Option<String>,
 }
 
-/// Revokes the given refresh token (or, with no body, every refresh token of the account).
+/// Revokes the calling access token and the given refresh token; with no body, ends every session of the account
+/// (all refresh tokens and all access tokens issued so far).
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
     request_body(content = LogoutBody, description = "Optional"),
     responses((status = 200, description = r#"{"message": "Successfully logged out"}"#),
@@ -263,12 +264,14 @@ pub async fn logout(
     } else {
         vigil_http::parse_json(&body)?
     };
+    // The access token that made this call stops working now, not when it expires.
+    tokens::revoke_access(&state.store, &who.token_id, &who.id, who.token_expires_at).await?;
     match body.refresh_token {
         Some(t) => {
             tokens::revoke_refresh(&state.store, &policy::token_hash(&t), &who.id).await?;
         }
         None => {
-            tokens::revoke_all_refresh(&state.store, &who.id).await?;
+            tokens::end_sessions(&state.store, &who.id).await?;
         }
     }
     Ok(Json(json!({"message": "Successfully logged out"})))
@@ -378,7 +381,7 @@ pub async fn reset_password(
     };
     users::update(&state.store, &user_id, &patch).await?;
     tokens::expire_mailed(&state.store, &user_id, Purpose::ResetPassword, now).await?;
-    tokens::revoke_all_refresh(&state.store, &user_id).await?;
+    tokens::end_sessions(&state.store, &user_id).await?;
     Ok(Json(
         json!({"message": "Password has been reset successfully"}),
     ))

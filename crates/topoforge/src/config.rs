@@ -72,6 +72,10 @@ pub struct AccountsConfig {
     /// Require upper case, lower case, a digit and a symbol in every password.
     #[arg(long, env = "PASSWORD_REQUIRE_CLASSES", default_value_t = true, action = clap::ArgAction::Set)]
     pub password_require_classes: bool,
+
+    /// Seconds between purges of expired tokens and rate-limit windows (0: only at start).
+    #[arg(long, env = "TOKEN_PURGE_INTERVAL_SECS", default_value_t = 600)]
+    pub token_purge_interval_secs: u64,
 }
 
 impl Default for AccountsConfig {
@@ -101,6 +105,7 @@ impl Default for AccountsConfig {
             admin_username: "admin".into(),
             password_min_length: 8,
             password_require_classes: true,
+            token_purge_interval_secs: 600,
         }
     }
 }

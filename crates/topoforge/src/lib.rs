@@ -47,6 +47,7 @@ pub fn router(state: &AppState, config: AccountsConfig) -> OpenApiRouter<AppStat
         state: state.clone(),
         limit: ratelimit::Limit::new(config.api_rate_limit, config.api_rate_window_secs),
     };
+    accounts::spawn_purges(state, config.token_purge_interval_secs);
     let svc = Arc::new(accounts::Accounts::new(state, config));
     OpenApiRouter::new()
         .routes(routes!(auth::register))

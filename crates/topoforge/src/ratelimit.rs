@@ -4,7 +4,7 @@
 //! returns the new count; over the limit, the request is refused with 429 and `Retry-After` = seconds until the
 //! window ends. A fixed window admits at most twice the limit across a window boundary; for the limits here (5
 //! logins per 15 minutes, 100 requests per minute) that bound is acceptable and buys one statement per request
-//! on either engine. Rows of ended windows are deleted by whichever request next opens a new window.
+//! on either engine. Rows of ended windows are deleted by the periodic purge ([`purge_ended`]), off the request path.
 //!
 //! Why the database and not an in-process limiter: replicas behind a load balancer would each grant the full
 //! allowance, multiplying the login-guessing budget by the number of replicas.
@@ -52,14 +52,6 @@ pub async fn hit(state: &AppState, bucket: &str, limit: Limit, detail: &str) -> 
     .fetch_one(state.store.pool())
     .await
     .map_err(StoreError::from)?;
-    if hits == 1 {
-        // A new window opened: a good moment to drop rows whose windows have ended.
-        vigil_store::sqlx::query("DELETE FROM rate_limits WHERE expires_at <= $1")
-            .bind(now)
-            .execute(state.store.pool())
-            .await
-            .map_err(StoreError::from)?;
-    }
     if hits > i64::from(limit.max) {
         metrics::counter!("topoforge_rate_limited_total").increment(1);
         let wait_ms = u64::try_from(window_end - now).unwrap_or(0);
@@ -69,6 +61,16 @@ pub async fn hit(state: &AppState, bucket: &str, limit: Limit, detail: &str) -> 
         });
     }
     Ok(())
+}
+
+/// Deletes the counters of windows that have ended (run by the periodic purge; a counter is only ever read
+/// inside its own window, so deleting late is harmless).
+pub async fn purge_ended(store: &vigil_store::Store, now: i64) -> Result<u64, StoreError> {
+    let done = vigil_store::sqlx::query("DELETE FROM rate_limits WHERE expires_at <= $1")
+        .bind(now)
+        .execute(store.pool())
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// The shared per-address limit of every accounts/users/sources route (a `route_layer`).

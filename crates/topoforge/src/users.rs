@@ -185,7 +185,7 @@ pub async fn update_user(
         .map_err(accounts::conflict_to_400)?
         .ok_or_else(|| Error::not_found(NOT_FOUND))?;
     if revoke_sessions {
-        tokens::revoke_all_refresh(&state.store, &id).await?;
+        tokens::end_sessions(&state.store, &id).await?;
     }
     if changed_email {
         svc.send_verification(&state, &updated).await?;

@@ -358,6 +358,64 @@ async fn register_login_me_refresh_logout() {
         )
         .await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, b) = call(&app, Method::GET, "/api/auth/me", Some(access), None).await;
+        assert_eq!(
+            (s, b["detail"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("Token has been revoked")),
+            "{l}: the logged-out access token stops working at once"
+        );
+
+        // Logout without a body ends every session: other access tokens die too, new logins work.
+        let first: Value = login_form(&app, "ada", PASSWORD)
+            .await
+            .json()
+            .await
+            .expect("json");
+        let second: Value = login_form(&app, "ada", PASSWORD)
+            .await
+            .json()
+            .await
+            .expect("json");
+        let first_access = first["access_token"].as_str().expect("a");
+        let second_access = second["access_token"].as_str().expect("a");
+        let (s, _) = call(&app, Method::GET, "/api/auth/me", Some(second_access), None).await;
+        assert_eq!(s, StatusCode::OK, "{l}");
+        let (s, b) = call(
+            &app,
+            Method::POST,
+            "/api/auth/logout",
+            Some(first_access),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{l}: {b}");
+        for token in [first_access, second_access] {
+            let (s, _) = call(&app, Method::GET, "/api/auth/me", Some(token), None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{l}: logout everywhere");
+        }
+        let (s, _) = call(
+            &app,
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": second["refresh_token"]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{l}");
+        let again: Value = login_form(&app, "ada", PASSWORD)
+            .await
+            .json()
+            .await
+            .expect("json");
+        let (s, _) = call(
+            &app,
+            Method::GET,
+            "/api/auth/me",
+            again["access_token"].as_str(),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{l}: a new login after logout works");
 
         // SQL injection in stored fields is inert: stored literally, table intact.
         let (s, b) = register(&app, "x');DROP_TABLE_users;--", "inj@example.com").await;
@@ -386,6 +444,7 @@ async fn email_verification_and_password_reset() {
         let (s, reg) = register(&app, "grace", "grace@example.com").await;
         assert_eq!(s, StatusCode::CREATED, "{l}");
         let old_refresh = reg["refresh_token"].as_str().expect("refresh").to_owned();
+        let old_access = reg["access_token"].as_str().expect("access").to_owned();
 
         // Verification link from the mail.
         let token = inbox.token_for("grace@example.com", "verify-email").await;
@@ -526,6 +585,12 @@ async fn email_verification_and_password_reset() {
             s,
             StatusCode::UNAUTHORIZED,
             "{l}: a reset signs out every session"
+        );
+        let (s, _) = call(&app, Method::GET, "/api/auth/me", Some(&old_access), None).await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "{l}: access tokens from before the reset stop working too"
         );
 
         // Expiry: a token past its time is refused, by verify-reset-token and by reset-password.
@@ -761,10 +826,14 @@ async fn role_matrix_and_token_tampering() {
             "{l}"
         );
         assert_eq!(
-            login_form(&app, "vera", "Chang3d!pass").await.status(),
-            StatusCode::OK,
-            "{l}"
+            call(&app, Method::GET, "/api/auth/me", v, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{l}: a password change ends every session, the caller's too"
         );
+        let relogin = login_form(&app, "vera", "Chang3d!pass").await;
+        assert_eq!(relogin.status(), StatusCode::OK, "{l}");
+        let session: Value = relogin.json().await.expect("json");
+        let v = session["access_token"].as_str();
         expect(
             "viewer",
             call(
@@ -934,7 +1003,7 @@ async fn role_matrix_and_token_tampering() {
             "changed role",
         );
         let foreign = TokenKeys::new(b"another-secret-another-secret-!!!", 3600)
-            .issue(&admin_id, "root", Role::Admin)
+            .issue(&admin_id, "root", Role::Admin, 0)
             .expect("issue");
         expect(
             "foreign",
@@ -962,7 +1031,7 @@ async fn role_matrix_and_token_tampering() {
         );
         let secret = "test-secret-test-secret-test-secret!";
         let expired = TokenKeys::new(secret.as_bytes(), -5)
-            .issue(&admin_id, "root", Role::Admin)
+            .issue(&admin_id, "root", Role::Admin, 0)
             .expect("issue");
         let (s, b) = call(&app, Method::GET, "/api/auth/me", Some(&expired), None).await;
         assert_eq!(
@@ -972,7 +1041,7 @@ async fn role_matrix_and_token_tampering() {
         );
         // A correctly signed token claiming admin for an analyst account: the database role decides.
         let claims_admin = TokenKeys::new(secret.as_bytes(), 3600)
-            .issue(&analyst_id, "anna", Role::Admin)
+            .issue(&analyst_id, "anna", Role::Admin, 0)
             .expect("issue");
         expect(
             "analyst-as-admin",
@@ -1150,6 +1219,82 @@ async fn first_admin_from_configuration_and_catalogue() {
                 "{path} missing from the OpenAPI document"
             );
         }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn expired_rows_are_purged_periodically() {
+    let config = AccountsConfig {
+        token_purge_interval_secs: 1,
+        ..lax_limits()
+    };
+    for app in apps(config).await {
+        let l = app.label;
+        let (user_id, token) = app.user_with_role("pat", Role::Viewer).await;
+        let pool = app.state.store.pool();
+        let now = vigil_store::time::now_ms();
+        // One expired and one live row in each table the purge looks after.
+        for (sql, live_expiry) in [
+            (
+                "INSERT INTO refresh_tokens (token_hash, user_id, expires_at, revoked, created_at) \
+                 VALUES ($1, $2, $3, 0, 0)",
+                now + 3_600_000,
+            ),
+            (
+                "INSERT INTO auth_tokens (token_hash, user_id, purpose, expires_at, used_at, created_at) \
+                 VALUES ($1, $2, 'reset_password', $3, NULL, 0)",
+                now + 3_600_000,
+            ),
+            (
+                "INSERT INTO revoked_access_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3)",
+                now + 3_600_000,
+            ),
+        ] {
+            for (key, expires_at) in [("old", now - 1), ("live", live_expiry)] {
+                vigil_store::sqlx::query(sql)
+                    .bind(format!("{key}-{user_id}"))
+                    .bind(&user_id)
+                    .bind(expires_at)
+                    .execute(pool)
+                    .await
+                    .expect("insert");
+            }
+        }
+        vigil_store::sqlx::query(
+            "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) VALUES ('x', 0, 1, $1)",
+        )
+        .bind(now - 1)
+        .execute(pool)
+        .await
+        .expect("insert");
+
+        let count = |table: &'static str| async move {
+            let (n,): (i64,) = vigil_store::sqlx::query_as(&format!(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"
+            ))
+            .fetch_one(pool)
+            .await
+            .expect("count");
+            n
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = count("refresh_tokens").await
+                + count("auth_tokens").await
+                + count("revoked_access_tokens").await
+                + count("rate_limits").await;
+            if left == 3 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{l}: {left} rows left, expected the 3 live ones"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (s, _) = call(&app, Method::GET, "/api/auth/me", Some(&token), None).await;
+        assert_eq!(s, StatusCode::OK, "{l}: live sessions are untouched");
         app.stop().await;
     }
 }

@@ -16,6 +16,8 @@ pub fn test_config() -> AnomaliesConfig {
         webhook_timeout_secs: 0.5,
         webhook_max_attempts: 3,
         webhook_backoff_ms: 20,
+        // The delivery tests' receivers listen on loopback.
+        webhook_allow_private: true,
         ..AnomaliesConfig::default()
     }
 }
