@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
-//!   cargo run --release -p vigil-anomalies --example bench_api -- [rows=1000000] [requests=200]
+//!   cargo run --release -p vigil-anomalies --example bench_api -- [rows=1000000] [requests=200] [drop-index]
 //! ```
+//!
+//! `drop-index`, when given, names an index to drop after loading: the same run measured with and without it is
+//! the A/B that justifies keeping it.
 //!
 //! Loads `rows` synthetic anomalies (30 days in time order, 8 sources, uniform scores) with one server-side
 //! INSERT … SELECT (rollup triggers firing per row), refreshes planner statistics, starts the real application on a loopback port, then times `requests` sequential
@@ -102,6 +105,7 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let requests: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let drop_index = args.next();
     let mut dbs = vec![TestDb::sqlite().await];
     dbs.extend(TestDb::postgres().await);
     let last_day = format!(
@@ -112,6 +116,7 @@ async fn main() {
         "/api/anomalies?limit=20".to_owned(),
         "/api/anomalies?limit=20&page=50".to_owned(),
         "/api/anomalies?limit=20&source=source-3&min_score=0.9".to_owned(),
+        "/api/anomalies?limit=20&min_score=0.5".to_owned(),
         "/api/anomalies/stats".to_owned(),
         "/api/anomalies/stats?is_anomaly=true".to_owned(),
         last_day,
@@ -124,6 +129,14 @@ async fn main() {
             "{label}: loaded {rows} rows in {:.1} s",
             load_time.as_secs_f64()
         );
+        if let Some(index) = &drop_index {
+            let sql = format!("DROP INDEX {index}");
+            if let Err(e) = vigil_store::sqlx::query(&sql).execute(db.store.pool()).await {
+                eprintln!("{sql}: {e}");
+                std::process::exit(1);
+            }
+            println!("{label}: dropped index {index}");
+        }
         let app = TestApp::start(db, |state| {
             vigil_anomalies::router(state, vigil_anomalies::AnomaliesConfig::default())
         })
