@@ -706,6 +706,48 @@ mod tests {
     use super::*;
     use crate::testing::TestDb;
 
+    #[tokio::test]
+    async fn planner_statistics_steer_min_score_counts_to_the_score_index() {
+        let db = TestDb::sqlite().await;
+        let s = &db.store;
+        sqlx::query(
+            "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
+             is_anomaly, risk_level, entropy, metadata, created_by, created_at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+             SELECT 'a' || i, i * 1000, 'source-' || (i % 8), '{}', 1, 0, 0, ((i * 7919) % 1000) / 1000.0, 0, \
+             'Low', NULL, '{}', NULL, 0 FROM n",
+        )
+        .execute(s.pool())
+        .await
+        .expect("load");
+        s.refresh_planner_stats().await.expect("optimize");
+        let filter = Filter {
+            source: Some("source-3".into()),
+            min_score: Some(0.9),
+            ..Filter::default()
+        };
+        let clause = filter.clause();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM anomalies {}",
+            clause.sql()
+        );
+        let plan: Vec<(i64, i64, i64, String)> = bind_all(sqlx::query_as(&sql), &clause.args)
+            .fetch_all(s.pool())
+            .await
+            .expect("plan");
+        assert!(
+            plan.iter().any(|row| row.3.contains("anomalies_score")),
+            "{plan:?}"
+        );
+        let expected = (1..=20_000_i64)
+            .filter(|i| i % 8 == 3 && (i * 7919) % 1000 >= 900)
+            .count();
+        assert_eq!(
+            count(s, &filter).await.expect("count"),
+            i64::try_from(expected).expect("small")
+        );
+    }
+
     fn sample(score: f64) -> NewAnomaly {
         NewAnomaly {
             ts: 1_767_225_600_000,

@@ -98,8 +98,25 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
+        let store = Store { pool, backend };
+        store.refresh_planner_stats().await?;
         tracing::info!(backend = ?backend, "database ready");
-        Ok(Store { pool, backend })
+        Ok(store)
+    }
+
+    /// Keeps the query planner's statistics current, so it picks the indexes the list and stats queries were built
+    /// for (without statistics SQLite prefers an equality index over a better covering range index, e.g. for a
+    /// `source` + `min_score` count). SQLite never gathers them by itself: this runs its `PRAGMA optimize`, which
+    /// re-analyses only tables whose size changed a lot, with a bounded effort. Called at start and by the periodic
+    /// housekeeping. PostgreSQL's autovacuum keeps its own statistics, so there it does nothing.
+    pub async fn refresh_planner_stats(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            // 0x10000: look at every table, not only those this connection used; 0x02: analyse where it helps.
+            sqlx::query("PRAGMA optimize=0x10002")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Opens the embedded SQLite database `vigil.db` inside `data_dir`, creating the directory if needed.

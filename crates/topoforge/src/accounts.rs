@@ -216,11 +216,13 @@ pub(crate) fn role_of(user: &User) -> Result<Role, Error> {
 }
 
 /// Deletes rows that can no longer matter: expired tokens and revocations ([`tokens::purge_expired`]) and ended
-/// rate-limit windows. Idempotent, so every replica may run it.
+/// rate-limit windows; then refreshes the planner statistics. Idempotent, so every replica may run it.
 pub async fn purge(state: &AppState) -> Result<u64, vigil_store::StoreError> {
     let now = now_ms();
     let tokens = tokens::purge_expired(&state.store, now).await?;
     let windows = crate::ratelimit::purge_ended(&state.store, now).await?;
+    // The same cadence suits the planner statistics of the growing tables (the anomaly log above all).
+    state.store.refresh_planner_stats().await?;
     Ok(tokens + windows)
 }
 
