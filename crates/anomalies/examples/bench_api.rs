@@ -131,7 +131,10 @@ async fn main() {
         );
         if let Some(index) = &drop_index {
             let sql = format!("DROP INDEX {index}");
-            if let Err(e) = vigil_store::sqlx::query(&sql).execute(db.store.pool()).await {
+            if let Err(e) = vigil_store::sqlx::query(&sql)
+                .execute(db.store.pool())
+                .await
+            {
                 eprintln!("{sql}: {e}");
                 std::process::exit(1);
             }
