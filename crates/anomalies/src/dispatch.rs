@@ -15,6 +15,7 @@ use vigil_store::anomalies::Anomaly;
 use crate::alerts::Channel;
 use crate::doc::AnomalyDoc;
 use crate::egress;
+use crate::signing::{self, WebhookSecret};
 
 /// How webhooks are delivered.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,8 @@ pub struct DeliveryPolicy {
     pub queue: usize,
     /// Deliver to loopback, private, link-local and other non-public addresses too (see [`crate::egress`]).
     pub allow_private: bool,
+    /// Signs every delivery when set (see [`crate::signing`]).
+    pub secret: Option<WebhookSecret>,
 }
 
 impl DeliveryPolicy {
@@ -190,6 +193,7 @@ async fn deliver(
         tracing::warn!(url = %url, error = %e, "webhook refused");
         return "refused";
     }
+    let delivery_id = uuid::Uuid::new_v4().to_string();
     for attempt in 1..=policy.max_attempts.max(1) {
         let permit = tokio::select! {
             p = inner.running.clone().acquire_owned() => p,
@@ -199,12 +203,18 @@ async fn deliver(
             return "failed";
         };
         metrics::counter!("alert_webhook_attempts_total").increment(1);
-        let sent = client
+        let mut request = client
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
-            .send()
-            .await;
+            .header(signing::DELIVERY_HEADER, &delivery_id);
+        if let Some(secret) = &policy.secret {
+            // Signed per attempt, so a retry's timestamp is fresh for the receiver's replay window.
+            let now = vigil_store::time::now_ms() / 1000;
+            request = request
+                .header(signing::TIMESTAMP_HEADER, now)
+                .header(signing::SIGNATURE_HEADER, secret.sign(now, &body));
+        }
+        let sent = request.body(body.clone()).send().await;
         drop(_permit);
         match sent {
             Ok(r) if r.status().is_success() => return "delivered",
@@ -240,6 +250,7 @@ mod tests {
             concurrency: 1,
             queue: 1,
             allow_private: false,
+            secret: None,
         }
     }
 

@@ -22,6 +22,8 @@
 //!   backoff with jitter); a full queue drops the delivery and counts it rather than growing without bound.
 //! * Webhooks reach public addresses only unless `WEBHOOK_ALLOW_PRIVATE` is set ([`egress`]): checked when a config is
 //!   written (IP literals, `localhost`) and enforced at connect time by the client's resolver (names).
+//! * Every delivery carries an `X-Vigil-Delivery` id (the same on retries); with `WEBHOOK_SECRET` it is also signed
+//!   ([`signing`]: HMAC-SHA256 over timestamp and body).
 //! * The timeline bucket width is chosen from the filter's time range (or the matched rows' range when a bound is
 //!   open): the smallest of 1 min, 5 min, 15 min, 1 h, 6 h, 1 day, 7 days, 30 days giving at most 100 buckets.
 
@@ -31,6 +33,7 @@ mod doc;
 pub mod egress;
 mod export;
 mod routes;
+pub mod signing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +70,9 @@ pub struct AnomaliesConfig {
     /// Allow webhooks to loopback, private and link-local addresses (off: only public addresses, against SSRF).
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
+    /// Signs every webhook (HMAC-SHA256 in `X-Vigil-Signature` over `"{X-Vigil-Timestamp}.{body}"`) when set.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
     /// Rows fetched per export page (each page is one short keyset query).
     #[arg(long, env = "EXPORT_PAGE_ROWS", default_value_t = 1000)]
     pub export_page_rows: i64,
@@ -81,6 +87,7 @@ impl Default for AnomaliesConfig {
             webhook_concurrency: 8,
             webhook_queue: 1000,
             webhook_allow_private: false,
+            webhook_secret: None,
             export_page_rows: 1000,
         }
     }
@@ -102,6 +109,10 @@ impl AnomaliesConfig {
             concurrency: self.webhook_concurrency.max(1),
             queue: self.webhook_queue.max(1),
             allow_private: self.webhook_allow_private,
+            secret: self
+                .webhook_secret
+                .as_deref()
+                .and_then(signing::WebhookSecret::new),
         }
     }
 }

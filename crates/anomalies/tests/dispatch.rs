@@ -4,9 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::json;
+use vigil_anomalies::signing::{self, WebhookSecret};
 use vigil_anomalies::{AlertDispatcher, DeliveryPolicy};
 use vigil_http::axum::Router;
+use vigil_http::axum::http::HeaderMap;
 use vigil_http::axum::http::StatusCode;
 use vigil_http::axum::routing::post;
 use vigil_http::{AppState, HttpConfig};
@@ -24,6 +27,7 @@ fn policy(max_attempts: u32, timeout_ms: u64) -> DeliveryPolicy {
         queue: 100,
         // The receivers here listen on loopback.
         allow_private: true,
+        secret: None,
     }
 }
 
@@ -186,6 +190,67 @@ async fn dispatcher_fires_and_drains(dispatcher: &AlertDispatcher, state: &AppSt
         t.elapsed() < Duration::from_secs(2),
         "refused deliveries are not retried: {:?}",
         t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_and_keep_their_id_across_retries() {
+    let db = TestDb::sqlite().await;
+    let (state, user) = state_with_user(&db).await;
+    let seen: Arc<std::sync::Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
+    let s = seen.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let s = s.clone();
+            async move {
+                let mut seen = s.lock().expect("lock");
+                seen.push((headers, body));
+                // Fail the first attempt, so a retry is signed too.
+                if seen.len() == 1 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { vigil_http::axum::serve(listener, app).await });
+    config(&state, &user, 0.5, &[format!("webhook:http://{addr}/hook")]).await;
+    let secret = WebhookSecret::new("receiver-shared-secret").expect("secret");
+    let dispatcher = AlertDispatcher::new(DeliveryPolicy {
+        secret: Some(secret.clone()),
+        ..policy(3, 1000)
+    });
+    dispatcher.fire(&state, &stored(&state, 0.9).await).await;
+    drain(&state).await;
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.len(), 2, "one failure, one retry");
+    let header = |h: &HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("missing {name}"))
+    };
+    for (headers, body) in seen.iter() {
+        let ts: i64 = header(headers, signing::TIMESTAMP_HEADER)
+            .parse()
+            .expect("timestamp");
+        let now = vigil_store::time::now_ms() / 1000;
+        assert!((now - ts).abs() < 60, "fresh timestamp {ts}");
+        let sig = header(headers, signing::SIGNATURE_HEADER);
+        assert!(secret.verify(ts, body, &sig), "{sig}");
+        let forged = WebhookSecret::new("guess").expect("secret");
+        assert!(!forged.verify(ts, body, &sig));
+    }
+    assert_eq!(
+        header(&seen[0].0, signing::DELIVERY_HEADER),
+        header(&seen[1].0, signing::DELIVERY_HEADER),
+        "a retry is the same delivery"
     );
 }
 

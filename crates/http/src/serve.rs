@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::Uri;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::Layer;
 use tower::util::MapRequestLayer;
@@ -31,6 +32,13 @@ pub async fn serve(
         tracing::info!("shutting down: finishing in-flight requests");
         token.cancel();
     };
+    // Small writes (a WebSocket analysis frame, a short JSON answer) go out at once instead of waiting for Nagle's
+    // algorithm to meet the client's delayed ACK, which costs up to tens of milliseconds per reply.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
