@@ -132,6 +132,8 @@ async fn sse(
         q.token.as_deref(),
     )
     .await?;
+    // Anomalies of other replicas reach this client through the relay.
+    rt.start(&app);
     let rx = rt.inner.hub.subscribe();
     metrics::gauge!("topoforge_stream_connections", "kind" => "sse").increment(1.0);
     let guard = ConnectionGauge("sse");

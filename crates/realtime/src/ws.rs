@@ -54,6 +54,8 @@ struct Session {
 async fn run(socket: WebSocket, app: AppState, rt: Realtime, user: Option<AuthUser>) {
     metrics::gauge!("topoforge_stream_connections", "kind" => "websocket").increment(1.0);
     let _gauge = ConnectionGauge("websocket");
+    // Anomalies and alert pushes of other replicas reach this socket through the relay.
+    rt.start(&app);
     // Alert pushes for the socket's user; the registration is removed when this function returns.
     let (_registration, mut alerts) = match &user {
         Some(u) => {
