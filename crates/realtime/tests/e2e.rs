@@ -760,6 +760,62 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     assert_eq!(first["type"], "alert");
     assert_eq!(first["data"]["source_type"], "xr");
 
+    // The listeners survive losing their connections: kill both server-side, and the next anomalies still cross.
+    let listeners =
+        "FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    let killed: Vec<(i64,)> =
+        vigil_store::sqlx::query_as(&format!("SELECT CAST(pid AS BIGINT) {listeners}"))
+            .fetch_all(a.state.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(killed.len(), 2, "one listener per replica");
+    vigil_store::sqlx::query(&format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT pg_terminate_backend(pid) {listeners}) AS t"
+    ))
+    .execute(a.state.store.pool())
+    .await
+    .unwrap();
+    let mut back = Vec::new();
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        back = vigil_store::sqlx::query_as(&format!("SELECT CAST(pid AS BIGINT) {listeners}"))
+            .fetch_all(a.state.store.pool())
+            .await
+            .unwrap();
+        if back.len() == 2
+            && back.iter().all(|p| !killed.contains(p))
+            && rt_a.relay_listening()
+            && rt_b.relay_listening()
+        {
+            break;
+        }
+    }
+    assert!(
+        back.len() == 2 && back.iter().all(|p| !killed.contains(p)),
+        "both replicas listen again on new connections: {back:?} (killed {killed:?})"
+    );
+    assert_eq!(
+        put(&a, &analyst, "/api/streams/xr2/config", &quick_config())
+            .await
+            .0,
+        200
+    );
+    let (s, body) = post(
+        &a,
+        &analyst,
+        "/api/ingest",
+        &Value::Array(calibrate_then_spike("xr2")),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let on_a = drain_texts(&mut sub_a, Duration::from_secs(10), quiet).await;
+    let on_b = drain_texts(&mut sub_b, Duration::from_secs(10), quiet).await;
+    assert!(!on_a.is_empty());
+    assert_eq!(
+        on_b, on_a,
+        "after reconnecting, replica B gets A's anomalies once each"
+    );
+
     for ws in [sub_a, sub_b, owner_a, owner_b].iter_mut() {
         ws.close(None).await.ok();
     }
