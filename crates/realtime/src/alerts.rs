@@ -1,9 +1,13 @@
 //! What happens to an anomalous result: it is stored in `anomalies` (with the whole analysis in `metadata`),
 //! broadcast to subscribers, and checked against the alert configurations through the shared
 //! [`vigil_anomalies::AlertDispatcher`] — `webhook:<url>` channels get an HTTP POST of the anomaly document (queued
-//! and retried by the dispatcher), `websocket` channels a push to the owner's open stream sockets on this replica.
+//! and retried by the dispatcher), `websocket` channels a push to the owner's open stream sockets.
 //! Storing happens before the event is answered; alerting runs in a background task (tracked, so graceful shutdown
 //! waits for it) and never holds up ingestion.
+//!
+//! Broadcasts and socket pushes reach this replica's sockets directly and the other replicas' through the
+//! [`crate::relay`] (PostgreSQL only); both build their messages from the stored row with [`broadcast_text`] and
+//! [`alert_text`], so a message is the same text wherever it is delivered.
 
 use std::sync::Arc;
 
@@ -13,6 +17,8 @@ use vigil_store::anomalies::{self, Anomaly, NewAnomaly};
 
 use crate::Realtime;
 use crate::engine::Outcome;
+use crate::hub::Shared;
+use crate::relay::Item;
 
 /// Stores, broadcasts and alerts on every anomalous outcome of a batch.
 pub async fn handle_anomalies(
@@ -48,7 +54,10 @@ pub async fn handle_anomalies(
             created_by: None,
         };
         let stored = anomalies::insert(&app.store, &new).await?;
-        rt.inner.hub.publish(Arc::from(result_json.to_string()));
+        if let Some(text) = broadcast_text(&stored) {
+            rt.inner.hub.publish(text);
+        }
+        rt.announce(app, Item::Anomaly(stored.id.clone()));
         let (app2, rt2) = (app.clone(), rt.clone());
         app.spawn(async move { fire_alerts(app2, rt2, stored).await });
     }
@@ -62,17 +71,39 @@ async fn fire_alerts(app: AppState, rt: Realtime, stored: Anomaly) {
     if users.is_empty() {
         return;
     }
-    let doc = match serde_json::to_value(vigil_anomalies::AnomalyDoc::from(&stored)) {
-        Ok(d) => d,
+    if let Some(push) = alert_text(&stored) {
+        for user in &users {
+            let n = rt.inner.hub.push_to_user(user, &push);
+            metrics::counter!("topoforge_alert_pushes_total").increment(1);
+            tracing::debug!(%user, sockets = n, "alert pushed to the user's stream sockets");
+        }
+    }
+    rt.announce(
+        &app,
+        Item::Alert {
+            id: stored.id,
+            users,
+        },
+    );
+}
+
+/// The broadcast message of a stored pipeline anomaly: its analysis result (the `analysis` of its metadata), as
+/// subscribed sockets (wrapped in `{"type":"anomaly"}`) and SSE clients receive it.
+pub(crate) fn broadcast_text(stored: &Anomaly) -> Option<Shared> {
+    let analysis = stored.metadata.get("analysis");
+    if analysis.is_none() {
+        tracing::error!(anomaly = %stored.id, "stored pipeline anomaly has no analysis; not broadcast");
+    }
+    analysis.map(|a| Arc::from(a.to_string()))
+}
+
+/// The `websocket` alert push of a stored anomaly: `{"type":"alert","data":<anomaly document>}`.
+pub(crate) fn alert_text(stored: &Anomaly) -> Option<Shared> {
+    match serde_json::to_value(vigil_anomalies::AnomalyDoc::from(stored)) {
+        Ok(doc) => Some(Arc::from(json!({"type": "alert", "data": doc}).to_string())),
         Err(e) => {
             tracing::error!(error = %e, "anomaly did not serialise; socket alerts skipped");
-            return;
+            None
         }
-    };
-    let push: Arc<str> = Arc::from(json!({"type": "alert", "data": doc}).to_string());
-    for user in users {
-        let n = rt.inner.hub.push_to_user(&user, &push);
-        metrics::counter!("topoforge_alert_pushes_total").increment(1);
-        tracing::debug!(%user, sockets = n, "alert pushed to the user's stream sockets");
     }
 }

@@ -6,12 +6,26 @@
 //! the state re-read, and the batch recomputed before anything is answered — so every answer corresponds to a
 //! state that was durably stored, and no replica ever builds on a stale window. Within a replica a per-stream async
 //! mutex serialises batches of the same stream (different streams run in parallel on the blocking pool).
+//!
+//! Persistence is write-through per batch, deliberately not coalesced over time. A write-behind cache (answer now,
+//! flush the state every few milliseconds) would answer from states nobody stored: a crash would lose events that
+//! were already acknowledged, and another replica reading the row before the flush would build on a stale window —
+//! the delayed write would then conflict *after* both replicas had answered, so clients would have been told two
+//! different stories about one stream. Making that safe needs stream ownership (leases, hand-over on failure), a
+//! different design. What is coalesced is everything one request holds: an `/api/ingest` array is one write per
+//! stream however many events it carries (clients after throughput batch), and the model column is rewritten
+//! only when the model was refitted. A WebSocket event is its own batch and pays one small `UPDATE` (the state
+//! without its model) — the price of answering only from stored states.
+//!
+//! Work placement: the analysis, and the JSON of each result, run on the blocking pool ([`Outcome::json`]), so
+//! the async threads that read sockets only copy bytes; a megabyte-sized ingest answer never stalls a socket.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
 use crate::db::{self as streams, Saved, Write};
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
 use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
@@ -45,6 +59,9 @@ pub struct Engine {
 pub struct Outcome {
     pub event: Event,
     pub analysis: Analysis,
+    /// `analysis` as JSON, serialised on the blocking pool with the analysis itself, so the async threads only
+    /// copy it into replies (a 100-event batch answers with about a megabyte).
+    pub json: Box<RawValue>,
     /// The threshold `is_anomaly` was decided with.
     pub threshold: f64,
 }
@@ -120,6 +137,7 @@ impl Engine {
     ) -> Result<Vec<(usize, Outcome)>, Error> {
         let slot = self.slot(&stream);
         let mut slot = slot.lock().await;
+        let (indices, mut batch): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
         for attempt in 0..MAX_ATTEMPTS {
             let cached = match slot.cached.take() {
                 Some(c) => c,
@@ -129,17 +147,21 @@ impl Engine {
             if let Some(t) = threshold {
                 cfg.anomaly_threshold = t;
             }
-            let batch: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
             let Cached {
                 state,
                 version,
                 stored_generation,
                 config,
             } = cached;
-            let computed = tokio::task::spawn_blocking(move || compute(state, &batch, &cfg))
-                .await
-                .map_err(|e| Error::internal(format!("analysis task failed: {e}")))??;
-            let (state, analyses, parts) = computed;
+            // The events travel to the blocking pool and back (a lost race recomputes them) instead of being cloned.
+            let (computed, events) = tokio::task::spawn_blocking(move || {
+                let computed = compute(state, &batch, &cfg);
+                (computed, batch)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("analysis task failed: {e}")))?;
+            batch = events;
+            let (state, analyses, parts) = computed?;
             let model_changed =
                 i64::try_from(parts.model_generation).unwrap_or(i64::MAX) != stored_generation;
             let model = match (&parts.model, model_changed) {
@@ -169,15 +191,17 @@ impl Engine {
                             .as_ref()
                             .map_or(65.0, |c| c.config.anomaly_threshold),
                     );
-                    return Ok(events
+                    return Ok(indices
                         .into_iter()
+                        .zip(batch)
                         .zip(analyses)
-                        .map(|((i, event), analysis)| {
+                        .map(|((i, event), (analysis, json))| {
                             (
                                 i,
                                 Outcome {
                                     event,
                                     analysis,
+                                    json,
                                     threshold: thr,
                                 },
                             )
@@ -196,9 +220,13 @@ impl Engine {
     }
 }
 
-type Computed = (StreamState, Vec<Analysis>, vigil_stream::StateParts);
+type Computed = (
+    StreamState,
+    Vec<(Analysis, Box<RawValue>)>,
+    vigil_stream::StateParts,
+);
 
-/// The CPU-bound part: pushes the batch and serialises the new state. Runs on the blocking pool.
+/// The CPU-bound part: pushes the batch, serialises each analysis and the new state. Runs on the blocking pool.
 fn compute(mut state: StreamState, batch: &[Event], cfg: &StreamConfig) -> Result<Computed, Error> {
     let mut analyses = Vec::with_capacity(batch.len());
     for e in batch {
@@ -212,7 +240,8 @@ fn compute(mut state: StreamState, batch: &[Event], cfg: &StreamConfig) -> Resul
         if a.result().is_some() {
             metrics::counter!("topoforge_windows_analysed_total").increment(1);
         }
-        analyses.push(a);
+        let json = serde_json::value::to_raw_value(&a).map_err(Error::internal)?;
+        analyses.push((a, json));
     }
     let parts = state.to_parts().map_err(Error::internal)?;
     Ok((state, analyses, parts))

@@ -121,6 +121,14 @@ impl Hub {
         delivered
     }
 
+    /// Whether `user` has a socket registered for alert pushes on this replica.
+    pub fn has_sockets(&self, user: &str) -> bool {
+        self.sockets
+            .lock()
+            .map(|m| m.contains_key(user))
+            .unwrap_or(false)
+    }
+
     /// Number of sockets registered for alert pushes.
     pub fn registered_sockets(&self) -> usize {
         self.sockets

@@ -25,22 +25,26 @@
 //! * Slow consumers never slow ingestion: the anomaly broadcast is a bounded ring that never waits (a receiver
 //!   that falls behind by more than `--stream-subscriber-queue` messages is disconnected, with the reason
 //!   logged), alert pushes use bounded per-socket queues with `try_send`, and webhooks run in background tasks.
+//! * Subscribers on every replica see every anomaly: with PostgreSQL, each replica announces what it published
+//!   and republishes the other replicas' announcements to its own sockets ([`relay`]), with identical text.
 //! * A client that disconnects frees everything it held (its broadcast receiver, its alert registration, its
 //!   task); sockets and SSE streams end when the server shuts down.
 //!
 //! Metrics: `topoforge_events_total`, `topoforge_windows_analysed_total`, `topoforge_anomalies_total`,
 //! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_state_conflicts_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
-//! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (webhook metrics are the dispatcher's).
+//! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (webhook metrics are the dispatcher's),
+//! and the relay's (see [`relay`]).
 
 pub mod alerts;
 pub mod db;
 pub mod engine;
 pub mod hub;
+pub mod relay;
 mod routes;
 mod ws;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
@@ -91,6 +95,8 @@ pub(crate) struct Inner {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub dispatcher: vigil_anomalies::AlertDispatcher,
+    /// Set once the routes are built over a PostgreSQL store (see [`relay`]); empty with SQLite.
+    pub relay: OnceLock<Option<relay::Relay>>,
 }
 
 impl Realtime {
@@ -115,6 +121,7 @@ impl Realtime {
                 )),
                 dispatcher,
                 config,
+                relay: OnceLock::new(),
             }),
         }
     }
@@ -127,6 +134,33 @@ impl Realtime {
     /// The fan-out hub (for tests and benchmarks).
     pub fn hub(&self) -> &Arc<Hub> {
         &self.inner.hub
+    }
+
+    /// Starts the cross-replica relay if `app`'s store is PostgreSQL; later calls do nothing. The routes call it
+    /// on first use (a socket or SSE client connecting, an anomaly to announce), so a replica listens as soon as
+    /// it has someone to deliver to; calling it at startup only makes that earlier.
+    pub fn start(&self, app: &AppState) {
+        self.relay(app);
+    }
+
+    /// Whether this replica currently receives the other replicas' anomalies (`false` with SQLite, where there
+    /// are no other replicas, before the relay started, and while its connection is down).
+    pub fn relay_listening(&self) -> bool {
+        matches!(self.inner.relay.get(), Some(Some(r)) if r.listening())
+    }
+
+    fn relay(&self, app: &AppState) -> Option<&relay::Relay> {
+        self.inner
+            .relay
+            .get_or_init(|| relay::Relay::start(app, self.inner.hub.clone()))
+            .as_ref()
+    }
+
+    /// Tells the other replicas (if any) what was just published here.
+    pub(crate) fn announce(&self, app: &AppState, item: relay::Item) {
+        if let Some(r) = self.relay(app) {
+            r.announce(item);
+        }
     }
 }
 

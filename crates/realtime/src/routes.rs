@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
+use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use vigil_http::auth::{Analyst, Viewer, bearer_token};
@@ -81,7 +84,7 @@ async fn ingest(
     Extension(rt): Extension<Realtime>,
     Analyst(_user): Analyst,
     ApiJson(body): ApiJson<Value>,
-) -> ApiResult<ApiJson<Value>> {
+) -> ApiResult<Response> {
     let (events, single) = match &body {
         Value::Array(items) => {
             if items.len() > rt.inner.config.stream_max_batch {
@@ -101,15 +104,16 @@ async fn ingest(
     };
     let outcomes = rt.inner.engine.process(&app, events, None).await?;
     crate::alerts::handle_anomalies(&app, &rt, &outcomes).await?;
-    let mut results: Vec<Value> = Vec::with_capacity(outcomes.len());
-    for o in &outcomes {
-        results.push(serde_json::to_value(&o.analysis).map_err(Error::internal)?);
-    }
-    if single {
-        Ok(ApiJson(results.into_iter().next().unwrap_or(Value::Null)))
+    // The analyses were serialised on the blocking pool; here they are only copied into the body.
+    let body = if single {
+        outcomes
+            .first()
+            .map_or_else(|| b"null".to_vec(), |o| o.json.get().as_bytes().to_vec())
     } else {
-        Ok(ApiJson(Value::Array(results)))
-    }
+        let parts: Vec<&RawValue> = outcomes.iter().map(|o| &*o.json).collect();
+        serde_json::to_vec(&parts).map_err(Error::internal)?
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Server-Sent Events: every anomaly of every stream as event `anomaly` with the analysis result as data. A
@@ -132,6 +136,8 @@ async fn sse(
         q.token.as_deref(),
     )
     .await?;
+    // Anomalies of other replicas reach this client through the relay.
+    rt.start(&app);
     let rx = rt.inner.hub.subscribe();
     metrics::gauge!("topoforge_stream_connections", "kind" => "sse").increment(1.0);
     let guard = ConnectionGauge("sse");

@@ -8,6 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::request::Parts;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use vigil_http::{ApiResult, AppState, AuthUser};
@@ -54,6 +55,8 @@ struct Session {
 async fn run(socket: WebSocket, app: AppState, rt: Realtime, user: Option<AuthUser>) {
     metrics::gauge!("topoforge_stream_connections", "kind" => "websocket").increment(1.0);
     let _gauge = ConnectionGauge("websocket");
+    // Anomalies and alert pushes of other replicas reach this socket through the relay.
+    rt.start(&app);
     // Alert pushes for the socket's user; the registration is removed when this function returns.
     let (_registration, mut alerts) = match &user {
         Some(u) => {
@@ -188,7 +191,21 @@ async fn handle_text(
     if let Err(e) = crate::alerts::handle_anomalies(app, rt, &outcomes).await {
         tracing::error!(error = %e, "storing an anomaly failed");
     }
-    let o = outcomes.into_iter().next()?;
-    let data = serde_json::to_value(&o.analysis).ok()?;
-    Some(json!({"type": "analysis", "data": data, "original_event": event_value}).to_string())
+    let o = outcomes.first()?;
+    let frame = AnalysisFrame {
+        kind: "analysis",
+        data: &o.json,
+        original_event: &event_value,
+    };
+    serde_json::to_string(&frame).ok()
+}
+
+/// `{"type":"analysis","data":…,"original_event":…}`, written straight from the analysis serialised on the
+/// blocking pool (no intermediate `Value` tree per reply).
+#[derive(serde::Serialize)]
+struct AnalysisFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    data: &'a RawValue,
+    original_event: &'a Value,
 }

@@ -85,6 +85,27 @@ impl TestDb {
         })
     }
 
+    /// Another handle on this same database with its own pool, as a second replica would open it. Cleanup stays
+    /// with `self`: drop the replica first.
+    pub async fn replica(&self) -> TestDb {
+        let store = Store::connect(
+            &self.url,
+            &StoreOptions {
+                max_connections: 8,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .expect("open a second handle on the test database");
+        TestDb {
+            store,
+            label: self.label,
+            url: self.url.clone(),
+            _dir: None,
+            pg_drop: None,
+        }
+    }
+
     /// SQLite always, PostgreSQL when configured.
     pub async fn all() -> Vec<TestDb> {
         let mut dbs = vec![TestDb::sqlite().await];
