@@ -55,9 +55,18 @@ impl DeliveryPolicy {
     }
 }
 
+/// Where `websocket` alert channels are delivered. The stream sockets belong to the realtime crate, which
+/// registers itself with [`AlertDispatcher::set_socket_alerts`]; without one (a process serving no stream
+/// sockets) such channels have nobody to reach.
+pub trait SocketAlerts: Send + Sync + 'static {
+    /// Pushes `anomaly` to the open stream sockets of `users` (sorted, de-duplicated).
+    fn push(&self, state: &AppState, anomaly: &Anomaly, users: Vec<String>);
+}
+
 struct Inner {
     /// `None` only if the HTTP client could not be built (no TLS roots, …): deliveries then fail and are counted.
     client: Option<reqwest::Client>,
+    sockets: std::sync::OnceLock<Arc<dyn SocketAlerts>>,
     policy: DeliveryPolicy,
     running: Arc<Semaphore>,
     queued: Arc<Semaphore>,
@@ -102,6 +111,7 @@ impl AlertDispatcher {
         AlertDispatcher {
             inner: Arc::new(Inner {
                 client,
+                sockets: std::sync::OnceLock::new(),
                 running: Arc::new(Semaphore::new(policy.concurrency.max(1))),
                 queued: Arc::new(Semaphore::new(policy.queue.max(1))),
                 policy,
@@ -111,6 +121,28 @@ impl AlertDispatcher {
 
     pub fn policy(&self) -> &DeliveryPolicy {
         &self.inner.policy
+    }
+
+    /// Registers where `websocket` channels go (once per dispatcher; later calls are ignored and say so).
+    pub fn set_socket_alerts(&self, sink: Arc<dyn SocketAlerts>) -> bool {
+        self.inner.sockets.set(sink).is_ok()
+    }
+
+    /// [`fire`](Self::fire), then pushes to the `websocket` channels' users through the registered
+    /// [`SocketAlerts`] (nothing when none is registered).
+    pub async fn fire_and_push(&self, state: &AppState, anomaly: &Anomaly) {
+        let users = self.fire(state, anomaly).await;
+        if users.is_empty() {
+            return;
+        }
+        match self.inner.sockets.get() {
+            Some(sink) => sink.push(state, anomaly, users),
+            None => tracing::debug!(
+                anomaly = %anomaly.id,
+                users = users.len(),
+                "websocket alerts fired but this process serves no stream sockets"
+            ),
+        }
     }
 
     /// Fires every active config whose threshold the anomaly's score reaches.

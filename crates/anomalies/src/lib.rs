@@ -44,7 +44,7 @@ use vigil_http::AppState;
 use vigil_http::axum::Extension;
 
 pub use alerts::{AlertConfigDoc, Channel, CreateAlertConfig, UpdateAlertConfig};
-pub use dispatch::{AlertDispatcher, DeliveryPolicy};
+pub use dispatch::{AlertDispatcher, DeliveryPolicy, SocketAlerts};
 pub use doc::{
     AnomalyDoc, AnomalyList, CreateAnomaly, StatsDoc, TimelineBucket, format_ts, parse_ts,
 };

@@ -66,8 +66,8 @@ pub(crate) async fn create(
     let new = body.into_new(&user.id, now_ms())?;
     let stored = db::insert(&state.store, &new).await?;
     metrics::counter!("anomalies_created_total", "origin" => "api").increment(1);
-    // Websocket subscribers are the realtime crate's business; here only webhooks are delivered.
-    let _websocket_users = dispatcher.fire(&state, &stored).await;
+    // Webhooks are queued; `websocket` channels reach the stream sockets through the realtime crate's sink.
+    dispatcher.fire_and_push(&state, &stored).await;
     Ok((StatusCode::CREATED, ApiJson(AnomalyDoc::from(&stored))))
 }
 

@@ -9,7 +9,7 @@
 //! [`crate::relay`] (PostgreSQL only); both build their messages from the stored row with [`broadcast_text`] and
 //! [`alert_text`], so a message is the same text wherever it is delivered.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use serde_json::json;
 use vigil_http::{AppState, Error};
@@ -65,26 +65,37 @@ pub async fn handle_anomalies(
 }
 
 /// Fires the alert configs through the shared [`vigil_anomalies::AlertDispatcher`] (webhooks are queued there,
-/// off this path) and pushes the anomaly to the sockets of users whose configs have the `websocket` channel.
+/// off this path); its `websocket` channels come back to [`SocketSink`].
 async fn fire_alerts(app: AppState, rt: Realtime, stored: Anomaly) {
-    let users = rt.inner.dispatcher.fire(&app, &stored).await;
-    if users.is_empty() {
-        return;
-    }
-    if let Some(push) = alert_text(&stored) {
-        for user in &users {
-            let n = rt.inner.hub.push_to_user(user, &push);
-            metrics::counter!("topoforge_alert_pushes_total").increment(1);
-            tracing::debug!(%user, sockets = n, "alert pushed to the user's stream sockets");
+    rt.inner.dispatcher.fire_and_push(&app, &stored).await;
+}
+
+/// Delivers `websocket` alert channels, for the pipeline's anomalies and for those recorded through
+/// `POST /api/anomalies` alike: a push to the users' stream sockets here, and an announcement for the other
+/// replicas. Holds the realtime side weakly, since the dispatcher it is registered with is owned by that side.
+pub(crate) struct SocketSink(pub(crate) Weak<crate::Inner>);
+
+impl vigil_anomalies::SocketAlerts for SocketSink {
+    fn push(&self, app: &AppState, stored: &Anomaly, users: Vec<String>) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let rt = Realtime { inner };
+        if let Some(push) = alert_text(stored) {
+            for user in &users {
+                let n = rt.inner.hub.push_to_user(user, &push);
+                metrics::counter!("topoforge_alert_pushes_total").increment(1);
+                tracing::debug!(%user, sockets = n, "alert pushed to the user's stream sockets");
+            }
         }
+        rt.announce(
+            app,
+            Item::Alert {
+                id: stored.id.clone(),
+                users,
+            },
+        );
     }
-    rt.announce(
-        &app,
-        Item::Alert {
-            id: stored.id,
-            users,
-        },
-    );
 }
 
 /// The broadcast message of a stored pipeline anomaly: its analysis result (the `analysis` of its metadata), as

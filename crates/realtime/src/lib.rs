@@ -112,7 +112,7 @@ impl Realtime {
         config: RealtimeConfig,
         dispatcher: vigil_anomalies::AlertDispatcher,
     ) -> Self {
-        Realtime {
+        let rt = Realtime {
             inner: Arc::new(Inner {
                 engine: Engine::new(config.stream_cache_streams),
                 hub: Arc::new(Hub::new(
@@ -123,12 +123,26 @@ impl Realtime {
                 config,
                 relay: OnceLock::new(),
             }),
+        };
+        // `websocket` alert channels fired anywhere in the process (the pipeline, POST /api/anomalies) reach
+        // the sockets this side holds.
+        let sink = alerts::SocketSink(Arc::downgrade(&rt.inner));
+        if !rt.inner.dispatcher.set_socket_alerts(Arc::new(sink)) {
+            tracing::warn!(
+                "the alert dispatcher already delivers websocket alerts elsewhere; this Realtime gets none"
+            );
         }
+        rt
     }
 
     /// The engine caches (for tests and benchmarks).
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The alert dispatcher this side delivers `websocket` channels for (share it with the anomalies routes).
+    pub fn dispatcher(&self) -> &vigil_anomalies::AlertDispatcher {
+        &self.inner.dispatcher
     }
 
     /// The fan-out hub (for tests and benchmarks).

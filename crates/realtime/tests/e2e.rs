@@ -495,6 +495,67 @@ async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
 }
 
 #[tokio::test]
+async fn hand_recorded_anomalies_reach_the_owners_sockets() {
+    for db in vigil_store::testing::TestDb::all().await {
+        // The process wiring of `vigil serve`: one dispatcher shared by the anomalies routes and the stream side.
+        let rt = Realtime::new(RealtimeConfig::default());
+        let rt2 = rt.clone();
+        let app = TestApp::start(db, move |state| {
+            router_with(rt2.clone()).merge(vigil_anomalies::router_with_dispatcher(
+                state,
+                vigil_anomalies::AnomaliesConfig::default(),
+                rt2.dispatcher().clone(),
+            ))
+        })
+        .await;
+        let (_, analyst) = app.user_with_role("recorder", Role::Analyst).await;
+        let (s, cfg) = post(
+            &app,
+            &analyst,
+            "/api/alerts",
+            &json!({"threshold": 0.8, "notification_channels": ["websocket"]}),
+        )
+        .await;
+        assert_eq!(s, 201, "{}: {cfg}", app.label);
+        let mut mine = connect(&app, &format!("?token={analyst}")).await;
+        for _ in 0..50 {
+            if rt.hub().registered_sockets() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let record = |score: f64| {
+            json!({
+                "timestamp": "2026-01-12T08:00:00Z", "source_type": "manual", "event_data": {"value": 1},
+                "betti_h0": 1, "betti_h1": 0, "betti_h2": 0, "anomaly_score": score
+            })
+        };
+        let (s, low) = post(&app, &analyst, "/api/anomalies", &record(0.5)).await;
+        assert_eq!(s, 201, "{}: {low}", app.label);
+        let (s, high) = post(&app, &analyst, "/api/anomalies", &record(0.9)).await;
+        assert_eq!(s, 201, "{}: {high}", app.label);
+        let alert = next_json(&mut mine, Duration::from_secs(5))
+            .await
+            .expect("alert push");
+        assert_eq!(
+            (alert["type"].as_str(), &alert["data"]["id"]),
+            (Some("alert"), &high["id"]),
+            "{}: only the anomaly above the threshold is pushed",
+            app.label
+        );
+        assert!(
+            next_json(&mut mine, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "{}: one push",
+            app.label
+        );
+        mine.close(None).await.ok();
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn slow_subscribers_are_dropped_and_disconnects_free_resources() {
     let cfg = RealtimeConfig {
         stream_subscriber_queue: 4,
