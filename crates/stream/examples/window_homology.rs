@@ -25,6 +25,8 @@ fn main() {
     let mut coords = Vec::new();
     let mut windows = 0usize;
     let mut bars = [0usize; 3];
+    // FNV-1a over every bar's bits: two builds computed the same barcodes iff they print the same digest.
+    let mut digest = 0xcbf2_9ce4_8422_2325_u64;
     let start = Instant::now();
     for (i, base) in [Base::Noise, Base::RandomWalk, Base::Seasonal]
         .into_iter()
@@ -46,6 +48,11 @@ fn main() {
                 Ok(t) => {
                     for (b, dim) in bars.iter_mut().zip(&t.barcodes.dims) {
                         *b += dim.len();
+                        for bar in dim {
+                            for x in [bar.birth, bar.death] {
+                                digest = (digest ^ x.to_bits()).wrapping_mul(0x100_0000_01b3);
+                            }
+                        }
                     }
                 }
                 Err(e) => eprintln!("window {windows}: {e}"),
@@ -54,5 +61,7 @@ fn main() {
         }
     }
     let per = start.elapsed().as_secs_f64() * 1e6 / windows.max(1) as f64;
-    println!("{windows} windows, {per:.1} µs wall per window, bars per dimension {bars:?}");
+    println!(
+        "{windows} windows, {per:.1} µs wall per window, bars per dimension {bars:?}, digest {digest:016x}"
+    );
 }
