@@ -108,6 +108,26 @@ trait Neighborhood {
         f: impl FnMut(u32, f32, usize) -> bool,
     );
 
+    /// Fills `edges` with the edges within the threshold in filtration order, keyed as in [`Engine::dim0`], if
+    /// this neighbourhood already knows that order; returns `false` (and does nothing) otherwise.
+    fn edges_in_order(&self, _edges: &mut Vec<(u64, u32, u32)>) -> bool {
+        false
+    }
+
+    /// The dimension-2 part of [`Engine::assemble`] (the triangles on `edges`, their columns and, with `next`,
+    /// every triangle) by a path specialised to this neighbourhood, if it has one: returns `false` and does
+    /// nothing otherwise. Must produce the same columns and simplices as the generic loop, in any order.
+    fn extend_edges(
+        &self,
+        _edges: &[(u64, u32, u32)],
+        _binom: &Binomial,
+        _pivots: &PivotMap,
+        _columns: &mut Vec<(f32, u64)>,
+        _next: Option<&mut Vec<(f32, u64)>>,
+    ) -> bool {
+        false
+    }
+
     /// The largest vertex `v` outside `verts` with `d(u, v) ≤ diam` for every `u` in `verts` — the vertex that
     /// makes the oldest equal-diameter cofacet — if any.
     fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
@@ -121,11 +141,85 @@ trait Neighborhood {
     }
 }
 
-/// The complete graph: every vertex is a candidate, distances from the full square.
-struct Dense<'a> {
+/// The complete graph: every vertex is a candidate, distances from the full square. With ball tables (small
+/// inputs in rank space) vertex sets are bitmasks of type `M`.
+struct Dense<'a, M = u128> {
     n: usize,
     d: &'a [f32],
     balls: Option<&'a Balls>,
+    mask: std::marker::PhantomData<M>,
+}
+
+impl<'a, M> Dense<'a, M> {
+    fn new(n: usize, d: &'a [f32], balls: Option<&'a Balls>) -> Self {
+        Dense {
+            n,
+            d,
+            balls,
+            mask: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A set of vertices of a small input as a bitmask: `u64` up to 64 points, where every set operation is one
+/// instruction (the stream's 49-point windows), `u128` up to [`BALLS_MAX_POINTS`]. Measured on the stream
+/// windows: `u128` shifts and leading-zero counts were a tenth of all instructions.
+trait Mask:
+    Copy
+    + Eq
+    + std::ops::BitAnd<Output = Self>
+    + std::ops::BitOr<Output = Self>
+    + std::ops::Not<Output = Self>
+{
+    const EMPTY: Self;
+    /// The set `{v}`.
+    fn bit(v: u32) -> Self;
+    /// The set from its low and high 64 bits (`u64` ignores `hi`, which is then never loaded).
+    fn from_halves(lo: u64, hi: impl FnOnce() -> u64) -> Self;
+    /// Largest member.
+    fn highest(self) -> Option<u32>;
+    /// The vertices above `v`.
+    fn above(v: u32) -> Self;
+}
+
+impl Mask for u64 {
+    const EMPTY: Self = 0;
+    #[inline(always)]
+    fn bit(v: u32) -> Self {
+        1 << (v & 63)
+    }
+    #[inline(always)]
+    fn from_halves(lo: u64, _hi: impl FnOnce() -> u64) -> Self {
+        lo
+    }
+    #[inline(always)]
+    fn highest(self) -> Option<u32> {
+        (self != 0).then(|| 63 - self.leading_zeros())
+    }
+    #[inline(always)]
+    fn above(v: u32) -> Self {
+        (!0u64).checked_shl(v + 1).unwrap_or(0)
+    }
+}
+
+impl Mask for u128 {
+    const EMPTY: Self = 0;
+    #[inline(always)]
+    fn bit(v: u32) -> Self {
+        1 << (v & 127)
+    }
+    #[inline(always)]
+    fn from_halves(lo: u64, hi: impl FnOnce() -> u64) -> Self {
+        u128::from(lo) | (u128::from(hi()) << 64)
+    }
+    #[inline(always)]
+    fn highest(self) -> Option<u32> {
+        (self != 0).then(|| 127 - self.leading_zeros())
+    }
+    #[inline(always)]
+    fn above(v: u32) -> Self {
+        (!0u128).checked_shl(v + 1).unwrap_or(0)
+    }
 }
 
 /// Largest input computed in rank space with [`Balls`] (one `u128` mask per vertex and neighbour count).
@@ -157,10 +251,14 @@ struct Balls {
     order: Vec<u32>,
     fill: Vec<u32>,
     keys: Vec<u64>,
+    scratch: Vec<u64>,
     /// `values[r]` = the distance of rank `r` (`values[0] = 0`).
     values: Vec<f32>,
     /// The input in rank space (`+inf` beyond the threshold).
     ranked: Vec<f32>,
+    /// The same ranks as integers (`u16::MAX` beyond the threshold; ranks of up to 128 points fit 13 bits), for
+    /// the triangle loop of [`Dense::extend_edges`], which never converts a float.
+    rank16: Vec<u16>,
 }
 
 /// Bits set in each byte: a table lookup instead of the bit-twiddling `count_ones` compiles to on baseline
@@ -174,6 +272,42 @@ const POPCOUNT8: [u8; 256] = {
     }
     t
 };
+
+/// The integer value of a rank (an integral `f32` in `[0, 2^23)`). Adding `2^23` puts the integer in the low
+/// mantissa bits: three instructions, where `as usize` compiles to a dozen (it saturates out-of-range values).
+#[inline(always)]
+fn rank_index(r: f32) -> usize {
+    ((r + 8_388_608.0).to_bits() & 0x7f_ffff) as usize
+}
+
+/// Sorts `keys` stably by their high 32 bits: an LSD radix sort, one counting pass per byte, skipping the bytes
+/// that are equal in every key (the exponent byte of similar distances). On the ~1 200 pairs of a 49-point window
+/// this is several times cheaper than a comparison sort.
+fn radix_sort_high32(keys: &mut Vec<u64>, scratch: &mut Vec<u64>) {
+    scratch.clear();
+    scratch.resize(keys.len(), 0);
+    for shift in [32, 40, 48, 56] {
+        let mut count = [0usize; 256];
+        for &k in keys.iter() {
+            count[((k >> shift) & 0xff) as usize] += 1;
+        }
+        if count.contains(&keys.len()) {
+            continue;
+        }
+        let mut at = 0;
+        for c in count.iter_mut() {
+            let here = *c;
+            *c = at;
+            at += here;
+        }
+        for &k in keys.iter() {
+            let slot = &mut count[((k >> shift) & 0xff) as usize];
+            scratch[*slot] = k;
+            *slot += 1;
+        }
+        std::mem::swap(keys, scratch);
+    }
+}
 
 impl Balls {
     /// Ranks `d` (`n × n`, `n ≤ BALLS_MAX_POINTS`) and builds the ball tables; pairs beyond `thr` are dropped.
@@ -190,11 +324,15 @@ impl Balls {
                 }
             }
         }
-        keys.sort_unstable();
+        // Pushed in increasing order of their low (vertex) bits, so a stable sort on the value bits sorts them
+        // completely.
+        radix_sort_high32(keys, &mut self.scratch);
         self.values.clear();
         self.values.push(0.0);
         self.ranked.clear();
         self.ranked.resize(n * n, f32::INFINITY);
+        self.rank16.clear();
+        self.rank16.resize(n * n, u16::MAX);
         // Row u of `order` starts with u itself (rank 0), then its neighbours by increasing rank.
         self.order.clear();
         self.order.resize(n * n, 0);
@@ -202,6 +340,7 @@ impl Balls {
         self.fill.resize(n, 1);
         for u in 0..n {
             self.ranked[u * n + u] = 0.0;
+            self.rank16[u * n + u] = 0;
             self.order[u * n] = u as u32;
         }
         let mut last_bits = u32::MAX;
@@ -215,6 +354,9 @@ impl Balls {
             let (i, j) = (((k >> 16) & 0xffff) as usize, (k & 0xffff) as usize);
             self.ranked[i * n + j] = r;
             self.ranked[j * n + i] = r;
+            let r16 = (self.values.len() - 1) as u16;
+            self.rank16[i * n + j] = r16;
+            self.rank16[j * n + i] = r16;
             self.order[i * n + self.fill[i] as usize] = j as u32;
             self.fill[i] += 1;
             self.order[j * n + self.fill[j] as usize] = i as u32;
@@ -271,23 +413,23 @@ impl Balls {
     /// byte count plus one table popcount, and indexes the prefix masks. Everything stays in L1 for the stream
     /// sizes.
     #[inline(always)]
-    fn ball(&self, u: u32, r: f32) -> u128 {
-        let r = (r as usize).min(self.levels);
+    fn ball<M: Mask>(&self, u: u32, r: f32) -> M {
+        self.ball_at(u, rank_index(r.min(self.levels as f32)))
+    }
+
+    /// [`Balls::ball`] with an integer rank `r ≤ levels`.
+    #[inline(always)]
+    fn ball_at<M: Mask>(&self, u: u32, r: usize) -> M {
         let slot = u as usize * self.words + r / 8;
         let upto = 0xffu8 >> (7 - r % 8);
         let k = usize::from(self.base[slot])
             + usize::from(POPCOUNT8[usize::from(self.present[slot] & upto)]);
         let at = u as usize * (self.n + 1) + k;
-        let lo = u128::from(self.prefix_lo[at]);
-        if self.n > 64 {
-            lo | (u128::from(self.prefix_hi[at]) << 64)
-        } else {
-            lo
-        }
+        M::from_halves(self.prefix_lo[at], || self.prefix_hi[at])
     }
 }
 
-impl Dense<'_> {
+impl<M: Mask> Dense<'_, M> {
     /// [`Neighborhood::zero_pivot_vertex`] by scanning every vertex (no ball tables).
     #[inline(never)]
     fn zero_pivot_vertex_scan(&self, verts: &[u32], diam: f32) -> Option<u32> {
@@ -300,20 +442,120 @@ impl Dense<'_> {
     }
 }
 
-impl Neighborhood for Dense<'_> {
+impl<M: Mask> Neighborhood for Dense<'_, M> {
+    /// The ball tables were built from the pairs sorted by value (ties by increasing index): the filtration
+    /// order is that, with each tie group reversed, and ranks for diameters. No second sort.
+    fn edges_in_order(&self, edges: &mut Vec<(u64, u32, u32)>) -> bool {
+        let Some(balls) = self.balls else {
+            return false;
+        };
+        let keys = &balls.keys;
+        let mut rank = 0u32;
+        let mut start = 0;
+        while start < keys.len() {
+            let value = keys[start] >> 32;
+            let end = keys[start..]
+                .iter()
+                .position(|&k| k >> 32 != value)
+                .map_or(keys.len(), |len| start + len);
+            rank += 1;
+            let diam = u64::from((rank as f32).to_bits()) << 32;
+            for &k in keys[start..end].iter().rev() {
+                let (j, i) = (((k >> 16) & 0xffff) as u32, (k & 0xffff) as u32);
+                // Indices of at most 128 points fit 32 bits (the packed keys of `dim0`).
+                let index = j * j.saturating_sub(1) / 2 + i;
+                edges.push((diam | u64::from(!index), i, j));
+            }
+            start = end;
+        }
+        true
+    }
+
+    /// In rank space the triangles are where small inputs spend their time (a 49-point window has ~12 000 and
+    /// reduces ~45 of them): this loop tests them with integer ranks and bitmasks only. Candidates `v > j`
+    /// come from the AND of two balls, the apparent-facet test is written out for three vertices, and only the
+    /// rare triangles that are not the facet of a zero apparent pair go on to the generic tests.
+    fn extend_edges(
+        &self,
+        edges: &[(u64, u32, u32)],
+        binom: &Binomial,
+        pivots: &PivotMap,
+        columns: &mut Vec<(f32, u64)>,
+        mut next: Option<&mut Vec<(f32, u64)>>,
+    ) -> bool {
+        let Some(balls) = self.balls else {
+            return false;
+        };
+        let n = self.n;
+        let ranks = &balls.rank16[..n * n];
+        let top = balls.levels;
+        for &(_, i, j) in edges {
+            let (iu, ju) = (i as usize, j as usize);
+            let ri = &ranks[iu * n..iu * n + n];
+            let rj = &ranks[ju * n..ju * n + n];
+            let e = ri[ju];
+            let base = binom.get(ju, 2) + u64::from(i);
+            let edge_own = M::bit(i) | M::bit(j);
+            let mut candidates =
+                balls.ball_at::<M>(i, top) & balls.ball_at::<M>(j, top) & M::above(j);
+            // Decreasing v, as the generic enumeration does (the order of columns is free: they are sorted).
+            while let Some(v) = candidates.highest() {
+                let vu = v as usize;
+                candidates = candidates & !M::bit(v);
+                let (iv, jv) = (ri[vu], rj[vu]);
+                let d = e.max(iv).max(jv);
+                let tau = base + binom.get(vu, 3);
+                let diam = f32::from(d);
+                if let Some(next) = next.as_deref_mut() {
+                    next.push((diam, tau));
+                }
+                let r = usize::from(d);
+                // The oldest equal-diameter cofacet adds the largest vertex within d of all three.
+                let common = balls.ball_at::<M>(i, r)
+                    & balls.ball_at::<M>(j, r)
+                    & balls.ball_at::<M>(v, r)
+                    & !(edge_own | M::bit(v));
+                if let Some(x) = common.highest() {
+                    // x above v: this triangle is the cofacet's youngest facet, a zero apparent pair.
+                    if x > v {
+                        continue;
+                    }
+                    // Otherwise each facet of {i, j, v, x} younger than this one (it lacks a vertex above x,
+                    // v at least) must have a smaller diameter: no maximal pair may avoid that vertex.
+                    let rx = &ranks[x as usize * n..x as usize * n + n];
+                    let (ij, iv, jv) = (e == d, iv == d, jv == d);
+                    let (xi, xj, xv) = (rx[iu] == d, rx[ju] == d, rx[vu] == d);
+                    let without_i = !(jv || xj || xv);
+                    let without_j = !(iv || xi || xv);
+                    let without_v = !(ij || xi || xj);
+                    if without_v && (i < x || without_i) && (j < x || without_j) {
+                        continue;
+                    }
+                }
+                if pivots.get(tau).is_some() {
+                    continue;
+                }
+                let w = [i, j, v];
+                if apparent_as_cofacet(self, &w, diam, &MaxPairs::of(self, &w, diam)).is_none() {
+                    columns.push((diam, tau));
+                }
+            }
+        }
+        true
+    }
+
     #[inline(always)]
     fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
         let Some(balls) = self.balls else {
             return self.zero_pivot_vertex_scan(verts, diam);
         };
-        let mut common = !0u128;
-        let mut own = 0u128;
+        let mut common = !M::EMPTY;
+        let mut own = M::EMPTY;
         for &u in verts {
-            common &= balls.ball(u, diam);
-            own |= 1 << u;
+            common = common & balls.ball::<M>(u, diam);
+            own = own | M::bit(u);
         }
-        let candidates = common & !own;
-        (candidates != 0).then(|| 127 - candidates.leading_zeros())
+        (common & !own).highest()
     }
 
     #[inline(always)]
@@ -800,12 +1042,13 @@ impl Engine {
             let mut balls = std::mem::take(&mut self.balls);
             balls.rebuild(n, d, thr);
             let levels = balls.levels as f32;
-            let nb = Dense {
-                n,
-                d: &balls.ranked,
-                balls: Some(&balls),
+            let result = if n <= 64 {
+                let nb = Dense::<u64>::new(n, &balls.ranked, Some(&balls));
+                self.run(&nb, n, top_dim, levels, out)
+            } else {
+                let nb = Dense::<u128>::new(n, &balls.ranked, Some(&balls));
+                self.run(&nb, n, top_dim, levels, out)
             };
-            let result = self.run(&nb, n, top_dim, levels, out);
             // Back from ranks to distances.
             let to_value = |x: f64| {
                 if x.is_finite() {
@@ -852,7 +1095,7 @@ impl Engine {
             self.nbr = nbr;
             result?;
         } else {
-            self.run(&Dense { n, d, balls: None }, n, top_dim, thr, out)?;
+            self.run(&Dense::<u128>::new(n, d, None), n, top_dim, thr, out)?;
         }
         for bars in &mut out.dims {
             // Zero-length bars are not reported (H0 merges at distance 0: duplicate points).
@@ -902,7 +1145,8 @@ impl Engine {
         // order is packed into one integer key (diameter bits, then the complemented index), which sorts much
         // faster than a comparator; edge indices fit 32 bits up to 92 681 points.
         let packed_keys = self.binom.get(n, 2) < 1 << 32;
-        for j in 1..n as u32 {
+        let sorted = nb.edges_in_order(edges);
+        for j in (1..n as u32).filter(|_| !sorted) {
             let base = self.binom.get(j as usize, 2);
             for i in 0..j {
                 let x = nb.dist(i, j);
@@ -912,7 +1156,9 @@ impl Engine {
                 }
             }
         }
-        if packed_keys {
+        if sorted {
+            // Already in order.
+        } else if packed_keys {
             edges.sort_unstable_by_key(|e| e.0);
         } else {
             edges.sort_unstable_by(|a, b| {
@@ -978,6 +1224,14 @@ impl Engine {
         columns.clear();
         next_simplices.clear();
         let m = dim; // vertices of the facets we extend
+        let specialised = m == 2
+            && nb.extend_edges(
+                edges,
+                binom,
+                pivots,
+                columns,
+                keep_simplices.then_some(&mut *next_simplices),
+            );
         let mut w = [0u32; MAX_VERTS];
         // Each simplex is generated once, from its facet without its largest vertex.
         let mut extend = |verts: &[u32], diam: f32| {
@@ -1007,7 +1261,9 @@ impl Engine {
                 },
             );
         };
-        if m == 2 {
+        if specialised {
+            // Done by the neighbourhood's own loop.
+        } else if m == 2 {
             // The edges are still at hand from H0, with their vertices: no decoding.
             for &(key, i, j) in edges.iter() {
                 extend(&[i, j], f32::from_bits((key >> 32) as u32));
@@ -1370,11 +1626,7 @@ mod tests {
     /// (added vertex, number of simplex vertices above it) of each cofacet, checking each index by decoding.
     fn index_of_cofacets(b: &Binomial, verts: &[u32], n: usize) -> Vec<(u32, usize)> {
         let d = vec![0.0f32; n * n];
-        let nb = Dense {
-            n,
-            d: &d,
-            balls: None,
-        };
+        let nb = Dense::<u128>::new(n, &d, None);
         let mut seen = Vec::new();
         let mut last = u64::MAX;
         for_each_cofacet(&nb, b, verts, 0.0, None, 0.0, |tau, _, odd, v| {
@@ -1445,6 +1697,119 @@ mod tests {
         assert_eq!(w.pop_pivot(2).map(|p| p.index), Some(7));
     }
 
+    /// Hides a neighbourhood's specialised loops, so the engine takes its generic paths.
+    struct Generic<'a, N>(&'a N);
+
+    impl<N: Neighborhood> Neighborhood for Generic<'_, N> {
+        fn dist(&self, a: u32, b: u32) -> f32 {
+            self.0.dist(a, b)
+        }
+        fn cofacet_vertices(
+            &self,
+            verts: &[u32],
+            diam: f32,
+            floor: Option<u32>,
+            thr: f32,
+            f: impl FnMut(u32, f32, usize) -> bool,
+        ) {
+            self.0.cofacet_vertices(verts, diam, floor, thr, f);
+        }
+        fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
+            self.0.zero_pivot_vertex(verts, diam)
+        }
+    }
+
+    type Stages = (
+        Vec<(u64, u32, u32)>,
+        Vec<(f32, u64)>,
+        Vec<(f32, u64)>,
+        Vec<Vec<(f64, f64)>>,
+    );
+
+    /// The edges in filtration order, the dimension-2 columns and triangles after the dimension-1 reduction,
+    /// and the barcodes up to H3.
+    fn stages<N: Neighborhood>(nb: &N, n: usize, thr: f32) -> Stages {
+        let mut e = Engine::default();
+        e.set_modulus(2).unwrap();
+        e.binom.rebuild(n, 5).unwrap();
+        let mut out = Barcodes::default();
+        out.dims.resize_with(4, Vec::new);
+        e.dim0(nb, n, 3, thr, &mut out.dims[0]);
+        let edges = e.edges.clone();
+        e.pivots.reset(e.binom.get(n, 3)).unwrap();
+        e.reduce(nb, 1, thr, &mut out.dims[1]);
+        e.assemble(nb, 2, thr, true);
+        let columns = e.columns.clone();
+        let mut triangles = e.simplices.clone();
+        triangles.sort_unstable_by_key(|t| t.1);
+        let mut out = Barcodes::default();
+        out.dims.resize_with(4, Vec::new);
+        e.run(nb, n, 3, thr, &mut out).unwrap();
+        let bars = out
+            .dims
+            .iter()
+            .map(|d| {
+                let mut v: Vec<(f64, f64)> = d.iter().map(|b| (b.birth, b.death)).collect();
+                v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                v
+            })
+            .collect();
+        (edges, columns, triangles, bars)
+    }
+
+    #[test]
+    fn specialised_small_paths_match_the_generic_ones() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases = 0;
+        for &n in &[4usize, 9, 20, 33, 49, 64, 65, 80] {
+            for ties in [false, true] {
+                for cut in [false, true] {
+                    // Integer grid points make many equal distances, the hard case for apparent pairs.
+                    let coords: Vec<f64> = (0..2 * n)
+                        .map(|_| {
+                            if ties {
+                                (next() % 7) as f64
+                            } else {
+                                (next() % 1_000_000) as f64 / 1e5
+                            }
+                        })
+                        .collect();
+                    let dm = DistanceMatrix::from_points(&coords, 2).unwrap();
+                    let mut thr = dm.enclosing_radius() as f32;
+                    if cut {
+                        thr *= 0.6;
+                    }
+                    let mut balls = Balls::default();
+                    balls.rebuild(n, dm.square(), thr);
+                    let levels = balls.levels as f32;
+                    let (fast, slow) = if n <= 64 {
+                        let nb = Dense::<u64>::new(n, &balls.ranked, Some(&balls));
+                        (stages(&nb, n, levels), stages(&Generic(&nb), n, levels))
+                    } else {
+                        let nb = Dense::<u128>::new(n, &balls.ranked, Some(&balls));
+                        (stages(&nb, n, levels), stages(&Generic(&nb), n, levels))
+                    };
+                    assert_eq!(fast.0, slow.0, "edge order, n {n} ties {ties} cut {cut}");
+                    assert_eq!(
+                        fast.1, slow.1,
+                        "dimension-2 columns, n {n} ties {ties} cut {cut}"
+                    );
+                    assert_eq!(fast.2, slow.2, "triangles, n {n} ties {ties} cut {cut}");
+                    assert_eq!(fast.3, slow.3, "barcodes, n {n} ties {ties} cut {cut}");
+                    cases += usize::from(!fast.1.is_empty());
+                }
+            }
+        }
+        // The comparison is only meaningful if the inputs have dimension-2 columns at all.
+        assert!(cases > 10, "{cases}");
+    }
+
     #[test]
     fn balls_match_brute_force() {
         // 70 points on a line with repeated distances (ties) and a threshold cutting some pairs.
@@ -1459,7 +1824,11 @@ mod tests {
                 let expected = (0..n)
                     .filter(|&v| balls.ranked[u * n + v] <= r as f32)
                     .fold(0u128, |m, v| m | (1 << v));
-                assert_eq!(balls.ball(u as u32, r as f32), expected, "u {u} r {r}");
+                assert_eq!(
+                    balls.ball::<u128>(u as u32, r as f32),
+                    expected,
+                    "u {u} r {r}"
+                );
             }
         }
         // Ranks preserve the order of values, ties included, and map back.
