@@ -243,6 +243,10 @@ struct Balls {
     present: Vec<u8>,
     /// Row `u`, byte `w`: number of distinct ranks of row `u` below `8·w`.
     base: Vec<u8>,
+    /// Whether `count` replaces `present` and `base` (up to 64 points).
+    direct: bool,
+    /// Row `u` (length `E + 1`), entry `r`: number of distinct ranks `≤ r` in row `u`.
+    count: Vec<u8>,
     /// Row `u`, entry `k`: the vertices whose rank from `u` is among the `k` smallest distinct ones (low and
     /// high 64 bits; the high half is only read when `n > 64`).
     prefix_lo: Vec<u64>,
@@ -366,31 +370,55 @@ impl Balls {
         self.levels = levels;
         let words = levels / 8 + 1;
         self.words = words;
+        // Up to 64 points the count of distinct ranks `≤ r` is one byte of a direct table (n · (E + 1) bytes,
+        // 55 KB for a 49-point window) instead of a byte count plus a popcount; above, the table would grow to
+        // a megabyte and the compact form stays.
+        self.direct = n <= 64;
+        let stride = levels + 1;
         self.present.clear();
-        self.present.resize(n * words, 0);
         self.base.clear();
-        self.base.resize(n * words, 0);
+        self.count.clear();
+        if self.direct {
+            self.count.resize(n * stride, 0);
+        } else {
+            self.present.resize(n * words, 0);
+            self.base.resize(n * words, 0);
+        }
         self.prefix_lo.clear();
         self.prefix_hi.clear();
         for u in 0..n {
             let within = self.fill[u] as usize;
             let order = &self.order[u * n..u * n + within];
-            let present = &mut self.present[u * words..(u + 1) * words];
+            let ranks = &self.rank16[u * n..u * n + n];
             let mut mask = 0u128;
             self.prefix_lo.push(0);
             self.prefix_hi.push(0);
+            // Distinct ranks seen so far, and where the current one starts in the direct table's row.
+            let mut distinct = 0u8;
+            let mut from = 0;
             for (c, &v) in order.iter().enumerate() {
                 mask |= 1 << v;
-                let r = self.ranked[u * n + v as usize] as usize;
-                present[r / 8] |= 1 << (r % 8);
+                let r = usize::from(ranks[v as usize]);
+                if self.direct {
+                    if c == 0 || r != from {
+                        self.count[u * stride + from..u * stride + r].fill(distinct);
+                        distinct += 1;
+                        from = r;
+                    }
+                } else {
+                    self.present[u * words + r / 8] |= 1 << (r % 8);
+                }
                 // One prefix per distinct rank: pushed after the last vertex of that rank.
                 let next_differs = order
                     .get(c + 1)
-                    .is_none_or(|&w| self.ranked[u * n + w as usize] as usize != r);
+                    .is_none_or(|&w| usize::from(ranks[w as usize]) != r);
                 if next_differs {
                     self.prefix_lo.push(mask as u64);
                     self.prefix_hi.push((mask >> 64) as u64);
                 }
+            }
+            if self.direct {
+                self.count[u * stride + from..(u + 1) * stride].fill(distinct);
             }
             // Pad the row to its fixed length n + 1.
             let pushed = self.prefix_lo.len() - u * (n + 1);
@@ -398,20 +426,21 @@ impl Balls {
                 self.prefix_lo.push(mask as u64);
                 self.prefix_hi.push((mask >> 64) as u64);
             }
-            let mut seen = 0u32;
-            for (base, word) in self.base[u * words..(u + 1) * words]
-                .iter_mut()
-                .zip(present.iter())
-            {
-                *base = seen as u8;
-                seen += word.count_ones();
+            if !self.direct {
+                let mut seen = 0u32;
+                for (base, word) in self.base[u * words..(u + 1) * words]
+                    .iter_mut()
+                    .zip(&self.present[u * words..(u + 1) * words])
+                {
+                    *base = seen as u8;
+                    seen += word.count_ones();
+                }
             }
         }
     }
 
-    /// Vertices within rank `r` of `u` (including `u`): the number of distinct ranks `≤ r` in `u`'s row is a
-    /// byte count plus one table popcount, and indexes the prefix masks. Everything stays in L1 for the stream
-    /// sizes.
+    /// Vertices within rank `r` of `u` (including `u`): the number of distinct ranks `≤ r` in `u`'s row (a
+    /// direct table entry, or a byte count plus one table popcount) indexes the prefix masks.
     #[inline(always)]
     fn ball<M: Mask>(&self, u: u32, r: f32) -> M {
         self.ball_at(u, rank_index(r.min(self.levels as f32)))
@@ -420,10 +449,14 @@ impl Balls {
     /// [`Balls::ball`] with an integer rank `r ≤ levels`.
     #[inline(always)]
     fn ball_at<M: Mask>(&self, u: u32, r: usize) -> M {
-        let slot = u as usize * self.words + r / 8;
-        let upto = 0xffu8 >> (7 - r % 8);
-        let k = usize::from(self.base[slot])
-            + usize::from(POPCOUNT8[usize::from(self.present[slot] & upto)]);
+        let k = if self.direct {
+            usize::from(self.count[u as usize * (self.levels + 1) + r])
+        } else {
+            let slot = u as usize * self.words + r / 8;
+            let upto = 0xffu8 >> (7 - r % 8);
+            usize::from(self.base[slot])
+                + usize::from(POPCOUNT8[usize::from(self.present[slot] & upto)])
+        };
         let at = u as usize * (self.n + 1) + k;
         M::from_halves(self.prefix_lo[at], || self.prefix_hi[at])
     }
@@ -1812,33 +1845,38 @@ mod tests {
 
     #[test]
     fn balls_match_brute_force() {
-        // 70 points on a line with repeated distances (ties) and a threshold cutting some pairs.
-        let n = 70;
-        let coords: Vec<f64> = (0..n).map(|i| f64::from((i * 7 % 23) as u32)).collect();
-        let dm = DistanceMatrix::from_points(&coords, 1).unwrap();
-        let thr = 15.0f32;
+        // Points on a line with repeated distances (ties) and a threshold cutting some pairs: 70 points use the
+        // compact rank counts, 40 the direct table, and one reuse of the tables goes from one to the other.
         let mut balls = Balls::default();
-        balls.rebuild(n, dm.square(), thr);
-        for u in 0..n {
-            for r in 0..=balls.levels {
-                let expected = (0..n)
-                    .filter(|&v| balls.ranked[u * n + v] <= r as f32)
-                    .fold(0u128, |m, v| m | (1 << v));
-                assert_eq!(
-                    balls.ball::<u128>(u as u32, r as f32),
-                    expected,
-                    "u {u} r {r}"
-                );
+        for n in [70, 40, 64, 65] {
+            let coords: Vec<f64> = (0..n).map(|i| f64::from((i * 7 % 23) as u32)).collect();
+            let dm = DistanceMatrix::from_points(&coords, 1).unwrap();
+            let thr = 15.0f32;
+            balls.rebuild(n, dm.square(), thr);
+            assert_eq!(balls.direct, n <= 64);
+            for u in 0..n {
+                for r in 0..=balls.levels {
+                    let expected = (0..n)
+                        .filter(|&v| balls.ranked[u * n + v] <= r as f32)
+                        .fold(0u128, |m, v| m | (1 << v));
+                    assert_eq!(
+                        balls.ball::<u128>(u as u32, r as f32),
+                        expected,
+                        "n {n} u {u} r {r}"
+                    );
+                }
             }
-        }
-        // Ranks preserve the order of values, ties included, and map back.
-        for i in 0..n {
-            for j in 0..n {
-                let (a, b) = (dm.square()[i * n + j], balls.ranked[i * n + j]);
-                if a <= thr {
-                    assert_eq!(balls.values[b as usize], a);
-                } else {
-                    assert!(b.is_infinite());
+            // Ranks preserve the order of values, ties included, and map back.
+            for i in 0..n {
+                for j in 0..n {
+                    let (a, b) = (dm.square()[i * n + j], balls.ranked[i * n + j]);
+                    if a <= thr {
+                        assert_eq!(balls.values[b as usize], a);
+                        assert_eq!(f32::from(balls.rank16[i * n + j]), b);
+                    } else {
+                        assert!(b.is_infinite());
+                        assert_eq!(balls.rank16[i * n + j], u16::MAX);
+                    }
                 }
             }
         }
