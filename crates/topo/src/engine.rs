@@ -465,6 +465,31 @@ impl Balls {
         let at = u as usize * (self.n + 1) + k;
         M::from_halves(self.prefix_lo[at], || self.prefix_hi[at])
     }
+
+    /// Vertex `u`'s slices of the direct tables (up to 64 points), for loops that look up many balls of one
+    /// vertex: the row offsets and the table choice are then computed once.
+    fn row(&self, u: u32) -> Option<BallRow<'_>> {
+        let stride = self.levels + 1;
+        let u = u as usize;
+        self.direct.then(|| BallRow {
+            count: &self.count[u * stride..(u + 1) * stride],
+            prefix: &self.prefix_lo[u * (self.n + 1)..(u + 1) * (self.n + 1)],
+        })
+    }
+}
+
+/// One vertex's rows of the direct ball tables (see [`Balls::row`]).
+struct BallRow<'a> {
+    count: &'a [u8],
+    prefix: &'a [u64],
+}
+
+impl BallRow<'_> {
+    /// [`Balls::ball_at`] for this row's vertex.
+    #[inline(always)]
+    fn at<M: Mask>(&self, r: usize) -> M {
+        M::from_halves(self.prefix[usize::from(self.count[r])], || 0)
+    }
 }
 
 impl<M: Mask> Dense<'_, M> {
@@ -538,6 +563,17 @@ impl<M: Mask> Neighborhood for Dense<'_, M> {
             let e = ri[ju];
             let base = binom.get(ju, 2) + u64::from(i);
             let edge_own = M::bit(i) | M::bit(j);
+            let (row_i, row_j) = (balls.row(i), balls.row(j));
+            let ball_i = |r: usize| -> M {
+                row_i
+                    .as_ref()
+                    .map_or_else(|| balls.ball_at(i, r), |b| b.at(r))
+            };
+            let ball_j = |r: usize| -> M {
+                row_j
+                    .as_ref()
+                    .map_or_else(|| balls.ball_at(j, r), |b| b.at(r))
+            };
             let mut candidates =
                 balls.ball_at::<M>(i, top) & balls.ball_at::<M>(j, top) & M::above(j);
             // Decreasing v, as the generic enumeration does (the order of columns is free: they are sorted).
@@ -553,10 +589,8 @@ impl<M: Mask> Neighborhood for Dense<'_, M> {
                 }
                 let r = usize::from(d);
                 // The oldest equal-diameter cofacet adds the largest vertex within d of all three.
-                let common = balls.ball_at::<M>(i, r)
-                    & balls.ball_at::<M>(j, r)
-                    & balls.ball_at::<M>(v, r)
-                    & !(edge_own | M::bit(v));
+                let common =
+                    ball_i(r) & ball_j(r) & balls.ball_at::<M>(v, r) & !(edge_own | M::bit(v));
                 if let Some(x) = common.highest() {
                     // x above v: this triangle is the cofacet's youngest facet, a zero apparent pair.
                     if x > v {
