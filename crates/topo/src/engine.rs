@@ -582,10 +582,10 @@ impl<M: Mask> Neighborhood for Dense<'_, M> {
                 candidates = candidates & !M::bit(v);
                 let (iv, jv) = (ri[vu], rj[vu]);
                 let d = e.max(iv).max(jv);
-                let tau = base + binom.get(vu, 3);
-                let diam = f32::from(d);
+                // Index and float diameter only for the triangles kept (most are skipped as apparent).
+                let tau = || base + binom.get(vu, 3);
                 if let Some(next) = next.as_deref_mut() {
-                    next.push((diam, tau));
+                    next.push((f32::from(d), tau()));
                 }
                 let r = usize::from(d);
                 // The oldest equal-diameter cofacet adds the largest vertex within d of all three.
@@ -608,6 +608,7 @@ impl<M: Mask> Neighborhood for Dense<'_, M> {
                         continue;
                     }
                 }
+                let (tau, diam) = (tau(), f32::from(d));
                 if pivots.get(tau).is_some() {
                     continue;
                 }

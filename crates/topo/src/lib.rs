@@ -64,7 +64,7 @@
 //!     of two balls and tested with integer ranks only;
 //!   - a column's emergent pair is found by the zero-pivot lookup before its coboundary is enumerated.
 //!
-//!   On the stream's windows (49 points, H2) this more than halved the instructions per window (5.9 M → 2.7 M,
+//!   On the stream's windows (49 points, H2) this more than halved the instructions per window (5.9 M → 2.6 M,
 //!   `crates/stream/examples/window_homology.rs` under callgrind) with bit-identical barcodes.
 //! - **f32 distances in a full square** (`row[j]`, no triangular index arithmetic, contiguous rows for the
 //!   inner loop of coboundary enumeration).
