@@ -108,6 +108,31 @@ trait Neighborhood {
         f: impl FnMut(u32, f32, usize) -> bool,
     );
 
+    /// Fills `edges` with the edges within the threshold in filtration order, keyed as in [`Engine::dim0`], if
+    /// this neighbourhood already knows that order; returns `false` (and does nothing) otherwise.
+    fn edges_in_order(&self, _edges: &mut Vec<(u64, u32, u32)>) -> bool {
+        false
+    }
+
+    /// The dimension-2 part of [`Engine::assemble`] (the triangles on `edges`, their columns and, with `next`,
+    /// every triangle) by a path specialised to this neighbourhood, if it has one: returns `false` and does
+    /// nothing otherwise. Must produce the same columns and simplices as the generic loop, in any order.
+    fn extend_edges(
+        &self,
+        _edges: &[(u64, u32, u32)],
+        _binom: &Binomial,
+        _pivots: &PivotMap,
+        _columns: &mut Vec<(f32, u64)>,
+        _next: Option<&mut Vec<(f32, u64)>>,
+    ) -> bool {
+        false
+    }
+
+    /// Whether [`Neighborhood::zero_pivot_vertex`] is a lookup rather than a scan of the candidates.
+    fn fast_zero_pivot(&self) -> bool {
+        false
+    }
+
     /// The largest vertex `v` outside `verts` with `d(u, v) ≤ diam` for every `u` in `verts` — the vertex that
     /// makes the oldest equal-diameter cofacet — if any.
     fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
@@ -121,11 +146,85 @@ trait Neighborhood {
     }
 }
 
-/// The complete graph: every vertex is a candidate, distances from the full square.
-struct Dense<'a> {
+/// The complete graph: every vertex is a candidate, distances from the full square. With ball tables (small
+/// inputs in rank space) vertex sets are bitmasks of type `M`.
+struct Dense<'a, M = u128> {
     n: usize,
     d: &'a [f32],
     balls: Option<&'a Balls>,
+    mask: std::marker::PhantomData<M>,
+}
+
+impl<'a, M> Dense<'a, M> {
+    fn new(n: usize, d: &'a [f32], balls: Option<&'a Balls>) -> Self {
+        Dense {
+            n,
+            d,
+            balls,
+            mask: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A set of vertices of a small input as a bitmask: `u64` up to 64 points, where every set operation is one
+/// instruction (the stream's 49-point windows), `u128` up to [`BALLS_MAX_POINTS`]. Measured on the stream
+/// windows: `u128` shifts and leading-zero counts were a tenth of all instructions.
+trait Mask:
+    Copy
+    + Eq
+    + std::ops::BitAnd<Output = Self>
+    + std::ops::BitOr<Output = Self>
+    + std::ops::Not<Output = Self>
+{
+    const EMPTY: Self;
+    /// The set `{v}`.
+    fn bit(v: u32) -> Self;
+    /// The set from its low and high 64 bits (`u64` ignores `hi`, which is then never loaded).
+    fn from_halves(lo: u64, hi: impl FnOnce() -> u64) -> Self;
+    /// Largest member.
+    fn highest(self) -> Option<u32>;
+    /// The vertices above `v`.
+    fn above(v: u32) -> Self;
+}
+
+impl Mask for u64 {
+    const EMPTY: Self = 0;
+    #[inline(always)]
+    fn bit(v: u32) -> Self {
+        1 << (v & 63)
+    }
+    #[inline(always)]
+    fn from_halves(lo: u64, _hi: impl FnOnce() -> u64) -> Self {
+        lo
+    }
+    #[inline(always)]
+    fn highest(self) -> Option<u32> {
+        (self != 0).then(|| 63 - self.leading_zeros())
+    }
+    #[inline(always)]
+    fn above(v: u32) -> Self {
+        (!0u64).checked_shl(v + 1).unwrap_or(0)
+    }
+}
+
+impl Mask for u128 {
+    const EMPTY: Self = 0;
+    #[inline(always)]
+    fn bit(v: u32) -> Self {
+        1 << (v & 127)
+    }
+    #[inline(always)]
+    fn from_halves(lo: u64, hi: impl FnOnce() -> u64) -> Self {
+        u128::from(lo) | (u128::from(hi()) << 64)
+    }
+    #[inline(always)]
+    fn highest(self) -> Option<u32> {
+        (self != 0).then(|| 127 - self.leading_zeros())
+    }
+    #[inline(always)]
+    fn above(v: u32) -> Self {
+        (!0u128).checked_shl(v + 1).unwrap_or(0)
+    }
 }
 
 /// Largest input computed in rank space with [`Balls`] (one `u128` mask per vertex and neighbour count).
@@ -149,6 +248,10 @@ struct Balls {
     present: Vec<u8>,
     /// Row `u`, byte `w`: number of distinct ranks of row `u` below `8·w`.
     base: Vec<u8>,
+    /// Whether `count` replaces `present` and `base` (up to 64 points).
+    direct: bool,
+    /// Row `u` (length `E + 1`), entry `r`: number of distinct ranks `≤ r` in row `u`.
+    count: Vec<u8>,
     /// Row `u`, entry `k`: the vertices whose rank from `u` is among the `k` smallest distinct ones (low and
     /// high 64 bits; the high half is only read when `n > 64`).
     prefix_lo: Vec<u64>,
@@ -157,10 +260,14 @@ struct Balls {
     order: Vec<u32>,
     fill: Vec<u32>,
     keys: Vec<u64>,
+    scratch: Vec<u64>,
     /// `values[r]` = the distance of rank `r` (`values[0] = 0`).
     values: Vec<f32>,
     /// The input in rank space (`+inf` beyond the threshold).
     ranked: Vec<f32>,
+    /// The same ranks as integers (`u16::MAX` beyond the threshold; ranks of up to 128 points fit 13 bits), for
+    /// the triangle loop of [`Dense::extend_edges`], which never converts a float.
+    rank16: Vec<u16>,
 }
 
 /// Bits set in each byte: a table lookup instead of the bit-twiddling `count_ones` compiles to on baseline
@@ -174,6 +281,42 @@ const POPCOUNT8: [u8; 256] = {
     }
     t
 };
+
+/// The integer value of a rank (an integral `f32` in `[0, 2^23)`). Adding `2^23` puts the integer in the low
+/// mantissa bits: three instructions, where `as usize` compiles to a dozen (it saturates out-of-range values).
+#[inline(always)]
+fn rank_index(r: f32) -> usize {
+    ((r + 8_388_608.0).to_bits() & 0x7f_ffff) as usize
+}
+
+/// Sorts `keys` stably by their high 32 bits: an LSD radix sort, one counting pass per byte, skipping the bytes
+/// that are equal in every key (the exponent byte of similar distances). On the ~1 200 pairs of a 49-point window
+/// this is several times cheaper than a comparison sort.
+fn radix_sort_high32(keys: &mut Vec<u64>, scratch: &mut Vec<u64>) {
+    scratch.clear();
+    scratch.resize(keys.len(), 0);
+    for shift in [32, 40, 48, 56] {
+        let mut count = [0usize; 256];
+        for &k in keys.iter() {
+            count[((k >> shift) & 0xff) as usize] += 1;
+        }
+        if count.contains(&keys.len()) {
+            continue;
+        }
+        let mut at = 0;
+        for c in count.iter_mut() {
+            let here = *c;
+            *c = at;
+            at += here;
+        }
+        for &k in keys.iter() {
+            let slot = &mut count[((k >> shift) & 0xff) as usize];
+            scratch[*slot] = k;
+            *slot += 1;
+        }
+        std::mem::swap(keys, scratch);
+    }
+}
 
 impl Balls {
     /// Ranks `d` (`n × n`, `n ≤ BALLS_MAX_POINTS`) and builds the ball tables; pairs beyond `thr` are dropped.
@@ -190,11 +333,15 @@ impl Balls {
                 }
             }
         }
-        keys.sort_unstable();
+        // Pushed in increasing order of their low (vertex) bits, so a stable sort on the value bits sorts them
+        // completely.
+        radix_sort_high32(keys, &mut self.scratch);
         self.values.clear();
         self.values.push(0.0);
         self.ranked.clear();
         self.ranked.resize(n * n, f32::INFINITY);
+        self.rank16.clear();
+        self.rank16.resize(n * n, u16::MAX);
         // Row u of `order` starts with u itself (rank 0), then its neighbours by increasing rank.
         self.order.clear();
         self.order.resize(n * n, 0);
@@ -202,6 +349,7 @@ impl Balls {
         self.fill.resize(n, 1);
         for u in 0..n {
             self.ranked[u * n + u] = 0.0;
+            self.rank16[u * n + u] = 0;
             self.order[u * n] = u as u32;
         }
         let mut last_bits = u32::MAX;
@@ -215,6 +363,9 @@ impl Balls {
             let (i, j) = (((k >> 16) & 0xffff) as usize, (k & 0xffff) as usize);
             self.ranked[i * n + j] = r;
             self.ranked[j * n + i] = r;
+            let r16 = (self.values.len() - 1) as u16;
+            self.rank16[i * n + j] = r16;
+            self.rank16[j * n + i] = r16;
             self.order[i * n + self.fill[i] as usize] = j as u32;
             self.fill[i] += 1;
             self.order[j * n + self.fill[j] as usize] = i as u32;
@@ -224,31 +375,55 @@ impl Balls {
         self.levels = levels;
         let words = levels / 8 + 1;
         self.words = words;
+        // Up to 64 points the count of distinct ranks `≤ r` is one byte of a direct table (n · (E + 1) bytes,
+        // 55 KB for a 49-point window) instead of a byte count plus a popcount; above, the table would grow to
+        // a megabyte and the compact form stays.
+        self.direct = n <= 64;
+        let stride = levels + 1;
         self.present.clear();
-        self.present.resize(n * words, 0);
         self.base.clear();
-        self.base.resize(n * words, 0);
+        self.count.clear();
+        if self.direct {
+            self.count.resize(n * stride, 0);
+        } else {
+            self.present.resize(n * words, 0);
+            self.base.resize(n * words, 0);
+        }
         self.prefix_lo.clear();
         self.prefix_hi.clear();
         for u in 0..n {
             let within = self.fill[u] as usize;
             let order = &self.order[u * n..u * n + within];
-            let present = &mut self.present[u * words..(u + 1) * words];
+            let ranks = &self.rank16[u * n..u * n + n];
             let mut mask = 0u128;
             self.prefix_lo.push(0);
             self.prefix_hi.push(0);
+            // Distinct ranks seen so far, and where the current one starts in the direct table's row.
+            let mut distinct = 0u8;
+            let mut from = 0;
             for (c, &v) in order.iter().enumerate() {
                 mask |= 1 << v;
-                let r = self.ranked[u * n + v as usize] as usize;
-                present[r / 8] |= 1 << (r % 8);
+                let r = usize::from(ranks[v as usize]);
+                if self.direct {
+                    if c == 0 || r != from {
+                        self.count[u * stride + from..u * stride + r].fill(distinct);
+                        distinct += 1;
+                        from = r;
+                    }
+                } else {
+                    self.present[u * words + r / 8] |= 1 << (r % 8);
+                }
                 // One prefix per distinct rank: pushed after the last vertex of that rank.
                 let next_differs = order
                     .get(c + 1)
-                    .is_none_or(|&w| self.ranked[u * n + w as usize] as usize != r);
+                    .is_none_or(|&w| usize::from(ranks[w as usize]) != r);
                 if next_differs {
                     self.prefix_lo.push(mask as u64);
                     self.prefix_hi.push((mask >> 64) as u64);
                 }
+            }
+            if self.direct {
+                self.count[u * stride + from..(u + 1) * stride].fill(distinct);
             }
             // Pad the row to its fixed length n + 1.
             let pushed = self.prefix_lo.len() - u * (n + 1);
@@ -256,38 +431,68 @@ impl Balls {
                 self.prefix_lo.push(mask as u64);
                 self.prefix_hi.push((mask >> 64) as u64);
             }
-            let mut seen = 0u32;
-            for (base, word) in self.base[u * words..(u + 1) * words]
-                .iter_mut()
-                .zip(present.iter())
-            {
-                *base = seen as u8;
-                seen += word.count_ones();
+            if !self.direct {
+                let mut seen = 0u32;
+                for (base, word) in self.base[u * words..(u + 1) * words]
+                    .iter_mut()
+                    .zip(&self.present[u * words..(u + 1) * words])
+                {
+                    *base = seen as u8;
+                    seen += word.count_ones();
+                }
             }
         }
     }
 
-    /// Vertices within rank `r` of `u` (including `u`): the number of distinct ranks `≤ r` in `u`'s row is a
-    /// byte count plus one table popcount, and indexes the prefix masks. Everything stays in L1 for the stream
-    /// sizes.
+    /// Vertices within rank `r` of `u` (including `u`): the number of distinct ranks `≤ r` in `u`'s row (a
+    /// direct table entry, or a byte count plus one table popcount) indexes the prefix masks.
     #[inline(always)]
-    fn ball(&self, u: u32, r: f32) -> u128 {
-        let r = (r as usize).min(self.levels);
-        let slot = u as usize * self.words + r / 8;
-        let upto = 0xffu8 >> (7 - r % 8);
-        let k = usize::from(self.base[slot])
-            + usize::from(POPCOUNT8[usize::from(self.present[slot] & upto)]);
-        let at = u as usize * (self.n + 1) + k;
-        let lo = u128::from(self.prefix_lo[at]);
-        if self.n > 64 {
-            lo | (u128::from(self.prefix_hi[at]) << 64)
+    fn ball<M: Mask>(&self, u: u32, r: f32) -> M {
+        self.ball_at(u, rank_index(r.min(self.levels as f32)))
+    }
+
+    /// [`Balls::ball`] with an integer rank `r ≤ levels`.
+    #[inline(always)]
+    fn ball_at<M: Mask>(&self, u: u32, r: usize) -> M {
+        let k = if self.direct {
+            usize::from(self.count[u as usize * (self.levels + 1) + r])
         } else {
-            lo
-        }
+            let slot = u as usize * self.words + r / 8;
+            let upto = 0xffu8 >> (7 - r % 8);
+            usize::from(self.base[slot])
+                + usize::from(POPCOUNT8[usize::from(self.present[slot] & upto)])
+        };
+        let at = u as usize * (self.n + 1) + k;
+        M::from_halves(self.prefix_lo[at], || self.prefix_hi[at])
+    }
+
+    /// Vertex `u`'s slices of the direct tables (up to 64 points), for loops that look up many balls of one
+    /// vertex: the row offsets and the table choice are then computed once.
+    fn row(&self, u: u32) -> Option<BallRow<'_>> {
+        let stride = self.levels + 1;
+        let u = u as usize;
+        self.direct.then(|| BallRow {
+            count: &self.count[u * stride..(u + 1) * stride],
+            prefix: &self.prefix_lo[u * (self.n + 1)..(u + 1) * (self.n + 1)],
+        })
     }
 }
 
-impl Dense<'_> {
+/// One vertex's rows of the direct ball tables (see [`Balls::row`]).
+struct BallRow<'a> {
+    count: &'a [u8],
+    prefix: &'a [u64],
+}
+
+impl BallRow<'_> {
+    /// [`Balls::ball_at`] for this row's vertex.
+    #[inline(always)]
+    fn at<M: Mask>(&self, r: usize) -> M {
+        M::from_halves(self.prefix[usize::from(self.count[r])], || 0)
+    }
+}
+
+impl<M: Mask> Dense<'_, M> {
     /// [`Neighborhood::zero_pivot_vertex`] by scanning every vertex (no ball tables).
     #[inline(never)]
     fn zero_pivot_vertex_scan(&self, verts: &[u32], diam: f32) -> Option<u32> {
@@ -300,20 +505,134 @@ impl Dense<'_> {
     }
 }
 
-impl Neighborhood for Dense<'_> {
+impl<M: Mask> Neighborhood for Dense<'_, M> {
+    fn fast_zero_pivot(&self) -> bool {
+        self.balls.is_some()
+    }
+
+    /// The ball tables were built from the pairs sorted by value (ties by increasing index): the filtration
+    /// order is that, with each tie group reversed, and ranks for diameters. No second sort.
+    fn edges_in_order(&self, edges: &mut Vec<(u64, u32, u32)>) -> bool {
+        let Some(balls) = self.balls else {
+            return false;
+        };
+        let keys = &balls.keys;
+        let mut rank = 0u32;
+        let mut start = 0;
+        while start < keys.len() {
+            let value = keys[start] >> 32;
+            let end = keys[start..]
+                .iter()
+                .position(|&k| k >> 32 != value)
+                .map_or(keys.len(), |len| start + len);
+            rank += 1;
+            let diam = u64::from((rank as f32).to_bits()) << 32;
+            for &k in keys[start..end].iter().rev() {
+                let (j, i) = (((k >> 16) & 0xffff) as u32, (k & 0xffff) as u32);
+                // Indices of at most 128 points fit 32 bits (the packed keys of `dim0`).
+                let index = j * j.saturating_sub(1) / 2 + i;
+                edges.push((diam | u64::from(!index), i, j));
+            }
+            start = end;
+        }
+        true
+    }
+
+    /// In rank space the triangles are where small inputs spend their time (a 49-point window has ~12 000 and
+    /// reduces ~45 of them): this loop tests them with integer ranks and bitmasks only. Candidates `v > j`
+    /// come from the AND of two balls, the apparent-facet test is written out for three vertices, and only the
+    /// rare triangles that are not the facet of a zero apparent pair go on to the generic tests.
+    fn extend_edges(
+        &self,
+        edges: &[(u64, u32, u32)],
+        binom: &Binomial,
+        pivots: &PivotMap,
+        columns: &mut Vec<(f32, u64)>,
+        mut next: Option<&mut Vec<(f32, u64)>>,
+    ) -> bool {
+        let Some(balls) = self.balls else {
+            return false;
+        };
+        let n = self.n;
+        let ranks = &balls.rank16[..n * n];
+        let top = balls.levels;
+        for &(_, i, j) in edges {
+            let (iu, ju) = (i as usize, j as usize);
+            let ri = &ranks[iu * n..iu * n + n];
+            let rj = &ranks[ju * n..ju * n + n];
+            let e = ri[ju];
+            let base = binom.get(ju, 2) + u64::from(i);
+            let edge_own = M::bit(i) | M::bit(j);
+            let (row_i, row_j) = (balls.row(i), balls.row(j));
+            let ball_i = |r: usize| -> M {
+                row_i
+                    .as_ref()
+                    .map_or_else(|| balls.ball_at(i, r), |b| b.at(r))
+            };
+            let ball_j = |r: usize| -> M {
+                row_j
+                    .as_ref()
+                    .map_or_else(|| balls.ball_at(j, r), |b| b.at(r))
+            };
+            let mut candidates =
+                balls.ball_at::<M>(i, top) & balls.ball_at::<M>(j, top) & M::above(j);
+            // Decreasing v, as the generic enumeration does (the order of columns is free: they are sorted).
+            while let Some(v) = candidates.highest() {
+                let vu = v as usize;
+                candidates = candidates & !M::bit(v);
+                let (iv, jv) = (ri[vu], rj[vu]);
+                let d = e.max(iv).max(jv);
+                // Index and float diameter only for the triangles kept (most are skipped as apparent).
+                let tau = || base + binom.get(vu, 3);
+                if let Some(next) = next.as_deref_mut() {
+                    next.push((f32::from(d), tau()));
+                }
+                let r = usize::from(d);
+                // The oldest equal-diameter cofacet adds the largest vertex within d of all three.
+                let common =
+                    ball_i(r) & ball_j(r) & balls.ball_at::<M>(v, r) & !(edge_own | M::bit(v));
+                if let Some(x) = common.highest() {
+                    // x above v: this triangle is the cofacet's youngest facet, a zero apparent pair.
+                    if x > v {
+                        continue;
+                    }
+                    // Otherwise each facet of {i, j, v, x} younger than this one (it lacks a vertex above x,
+                    // v at least) must have a smaller diameter: no maximal pair may avoid that vertex.
+                    let rx = &ranks[x as usize * n..x as usize * n + n];
+                    let (ij, iv, jv) = (e == d, iv == d, jv == d);
+                    let (xi, xj, xv) = (rx[iu] == d, rx[ju] == d, rx[vu] == d);
+                    let without_i = !(jv || xj || xv);
+                    let without_j = !(iv || xi || xv);
+                    let without_v = !(ij || xi || xj);
+                    if without_v && (i < x || without_i) && (j < x || without_j) {
+                        continue;
+                    }
+                }
+                let (tau, diam) = (tau(), f32::from(d));
+                if pivots.get(tau).is_some() {
+                    continue;
+                }
+                let w = [i, j, v];
+                if apparent_as_cofacet(self, &w, diam, &MaxPairs::of(self, &w, diam)).is_none() {
+                    columns.push((diam, tau));
+                }
+            }
+        }
+        true
+    }
+
     #[inline(always)]
     fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
         let Some(balls) = self.balls else {
             return self.zero_pivot_vertex_scan(verts, diam);
         };
-        let mut common = !0u128;
-        let mut own = 0u128;
+        let mut common = !M::EMPTY;
+        let mut own = M::EMPTY;
         for &u in verts {
-            common &= balls.ball(u, diam);
-            own |= 1 << u;
+            common = common & balls.ball::<M>(u, diam);
+            own = own | M::bit(u);
         }
-        let candidates = common & !own;
-        (candidates != 0).then(|| 127 - candidates.leading_zeros())
+        (common & !own).highest()
     }
 
     #[inline(always)]
@@ -344,7 +663,7 @@ impl Neighborhood for Dense<'_> {
             let row = &self.d[v * n..v * n + n];
             let mut cd = diam;
             for &u in verts {
-                cd = cd.max(row[u as usize]);
+                cd = max_of(cd, row[u as usize]);
             }
             if cd <= thr && !f(v as u32, cd, k) {
                 return;
@@ -393,7 +712,7 @@ impl Neighborhood for Sparse<'_> {
             let mut k = 0;
             let mut member = false;
             for &u in verts {
-                cd = cd.max(row[u as usize]);
+                cd = max_of(cd, row[u as usize]);
                 k += usize::from(u < v);
                 member |= u == v;
             }
@@ -517,6 +836,14 @@ fn apparent_as_cofacet<N: Neighborhood>(
         }
     }
     (nb.zero_pivot_vertex(&facet[..len], diam) == Some(w[j])).then_some(j)
+}
+
+/// The larger of two distances. Distances are never NaN (see [`DistanceMatrix`]), so this is one `maxss`
+/// where `f32::max`, which must return the other operand for a NaN, compiles to five instructions; it sits in the
+/// inner loop of every coboundary enumeration.
+#[inline(always)]
+fn max_of(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
 }
 
 /// `verts ∪ {v}`, ascending, into `out`; returns its length.
@@ -800,12 +1127,13 @@ impl Engine {
             let mut balls = std::mem::take(&mut self.balls);
             balls.rebuild(n, d, thr);
             let levels = balls.levels as f32;
-            let nb = Dense {
-                n,
-                d: &balls.ranked,
-                balls: Some(&balls),
+            let result = if n <= 64 {
+                let nb = Dense::<u64>::new(n, &balls.ranked, Some(&balls));
+                self.run(&nb, n, top_dim, levels, out)
+            } else {
+                let nb = Dense::<u128>::new(n, &balls.ranked, Some(&balls));
+                self.run(&nb, n, top_dim, levels, out)
             };
-            let result = self.run(&nb, n, top_dim, levels, out);
             // Back from ranks to distances.
             let to_value = |x: f64| {
                 if x.is_finite() {
@@ -852,7 +1180,7 @@ impl Engine {
             self.nbr = nbr;
             result?;
         } else {
-            self.run(&Dense { n, d, balls: None }, n, top_dim, thr, out)?;
+            self.run(&Dense::<u128>::new(n, d, None), n, top_dim, thr, out)?;
         }
         for bars in &mut out.dims {
             // Zero-length bars are not reported (H0 merges at distance 0: duplicate points).
@@ -902,7 +1230,8 @@ impl Engine {
         // order is packed into one integer key (diameter bits, then the complemented index), which sorts much
         // faster than a comparator; edge indices fit 32 bits up to 92 681 points.
         let packed_keys = self.binom.get(n, 2) < 1 << 32;
-        for j in 1..n as u32 {
+        let sorted = nb.edges_in_order(edges);
+        for j in (1..n as u32).filter(|_| !sorted) {
             let base = self.binom.get(j as usize, 2);
             for i in 0..j {
                 let x = nb.dist(i, j);
@@ -912,7 +1241,9 @@ impl Engine {
                 }
             }
         }
-        if packed_keys {
+        if sorted {
+            // Already in order.
+        } else if packed_keys {
             edges.sort_unstable_by_key(|e| e.0);
         } else {
             edges.sort_unstable_by(|a, b| {
@@ -978,6 +1309,14 @@ impl Engine {
         columns.clear();
         next_simplices.clear();
         let m = dim; // vertices of the facets we extend
+        let specialised = m == 2
+            && nb.extend_edges(
+                edges,
+                binom,
+                pivots,
+                columns,
+                keep_simplices.then_some(&mut *next_simplices),
+            );
         let mut w = [0u32; MAX_VERTS];
         // Each simplex is generated once, from its facet without its largest vertex.
         let mut extend = |verts: &[u32], diam: f32| {
@@ -1007,7 +1346,9 @@ impl Engine {
                 },
             );
         };
-        if m == 2 {
+        if specialised {
+            // Done by the neighbourhood's own loop.
+        } else if m == 2 {
             // The edges are still at hand from H0, with their vertices: no decoding.
             for &(key, i, j) in edges.iter() {
                 extend(&[i, j], f32::from_bits((key >> 32) as u32));
@@ -1061,33 +1402,54 @@ impl Engine {
             cofacets.clear();
             let mut emergent = None;
             let mut check = true;
-            for_each_cofacet(
-                nb,
-                binom,
-                &verts[..m],
-                diam,
-                None,
-                thr,
-                |tau, cd, odd, v| {
-                    let coef = if odd { p - 1 } else { 1 };
-                    if check && cd == diam {
-                        if pivots.get(tau).is_none() {
-                            let len = insert_vertex(&verts[..m], v, &mut w);
-                            if zero_apparent_facet(nb, &w[..len], cd).is_none() {
-                                emergent = Some((tau, coef));
-                                return false;
-                            }
-                        }
-                        check = false;
+            if nb.fast_zero_pivot() {
+                // The first equal-diameter cofacet is the one the zero-pivot vertex makes: with ball tables that
+                // is a lookup, and most columns (38 of 45 on a stream window) end here, unenumerated.
+                check = false;
+                if let Some(x) = nb.zero_pivot_vertex(&verts[..m], diam) {
+                    let len = insert_vertex(&verts[..m], x, &mut w);
+                    let tau = w[..len]
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &u)| binom.get(u as usize, k + 1))
+                        .sum::<u64>();
+                    if pivots.get(tau).is_none()
+                        && zero_apparent_facet(nb, &w[..len], diam).is_none()
+                    {
+                        let above = verts[..m].iter().filter(|&&u| u > x).count();
+                        emergent = Some((tau, if above % 2 == 1 { p - 1 } else { 1 }));
                     }
-                    cofacets.push(Entry {
-                        diam: cd,
-                        coef,
-                        index: tau,
-                    });
-                    true
-                },
-            );
+                }
+            }
+            if emergent.is_none() {
+                for_each_cofacet(
+                    nb,
+                    binom,
+                    &verts[..m],
+                    diam,
+                    None,
+                    thr,
+                    |tau, cd, odd, v| {
+                        let coef = if odd { p - 1 } else { 1 };
+                        if check && cd == diam {
+                            if pivots.get(tau).is_none() {
+                                let len = insert_vertex(&verts[..m], v, &mut w);
+                                if zero_apparent_facet(nb, &w[..len], cd).is_none() {
+                                    emergent = Some((tau, coef));
+                                    return false;
+                                }
+                            }
+                            check = false;
+                        }
+                        cofacets.push(Entry {
+                            diam: cd,
+                            coef,
+                            index: tau,
+                        });
+                        true
+                    },
+                );
+            }
             if let Some((tau, coef)) = emergent {
                 pivots.insert(tau, ci);
                 pivot_coef[ci] = coef;
@@ -1370,11 +1732,7 @@ mod tests {
     /// (added vertex, number of simplex vertices above it) of each cofacet, checking each index by decoding.
     fn index_of_cofacets(b: &Binomial, verts: &[u32], n: usize) -> Vec<(u32, usize)> {
         let d = vec![0.0f32; n * n];
-        let nb = Dense {
-            n,
-            d: &d,
-            balls: None,
-        };
+        let nb = Dense::<u128>::new(n, &d, None);
         let mut seen = Vec::new();
         let mut last = u64::MAX;
         for_each_cofacet(&nb, b, verts, 0.0, None, 0.0, |tau, _, odd, v| {
@@ -1445,31 +1803,153 @@ mod tests {
         assert_eq!(w.pop_pivot(2).map(|p| p.index), Some(7));
     }
 
+    /// Hides a neighbourhood's specialised loops, so the engine takes its generic paths.
+    struct Generic<'a, N>(&'a N);
+
+    impl<N: Neighborhood> Neighborhood for Generic<'_, N> {
+        fn dist(&self, a: u32, b: u32) -> f32 {
+            self.0.dist(a, b)
+        }
+        fn cofacet_vertices(
+            &self,
+            verts: &[u32],
+            diam: f32,
+            floor: Option<u32>,
+            thr: f32,
+            f: impl FnMut(u32, f32, usize) -> bool,
+        ) {
+            self.0.cofacet_vertices(verts, diam, floor, thr, f);
+        }
+        fn zero_pivot_vertex(&self, verts: &[u32], diam: f32) -> Option<u32> {
+            self.0.zero_pivot_vertex(verts, diam)
+        }
+    }
+
+    type Stages = (
+        Vec<(u64, u32, u32)>,
+        Vec<(f32, u64)>,
+        Vec<(f32, u64)>,
+        Vec<Vec<(f64, f64)>>,
+    );
+
+    /// The edges in filtration order, the dimension-2 columns and triangles after the dimension-1 reduction,
+    /// and the barcodes up to H3.
+    fn stages<N: Neighborhood>(nb: &N, n: usize, thr: f32) -> Stages {
+        let mut e = Engine::default();
+        e.set_modulus(2).unwrap();
+        e.binom.rebuild(n, 5).unwrap();
+        let mut out = Barcodes::default();
+        out.dims.resize_with(4, Vec::new);
+        e.dim0(nb, n, 3, thr, &mut out.dims[0]);
+        let edges = e.edges.clone();
+        e.pivots.reset(e.binom.get(n, 3)).unwrap();
+        e.reduce(nb, 1, thr, &mut out.dims[1]);
+        e.assemble(nb, 2, thr, true);
+        let columns = e.columns.clone();
+        let mut triangles = e.simplices.clone();
+        triangles.sort_unstable_by_key(|t| t.1);
+        let mut out = Barcodes::default();
+        out.dims.resize_with(4, Vec::new);
+        e.run(nb, n, 3, thr, &mut out).unwrap();
+        let bars = out
+            .dims
+            .iter()
+            .map(|d| {
+                let mut v: Vec<(f64, f64)> = d.iter().map(|b| (b.birth, b.death)).collect();
+                v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                v
+            })
+            .collect();
+        (edges, columns, triangles, bars)
+    }
+
     #[test]
-    fn balls_match_brute_force() {
-        // 70 points on a line with repeated distances (ties) and a threshold cutting some pairs.
-        let n = 70;
-        let coords: Vec<f64> = (0..n).map(|i| f64::from((i * 7 % 23) as u32)).collect();
-        let dm = DistanceMatrix::from_points(&coords, 1).unwrap();
-        let thr = 15.0f32;
-        let mut balls = Balls::default();
-        balls.rebuild(n, dm.square(), thr);
-        for u in 0..n {
-            for r in 0..=balls.levels {
-                let expected = (0..n)
-                    .filter(|&v| balls.ranked[u * n + v] <= r as f32)
-                    .fold(0u128, |m, v| m | (1 << v));
-                assert_eq!(balls.ball(u as u32, r as f32), expected, "u {u} r {r}");
+    fn specialised_small_paths_match_the_generic_ones() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases = 0;
+        for &n in &[4usize, 9, 20, 33, 49, 64, 65, 80] {
+            for ties in [false, true] {
+                for cut in [false, true] {
+                    // Integer grid points make many equal distances, the hard case for apparent pairs.
+                    let coords: Vec<f64> = (0..2 * n)
+                        .map(|_| {
+                            if ties {
+                                (next() % 7) as f64
+                            } else {
+                                (next() % 1_000_000) as f64 / 1e5
+                            }
+                        })
+                        .collect();
+                    let dm = DistanceMatrix::from_points(&coords, 2).unwrap();
+                    let mut thr = dm.enclosing_radius() as f32;
+                    if cut {
+                        thr *= 0.6;
+                    }
+                    let mut balls = Balls::default();
+                    balls.rebuild(n, dm.square(), thr);
+                    let levels = balls.levels as f32;
+                    let (fast, slow) = if n <= 64 {
+                        let nb = Dense::<u64>::new(n, &balls.ranked, Some(&balls));
+                        (stages(&nb, n, levels), stages(&Generic(&nb), n, levels))
+                    } else {
+                        let nb = Dense::<u128>::new(n, &balls.ranked, Some(&balls));
+                        (stages(&nb, n, levels), stages(&Generic(&nb), n, levels))
+                    };
+                    assert_eq!(fast.0, slow.0, "edge order, n {n} ties {ties} cut {cut}");
+                    assert_eq!(
+                        fast.1, slow.1,
+                        "dimension-2 columns, n {n} ties {ties} cut {cut}"
+                    );
+                    assert_eq!(fast.2, slow.2, "triangles, n {n} ties {ties} cut {cut}");
+                    assert_eq!(fast.3, slow.3, "barcodes, n {n} ties {ties} cut {cut}");
+                    cases += usize::from(!fast.1.is_empty());
+                }
             }
         }
-        // Ranks preserve the order of values, ties included, and map back.
-        for i in 0..n {
-            for j in 0..n {
-                let (a, b) = (dm.square()[i * n + j], balls.ranked[i * n + j]);
-                if a <= thr {
-                    assert_eq!(balls.values[b as usize], a);
-                } else {
-                    assert!(b.is_infinite());
+        // The comparison is only meaningful if the inputs have dimension-2 columns at all.
+        assert!(cases > 10, "{cases}");
+    }
+
+    #[test]
+    fn balls_match_brute_force() {
+        // Points on a line with repeated distances (ties) and a threshold cutting some pairs: 70 points use the
+        // compact rank counts, 40 the direct table, and one reuse of the tables goes from one to the other.
+        let mut balls = Balls::default();
+        for n in [70, 40, 64, 65] {
+            let coords: Vec<f64> = (0..n).map(|i| f64::from((i * 7 % 23) as u32)).collect();
+            let dm = DistanceMatrix::from_points(&coords, 1).unwrap();
+            let thr = 15.0f32;
+            balls.rebuild(n, dm.square(), thr);
+            assert_eq!(balls.direct, n <= 64);
+            for u in 0..n {
+                for r in 0..=balls.levels {
+                    let expected = (0..n)
+                        .filter(|&v| balls.ranked[u * n + v] <= r as f32)
+                        .fold(0u128, |m, v| m | (1 << v));
+                    assert_eq!(
+                        balls.ball::<u128>(u as u32, r as f32),
+                        expected,
+                        "n {n} u {u} r {r}"
+                    );
+                }
+            }
+            // Ranks preserve the order of values, ties included, and map back.
+            for i in 0..n {
+                for j in 0..n {
+                    let (a, b) = (dm.square()[i * n + j], balls.ranked[i * n + j]);
+                    if a <= thr {
+                        assert_eq!(balls.values[b as usize], a);
+                        assert_eq!(f32::from(balls.rank16[i * n + j]), b);
+                    } else {
+                        assert!(b.is_infinite());
+                        assert_eq!(balls.rank16[i * n + j], u16::MAX);
+                    }
                 }
             }
         }
