@@ -457,7 +457,8 @@ pub enum Pooled {
 const POOL_INSERT_CHUNK: usize = 32;
 
 fn pool_insert_sql(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO maxidom_pool (id, profile_id, created_at, features) VALUES ");
+    let mut sql =
+        String::from("INSERT INTO maxidom_pool (id, profile_id, created_at, features) VALUES ");
     for r in 0..rows {
         let b = r * 4;
         if r > 0 {
@@ -520,7 +521,10 @@ pub async fn add_pool_vectors(
         .await?;
         let Some(row) = row else { continue };
         let pool_count: i64 = row.try_get("pool_count")?;
-        let claimed = row.try_get::<Option<String>, _>("training_claim")?.as_deref() == Some(token.as_str());
+        let claimed = row
+            .try_get::<Option<String>, _>("training_claim")?
+            .as_deref()
+            == Some(token.as_str());
         let mut claim = claimed.then(|| Claim {
             profile_id: first.profile_id.to_owned(),
             token,
@@ -1162,7 +1166,12 @@ mod tests {
             .unwrap();
             assert_eq!(out.last(), Some(&added(46)), "{l}");
             assert_eq!(row_counts(s, P).await.unwrap(), (1, 46), "{l}");
-            assert!(add_pool_vectors(s, &[], trigger(90)).await.unwrap().is_empty());
+            assert!(
+                add_pool_vectors(s, &[], trigger(90))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
         }
     }
 
