@@ -352,6 +352,13 @@ mod tests {
     }
 
     #[test]
+    fn the_load_test_fixture_takes_the_fast_path() {
+        let body = include_bytes!("../../../scripts/maxidom/fixtures/load_payload.json");
+        assert_eq!(parse(body), serde(body));
+        assert!(parse(body).is_some());
+    }
+
+    #[test]
     fn numbers_match_serde_exactly() {
         for n in [
             "0",
