@@ -3,6 +3,8 @@
 #   scripts/maxidom/loadtest.sh [path/to/vigil] [connections] [seconds] [runs]
 # Seeds 16 trained profiles through `vigil import-maxidom` (300 synthetic vectors each), then runs wrk
 # (apt-get install wrk) on POST /api/score and POST /api/train with the ~42 KB fixture payload.
+# PostgreSQL instead of SQLite: DATABASE_URL=postgres://…/<fresh empty database> (import and serve both read it).
+# Each wrk line ends with the server's CPU time per request (user + system from /proc, all its threads).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vigil="${1:-target/release/vigil}"

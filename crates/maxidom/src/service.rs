@@ -33,6 +33,10 @@ pub struct Maxidom {
     pub config: MaxidomConfig,
     cache: ModelCache,
     pool: PoolWriter,
+    /// Background trainings this process runs at once. Pools that fill together (every profile scored at
+    /// the same rate) would otherwise start a training per profile at the same instant and take every core
+    /// from the requests for the whole burst; queued, they use at most half the cores.
+    training_slots: tokio::sync::Semaphore,
 }
 
 /// Decoded models by profile, each tagged with the version it was decoded from.
@@ -112,10 +116,12 @@ impl Maxidom {
             claim_ttl_ms: i64::try_from(config.claim_ttl_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
         });
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Maxidom {
             config,
             cache,
             pool,
+            training_slots: tokio::sync::Semaphore::new((cores / 2).max(1)),
         }
     }
 
@@ -268,6 +274,8 @@ impl Maxidom {
         let svc = self.clone();
         let store = state.store.clone();
         state.spawn(async move {
+            // Queued trainings wait here holding their claim (its TTL is minutes; a training takes tens of ms).
+            let _slot = svc.training_slots.acquire().await;
             if let Err(e) = svc.run_training(&store, &claim, kind).await {
                 metrics::counter!("maxidom_training_failures_total").increment(1);
                 tracing::warn!(profile_id = %claim.profile_id, ?kind, error = %e, "training failed");
