@@ -3,6 +3,8 @@
 #   scripts/maxidom/loadtest.sh [path/to/vigil] [connections] [seconds] [runs]
 # Seeds 16 trained profiles through `vigil import-maxidom` (300 synthetic vectors each), then runs wrk
 # (apt-get install wrk) on POST /api/score and POST /api/train with the ~42 KB fixture payload.
+# PostgreSQL instead of SQLite: DATABASE_URL=postgres://…/<fresh empty database> (import and serve both read it).
+# Each wrk line ends with the server's CPU time per request (user + system from /proc, all its threads).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vigil="${1:-target/release/vigil}"
@@ -41,10 +43,20 @@ for _ in $(seq 100); do grep -q "listening on" "$work/server.log" && break; slee
 url="$(grep -o 'http://[0-9.:]*' "$work/server.log" | head -1)"
 echo "server at $url; payload $(wc -c < "$here/fixtures/load_payload.json") bytes; $conns connections, ${secs}s x $runs runs"
 export IDS="$(cat "$work/ids")" BODY="$here/fixtures/load_payload.json"
+# The server's CPU time (user + system, all threads) in µs, from /proc: the machine is shared, so CPU per request
+# is the steadier number to compare builds with.
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$server/stat"; }
+run() { # connections, then the rest of wrk's arguments
+  local before line requests
+  before="$(cpu_us)"
+  line="$(wrk -t"$(( $1 < 2 ? 1 : 2 ))" -c"$1" -d"${secs}s" --latency -s "$here/score.lua" "$url" | grep ROUTE=)"
+  requests="$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")"
+  echo "$line server_cpu_per_req=$(( ($(cpu_us) - before) / (requests > 0 ? requests : 1) ))us"
+}
 for route in score train; do
   for _ in $(seq "$runs"); do
-    ROUTE=$route wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/score.lua" "$url" | grep ROUTE=
+    ROUTE=$route run "$conns"
   done
 done
-ROUTE=score wrk -t1 -c1 -d"${secs}s" --latency -s "$here/score.lua" "$url" | grep ROUTE= | sed 's/^/1 connection: /'
+ROUTE=score run 1 | sed 's/^/1 connection: /'
 curl -s "$url/metrics" | grep -E "^maxidom_(trainings|retrainings|scores|anomalies|train_vectors)_total" || true

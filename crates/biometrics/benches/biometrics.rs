@@ -22,6 +22,13 @@ fn features(c: &mut Criterion) {
     c.bench_function("extract_features/42KB", |b| {
         b.iter(|| extract_features(black_box(&payload)))
     });
+    c.bench_function("Payload::from_json/42KB", |b| {
+        b.iter(|| Payload::from_json(black_box(&body)))
+    });
+    // The serde path alone, which `from_json` falls back to for bodies outside the common shape.
+    c.bench_function("serde_json::from_slice::<Payload>/42KB", |b| {
+        b.iter(|| serde_json::from_slice::<Payload>(black_box(&body)))
+    });
     c.bench_function("parse+extract/42KB", |b| {
         b.iter(|| Payload::from_json(black_box(&body)).map(|p| extract_features(&p)))
     });

@@ -1,6 +1,7 @@
 //! MaxiDOM behavioural biometrics, the pure part: no HTTP, no SQL, no clocks, no global state.
 //!
-//! - [`payload`]: the session payload the browser extension posts (serde schema + validation).
+//! - [`payload`]: the session payload the browser extension posts (serde schema + validation; a strict fast
+//!   reader for its common shape, `fastjson`, falls back to serde for everything else).
 //! - [`features`]: the 15 features of a session, a total function of the payload.
 //! - [`lifecycle`]: readiness quotas, the `/train` progress object, training-matrix split, retraining set.
 //! - [`model`]: training the mouse and typing Isolation Forests, scoring with vote gates, and the
@@ -12,6 +13,7 @@
 //! rejected with an error, never a panic.
 
 pub mod error;
+mod fastjson;
 pub mod features;
 pub mod lifecycle;
 pub mod model;

@@ -62,7 +62,12 @@ impl Payload {
     /// Parses a JSON body. The error message names the offending field by its JSON path
     /// (e.g. `mousePaths[0][3].x: invalid type: string "a", expected f64`), suitable for a 422 `detail`.
     pub fn from_json(body: &[u8]) -> Result<Self, PayloadError> {
-        // Fast path without path tracking; only a failing body is parsed again to name the field.
+        // The common shape first (several times faster than serde, and exact; see `fastjson`), then serde
+        // without path tracking; only a failing body is parsed again to name the field.
+        if let Some(payload) = crate::fastjson::parse(body) {
+            payload.validate()?;
+            return Ok(payload);
+        }
         let payload: Payload = match serde_json::from_slice(body) {
             Ok(p) => p,
             Err(_) => return Err(Self::schema_error(body)),

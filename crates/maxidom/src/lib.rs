@@ -8,7 +8,8 @@
 //! - Profile ids are canonical lower-case UUIDs (anything else is a 422 before storage is touched).
 //! - Every fact that must survive a restart or be shared between replicas is in the database: counters,
 //!   vectors, pool, models, the training slot, password-guessing state. The process keeps only a cache of
-//!   decoded models, validated against the database's active model version on every score.
+//!   decoded models, validated against the database's active model version on every score (by the pool write
+//!   itself for accepted sessions, which are group-committed by one writer task: `pool`).
 //! - Training runs off the request path, at most once at a time per profile across all processes (a
 //!   compare-and-set claim row), and publishes atomically; a reset during training discards its result.
 //! - `/train` costs the same whatever the number of stored vectors (counters, not counts).
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod import;
+pub mod pool;
 pub mod routes;
 pub mod service;
 

@@ -17,7 +17,8 @@ use vigil_http::{ApiResult, AppState, Error};
 use vigil_store::maxidom::{self as db, Attempt};
 use vigil_store::time::now_ms;
 
-use crate::service::{Maxidom, counts_of, kinds_of};
+use crate::pool::PoolError;
+use crate::service::{LoadError, Maxidom, counts_of, kinds_of};
 
 pub(crate) const NOT_ENROLLED: &str = "User profile not found or not enrolled.";
 const MODEL_NOT_FOUND: &str = "Model not found.";
@@ -291,29 +292,18 @@ pub async fn score(
     PayloadBody(payload): PayloadBody,
 ) -> ApiResult<Json<Score>> {
     let profile_id = canonical_profile_id(&raw)?;
-    let models = svc
-        .active_models(&state.store, &profile_id)
+    let result = svc
+        .score(&state, &profile_id, &payload)
         .await
         .map_err(|e| match e {
-            crate::service::LoadError::Store(e) => Error::Store(e),
+            LoadError::Store(e) | LoadError::Pool(PoolError::Store(e)) => Error::Store(e),
+            LoadError::ModelChurn(_) => Error::Unavailable(e.to_string()),
             other => Error::internal(other),
         })?
         .ok_or_else(|| Error::not_found(MODEL_NOT_FOUND))?;
-    let (features, result) = models.score_payload(&payload);
     metrics::counter!("maxidom_scores_total").increment(1);
     if result.is_anomaly {
         metrics::counter!("maxidom_anomalies_total").increment(1);
-    } else {
-        let vector_id = uuid::Uuid::new_v4().to_string();
-        let pooled =
-            db::add_pool_vector(&state.store, &profile_id, &vector_id, &features, now_ms()).await?;
-        if pooled.is_some_and(|n| {
-            svc.config
-                .retrain_policy()
-                .should_retrain(usize::try_from(n).unwrap_or(0))
-        }) {
-            svc.maybe_start_retraining(&state, &profile_id).await?;
-        }
     }
     Ok(Json(result))
 }

@@ -1,31 +1,42 @@
 //! The MaxiDOM service: model cache, training coordination and the operations the routes call.
 //!
 //! State that matters lives in the database (see `vigil_store::maxidom`); this process only keeps
-//! decoded models, keyed by (profile, model version) and checked against the database's active version
-//! on every score, so a replica never scores with a model another replica has replaced or a reset removed.
+//! decoded models, keyed by (profile, model version). Every score is checked against the database's active
+//! version before it is answered, so a replica never answers with a model another replica has replaced or a
+//! reset removed: an accepted session is pooled by a write that is conditional on that version (see
+//! [`crate::pool`]), an anomaly reads the version. A mismatch drops the cached model and scores again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use vigil_biometrics::lifecycle::{Counts, VectorKinds, retraining_set, vector_from_slice};
-use vigil_biometrics::model::{ProfileModels, TrainParams, train_models};
-use vigil_biometrics::{FeatureVector, ModelError};
+use vigil_biometrics::model::{ProfileModels, Score, TrainParams, train_models};
+use vigil_biometrics::{FeatureVector, ModelError, Payload, extract_features};
 use vigil_http::AppState;
 use vigil_store::maxidom::{self as db, Claim, Thresholds};
 use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
 
 use crate::config::MaxidomConfig;
+use crate::pool::{PoolError, PoolPolicy, PoolWriter};
 
 /// Most vectors an initial training reads (a profile normally has just over the total quota).
 const INITIAL_TRAINING_MAX_VECTORS: i64 = 10_000;
+/// Times a score is redone because the model changed under it before the request gives up (503). Models
+/// change once per retraining, so even two in a row means something is badly wrong.
+const MAX_MODEL_RACES: usize = 4;
 
 /// Process-local pieces of the MaxiDOM routes (shared through an axum `Extension`).
 #[derive(Debug)]
 pub struct Maxidom {
     pub config: MaxidomConfig,
     cache: ModelCache,
+    pool: PoolWriter,
+    /// Background trainings this process runs at once. Pools that fill together (every profile scored at
+    /// the same rate) would otherwise start a training per profile at the same instant and take every core
+    /// from the requests for the whole burst; queued, they use at most half the cores.
+    training_slots: tokio::sync::Semaphore,
 }
 
 /// Decoded models by profile, each tagged with the version it was decoded from.
@@ -36,15 +47,13 @@ struct ModelCache {
 }
 
 impl ModelCache {
-    fn get(&self, profile_id: &str, version: i64) -> Option<Arc<ProfileModels>> {
+    /// The cached models of a profile with the version they were decoded from (possibly stale: callers check).
+    fn get(&self, profile_id: &str) -> Option<(i64, Arc<ProfileModels>)> {
         let entries = self
             .entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match entries.get(profile_id) {
-            Some((v, m)) if *v == version => Some(m.clone()),
-            _ => None,
-        }
+        entries.get(profile_id).map(|(v, m)| (*v, m.clone()))
     }
 
     fn put(&self, profile_id: &str, version: i64, models: Arc<ProfileModels>) {
@@ -83,6 +92,10 @@ pub enum LoadError {
         #[source]
         source: ModelError,
     },
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("the model of profile {0} kept changing while it was scored")]
+    ModelChurn(String),
 }
 
 /// Which training a claim is for.
@@ -98,7 +111,18 @@ impl Maxidom {
             capacity: config.cache_profiles,
             entries: RwLock::new(HashMap::new()),
         };
-        Maxidom { config, cache }
+        let pool = PoolWriter::new(PoolPolicy {
+            pool_trigger: i64::try_from(config.pool_size).unwrap_or(i64::MAX),
+            claim_ttl_ms: i64::try_from(config.claim_ttl_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        });
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Maxidom {
+            config,
+            cache,
+            pool,
+            training_slots: tokio::sync::Semaphore::new((cores / 2).max(1)),
+        }
     }
 
     pub(crate) fn thresholds(&self) -> Thresholds {
@@ -125,21 +149,77 @@ impl Maxidom {
         }
     }
 
-    /// The active models of a profile, from the cache when it holds the database's active version.
-    /// `None` when the profile has no model.
-    pub async fn active_models(
+    /// Scores a session against the profile's active models; `None` when the profile has no model.
+    ///
+    /// The cached model is used optimistically and validated afterwards, in the same round trip that has to
+    /// happen anyway: an accepted session goes to the retraining pool through a write that only succeeds while
+    /// the scoring model is still the active version (and that also takes the retraining slot when the pool
+    /// fills); an anomaly, which writes nothing, reads the active version. On a mismatch the model is loaded
+    /// again and the session rescored, so no answer ever comes from a replaced or reset model.
+    pub async fn score(
+        self: &Arc<Self>,
+        state: &AppState,
+        profile_id: &str,
+        payload: &Payload,
+    ) -> Result<Option<Score>, LoadError> {
+        let store = &state.store;
+        let features = extract_features(payload);
+        let (mouse_points, key_events) = (payload.mouse_point_count(), payload.key_event_count());
+        let mut cached = self.cache.get(profile_id);
+        for _ in 0..MAX_MODEL_RACES {
+            // `fresh`: the version was read from the database just now, so an anomaly needs no second read.
+            let (version, models, fresh) = match cached.take() {
+                Some((version, models)) => (version, models, false),
+                None => match self.load_active(store, profile_id).await? {
+                    Some((version, models)) => (version, models, true),
+                    None => return Ok(None),
+                },
+            };
+            let result = models.score(&features, mouse_points, key_events);
+            if result.is_anomaly {
+                if fresh {
+                    return Ok(Some(result));
+                }
+                match db::active_model_version(store, profile_id).await? {
+                    Some(active) if active == version => return Ok(Some(result)),
+                    Some(_) => continue,
+                    None => {
+                        self.cache.remove(profile_id);
+                        return Ok(None);
+                    }
+                }
+            }
+            match self.pool.add(store, profile_id, version, features).await? {
+                db::Pooled::Added { claim, .. } => {
+                    self.spawn_training(state, claim, TrainingKind::Retrain);
+                    return Ok(Some(result));
+                }
+                // Replaced or reset meanwhile: the next round reads what is active now.
+                db::Pooled::Stale => continue,
+            }
+        }
+        Err(LoadError::ModelChurn(profile_id.to_owned()))
+    }
+
+    /// The active models of a profile and their version, read from the database (the blob is decoded only
+    /// when the cache does not already hold that version). `None` when the profile has no model.
+    async fn load_active(
         &self,
         store: &Store,
         profile_id: &str,
-    ) -> Result<Option<Arc<ProfileModels>>, LoadError> {
+    ) -> Result<Option<(i64, Arc<ProfileModels>)>, LoadError> {
         let Some(version) = db::active_model_version(store, profile_id).await? else {
+            self.cache.remove(profile_id);
             return Ok(None);
         };
-        if let Some(m) = self.cache.get(profile_id, version) {
-            return Ok(Some(m));
+        if let Some((v, m)) = self.cache.get(profile_id) {
+            if v == version {
+                return Ok(Some((v, m)));
+            }
         }
         let Some(stored) = db::model(store, profile_id).await? else {
             // Reset between the two reads.
+            self.cache.remove(profile_id);
             return Ok(None);
         };
         let blob = stored.blob;
@@ -155,7 +235,7 @@ impl Maxidom {
             })?;
         let models = Arc::new(decoded);
         self.cache.put(profile_id, stored.version, models.clone());
-        Ok(Some(models))
+        Ok(Some((stored.version, models)))
     }
 
     /// Forgets a profile's cached models (after a reset).
@@ -184,27 +264,6 @@ impl Maxidom {
         Ok(self.spawn_training(state, claim, TrainingKind::Initial))
     }
 
-    /// Starts a retraining in the background if the pool is full and nobody else is training the profile.
-    pub async fn maybe_start_retraining(
-        self: &Arc<Self>,
-        state: &AppState,
-        profile_id: &str,
-    ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let token = uuid::Uuid::new_v4().to_string();
-        let trigger = i64::try_from(self.config.pool_size).unwrap_or(i64::MAX);
-        let claim = db::claim_retraining(
-            &state.store,
-            profile_id,
-            &token,
-            now,
-            self.stale_before(now),
-            trigger,
-        )
-        .await?;
-        Ok(self.spawn_training(state, claim, TrainingKind::Retrain))
-    }
-
     fn spawn_training(
         self: &Arc<Self>,
         state: &AppState,
@@ -215,6 +274,8 @@ impl Maxidom {
         let svc = self.clone();
         let store = state.store.clone();
         state.spawn(async move {
+            // Queued trainings wait here holding their claim (its TTL is minutes; a training takes tens of ms).
+            let _slot = svc.training_slots.acquire().await;
             if let Err(e) = svc.run_training(&store, &claim, kind).await {
                 metrics::counter!("maxidom_training_failures_total").increment(1);
                 tracing::warn!(profile_id = %claim.profile_id, ?kind, error = %e, "training failed");

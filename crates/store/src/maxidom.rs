@@ -417,6 +417,150 @@ pub async fn add_pool_vector(
     Ok(Some(pool_count))
 }
 
+/// One accepted vector for the retraining pool, scored with the profile's model `model_version`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolEntry<'a> {
+    pub profile_id: &'a str,
+    /// The model that accepted the vector: the entry is stored only while it is still the active one.
+    pub model_version: i64,
+    pub vector_id: &'a str,
+    pub features: &'a [f64],
+    pub created_at: i64,
+}
+
+/// When a pool write also takes the retraining slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrainTrigger {
+    /// Pool size at which a retraining is due.
+    pub pool_trigger: i64,
+    /// Stamped on a claim taken now.
+    pub now: i64,
+    /// Claims taken before this are presumed dead and may be taken over.
+    pub stale_before: i64,
+}
+
+/// What became of one [`PoolEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pooled {
+    /// Stored. `claim` is set on the one entry whose write also won the retraining slot.
+    Added {
+        pool_count: i64,
+        claim: Option<Claim>,
+    },
+    /// Not stored: the model that scored the vector is no longer active (replaced by a newer version,
+    /// or removed by a reset). The caller must score again with the current model, if any.
+    Stale,
+}
+
+/// Most rows one multi-row pool `INSERT` carries; batches are cut into power-of-two chunks up to this size so
+/// only a handful of distinct statements ever reach the prepared-statement cache.
+const POOL_INSERT_CHUNK: usize = 32;
+
+fn pool_insert_sql(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO maxidom_pool (id, profile_id, created_at, features) VALUES ");
+    for r in 0..rows {
+        let b = r * 4;
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+    }
+    sql
+}
+
+/// Stores accepted vectors in their profiles' retraining pools, in one transaction, with one conditional
+/// `UPDATE` per (profile, model version) and multi-row inserts: the group commit behind `/score`.
+///
+/// For each profile the same statement (a) checks that the scoring model is still the active one, so a replica
+/// never pools a vector judged by a model another process has replaced or reset, (b) bumps the pool counter, and
+/// (c) takes the retraining slot when the pool reaches `trigger.pool_trigger` and no live claim exists — exactly
+/// the condition of [`claim_retraining`], without a statement of its own per request. Profiles are updated in
+/// sorted order so concurrent batches (other replicas on PostgreSQL) lock rows in the same order.
+/// Returns one outcome per entry, in input order.
+pub async fn add_pool_vectors(
+    store: &Store,
+    entries: &[PoolEntry<'_>],
+    trigger: RetrainTrigger,
+) -> Result<Vec<Pooled>, StoreError> {
+    let mut out = vec![Pooled::Stale; entries.len()];
+    if entries.is_empty() {
+        return Ok(out);
+    }
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&entries[a], &entries[b]);
+        (a.profile_id, a.model_version).cmp(&(b.profile_id, b.model_version))
+    });
+    let mut tx = store.pool().begin().await?;
+    let mut stored: Vec<usize> = Vec::with_capacity(entries.len());
+    for group in order.chunk_by(|&a, &b| {
+        (entries[a].profile_id, entries[a].model_version)
+            == (entries[b].profile_id, entries[b].model_version)
+    }) {
+        let first = &entries[group[0]];
+        let added = i64::try_from(group.len()).unwrap_or(i64::MAX);
+        let token = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "UPDATE maxidom_profiles SET pool_count = pool_count + $3, \
+             training_claim = CASE WHEN pool_count + $3 >= $4 AND (training_claim IS NULL OR training_claimed_at < $5) \
+               THEN $6 ELSE training_claim END, \
+             training_claimed_at = CASE WHEN pool_count + $3 >= $4 AND (training_claim IS NULL OR training_claimed_at < $5) \
+               THEN $7 ELSE training_claimed_at END \
+             WHERE profile_id = $1 AND model_version = $2 AND model_trained_at IS NOT NULL \
+             RETURNING pool_count, training_claim",
+        )
+        .bind(first.profile_id)
+        .bind(first.model_version)
+        .bind(added)
+        .bind(trigger.pool_trigger)
+        .bind(trigger.stale_before)
+        .bind(&token)
+        .bind(trigger.now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { continue };
+        let pool_count: i64 = row.try_get("pool_count")?;
+        let claimed = row
+            .try_get::<Option<String>, _>("training_claim")?
+            .as_deref()
+            == Some(token.as_str());
+        let mut claim = claimed.then(|| Claim {
+            profile_id: first.profile_id.to_owned(),
+            token,
+            next_version: first.model_version + 1,
+        });
+        for (n, &i) in group.iter().enumerate() {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            out[i] = Pooled::Added {
+                pool_count: pool_count - added + 1 + n,
+                // The slot goes with the entry that filled the pool, the group's last.
+                claim: if n + 1 == added { claim.take() } else { None },
+            };
+            stored.push(i);
+        }
+    }
+    let mut rest = stored.as_slice();
+    while !rest.is_empty() {
+        let take = POOL_INSERT_CHUNK.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(take);
+        let sql = pool_insert_sql(take);
+        let mut q = sqlx::query(&sql);
+        for &i in chunk {
+            let e = &entries[i];
+            q = q
+                .bind(e.vector_id)
+                .bind(e.profile_id)
+                .bind(e.created_at)
+                .bind(encode_vector(e.features));
+        }
+        q.execute(&mut *tx).await.map_err(StoreError::from_write)?;
+        rest = tail;
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
 fn claim_from(
     row: Option<sqlx::any::AnyRow>,
     profile_id: &str,
@@ -867,6 +1011,166 @@ mod tests {
             assert_eq!(
                 add_pool_vector(s, P, "p-x", &[1.0; 15], 800).await.unwrap(),
                 None
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batched_pool_writes_check_the_model_version_and_claim_once() {
+        const Q: &str = "0b7e1a52-7c1e-4c39-9a35-2f1d6c0e9b11";
+        for db in TestDb::all().await {
+            let s = &db.store;
+            let l = db.label;
+            enroll(s, P, "h", 1).await.unwrap();
+            enroll(s, Q, "h", 1).await.unwrap();
+            add_vector(s, P, "v", &[1.0; 15], kinds(true), 2)
+                .await
+                .unwrap();
+            let ready = Thresholds {
+                total: 1,
+                keyboard: 1,
+                mouse: 1,
+                digraph: 1,
+            };
+            let claim = claim_initial_training(s, P, "t", 3, 0, ready)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(publish_model(s, &claim, b"m1", 4, None).await.unwrap());
+            let entry = |pid, version, id, x: &'static [f64; 15]| PoolEntry {
+                profile_id: pid,
+                model_version: version,
+                vector_id: id,
+                features: x,
+                created_at: 10,
+            };
+            let trigger = |now| RetrainTrigger {
+                pool_trigger: 4,
+                now,
+                stale_before: 0,
+            };
+            // Interleaved profiles and versions: only entries scored by P's active model (1) are stored.
+            let out = add_pool_vectors(
+                s,
+                &[
+                    entry(P, 1, "a", &[1.0; 15]),
+                    entry(Q, 1, "b", &[2.0; 15]),
+                    entry(P, 0, "c", &[3.0; 15]),
+                    entry(P, 1, "d", &[4.0; 15]),
+                    entry(P, 1, "e", &[5.0; 15]),
+                ],
+                trigger(20),
+            )
+            .await
+            .unwrap();
+            let added = |n| Pooled::Added {
+                pool_count: n,
+                claim: None,
+            };
+            assert_eq!(
+                out,
+                vec![added(1), Pooled::Stale, Pooled::Stale, added(2), added(3)],
+                "{l}"
+            );
+            assert_eq!(row_counts(s, P).await.unwrap(), (1, 3), "{l}");
+            assert_eq!(row_counts(s, Q).await.unwrap(), (0, 0), "{l}");
+            assert_eq!(
+                newest_pool(s, P, 10).await.unwrap().len(),
+                3,
+                "{l}: the features are stored"
+            );
+            // The batch that fills the pool takes the slot, once, on its last entry.
+            let out = add_pool_vectors(
+                s,
+                &[entry(P, 1, "f", &[6.0; 15]), entry(P, 1, "g", &[7.0; 15])],
+                trigger(30),
+            )
+            .await
+            .unwrap();
+            let Pooled::Added {
+                pool_count: 5,
+                claim: Some(won),
+            } = &out[1]
+            else {
+                panic!("{l}: {out:?}");
+            };
+            assert_eq!(out[0], added(4), "{l}");
+            assert_eq!((won.profile_id.as_str(), won.next_version), (P, 2));
+            let p = profile(s, P).await.unwrap().unwrap();
+            assert_eq!(
+                (p.training_claim.as_deref(), p.training_claimed_at),
+                (Some(won.token.as_str()), Some(30)),
+                "{l}"
+            );
+            // While the claim is live, neither a batch nor the single-statement claim takes it.
+            let out = add_pool_vectors(s, &[entry(P, 1, "h", &[8.0; 15])], trigger(40))
+                .await
+                .unwrap();
+            assert_eq!(out, vec![added(6)], "{l}");
+            assert!(
+                claim_retraining(s, P, "x", 40, 0, 4)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            // A dead claim (older than `stale_before`) is taken over.
+            let out = add_pool_vectors(
+                s,
+                &[entry(P, 1, "i", &[9.0; 15])],
+                RetrainTrigger {
+                    pool_trigger: 4,
+                    now: 50,
+                    stale_before: 35,
+                },
+            )
+            .await
+            .unwrap();
+            assert!(
+                matches!(&out[0], Pooled::Added { pool_count: 7, claim: Some(c) } if c.token != won.token),
+                "{l}: {out:?}"
+            );
+            // Once version 2 is active, vectors scored by version 1 are refused.
+            let Pooled::Added {
+                claim: Some(current),
+                ..
+            } = &out[0]
+            else {
+                unreachable!()
+            };
+            assert!(
+                publish_model(s, current, b"m2", 60, Some(55))
+                    .await
+                    .unwrap()
+            );
+            let out = add_pool_vectors(
+                s,
+                &[entry(P, 1, "j", &[1.0; 15]), entry(P, 2, "k", &[1.0; 15])],
+                trigger(70),
+            )
+            .await
+            .unwrap();
+            assert_eq!(out, vec![Pooled::Stale, added(1)], "{l}");
+            // A batch larger than one insert chunk keeps every row.
+            let ids: Vec<String> = (0..45).map(|i| format!("bulk-{i}")).collect();
+            let many: Vec<PoolEntry> = ids.iter().map(|id| entry(P, 2, id, &[2.0; 15])).collect();
+            let out = add_pool_vectors(
+                s,
+                &many,
+                RetrainTrigger {
+                    pool_trigger: 1000,
+                    now: 80,
+                    stale_before: 0,
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(out.last(), Some(&added(46)), "{l}");
+            assert_eq!(row_counts(s, P).await.unwrap(), (1, 46), "{l}");
+            assert!(
+                add_pool_vectors(s, &[], trigger(90))
+                    .await
+                    .unwrap()
+                    .is_empty()
             );
         }
     }
