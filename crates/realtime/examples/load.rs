@@ -102,15 +102,7 @@ async fn main() {
     let runs = args.get(2).copied().unwrap_or(3);
 
     let db = vigil_store::testing::TestDb::sqlite().await;
-    // The one setting that shapes these numbers can be varied for an A/B (e.g. STREAM_INGEST_CONCURRENCY=64 lets
-    // every batch run at once, as before the bulk lane existed).
-    let rt = Realtime::new(RealtimeConfig {
-        stream_ingest_concurrency: std::env::var("STREAM_INGEST_CONCURRENCY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        ..RealtimeConfig::default()
-    });
+    let rt = Realtime::new(RealtimeConfig::default());
     let rt2 = rt.clone();
     let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
     let (_, token) = app.user_with_role("loader", Role::Analyst).await;

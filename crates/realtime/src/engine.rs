@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use crate::db::{self as streams, Saved, Write};
 use serde_json::value::RawValue;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
 use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
 
@@ -49,11 +49,10 @@ struct Cached {
 }
 
 /// The per-stream caches of this process.
+#[derive(Default)]
 pub struct Engine {
     slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
     max_cached: usize,
-    /// Permits for [`Lane::Bulk`] analyses.
-    bulk: Arc<Semaphore>,
 }
 
 /// One analysed event.
@@ -67,29 +66,11 @@ pub struct Outcome {
     pub threshold: f64,
 }
 
-/// Which queue an analysis waits in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// `POST /api/ingest` batches: at most a configured number run at once (one per core by default), so they use
-    /// every core without crowding out interactive work.
-    Bulk,
-    /// One WebSocket event: never waits for bulk work; the OS scheduler shares the cores between it and the few
-    /// bulk analyses running, instead of between it and every queued batch.
-    Interactive,
-}
-
 impl Engine {
-    /// `bulk_concurrency` bounds [`Lane::Bulk`] analyses in flight (0: one per core).
-    pub fn new(max_cached: usize, bulk_concurrency: usize) -> Self {
-        let bulk = if bulk_concurrency == 0 {
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-        } else {
-            bulk_concurrency
-        };
+    pub fn new(max_cached: usize) -> Self {
         Engine {
             slots: StdMutex::new(HashMap::new()),
             max_cached: max_cached.max(1),
-            bulk: Arc::new(Semaphore::new(bulk)),
         }
     }
 
@@ -122,7 +103,6 @@ impl Engine {
         app: &AppState,
         events: Vec<Event>,
         threshold: Option<f64>,
-        lane: Lane,
     ) -> Result<Vec<Outcome>, Error> {
         let mut groups: Vec<(String, Vec<(usize, Event)>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -136,7 +116,7 @@ impl Engine {
         let total: usize = groups.iter().map(|g| g.1.len()).sum();
         let runs = groups
             .into_iter()
-            .map(|(stream, evs)| self.process_stream(app, stream, evs, threshold, lane));
+            .map(|(stream, evs)| self.process_stream(app, stream, evs, threshold));
         let mut out: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
         for r in futures_util::future::join_all(runs).await {
             for (i, o) in r? {
@@ -154,7 +134,6 @@ impl Engine {
         stream: String,
         events: Vec<(usize, Event)>,
         threshold: Option<f64>,
-        lane: Lane,
     ) -> Result<Vec<(usize, Outcome)>, Error> {
         let slot = self.slot(&stream);
         let mut slot = slot.lock().await;
@@ -174,19 +153,8 @@ impl Engine {
                 stored_generation,
                 config,
             } = cached;
-            let permit = match lane {
-                Lane::Bulk => Some(
-                    self.bulk
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(Error::internal)?,
-                ),
-                Lane::Interactive => None,
-            };
             // The events travel to the blocking pool and back (a lost race recomputes them) instead of being cloned.
             let (computed, events) = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
                 let computed = compute(state, &batch, &cfg);
                 (computed, batch)
             })

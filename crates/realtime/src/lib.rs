@@ -49,7 +49,7 @@ use std::sync::{Arc, OnceLock};
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 
-pub use engine::{Engine, Lane, Outcome};
+pub use engine::{Engine, Outcome};
 pub use hub::Hub;
 
 /// Command-line / environment configuration of the stream endpoints.
@@ -70,10 +70,6 @@ pub struct RealtimeConfig {
     /// Streams whose state this process keeps in memory (others reload from the database).
     #[arg(long, env = "STREAM_CACHE_STREAMS", default_value_t = 10_000)]
     pub stream_cache_streams: usize,
-    /// `POST /api/ingest` batches analysed at once (0: one per CPU core). WebSocket events never wait for this
-    /// limit, so a socket's answer is not queued behind bulk ingestion.
-    #[arg(long, env = "STREAM_INGEST_CONCURRENCY", default_value_t = 0)]
-    pub stream_ingest_concurrency: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -84,7 +80,6 @@ impl Default for RealtimeConfig {
             stream_socket_queue: 64,
             stream_max_batch: 10_000,
             stream_cache_streams: 10_000,
-            stream_ingest_concurrency: 0,
         }
     }
 }
@@ -119,10 +114,7 @@ impl Realtime {
     ) -> Self {
         let rt = Realtime {
             inner: Arc::new(Inner {
-                engine: Engine::new(
-                    config.stream_cache_streams,
-                    config.stream_ingest_concurrency,
-                ),
+                engine: Engine::new(config.stream_cache_streams),
                 hub: Arc::new(Hub::new(
                     config.stream_subscriber_queue,
                     config.stream_socket_queue,

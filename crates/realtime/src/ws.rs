@@ -14,7 +14,6 @@ use tokio::sync::broadcast::error::RecvError;
 use vigil_http::{ApiResult, AppState, AuthUser};
 
 use crate::Realtime;
-use crate::engine::Lane;
 use crate::hub::Shared;
 use crate::routes::{ConnectionGauge, TokenQuery, header_token, parse_event, stream_caller};
 
@@ -183,7 +182,7 @@ async fn handle_text(
     let outcomes = match rt
         .inner
         .engine
-        .process(app, vec![event], session.threshold, Lane::Interactive)
+        .process(app, vec![event], session.threshold)
         .await
     {
         Ok(o) => o,
