@@ -155,7 +155,7 @@ impl Engine {
             } = cached;
             // The events travel to the blocking pool and back (a lost race recomputes them) instead of being cloned.
             let (computed, events) = tokio::task::spawn_blocking(move || {
-                let computed = compute(state, &batch, &cfg);
+                let computed = compute(state, &batch, &cfg, stored_generation);
                 (computed, batch)
             })
             .await
@@ -227,7 +227,12 @@ type Computed = (
 );
 
 /// The CPU-bound part: pushes the batch, serialises each analysis and the new state. Runs on the blocking pool.
-fn compute(mut state: StreamState, batch: &[Event], cfg: &StreamConfig) -> Result<Computed, Error> {
+fn compute(
+    mut state: StreamState,
+    batch: &[Event],
+    cfg: &StreamConfig,
+    stored_generation: i64,
+) -> Result<Computed, Error> {
     let mut analyses = Vec::with_capacity(batch.len());
     for e in batch {
         let started = Instant::now();
@@ -243,7 +248,10 @@ fn compute(mut state: StreamState, batch: &[Event], cfg: &StreamConfig) -> Resul
         let json = serde_json::value::to_raw_value(&a).map_err(Error::internal)?;
         analyses.push((a, json));
     }
-    let parts = state.to_parts().map_err(Error::internal)?;
+    // The model is serialised only when it changed since the stored one (its JSON dominates the state's size).
+    let parts = state
+        .to_parts_after(u64::try_from(stored_generation).ok())
+        .map_err(Error::internal)?;
     Ok((state, analyses, parts))
 }
 

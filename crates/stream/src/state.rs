@@ -166,8 +166,19 @@ impl StreamState {
     /// which changes only when the stream calibrates or refits, with its generation (it grows by one at
     /// every fit), so a store can rewrite the model only when the generation moved.
     pub fn to_parts(&self) -> Result<StateParts, StreamError> {
+        self.to_parts_after(None)
+    }
+
+    /// [`Self::to_parts`] for a store that already holds model generation `stored_generation`: the model is
+    /// serialised only when it has changed since (its JSON is most of a state's size, and a refit happens once per
+    /// hundred windows while the core is saved after every batch).
+    pub fn to_parts_after(
+        &self,
+        stored_generation: Option<u64>,
+    ) -> Result<StateParts, StreamError> {
         let core = serde_json::to_vec(self).map_err(|e| StreamError::StateDecode(e.to_string()))?;
         let model = match self.baseline.as_ref().and_then(|b| b.model.as_ref()) {
+            Some(_) if stored_generation == Some(self.refits) => None,
             Some(m) => {
                 Some(serde_json::to_vec(m).map_err(|e| StreamError::StateDecode(e.to_string()))?)
             }

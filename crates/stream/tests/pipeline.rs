@@ -152,6 +152,14 @@ fn parts_round_trip_and_a_calibrated_state_needs_its_model() {
     // Before calibration there is no model to store.
     let fresh = StreamState::new("p").to_parts().unwrap();
     assert!(fresh.model.is_none());
+    // A store holding the current generation gets the same core and no model; an older one gets the model.
+    let same = s.to_parts_after(Some(s.refits())).unwrap();
+    assert_eq!(
+        (same.core, same.model, same.model_generation),
+        (parts.core.clone(), None, s.refits())
+    );
+    let older = s.to_parts_after(Some(s.refits() - 1)).unwrap();
+    assert_eq!(older.model, parts.model);
 }
 
 #[test]
