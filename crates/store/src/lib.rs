@@ -25,6 +25,7 @@
 
 pub mod alert_configs;
 pub mod anomalies;
+mod checkpoint;
 mod error;
 pub mod maxidom;
 pub mod sources;

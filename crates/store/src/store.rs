@@ -79,6 +79,15 @@ impl Store {
                             conn.execute("PRAGMA synchronous = NORMAL").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            // Checkpoints happen in the background (see `checkpoint`); this is the safety net.
+                            conn.execute(
+                                format!(
+                                    "PRAGMA wal_autocheckpoint = {}",
+                                    crate::checkpoint::FALLBACK_PAGES
+                                )
+                                .as_str(),
+                            )
+                            .await?;
                             Ok(())
                         })
                     })
@@ -98,6 +107,9 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
+        if backend == Backend::Sqlite {
+            crate::checkpoint::spawn(&url, pool.clone());
+        }
         let store = Store { pool, backend };
         store.refresh_planner_stats().await?;
         tracing::info!(backend = ?backend, "database ready");
