@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
+use crate::bulk::BulkPool;
 use crate::db::{self as streams, Saved, Write};
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
@@ -49,10 +50,10 @@ struct Cached {
 }
 
 /// The per-stream caches of this process.
-#[derive(Default)]
 pub struct Engine {
     slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
     max_cached: usize,
+    bulk: BulkPool,
 }
 
 /// One analysed event.
@@ -66,11 +67,22 @@ pub struct Outcome {
     pub threshold: f64,
 }
 
+/// Where an analysis runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// `POST /api/ingest` batches: the low-priority bulk threads (see `bulk.rs`).
+    Bulk,
+    /// One WebSocket event, whose sender waits: tokio's blocking pool at normal priority, ahead of bulk work.
+    Interactive,
+}
+
 impl Engine {
-    pub fn new(max_cached: usize) -> Self {
+    /// `bulk_threads` analyse [`Lane::Bulk`] work (0: one per core).
+    pub fn new(max_cached: usize, bulk_threads: usize) -> Self {
         Engine {
             slots: StdMutex::new(HashMap::new()),
             max_cached: max_cached.max(1),
+            bulk: BulkPool::new(bulk_threads),
         }
     }
 
@@ -103,6 +115,7 @@ impl Engine {
         app: &AppState,
         events: Vec<Event>,
         threshold: Option<f64>,
+        lane: Lane,
     ) -> Result<Vec<Outcome>, Error> {
         let mut groups: Vec<(String, Vec<(usize, Event)>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -116,7 +129,7 @@ impl Engine {
         let total: usize = groups.iter().map(|g| g.1.len()).sum();
         let runs = groups
             .into_iter()
-            .map(|(stream, evs)| self.process_stream(app, stream, evs, threshold));
+            .map(|(stream, evs)| self.process_stream(app, stream, evs, threshold, lane));
         let mut out: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
         for r in futures_util::future::join_all(runs).await {
             for (i, o) in r? {
@@ -134,6 +147,7 @@ impl Engine {
         stream: String,
         events: Vec<(usize, Event)>,
         threshold: Option<f64>,
+        lane: Lane,
     ) -> Result<Vec<(usize, Outcome)>, Error> {
         let slot = self.slot(&stream);
         let mut slot = slot.lock().await;
@@ -154,12 +168,16 @@ impl Engine {
                 config,
             } = cached;
             // The events travel to the blocking pool and back (a lost race recomputes them) instead of being cloned.
-            let (computed, events) = tokio::task::spawn_blocking(move || {
+            let job = move || {
                 let computed = compute(state, &batch, &cfg, stored_generation);
                 (computed, batch)
-            })
-            .await
-            .map_err(|e| Error::internal(format!("analysis task failed: {e}")))?;
+            };
+            let (computed, events) = match lane {
+                Lane::Bulk => self.bulk.run(job).await?,
+                Lane::Interactive => tokio::task::spawn_blocking(job)
+                    .await
+                    .map_err(|e| Error::internal(format!("analysis task failed: {e}")))?,
+            };
             batch = events;
             let (state, analyses, parts) = computed?;
             let model_changed =

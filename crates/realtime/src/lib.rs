@@ -37,6 +37,7 @@
 //! and the relay's (see [`relay`]).
 
 pub mod alerts;
+mod bulk;
 pub mod db;
 pub mod engine;
 pub mod hub;
@@ -49,7 +50,7 @@ use std::sync::{Arc, OnceLock};
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 
-pub use engine::{Engine, Outcome};
+pub use engine::{Engine, Lane, Outcome};
 pub use hub::Hub;
 
 /// Command-line / environment configuration of the stream endpoints.
@@ -70,6 +71,10 @@ pub struct RealtimeConfig {
     /// Streams whose state this process keeps in memory (others reload from the database).
     #[arg(long, env = "STREAM_CACHE_STREAMS", default_value_t = 10_000)]
     pub stream_cache_streams: usize,
+    /// Threads that analyse `POST /api/ingest` batches, at a lower OS priority than WebSocket events (0: one per
+    /// core).
+    #[arg(long, env = "STREAM_INGEST_THREADS", default_value_t = 0)]
+    pub stream_ingest_threads: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -80,6 +85,7 @@ impl Default for RealtimeConfig {
             stream_socket_queue: 64,
             stream_max_batch: 10_000,
             stream_cache_streams: 10_000,
+            stream_ingest_threads: 0,
         }
     }
 }
@@ -114,7 +120,7 @@ impl Realtime {
     ) -> Self {
         let rt = Realtime {
             inner: Arc::new(Inner {
-                engine: Engine::new(config.stream_cache_streams),
+                engine: Engine::new(config.stream_cache_streams, config.stream_ingest_threads),
                 hub: Arc::new(Hub::new(
                     config.stream_subscriber_queue,
                     config.stream_socket_queue,

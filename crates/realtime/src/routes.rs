@@ -22,6 +22,7 @@ use vigil_http::{ApiJson, ApiResult, AppState, AuthUser, Error};
 use vigil_stream::{Event, StreamConfig};
 
 use crate::Realtime;
+use crate::engine::Lane;
 
 pub(crate) fn router(rt: Realtime) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -102,7 +103,11 @@ async fn ingest(
         }
         other => (vec![parse_event(other, None)?], true),
     };
-    let outcomes = rt.inner.engine.process(&app, events, None).await?;
+    let outcomes = rt
+        .inner
+        .engine
+        .process(&app, events, None, Lane::Bulk)
+        .await?;
     crate::alerts::handle_anomalies(&app, &rt, &outcomes).await?;
     // The analyses were serialised on the blocking pool; here they are only copied into the body.
     let body = if single {

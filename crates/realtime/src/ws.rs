@@ -14,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use vigil_http::{ApiResult, AppState, AuthUser};
 
 use crate::Realtime;
+use crate::engine::Lane;
 use crate::hub::Shared;
 use crate::routes::{ConnectionGauge, TokenQuery, header_token, parse_event, stream_caller};
 
@@ -182,7 +183,7 @@ async fn handle_text(
     let outcomes = match rt
         .inner
         .engine
-        .process(app, vec![event], session.threshold)
+        .process(app, vec![event], session.threshold, Lane::Interactive)
         .await
     {
         Ok(o) => o,

@@ -369,7 +369,7 @@ async fn replicas_share_stream_state_through_the_database() {
             let e = vigil_stream::Event::new("shared", *x, None);
             let o = rt
                 .engine()
-                .process(&app.state, vec![e], None)
+                .process(&app.state, vec![e], None, vigil_realtime::Lane::Bulk)
                 .await
                 .expect("process");
             alternating.push(serde_json::to_string(&o[0].analysis).unwrap());
@@ -379,7 +379,7 @@ async fn replicas_share_stream_state_through_the_database() {
             let e = vigil_stream::Event::new("solo", *x, None);
             let o = single
                 .engine()
-                .process(&app.state, vec![e], None)
+                .process(&app.state, vec![e], None, vigil_realtime::Lane::Bulk)
                 .await
                 .expect("process");
             reference.push(
