@@ -22,7 +22,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A fixed set of low-priority threads fed through one queue.
 pub(crate) struct BulkPool {
     /// `None` when no thread could be started: work then goes to tokio's blocking pool.
-    queue: Option<Mutex<mpsc::Sender<Job>>>,
+    queue: Option<mpsc::Sender<Job>>,
 }
 
 impl BulkPool {
@@ -60,7 +60,7 @@ impl BulkPool {
             }
         }
         BulkPool {
-            queue: (started > 0).then(|| Mutex::new(tx)),
+            queue: (started > 0).then_some(tx),
         }
     }
 
@@ -83,8 +83,6 @@ impl BulkPool {
             }
         });
         queue
-            .lock()
-            .map_err(|_| Error::internal("bulk analysis queue poisoned"))?
             .send(job)
             .map_err(|_| Error::internal("bulk analysis threads stopped"))?;
         rx.await
