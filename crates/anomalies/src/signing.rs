@@ -31,11 +31,8 @@ impl WebhookSecret {
 
     /// The `X-Vigil-Signature` value for `body` sent at `timestamp` (Unix seconds).
     pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = self.mac();
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        let digest = self.mac_of(timestamp, body).finalize().into_bytes();
+        format!("sha256={}", hex::encode(digest))
     }
 
     /// Whether `signature` is this secret's signature of `body` at `timestamp` (constant-time comparison). What a
@@ -47,17 +44,18 @@ impl WebhookSecret {
         else {
             return false;
         };
-        let mut mac = self.mac();
+        self.mac_of(timestamp, body).verify_slice(&digest).is_ok()
+    }
+
+    /// The HMAC state after `"{timestamp}.{body}"`: exactly what is signed.
+    fn mac_of(&self, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+        // HMAC takes keys of any length; the error case cannot happen for it.
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
-        mac.verify_slice(&digest).is_ok()
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC takes keys of any length; the error case cannot happen for it.
-        Hmac::<Sha256>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+        mac
     }
 }
 

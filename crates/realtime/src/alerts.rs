@@ -59,15 +59,10 @@ pub async fn handle_anomalies(
         }
         rt.announce(app, Item::Anomaly(stored.id.clone()));
         let (app2, rt2) = (app.clone(), rt.clone());
-        app.spawn(async move { fire_alerts(app2, rt2, stored).await });
+        // Webhooks are queued by the dispatcher; its `websocket` channels come back to [`SocketSink`].
+        app.spawn(async move { rt2.inner.dispatcher.fire_and_push(&app2, &stored).await });
     }
     Ok(())
-}
-
-/// Fires the alert configs through the shared [`vigil_anomalies::AlertDispatcher`] (webhooks are queued there,
-/// off this path); its `websocket` channels come back to [`SocketSink`].
-async fn fire_alerts(app: AppState, rt: Realtime, stored: Anomaly) {
-    rt.inner.dispatcher.fire_and_push(&app, &stored).await;
 }
 
 /// Delivers `websocket` alert channels, for the pipeline's anomalies and for those recorded through
