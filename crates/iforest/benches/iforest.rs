@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vigil_iforest::{Contamination, IsolationForest, Params, csv};
+use vigil_iforest::{Contamination, Growth, IsolationForest, Params, csv};
 
 /// Box–Muller normals from a 64-bit LCG: only a fallback when the shared files are missing.
 fn gaussian(n: usize, seed: u64) -> Vec<f64> {
@@ -72,6 +72,26 @@ fn benches(c: &mut Criterion) {
         .expect("thread pool");
     c.bench_function("fit 100 trees 300x10 (1 thread)", |b| {
         b.iter(|| one.install(|| IsolationForest::fit_matrix(black_box(&train), 10, &params)))
+    });
+
+    // A stream's refit (100 windows, 6 projected features): small enough that handing the trees to
+    // the pool costs more than it saves, which is why the stream engine grows them on its own thread.
+    let windows = gaussian(100 * 6, 3);
+    let refit = Params {
+        contamination: Contamination::Fraction(0.1),
+        ..Params::default()
+    };
+    c.bench_function("fit 100 trees 100x6 (2-thread pool)", |b| {
+        b.iter(|| {
+            two.install(|| {
+                IsolationForest::fit_matrix_with(black_box(&windows), 6, &refit, Growth::Parallel)
+            })
+        })
+    });
+    c.bench_function("fit 100 trees 100x6 (calling thread)", |b| {
+        b.iter(|| {
+            IsolationForest::fit_matrix_with(black_box(&windows), 6, &refit, Growth::CallingThread)
+        })
     });
 
     let forest = match IsolationForest::fit_matrix(&train, 10, &params) {

@@ -58,6 +58,20 @@ pub use format::FORMAT_VERSION;
 pub use stats::{average_path_length, percentile_linear};
 use tree::{GrownTree, Node, Scratch, TreeSpec};
 
+/// Where [`IsolationForest::fit_with`] grows the trees. Trees are seeded by their index, so both give
+/// the same model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Growth {
+    /// In parallel on rayon's current pool: large fits by a caller with cores to spare.
+    #[default]
+    Parallel,
+    /// One after another on the calling thread: small fits by callers that are already parallel
+    /// (one fit per stream or per request). Handing a few milliseconds of trees to the shared pool
+    /// would queue them behind other callers' trees, and run them outside the caller's thread, at
+    /// whatever priority the pool's threads have.
+    CallingThread,
+}
+
 /// Rows per unit of parallel work in batch scoring. Large enough that rayon's per-task cost is
 /// noise, small enough that the block's rows (20 KB at d = 10) stay in L1 while every tree
 /// walks them. The three constants were tuned on the 100,000×10 benchmark (64/8 → 256/16 took
@@ -282,6 +296,11 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
 impl IsolationForest {
     /// Fits on rows of equal length (convenience over [`fit_matrix`](Self::fit_matrix)).
     pub fn fit(rows: &[Vec<f64>], params: &Params) -> Result<Self, Error> {
+        Self::fit_with(rows, params, Growth::Parallel)
+    }
+
+    /// [`fit`](Self::fit), growing the trees where `growth` says.
+    pub fn fit_with(rows: &[Vec<f64>], params: &Params, growth: Growth) -> Result<Self, Error> {
         let n_cols = rows.first().map(Vec::len).ok_or(Error::Empty)?;
         let mut data = Vec::with_capacity(n_cols * rows.len());
         for (row, r) in rows.iter().enumerate() {
@@ -294,12 +313,23 @@ impl IsolationForest {
             }
             data.extend_from_slice(r);
         }
-        Self::fit_matrix(&data, n_cols, params)
+        Self::fit_matrix_with(&data, n_cols, params, growth)
     }
 
     /// Fits on a row-major n×`n_cols` matrix (n = `data.len() / n_cols`). Trees are grown in
     /// parallel on rayon's current pool; the model does not depend on the number of threads.
     pub fn fit_matrix(data: &[f64], n_cols: usize, params: &Params) -> Result<Self, Error> {
+        Self::fit_matrix_with(data, n_cols, params, Growth::Parallel)
+    }
+
+    /// [`fit_matrix`](Self::fit_matrix), growing the trees where `growth` says. The model is the
+    /// same either way.
+    pub fn fit_matrix_with(
+        data: &[f64],
+        n_cols: usize,
+        params: &Params,
+        growth: Growth,
+    ) -> Result<Self, Error> {
         if n_cols == 0 {
             return Err(Error::ZeroColumns);
         }
@@ -379,10 +409,18 @@ impl IsolationForest {
             seed: params.seed,
             c: &c_table,
         };
-        let grown: Vec<GrownTree> = (0..params.n_estimators)
-            .into_par_iter()
-            .map_init(Scratch::default, |s, t| tree::grow(&spec, t as u64, s))
-            .collect();
+        let grown: Vec<GrownTree> = match growth {
+            Growth::Parallel => (0..params.n_estimators)
+                .into_par_iter()
+                .map_init(Scratch::default, |s, t| tree::grow(&spec, t as u64, s))
+                .collect(),
+            Growth::CallingThread => {
+                let mut scratch = Scratch::default();
+                (0..params.n_estimators)
+                    .map(|t| tree::grow(&spec, t as u64, &mut scratch))
+                    .collect()
+            }
+        };
 
         let mut forest = Self::assemble(params.clone(), n_cols, psi, grown);
         forest.offset = match params.contamination {

@@ -90,6 +90,9 @@ fn fit_and_batch_do_not_depend_on_thread_count() {
     let (b3, s3) = run(3);
     assert_eq!(b1, b3);
     assert_eq!(s1, s3);
+    // Grown on the calling thread: the same model, byte for byte.
+    let here = IsolationForest::fit_matrix_with(&data, 5, &p, Growth::CallingThread).unwrap();
+    assert_eq!(here.to_bytes(), b1);
 }
 
 #[test]

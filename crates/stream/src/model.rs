@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use vigil_iforest::{Contamination, IsolationForest, MaxSamples, Params};
+use vigil_iforest::{Contamination, Growth, IsolationForest, MaxSamples, Params};
 
 use crate::error::StreamError;
 use crate::stats::mean_std;
@@ -50,8 +50,10 @@ impl Model {
             contamination: Contamination::Fraction(0.1),
             seed,
         };
-        let forest =
-            IsolationForest::fit(&rows, &params).map_err(|e| StreamError::Model(e.to_string()))?;
+        // On the calling thread: streams are analysed in parallel already, and a refit happens inside
+        // some event's analysis, whose thread (and priority) should do the work rather than rayon's pool.
+        let forest = IsolationForest::fit_with(&rows, &params, Growth::CallingThread)
+            .map_err(|e| StreamError::Model(e.to_string()))?;
         let scores: Vec<f64> = rows
             .iter()
             .map(|r| -forest.score_samples(r))
