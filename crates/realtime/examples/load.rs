@@ -8,7 +8,11 @@
 //! 3. The same WebSocket while one client posts batches back to back → round-trip p50/p99 under load.
 //! 4. With `paced_rate` (events/s, e.g. 5000: the issue's load for two cores): the streams ingest batches of 50 events
 //!    on a fixed schedule adding up to that rate while one WebSocket sends 200 events/s → the rate achieved and the
-//!    WebSocket's round-trip p50/p99 (1,000 samples) at that load, rather than at whatever saturates the machine.
+//!    WebSocket's round-trip p50/p99 (3,000 samples, 15 s) at that load, rather than at whatever saturates the machine,
+//!    and the server's own time from reading each of those events to flushing its analysis
+//!    (`topoforge_ws_reply_seconds`, as the share of replies within each histogram bucket).
+//! 5. One WebSocket that pipelines: a writer sends events without waiting (at most 1,000 unanswered) while a reader
+//!    counts the analyses → events/s through one socket.
 //!
 //! Streams are calibrated before timing (200 events each), so timed events get full, scored analyses.
 
@@ -109,6 +113,91 @@ async fn ws_round_trips_every(
     (rate, lat)
 }
 
+/// `topoforge_ws_reply_seconds` buckets (upper bound in seconds, cumulative count) from the process's recorder.
+fn reply_buckets() -> Vec<(f64, f64)> {
+    let text = vigil_http::metrics::handle().render();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("topoforge_ws_reply_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The share of replies within each bucket between two [`reply_buckets`] readings, e.g. "≤1ms 93.1%".
+fn reply_shares(before: &[(f64, f64)], after: &[(f64, f64)]) -> String {
+    let count = |b: &[(f64, f64)], le: f64| b.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1);
+    let total = count(after, f64::INFINITY) - count(before, f64::INFINITY);
+    if total <= 0.0 {
+        return "no replies recorded".into();
+    }
+    after
+        .iter()
+        .filter(|(le, _)| *le <= 0.01)
+        .map(|&(le, n)| {
+            format!(
+                "≤{}ms {:.1}%",
+                le * 1000.0,
+                100.0 * (n - count(before, le)) / total
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+        + &format!(" of {total:.0}")
+}
+
+/// Phase 5: one socket, `n` events written without waiting for answers (at most `window` unanswered).
+async fn ws_pipelined(app: &TestApp, stream: &str, n: usize, window: usize) -> f64 {
+    let (ws, _) = match tokio_tungstenite::connect_async(app.ws_url("/ws/stream")).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("ws connect failed: {e}");
+            return 0.0;
+        }
+    };
+    let (mut tx, mut rx) = ws.split();
+    let credits = std::sync::Arc::new(tokio::sync::Semaphore::new(window));
+    let started = Instant::now();
+    let reader = {
+        let credits = credits.clone();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while answered < n {
+                match rx.next().await {
+                    Some(Ok(Message::Text(t)))
+                        if t.as_str().starts_with("{\"type\":\"analysis\"") =>
+                    {
+                        answered += 1;
+                        credits.add_permits(1);
+                    }
+                    Some(Ok(Message::Text(t))) => eprintln!("unexpected frame: {t}"),
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            answered
+        })
+    };
+    for v in values(n, 4242) {
+        match credits.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => break,
+        }
+        let frame = Message::text(json!({"stream": stream, "value": v}).to_string());
+        if tx.send(frame).await.is_err() {
+            break;
+        }
+    }
+    let answered = reader.await.unwrap_or(0);
+    answered as f64 / started.elapsed().as_secs_f64()
+}
+
 /// Phase 4: `streams` senders post batches of 50 events on a fixed schedule adding up to `rate` events/s while the
 /// WebSocket measures its round trips.
 async fn paced(app: &TestApp, token: &str, streams: usize, rate: usize) {
@@ -149,16 +238,18 @@ async fn paced(app: &TestApp, token: &str, streams: usize, rate: usize) {
     // Let the schedule settle before sampling.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let buckets = reply_buckets();
     let started = Instant::now();
     let (ws_rate, lat) =
-        ws_round_trips_every(app, "ws", 1000, 7, Some(Duration::from_millis(5))).await;
+        ws_round_trips_every(app, "ws", 3000, 7, Some(Duration::from_millis(5))).await;
     let achieved = (sent.load(std::sync::atomic::Ordering::Relaxed) - before) as f64
         / started.elapsed().as_secs_f64();
     for t in senders {
         t.abort();
     }
+    let server = reply_shares(&buckets, &reply_buckets());
     println!(
-        "paced ingest {achieved:.0} events/s (asked {rate}) | ws {ws_rate:.0} events/s, p50 {:.2} ms p99 {:.2} ms",
+        "paced ingest {achieved:.0} events/s (asked {rate}) | ws {ws_rate:.0} events/s, round trip p50 {:.2} ms p99 {:.2} ms | server read→flush {server}",
         pct(&lat, 0.5),
         pct(&lat, 0.99)
     );
@@ -185,10 +276,12 @@ async fn main() {
         ingest(&app, &token, &format!("s{s}"), &values(200, s as u64)).await;
     }
     ingest(&app, &token, "ws", &values(200, 999)).await;
+    ingest(&app, &token, "wsp", &values(200, 998)).await;
 
     let mut ingest_rates = Vec::new();
     let mut ws_alone = Vec::new();
     let mut ws_loaded = Vec::new();
+    let mut ws_piped = Vec::new();
     for run in 0..runs {
         // 1. Batched ingest, all streams concurrently.
         let started = Instant::now();
@@ -266,6 +359,11 @@ async fn main() {
             pct(&lat, 0.99)
         );
         ws_loaded.push((pct(&lat, 0.5), pct(&lat, 0.99)));
+
+        // 5. One WebSocket, pipelined.
+        let piped = ws_pipelined(&app, "wsp", per_stream * streams, 1000).await;
+        println!("run {run}: one pipelining ws {piped:.0} events/s");
+        ws_piped.push(piped);
     }
     if let Some(&rate) = args.get(3) {
         paced(&app, &token, streams.max(1), rate).await;
@@ -275,8 +373,9 @@ async fn main() {
         v[v.len() / 2]
     };
     println!(
-        "median over {runs} runs: ingest {:.0} events/s | ws alone {:.0} events/s p99 {:.2} ms | ws under load p99 {:.2} ms",
+        "median over {runs} runs: ingest {:.0} events/s | pipelining ws {:.0} events/s | ws alone {:.0} events/s p99 {:.2} ms | ws under load p99 {:.2} ms",
         med(ingest_rates),
+        med(ws_piped),
         med(ws_alone.iter().map(|x| x.0).collect()),
         med(ws_alone.iter().map(|x| x.2).collect()),
         med(ws_loaded.iter().map(|x| x.1).collect()),

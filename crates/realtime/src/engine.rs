@@ -70,7 +70,7 @@ pub struct Outcome {
 /// Where an analysis runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    /// `POST /api/ingest` batches: the low-priority bulk threads (see `bulk.rs`).
+    /// `POST /api/ingest` batches and frames a socket pipelined: the `SCHED_IDLE` bulk threads (see `bulk.rs`).
     Bulk,
     /// One WebSocket event, whose sender waits: tokio's blocking pool at normal priority, ahead of bulk work.
     Interactive,

@@ -19,6 +19,10 @@
 //! `{"type":"alert","data":<anomaly>}` for alert configs with the `websocket` channel of the socket's user;
 //! `{"type":"error","detail":…}` for a frame that cannot be used — the socket stays open.
 //!
+//! A client may pipeline: frames already received together are handled as one unit, in order, with their events
+//! analysed as one batch (as an `/api/ingest` array would be) and the replies written in order with one flush. A
+//! `config` or `subscribe` frame ends a batch, so each event is judged with the threshold in force when it was sent.
+//!
 //! ## Invariants
 //! * Streams never share state; a stream's state lives in the database (`stream_states`) and every answer
 //!   corresponds to a stored state (optimistic concurrency, see [`engine`]), so replicas can serve any stream.
@@ -31,7 +35,8 @@
 //!   task); sockets and SSE streams end when the server shuts down.
 //!
 //! Metrics: `topoforge_events_total`, `topoforge_windows_analysed_total`, `topoforge_anomalies_total`,
-//! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_state_conflicts_total`,
+//! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_ws_reply_seconds` (histogram, from
+//! reading a WebSocket event to flushing its analysis), `topoforge_state_conflicts_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
 //! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (webhook metrics are the dispatcher's),
 //! and the relay's (see [`relay`]).
@@ -71,8 +76,8 @@ pub struct RealtimeConfig {
     /// Streams whose state this process keeps in memory (others reload from the database).
     #[arg(long, env = "STREAM_CACHE_STREAMS", default_value_t = 10_000)]
     pub stream_cache_streams: usize,
-    /// Threads that analyse `POST /api/ingest` batches, at a lower OS priority than WebSocket events (0: one per
-    /// core).
+    /// Threads that analyse `POST /api/ingest` batches, below WebSocket events in the OS scheduler (Linux:
+    /// `SCHED_IDLE`; 0: one per core).
     #[arg(long, env = "STREAM_INGEST_THREADS", default_value_t = 0)]
     pub stream_ingest_threads: usize,
 }

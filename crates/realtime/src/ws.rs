@@ -1,20 +1,22 @@
 //! `WS /ws/stream`: the dashboard's socket (protocol in the crate docs).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Extension;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitSink;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use vigil_http::{ApiResult, AppState, AuthUser};
+use vigil_stream::Event;
 
 use crate::Realtime;
-use crate::engine::Lane;
+use crate::engine::{Lane, Outcome};
 use crate::hub::Shared;
 use crate::routes::{ConnectionGauge, TokenQuery, header_token, parse_event, stream_caller};
 
@@ -22,6 +24,8 @@ use crate::routes::{ConnectionGauge, TokenQuery, header_token, parse_event, stre
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// WebSocket close code "policy violation", used when a slow subscriber is dropped.
 const CLOSE_POLICY: u16 = 1008;
+/// Most frames, already received on one socket, that are handled together (one engine batch for their events).
+const MAX_PIPELINED: usize = 100;
 
 /// Upgrades to the stream socket. `?token=` identifies the user (for `websocket` alert pushes); it is required
 /// when `STREAM_REQUIRE_AUTH` is set, and an invalid token is refused before the upgrade.
@@ -73,15 +77,32 @@ async fn run(socket: WebSocket, app: AppState, rt: Realtime, user: Option<AuthUs
     };
     let shutdown = app.shutdown.clone();
     loop {
-        let outgoing: Option<String> = tokio::select! {
+        let (outgoing, closing): (Vec<Reply>, bool) = tokio::select! {
             frame = source.next() => match frame {
-                Some(Ok(Message::Text(text))) => handle_text(&app, &rt, &mut session, text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => Some(error_frame("binary frames are not supported; send JSON text")),
+                Some(Ok(Message::Text(text))) => {
+                    // Frames the client has already sent are analysed together (see `handle_frames`).
+                    let mut frames = vec![Frame::Text(text, Instant::now())];
+                    let mut closing = false;
+                    while frames.len() < MAX_PIPELINED {
+                        match source.next().now_or_never() {
+                            Some(Some(Ok(Message::Text(t)))) => frames.push(Frame::Text(t, Instant::now())),
+                            Some(Some(Ok(Message::Binary(_)))) => frames.push(Frame::Binary),
+                            Some(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => {
+                                closing = true;
+                                break;
+                            }
+                            Some(Some(Ok(_))) => {}
+                            None => break,
+                        }
+                    }
+                    (handle_frames(&app, &rt, &mut session, frames).await, closing)
+                }
+                Some(Ok(Message::Binary(_))) => (vec![Reply::error(BINARY)], false),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => None, // ping/pong are answered by the protocol layer
+                Some(Ok(_)) => (Vec::new(), false), // ping/pong are answered by the protocol layer
             },
             pushed = recv_subscription(&mut session.subscription) => match pushed {
-                Ok(data) => Some(format!("{{\"type\":\"anomaly\",\"data\":{data}}}")),
+                Ok(data) => (vec![Reply::plain(format!("{{\"type\":\"anomaly\",\"data\":{data}}}"))], false),
                 Err(RecvError::Lagged(n)) => {
                     metrics::counter!("topoforge_subscribers_dropped_total", "reason" => "lagged").increment(1);
                     tracing::warn!(missed = n, "dropping a slow WebSocket subscriber");
@@ -89,24 +110,47 @@ async fn run(socket: WebSocket, app: AppState, rt: Realtime, user: Option<AuthUs
                     let _ = sink.send(Message::Close(Some(CloseFrame { code: CLOSE_POLICY, reason: reason.into() }))).await;
                     break;
                 }
-                Err(RecvError::Closed) => { session.subscription = None; None }
+                Err(RecvError::Closed) => { session.subscription = None; (Vec::new(), false) }
             },
-            alert = recv_alert(&mut alerts) => alert.map(|a| a.to_string()),
+            alert = recv_alert(&mut alerts) => (alert.map(|a| Reply::plain(a.to_string())).into_iter().collect(), false),
             _ = shutdown.cancelled() => {
                 let _ = sink.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
                 break;
             }
         };
-        if let Some(text) = outgoing {
-            match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.into()))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break,
-                Err(_) => {
-                    metrics::counter!("topoforge_subscribers_dropped_total", "reason" => "send_timeout").increment(1);
-                    tracing::warn!("dropping a WebSocket client that does not read");
-                    break;
-                }
+        if !outgoing.is_empty() && !send_all(&mut sink, outgoing).await {
+            break;
+        }
+        if closing {
+            break;
+        }
+    }
+}
+
+/// Writes `replies` in order and flushes once; `false` when the client is gone or does not read.
+async fn send_all(sink: &mut SplitSink<WebSocket, Message>, replies: Vec<Reply>) -> bool {
+    let write = async {
+        let mut analysed = Vec::with_capacity(replies.len());
+        for r in replies {
+            if let Some(t) = r.received {
+                analysed.push(t);
             }
+            sink.feed(Message::Text(r.text.into())).await?;
+        }
+        sink.flush().await?;
+        for t in analysed {
+            metrics::histogram!("topoforge_ws_reply_seconds").record(t.elapsed().as_secs_f64());
+        }
+        Ok::<(), axum::Error>(())
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            metrics::counter!("topoforge_subscribers_dropped_total", "reason" => "send_timeout")
+                .increment(1);
+            tracing::warn!("dropping a WebSocket client that does not read");
+            false
         }
     }
 }
@@ -130,75 +174,203 @@ async fn recv_alert(rx: &mut Option<tokio::sync::mpsc::Receiver<Shared>>) -> Opt
     }
 }
 
+/// The reply to a binary frame.
+const BINARY: &str = "binary frames are not supported; send JSON text";
+
 fn error_frame(detail: &str) -> String {
     json!({"type": "error", "detail": detail}).to_string()
 }
 
-/// Handles one text frame; returns the reply, if any.
-async fn handle_text(
-    app: &AppState,
-    rt: &Realtime,
-    session: &mut Session,
-    text: &str,
-) -> Option<String> {
+/// A frame as read from the socket, with when it was read.
+enum Frame {
+    Text(Utf8Bytes, Instant),
+    Binary,
+}
+
+/// One frame sent to the client.
+struct Reply {
+    text: String,
+    /// For an analysis: when its event was read (the `topoforge_ws_reply_seconds` histogram runs from there to
+    /// the flush of the reply).
+    received: Option<Instant>,
+}
+
+impl Reply {
+    fn plain(text: String) -> Reply {
+        Reply {
+            text,
+            received: None,
+        }
+    }
+
+    fn error(detail: &str) -> Reply {
+        Reply::plain(error_frame(detail))
+    }
+}
+
+/// What a text frame asks for.
+enum Request {
+    Config(f64),
+    Subscribe,
+    Event {
+        event: Event,
+        original: Value,
+        received: Instant,
+    },
+    /// Unusable: the reply is an error frame.
+    Invalid(String),
+}
+
+fn parse_frame(text: &str, received: Instant) -> Request {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return Some(error_frame(&format!("invalid JSON: {e}"))),
+        Err(e) => return Request::Invalid(format!("invalid JSON: {e}")),
     };
     let Some(obj) = value.as_object() else {
-        return Some(error_frame("expected a JSON object"));
+        return Request::Invalid("expected a JSON object".into());
     };
-    let event_value = match obj.get("type").and_then(Value::as_str) {
+    let original = match obj.get("type").and_then(Value::as_str) {
         Some("config") => {
             let t = obj
                 .get("payload")
                 .and_then(|p| p.get("anomaly_threshold"))
                 .and_then(Value::as_f64);
             return match t {
-                Some(t) if (0.0..=100.0).contains(&t) => {
-                    session.threshold = Some(t);
-                    None
-                }
-                _ => Some(error_frame(
-                    "config.payload.anomaly_threshold must be a number from 0 to 100",
-                )),
+                Some(t) if (0.0..=100.0).contains(&t) => Request::Config(t),
+                _ => Request::Invalid(
+                    "config.payload.anomaly_threshold must be a number from 0 to 100".into(),
+                ),
             };
         }
-        Some("subscribe") => {
-            if session.subscription.is_none() {
-                session.subscription = Some(rt.inner.hub.subscribe());
-            }
-            return None;
-        }
+        Some("subscribe") => return Request::Subscribe,
         Some("event") => match obj.get("payload") {
             Some(p) if p.is_object() => p.clone(),
-            _ => return Some(error_frame("event.payload must be a JSON object")),
+            _ => return Request::Invalid("event.payload must be a JSON object".into()),
         },
-        _ => value.clone(),
+        _ => value,
     };
-    let event = match parse_event(&event_value, None) {
-        Ok(e) => e,
-        Err(e) => return Some(error_frame(&e.to_string())),
-    };
-    let outcomes = match rt
-        .inner
-        .engine
-        .process(app, vec![event], session.threshold, Lane::Interactive)
-        .await
-    {
-        Ok(o) => o,
-        Err(e) => return Some(error_frame(&e.to_string())),
-    };
-    if let Err(e) = crate::alerts::handle_anomalies(app, rt, &outcomes).await {
-        tracing::error!(error = %e, "storing an anomaly failed");
+    match parse_event(&original, None) {
+        Ok(event) => Request::Event {
+            event,
+            original,
+            received,
+        },
+        Err(e) => Request::Invalid(e.to_string()),
     }
-    let o = outcomes.first()?;
+}
+
+/// Handles frames in the order they were sent and returns the replies in that order.
+///
+/// Consecutive events go through the engine as one batch, the way an `/api/ingest` array does: a client that
+/// pipelines events gets batch throughput, while a client that waits for each answer sends batches of one.
+/// `config` and `subscribe` end a batch, so every event is analysed with the threshold in force when it was
+/// sent and only anomalies of later events reach a socket that subscribed. A batch with more than one event runs
+/// on the bulk lane: its sender is moving volume, not waiting on one answer.
+async fn handle_frames(
+    app: &AppState,
+    rt: &Realtime,
+    session: &mut Session,
+    frames: Vec<Frame>,
+) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(frames.len());
+    let mut batch: Vec<(Event, Value, Instant)> = Vec::new();
+    for frame in frames {
+        let request = match frame {
+            Frame::Text(text, received) => parse_frame(text.as_str(), received),
+            Frame::Binary => Request::Invalid(BINARY.into()),
+        };
+        match request {
+            Request::Event {
+                event,
+                original,
+                received,
+            } => batch.push((event, original, received)),
+            Request::Invalid(detail) => {
+                analyse(app, rt, session.threshold, &mut batch, &mut replies).await;
+                replies.push(Reply::error(&detail));
+            }
+            Request::Config(t) => {
+                analyse(app, rt, session.threshold, &mut batch, &mut replies).await;
+                session.threshold = Some(t);
+            }
+            Request::Subscribe => {
+                analyse(app, rt, session.threshold, &mut batch, &mut replies).await;
+                if session.subscription.is_none() {
+                    session.subscription = Some(rt.inner.hub.subscribe());
+                }
+            }
+        }
+    }
+    analyse(app, rt, session.threshold, &mut batch, &mut replies).await;
+    replies
+}
+
+/// Analyses the pending `batch` (emptying it) and appends one reply per event. When the batch fails as a whole
+/// (an event the engine refuses), its events are redone one by one so only the offending event gets an error:
+/// a failed batch stored nothing, so redoing it is safe.
+async fn analyse(
+    app: &AppState,
+    rt: &Realtime,
+    threshold: Option<f64>,
+    batch: &mut Vec<(Event, Value, Instant)>,
+    replies: &mut Vec<Reply>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let items = std::mem::take(batch);
+    let lane = if items.len() > 1 {
+        Lane::Bulk
+    } else {
+        Lane::Interactive
+    };
+    let events: Vec<Event> = items.iter().map(|i| i.0.clone()).collect();
+    match rt.inner.engine.process(app, events, threshold, lane).await {
+        Ok(outcomes) => {
+            if let Err(e) = crate::alerts::handle_anomalies(app, rt, &outcomes).await {
+                tracing::error!(error = %e, "storing an anomaly failed");
+            }
+            for (o, (_, original, received)) in outcomes.iter().zip(&items) {
+                replies.push(analysis_reply(o, original, *received));
+            }
+        }
+        Err(e) if items.len() == 1 => replies.push(Reply::error(&e.to_string())),
+        Err(_) => {
+            for (event, original, received) in items {
+                let one = rt
+                    .inner
+                    .engine
+                    .process(app, vec![event], threshold, Lane::Interactive)
+                    .await;
+                match one {
+                    Ok(outcomes) => {
+                        if let Err(e) = crate::alerts::handle_anomalies(app, rt, &outcomes).await {
+                            tracing::error!(error = %e, "storing an anomaly failed");
+                        }
+                        if let Some(o) = outcomes.first() {
+                            replies.push(analysis_reply(o, &original, received));
+                        }
+                    }
+                    Err(e) => replies.push(Reply::error(&e.to_string())),
+                }
+            }
+        }
+    }
+}
+
+fn analysis_reply(o: &Outcome, original: &Value, received: Instant) -> Reply {
     let frame = AnalysisFrame {
         kind: "analysis",
         data: &o.json,
-        original_event: &event_value,
+        original_event: original,
     };
-    serde_json::to_string(&frame).ok()
+    match serde_json::to_string(&frame) {
+        Ok(text) => Reply {
+            text,
+            received: Some(received),
+        },
+        Err(e) => Reply::error(&format!("could not encode the analysis: {e}")),
+    }
 }
 
 /// `{"type":"analysis","data":…,"original_event":…}`, written straight from the analysis serialised on the

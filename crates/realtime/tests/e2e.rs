@@ -240,6 +240,92 @@ async fn websocket_protocol_errors_keep_the_socket_open() {
     }
 }
 
+/// A reply without the event's time (results carry the time they were analysed at).
+fn timeless(mut reply: Value) -> Value {
+    if let Some(d) = reply.get_mut("data").and_then(Value::as_object_mut) {
+        d.remove("timestamp");
+    }
+    reply
+}
+
+/// Sends `frames` on a new socket and collects `replies` answers: all frames first when `pipelined` (so the
+/// server finds them queued together), otherwise each frame after the previous answer.
+async fn exchange(app: &TestApp, frames: &[String], replies: usize, pipelined: bool) -> Vec<Value> {
+    let mut ws = connect(app, "").await;
+    let mut got = Vec::new();
+    if pipelined {
+        for f in frames {
+            ws.feed(Message::text(f.clone())).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+    } else {
+        for f in frames {
+            ws.send(Message::text(f.clone())).await.unwrap();
+            if !f.contains("\"config\"") {
+                got.push(
+                    next_json(&mut ws, Duration::from_secs(10))
+                        .await
+                        .expect("reply"),
+                );
+            }
+        }
+    }
+    while got.len() < replies {
+        let r = next_json(&mut ws, Duration::from_secs(20)).await;
+        got.push(r.unwrap_or_else(|| panic!("{}: reply {} missing", app.label, got.len())));
+    }
+    ws.close(None).await.ok();
+    got.into_iter().map(timeless).collect()
+}
+
+#[tokio::test]
+async fn websocket_pipelined_frames_are_answered_like_one_at_a_time() {
+    // 72 events with a bad frame before event 10 and a threshold change before event 40: 73 replies.
+    let mut frames = Vec::new();
+    for (i, e) in calibrate_then_spike("twin").iter().enumerate() {
+        if i == 10 {
+            frames.push(r#"{"value":"abc"}"#.to_owned());
+        }
+        if i == 40 {
+            frames.push(r#"{"type":"config","payload":{"anomaly_threshold":1}}"#.to_owned());
+        }
+        frames.push(e.to_string());
+    }
+    // The reference: the same stream on a fresh server, one frame at a time.
+    let (reference, _rt) = apps(RealtimeConfig::default()).await.remove(0);
+    let (_, analyst) = reference.user_with_role("stepper", Role::Analyst).await;
+    let path = "/api/streams/twin/config";
+    assert_eq!(
+        put(&reference, &analyst, path, &quick_config()).await.0,
+        200
+    );
+    let want = exchange(&reference, &frames, 73, false).await;
+    reference.stop().await;
+    assert_eq!(want[10]["type"], "error");
+    // Each event was judged with the threshold in force when it was sent.
+    let mut scored = [0, 0];
+    for (i, r) in want.iter().enumerate() {
+        let d = &r["data"];
+        if d["calibrated"] == true {
+            let threshold = if i <= 40 { 65.0 } else { 1.0 };
+            let total = d["scores"]["total"].as_f64().unwrap();
+            assert_eq!(d["is_anomaly"], total > threshold, "reply {i}");
+            scored[usize::from(i > 40)] += 1;
+        }
+    }
+    assert!(scored[0] > 0 && scored[1] > 0, "{scored:?}");
+
+    for (app, _rt) in apps(RealtimeConfig::default()).await {
+        let (_, analyst) = app.user_with_role("piper", Role::Analyst).await;
+        assert_eq!(put(&app, &analyst, path, &quick_config()).await.0, 200);
+        let got = exchange(&app, &frames, 73, true).await;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{}: reply {i}", app.label);
+        }
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
     for (app, rt) in apps(RealtimeConfig::default()).await {
