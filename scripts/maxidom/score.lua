@@ -1,5 +1,8 @@
 -- wrk script: POST the ~42 KB load payload to /api/<route>/<id>, rotating over the imported profiles.
 -- Environment: ROUTE (score|train), IDS (comma-separated profile ids), BODY (payload file).
+-- RATE and CONNS (optional): pace the load to about RATE requests/s in all. Each of the CONNS connections
+-- then waits a random, exponentially distributed time (mean CONNS / RATE s) after each answer, like a fleet of
+-- browsers each posting now and then, instead of firing the next request at once (which measures saturation).
 local ids = {}
 for id in string.gmatch(os.getenv("IDS"), "[^,]+") do ids[#ids + 1] = id end
 local f = assert(io.open(os.getenv("BODY"), "rb"))
@@ -8,7 +11,23 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 local route = os.getenv("ROUTE") or "score"
+local rate, conns = tonumber(os.getenv("RATE") or ""), tonumber(os.getenv("CONNS") or "")
 local n = 0
+-- Each wrk thread has its own Lua state; give each its own random sequence.
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("seed", threads)
+end
+init = function(args)
+  math.randomseed(tonumber(seed) or 1)
+end
+if rate and conns and rate > 0 then
+  local mean_ms = 1000 * conns / rate
+  delay = function()
+    return math.floor(-mean_ms * math.log(1 - math.random()))
+  end
+end
 request = function()
   n = n + 1
   return wrk.format(nil, "/api/" .. route .. "/" .. ids[(n % #ids) + 1])

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vigil_biometrics::model::{TrainParams, train_models};
+use vigil_biometrics::model::{Parallelism, TrainParams, train_models};
 use vigil_biometrics::synth::{Persona, SessionGenerator, load_payload};
 use vigil_biometrics::{FeatureVector, Payload, extract_features};
 
@@ -44,6 +44,14 @@ fn training(c: &mut Criterion) {
     group.sample_size(30);
     group.bench_function("300_vectors_both_models", |b| {
         b.iter(|| train_models(black_box(&vectors), &params, 0, 1))
+    });
+    // How the server trains: one thread per profile, so a retraining leaves the other cores to requests.
+    let one_thread = TrainParams {
+        parallelism: Parallelism::CallingThread,
+        ..TrainParams::default()
+    };
+    group.bench_function("300_vectors_both_models_calling_thread", |b| {
+        b.iter(|| train_models(black_box(&vectors), &one_thread, 0, 1))
     });
     group.finish();
     let models = train_models(&vectors, &params, 0, 1);

@@ -13,6 +13,7 @@
 //! minimum of the two reported scores (the reference's wire behaviour).
 
 use serde::Serialize;
+pub use vigil_iforest::Parallelism;
 use vigil_iforest::{Contamination, IsolationForest, MaxSamples, Params, percentile_linear};
 
 use crate::error::ModelError;
@@ -43,6 +44,9 @@ pub struct TrainParams {
     pub threshold_percentile: f64,
     pub min_rows: usize,
     pub seed: u64,
+    /// Where the forests are grown and the training rows scored. The server trains on one thread per
+    /// profile ([`Parallelism::CallingThread`]) so a retraining never takes every core from the requests.
+    pub parallelism: Parallelism,
 }
 
 impl Default for TrainParams {
@@ -53,6 +57,7 @@ impl Default for TrainParams {
             threshold_percentile: 5.0,
             min_rows: MIN_MODEL_ROWS,
             seed: 42,
+            parallelism: Parallelism::Rayon,
         }
     }
 }
@@ -86,10 +91,15 @@ impl TrainedModel {
         if n_rows < params.min_rows.max(1) {
             return Ok(None);
         }
-        let forest = IsolationForest::fit_matrix(&m.data, m.n_cols, &params.forest_params())
-            .map_err(|e| ModelError::Forest(e.to_string()))?;
+        let forest = IsolationForest::fit_matrix_with(
+            &m.data,
+            m.n_cols,
+            &params.forest_params(),
+            params.parallelism,
+        )
+        .map_err(|e| ModelError::Forest(e.to_string()))?;
         let scores = forest
-            .score_samples_batch(&m.data)
+            .score_samples_batch_with(&m.data, params.parallelism)
             .map_err(|e| ModelError::Forest(e.to_string()))?;
         let offset = forest.offset();
         let decisions: Vec<f64> = scores.iter().map(|s| s - offset).collect();

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vigil_iforest::{Contamination, Growth, IsolationForest, Params, csv};
+use vigil_iforest::{Contamination, IsolationForest, Parallelism, Params, csv};
 
 /// Box–Muller normals from a 64-bit LCG: only a fallback when the shared files are missing.
 fn gaussian(n: usize, seed: u64) -> Vec<f64> {
@@ -84,13 +84,18 @@ fn benches(c: &mut Criterion) {
     c.bench_function("fit 100 trees 100x6 (2-thread pool)", |b| {
         b.iter(|| {
             two.install(|| {
-                IsolationForest::fit_matrix_with(black_box(&windows), 6, &refit, Growth::Parallel)
+                IsolationForest::fit_matrix_with(black_box(&windows), 6, &refit, Parallelism::Rayon)
             })
         })
     });
     c.bench_function("fit 100 trees 100x6 (calling thread)", |b| {
         b.iter(|| {
-            IsolationForest::fit_matrix_with(black_box(&windows), 6, &refit, Growth::CallingThread)
+            IsolationForest::fit_matrix_with(
+                black_box(&windows),
+                6,
+                &refit,
+                Parallelism::CallingThread,
+            )
         })
     });
 

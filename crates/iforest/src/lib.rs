@@ -58,17 +58,18 @@ pub use format::FORMAT_VERSION;
 pub use stats::{average_path_length, percentile_linear};
 use tree::{GrownTree, Node, Scratch, TreeSpec};
 
-/// Where [`IsolationForest::fit_with`] grows the trees. Trees are seeded by their index, so both give
-/// the same model.
+/// Where [`IsolationForest::fit_with`] grows trees and [`IsolationForest::score_samples_batch_with`]
+/// scores blocks of rows. Trees are seeded by their index and every row sums its trees in order, so
+/// both give the same model and the same scores, bit for bit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Growth {
-    /// In parallel on rayon's current pool: large fits by a caller with cores to spare.
+pub enum Parallelism {
+    /// In parallel on rayon's current pool: large jobs by a caller with cores to spare.
     #[default]
-    Parallel,
-    /// One after another on the calling thread: small fits by callers that are already parallel
-    /// (one fit per stream or per request). Handing a few milliseconds of trees to the shared pool
-    /// would queue them behind other callers' trees, and run them outside the caller's thread, at
-    /// whatever priority the pool's threads have.
+    Rayon,
+    /// One after another on the calling thread: small jobs by callers that are already parallel
+    /// (one fit per stream, per profile or per request). Handing a few milliseconds of work to the
+    /// shared pool would queue it behind other callers' work, and run it outside the caller's
+    /// thread, at whatever priority the pool's threads have.
     CallingThread,
 }
 
@@ -296,11 +297,15 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
 impl IsolationForest {
     /// Fits on rows of equal length (convenience over [`fit_matrix`](Self::fit_matrix)).
     pub fn fit(rows: &[Vec<f64>], params: &Params) -> Result<Self, Error> {
-        Self::fit_with(rows, params, Growth::Parallel)
+        Self::fit_with(rows, params, Parallelism::Rayon)
     }
 
-    /// [`fit`](Self::fit), growing the trees where `growth` says.
-    pub fn fit_with(rows: &[Vec<f64>], params: &Params, growth: Growth) -> Result<Self, Error> {
+    /// [`fit`](Self::fit), with the work done where `parallelism` says.
+    pub fn fit_with(
+        rows: &[Vec<f64>],
+        params: &Params,
+        parallelism: Parallelism,
+    ) -> Result<Self, Error> {
         let n_cols = rows.first().map(Vec::len).ok_or(Error::Empty)?;
         let mut data = Vec::with_capacity(n_cols * rows.len());
         for (row, r) in rows.iter().enumerate() {
@@ -313,22 +318,22 @@ impl IsolationForest {
             }
             data.extend_from_slice(r);
         }
-        Self::fit_matrix_with(&data, n_cols, params, growth)
+        Self::fit_matrix_with(&data, n_cols, params, parallelism)
     }
 
     /// Fits on a row-major n×`n_cols` matrix (n = `data.len() / n_cols`). Trees are grown in
     /// parallel on rayon's current pool; the model does not depend on the number of threads.
     pub fn fit_matrix(data: &[f64], n_cols: usize, params: &Params) -> Result<Self, Error> {
-        Self::fit_matrix_with(data, n_cols, params, Growth::Parallel)
+        Self::fit_matrix_with(data, n_cols, params, Parallelism::Rayon)
     }
 
-    /// [`fit_matrix`](Self::fit_matrix), growing the trees where `growth` says. The model is the
-    /// same either way.
+    /// [`fit_matrix`](Self::fit_matrix), with the work (growing the trees, scoring the training rows
+    /// for the contamination offset) done where `parallelism` says. The model is the same either way.
     pub fn fit_matrix_with(
         data: &[f64],
         n_cols: usize,
         params: &Params,
-        growth: Growth,
+        parallelism: Parallelism,
     ) -> Result<Self, Error> {
         if n_cols == 0 {
             return Err(Error::ZeroColumns);
@@ -409,12 +414,12 @@ impl IsolationForest {
             seed: params.seed,
             c: &c_table,
         };
-        let grown: Vec<GrownTree> = match growth {
-            Growth::Parallel => (0..params.n_estimators)
+        let grown: Vec<GrownTree> = match parallelism {
+            Parallelism::Rayon => (0..params.n_estimators)
                 .into_par_iter()
                 .map_init(Scratch::default, |s, t| tree::grow(&spec, t as u64, s))
                 .collect(),
-            Growth::CallingThread => {
+            Parallelism::CallingThread => {
                 let mut scratch = Scratch::default();
                 (0..params.n_estimators)
                     .map(|t| tree::grow(&spec, t as u64, &mut scratch))
@@ -426,7 +431,7 @@ impl IsolationForest {
         forest.offset = match params.contamination {
             Contamination::Auto => -0.5,
             Contamination::Fraction(c) => {
-                let mut scores = forest.score_samples_batch(data)?;
+                let mut scores = forest.score_samples_batch_with(data, parallelism)?;
                 scores.sort_unstable_by(f64::total_cmp);
                 stats::percentile_of_sorted(&scores, 100.0 * c)
             }
@@ -574,6 +579,16 @@ impl IsolationForest {
     /// Scores a row-major matrix of rows of `n_features` values, in parallel on rayon's current
     /// pool. Returns exactly the values [`score_samples`](Self::score_samples) gives row by row.
     pub fn score_samples_batch(&self, data: &[f64]) -> Result<Vec<f64>, Error> {
+        self.score_samples_batch_with(data, Parallelism::Rayon)
+    }
+
+    /// [`score_samples_batch`](Self::score_samples_batch), with the blocks scored where
+    /// `parallelism` says.
+    pub fn score_samples_batch_with(
+        &self,
+        data: &[f64],
+        parallelism: Parallelism,
+    ) -> Result<Vec<f64>, Error> {
         let d = self.n_features;
         if data.len() % d != 0 {
             return Err(Error::Ragged {
@@ -583,10 +598,15 @@ impl IsolationForest {
         }
         check_no_nan(data, d)?;
         let mut out = vec![0.0; data.len() / d];
-        if out.len() <= SCORE_BLOCK {
-            // One block: handing it to the pool (and waiting for it) from a thread outside the
-            // pool would cost more than scoring it here.
-            self.score_block(data, &mut out);
+        if out.len() <= SCORE_BLOCK || parallelism == Parallelism::CallingThread {
+            // On this thread. For a single block that is cheaper anyway: handing it to the pool
+            // (and waiting for it) from a thread outside the pool costs more than scoring it.
+            for (o, x) in out
+                .chunks_mut(SCORE_BLOCK)
+                .zip(data.chunks(SCORE_BLOCK * d))
+            {
+                self.score_block(x, o);
+            }
             return Ok(out);
         }
         out.par_chunks_mut(SCORE_BLOCK)

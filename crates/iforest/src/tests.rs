@@ -91,8 +91,12 @@ fn fit_and_batch_do_not_depend_on_thread_count() {
     assert_eq!(b1, b3);
     assert_eq!(s1, s3);
     // Grown on the calling thread: the same model, byte for byte.
-    let here = IsolationForest::fit_matrix_with(&data, 5, &p, Growth::CallingThread).unwrap();
+    let here = IsolationForest::fit_matrix_with(&data, 5, &p, Parallelism::CallingThread).unwrap();
     assert_eq!(here.to_bytes(), b1);
+    let scores = here
+        .score_samples_batch_with(&data, Parallelism::CallingThread)
+        .unwrap();
+    assert_eq!(scores, s1);
 }
 
 #[test]

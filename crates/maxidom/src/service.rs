@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use vigil_biometrics::lifecycle::{Counts, VectorKinds, retraining_set, vector_from_slice};
-use vigil_biometrics::model::{ProfileModels, Score, TrainParams, train_models};
+use vigil_biometrics::model::{Parallelism, ProfileModels, Score, TrainParams, train_models};
 use vigil_biometrics::{FeatureVector, ModelError, Payload, extract_features};
 use vigil_http::AppState;
 use vigil_store::maxidom::{self as db, Claim, Thresholds};
@@ -145,6 +145,7 @@ impl Maxidom {
     fn train_params(&self) -> TrainParams {
         TrainParams {
             seed: self.config.seed,
+            parallelism: Parallelism::CallingThread,
             ..TrainParams::default()
         }
     }

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use vigil_iforest::{Contamination, Growth, IsolationForest, MaxSamples, Params};
+use vigil_iforest::{Contamination, IsolationForest, MaxSamples, Parallelism, Params};
 
 use crate::error::StreamError;
 use crate::stats::mean_std;
@@ -52,7 +52,7 @@ impl Model {
         };
         // On the calling thread: streams are analysed in parallel already, and a refit happens inside
         // some event's analysis, whose thread (and priority) should do the work rather than rayon's pool.
-        let forest = IsolationForest::fit_with(&rows, &params, Growth::CallingThread)
+        let forest = IsolationForest::fit_with(&rows, &params, Parallelism::CallingThread)
             .map_err(|e| StreamError::Model(e.to_string()))?;
         let scores: Vec<f64> = rows
             .iter()
