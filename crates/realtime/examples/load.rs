@@ -12,7 +12,7 @@
 //!    and the server's own time from reading each of those events to flushing its analysis
 //!    (`topoforge_ws_reply_seconds`, as the share of replies within each histogram bucket).
 //! 5. One WebSocket that pipelines: a writer sends events without waiting (at most 1,000 unanswered) while a reader
-//!    counts the analyses → events/s through one socket.
+//!    counts the analyses → events/s through one socket, for one stream and for `streams` streams in turn.
 //!
 //! Streams are calibrated before timing (200 events each), so timed events get full, scored analyses.
 
@@ -153,7 +153,7 @@ fn reply_shares(before: &[(f64, f64)], after: &[(f64, f64)]) -> String {
 }
 
 /// Phase 5: one socket, `n` events written without waiting for answers (at most `window` unanswered).
-async fn ws_pipelined(app: &TestApp, stream: &str, n: usize, window: usize) -> f64 {
+async fn ws_pipelined(app: &TestApp, streams: &[String], n: usize, window: usize) -> f64 {
     let (ws, _) = match tokio_tungstenite::connect_async(app.ws_url("/ws/stream")).await {
         Ok(x) => x,
         Err(e) => {
@@ -184,7 +184,8 @@ async fn ws_pipelined(app: &TestApp, stream: &str, n: usize, window: usize) -> f
             answered
         })
     };
-    for v in values(n, 4242) {
+    for (i, v) in values(n, 4242).into_iter().enumerate() {
+        let stream = &streams[i % streams.len()];
         match credits.acquire().await {
             Ok(p) => p.forget(),
             Err(_) => break,
@@ -276,7 +277,11 @@ async fn main() {
         ingest(&app, &token, &format!("s{s}"), &values(200, s as u64)).await;
     }
     ingest(&app, &token, "ws", &values(200, 999)).await;
-    ingest(&app, &token, "wsp", &values(200, 998)).await;
+    // The pipelining socket's streams: one, then as many as the ingest phase uses.
+    let piped_streams: Vec<String> = (0..streams).map(|s| format!("wsp{s}")).collect();
+    for (s, name) in piped_streams.iter().enumerate() {
+        ingest(&app, &token, name, &values(200, 998 + s as u64)).await;
+    }
 
     let mut ingest_rates = Vec::new();
     let mut ws_alone = Vec::new();
@@ -361,9 +366,13 @@ async fn main() {
         ws_loaded.push((pct(&lat, 0.5), pct(&lat, 0.99)));
 
         // 5. One WebSocket, pipelined.
-        let piped = ws_pipelined(&app, "wsp", per_stream * streams, 1000).await;
-        println!("run {run}: one pipelining ws {piped:.0} events/s");
-        ws_piped.push(piped);
+        let one = ws_pipelined(&app, &piped_streams[..1], per_stream * streams, 1000).await;
+        let several = ws_pipelined(&app, &piped_streams, per_stream * streams, 1000).await;
+        println!(
+            "run {run}: one pipelining ws, 1 stream {one:.0} events/s, {} streams {several:.0} events/s",
+            piped_streams.len()
+        );
+        ws_piped.push((one, several));
     }
     if let Some(&rate) = args.get(3) {
         paced(&app, &token, streams.max(1), rate).await;
@@ -373,9 +382,10 @@ async fn main() {
         v[v.len() / 2]
     };
     println!(
-        "median over {runs} runs: ingest {:.0} events/s | pipelining ws {:.0} events/s | ws alone {:.0} events/s p99 {:.2} ms | ws under load p99 {:.2} ms",
+        "median over {runs} runs: ingest {:.0} events/s | pipelining ws {:.0} events/s (1 stream), {:.0} ({streams} streams) | ws alone {:.0} events/s p99 {:.2} ms | ws under load p99 {:.2} ms",
         med(ingest_rates),
-        med(ws_piped),
+        med(ws_piped.iter().map(|x| x.0).collect()),
+        med(ws_piped.iter().map(|x| x.1).collect()),
         med(ws_alone.iter().map(|x| x.0).collect()),
         med(ws_alone.iter().map(|x| x.2).collect()),
         med(ws_loaded.iter().map(|x| x.1).collect()),
