@@ -21,10 +21,10 @@ use crate::hub::Shared;
 use crate::relay::Item;
 
 /// Stores, broadcasts and alerts on every anomalous outcome of a batch.
-pub async fn handle_anomalies(
+pub async fn handle_anomalies<'a>(
     app: &AppState,
     rt: &Realtime,
-    outcomes: &[Outcome],
+    outcomes: impl IntoIterator<Item = &'a Outcome>,
 ) -> Result<(), Error> {
     for o in outcomes {
         let Some(r) = o.analysis.result() else {

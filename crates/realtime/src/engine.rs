@@ -110,6 +110,7 @@ impl Engine {
 
     /// Analyses `events` (any mix of streams) in order per stream and returns one outcome per event, in input
     /// order. `threshold` overrides the streams' own `anomaly_threshold` (a WebSocket's per-socket threshold).
+    /// Fails if any stream's batch failed (the other streams' batches are stored all the same).
     pub async fn process(
         &self,
         app: &AppState,
@@ -117,6 +118,47 @@ impl Engine {
         threshold: Option<f64>,
         lane: Lane,
     ) -> Result<Vec<Outcome>, Error> {
+        let mut out = Vec::with_capacity(events.len());
+        for (_, result) in self.run_streams(app, events, threshold, lane).await {
+            out.extend(result?);
+        }
+        out.sort_unstable_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, o)| o).collect())
+    }
+
+    /// [`process`](Self::process), answering each event on its own: its outcome, or the error of its stream's
+    /// batch (which stored nothing). A failing stream does not hide that the others' events were analysed and
+    /// stored, so a caller answering per event (the WebSocket) never reports a stored event as failed.
+    pub async fn process_each(
+        &self,
+        app: &AppState,
+        events: Vec<Event>,
+        threshold: Option<f64>,
+        lane: Lane,
+    ) -> Vec<Result<Outcome, String>> {
+        let mut out: Vec<(usize, Result<Outcome, String>)> = Vec::with_capacity(events.len());
+        for (indices, result) in self.run_streams(app, events, threshold, lane).await {
+            match result {
+                Ok(outcomes) => out.extend(outcomes.into_iter().map(|(i, o)| (i, Ok(o)))),
+                Err(e) => {
+                    let detail = e.to_string();
+                    out.extend(indices.into_iter().map(|i| (i, Err(detail.clone()))));
+                }
+            }
+        }
+        out.sort_unstable_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Runs each stream's events as one batch, the streams in parallel; per stream, the input positions of its
+    /// events and the outcomes (tagged with those positions) or the batch's error.
+    async fn run_streams(
+        &self,
+        app: &AppState,
+        events: Vec<Event>,
+        threshold: Option<f64>,
+        lane: Lane,
+    ) -> Vec<(Vec<usize>, StreamRun)> {
         let mut groups: Vec<(String, Vec<(usize, Event)>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for (i, e) in events.into_iter().enumerate() {
@@ -126,19 +168,12 @@ impl Engine {
             });
             groups[g].1.push((i, e));
         }
-        let total: usize = groups.iter().map(|g| g.1.len()).sum();
-        let runs = groups
-            .into_iter()
-            .map(|(stream, evs)| self.process_stream(app, stream, evs, threshold, lane));
-        let mut out: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
-        for r in futures_util::future::join_all(runs).await {
-            for (i, o) in r? {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(o);
-                }
-            }
-        }
-        Ok(out.into_iter().flatten().collect())
+        let runs = groups.into_iter().map(|(stream, evs)| async move {
+            let indices: Vec<usize> = evs.iter().map(|(i, _)| *i).collect();
+            let result = self.process_stream(app, stream, evs, threshold, lane).await;
+            (indices, result)
+        });
+        futures_util::future::join_all(runs).await
     }
 
     async fn process_stream(
@@ -237,6 +272,9 @@ impl Engine {
         )))
     }
 }
+
+/// One stream's batch: its outcomes tagged with their input positions, or why it failed.
+type StreamRun = Result<Vec<(usize, Outcome)>, Error>;
 
 type Computed = (
     StreamState,

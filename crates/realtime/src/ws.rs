@@ -305,9 +305,8 @@ async fn handle_frames(
     replies
 }
 
-/// Analyses the pending `batch` (emptying it) and appends one reply per event. When the batch fails as a whole
-/// (an event the engine refuses), its events are redone one by one so only the offending event gets an error:
-/// a failed batch stored nothing, so redoing it is safe.
+/// Analyses the pending `batch` (emptying it) and appends one reply per event, in order: its analysis, or the
+/// error of its stream's batch (a failed stream stored nothing; the other streams' events are answered normally).
 async fn analyse(
     app: &AppState,
     rt: &Realtime,
@@ -318,43 +317,29 @@ async fn analyse(
     if batch.is_empty() {
         return;
     }
-    let items = std::mem::take(batch);
-    let lane = if items.len() > 1 {
+    let lane = if batch.len() > 1 {
         Lane::Bulk
     } else {
         Lane::Interactive
     };
-    let events: Vec<Event> = items.iter().map(|i| i.0.clone()).collect();
-    match rt.inner.engine.process(app, events, threshold, lane).await {
-        Ok(outcomes) => {
-            if let Err(e) = crate::alerts::handle_anomalies(app, rt, &outcomes).await {
-                tracing::error!(error = %e, "storing an anomaly failed");
-            }
-            for (o, (_, original, received)) in outcomes.iter().zip(&items) {
-                replies.push(analysis_reply(o, original, *received));
-            }
-        }
-        Err(e) if items.len() == 1 => replies.push(Reply::error(&e.to_string())),
-        Err(_) => {
-            for (event, original, received) in items {
-                let one = rt
-                    .inner
-                    .engine
-                    .process(app, vec![event], threshold, Lane::Interactive)
-                    .await;
-                match one {
-                    Ok(outcomes) => {
-                        if let Err(e) = crate::alerts::handle_anomalies(app, rt, &outcomes).await {
-                            tracing::error!(error = %e, "storing an anomaly failed");
-                        }
-                        if let Some(o) = outcomes.first() {
-                            replies.push(analysis_reply(o, &original, received));
-                        }
-                    }
-                    Err(e) => replies.push(Reply::error(&e.to_string())),
-                }
-            }
-        }
+    let (events, frames): (Vec<Event>, Vec<(Value, Instant)>) = std::mem::take(batch)
+        .into_iter()
+        .map(|(e, v, t)| (e, (v, t)))
+        .unzip();
+    let results = rt
+        .inner
+        .engine
+        .process_each(app, events, threshold, lane)
+        .await;
+    let analysed: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    if let Err(e) = crate::alerts::handle_anomalies(app, rt, analysed).await {
+        tracing::error!(error = %e, "storing an anomaly failed");
+    }
+    for (result, (original, received)) in results.iter().zip(&frames) {
+        replies.push(match result {
+            Ok(o) => analysis_reply(o, original, *received),
+            Err(detail) => Reply::error(detail),
+        });
     }
 }
 

@@ -327,6 +327,46 @@ async fn websocket_pipelined_frames_are_answered_like_one_at_a_time() {
 }
 
 #[tokio::test]
+async fn websocket_failing_stream_does_not_fail_the_others_in_a_pipeline() {
+    for (app, _rt) in apps(RealtimeConfig::default()).await {
+        // A configuration the API would refuse, written behind its back: every batch of this stream fails.
+        vigil_realtime::db::set_config(&app.state.store, "broken", Some(r#"{"window_size":0}"#))
+            .await
+            .unwrap();
+        let frames: Vec<String> = ["fine", "broken", "fine", "broken", "fine"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| json!({"stream": s, "value": i}).to_string())
+            .collect();
+        let got = exchange(&app, &frames, 5, true).await;
+        let kinds: Vec<&str> = got.iter().map(|r| r["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            ["analysis", "error", "analysis", "error", "analysis"],
+            "{}",
+            app.label
+        );
+        // Each event of the healthy stream was stored exactly once.
+        let counts: Vec<&Value> = got.iter().map(|r| &r["data"]["count"]).collect();
+        assert_eq!(
+            [counts[0], counts[2], counts[4]],
+            [&json!(1), &json!(2), &json!(3)],
+            "{}",
+            app.label
+        );
+        let next = exchange(
+            &app,
+            &[json!({"stream": "fine", "value": 9}).to_string()],
+            1,
+            false,
+        )
+        .await;
+        assert_eq!(next[0]["data"]["count"], 4, "{}", app.label);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
     for (app, rt) in apps(RealtimeConfig::default()).await {
         let (_, analyst) = app.user_with_role("analyst2", Role::Analyst).await;
