@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of the MaxiDOM routes against a release `vigil serve` on loopback (SQLite in a temp dir).
 #   scripts/maxidom/loadtest.sh [path/to/vigil] [connections] [seconds] [runs]
-#   PACED_RATES="1500 3000 4500" (default; empty to skip): /score is also run paced at each total rate.
+#   PACED_RATES="1600 3200 4800" (default; empty to skip): /score is also run paced at each total rate.
 # Seeds 16 trained profiles through `vigil import-maxidom` (300 synthetic vectors each), then runs wrk
 # (apt-get install wrk) on POST /api/score and POST /api/train with the ~42 KB fixture payload.
 # PostgreSQL instead of SQLite: DATABASE_URL=postgres://…/<fresh empty database> (import and serve both read it).
@@ -62,7 +62,7 @@ done
 ROUTE=score run 1 | sed 's/^/1 connection: /'
 # Paced: the same connections at a fixed total rate (PACED_RATES requests/s; see score.lua), i.e. the latency a
 # fleet of clients sees at that load rather than at whatever saturates the machine.
-for rate in ${PACED_RATES-1500 3000 4500}; do
+for rate in ${PACED_RATES-1600 3200 4800}; do
   for _ in $(seq "$runs"); do
     RATE=$rate CONNS=$conns ROUTE=score run "$conns" | sed "s/^/paced at $rate\/s: /"
   done
