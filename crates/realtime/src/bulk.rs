@@ -9,9 +9,9 @@
 //! deliberate: on a machine kept busy by normal-priority work (a flood of socket events, or another service), ingest
 //! gets only the scraps (`SCHED_IDLE` weighs 3 against a normal thread's 1024) and its answers slow down first.
 //!
-//! Measured with `crates/realtime/examples/load 8 100 1 5000` (5,000 ingest events/s while one WebSocket sends 200
-//! events/s; share of WebSocket replies flushed within 5 ms of reading the event): 95.2–95.5% with the threads at
-//! nice 10, the previous design, and 99.6% with `SCHED_IDLE`. Nice values only weight the fair scheduler's shares,
+//! Measured with `crates/realtime/examples/load` (its paced phase: 5,000 ingest events/s while one WebSocket sends
+//! 200 events/s; the share of WebSocket replies flushed within 5 ms of reading the event): 95.2–95.5% with the
+//! threads at nice 10, the previous design, and 99.1–99.6% with `SCHED_IDLE`. Nice values only weight the fair scheduler's shares,
 //! so a woken socket thread could still wait for a batch to use up its slice. When the policy cannot be set
 //! (another OS, a sandbox refusing the call), the threads fall back to nice [`NICE`].
 
