@@ -326,6 +326,35 @@ async fn websocket_pipelined_frames_are_answered_like_one_at_a_time() {
     }
 }
 
+/// The value of an unlabelled sample in the process's Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn websocket_replies_are_timed_in_metrics() {
+    let metrics = vigil_http::metrics::handle();
+    for (app, _rt) in apps(RealtimeConfig::default()).await {
+        // Other tests in this process record too, so only growth is checked.
+        let before = metric(&metrics.render(), "topoforge_ws_reply_seconds_count");
+        let frames: Vec<String> = (0..3)
+            .map(|i| json!({"stream": "timed", "value": i}).to_string())
+            .collect();
+        exchange(&app, &frames, 3, false).await;
+        let text = metrics.render();
+        assert!(
+            metric(&text, "topoforge_ws_reply_seconds_count") >= before + 3.0,
+            "{}",
+            app.label
+        );
+        assert!(text.contains("topoforge_ws_reply_seconds_bucket{le=\"0.005\"}"));
+        assert!(metric(&text, "topoforge_events_total") >= 3.0);
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn websocket_failing_stream_does_not_fail_the_others_in_a_pipeline() {
     for (app, _rt) in apps(RealtimeConfig::default()).await {
