@@ -240,6 +240,14 @@ async fn websocket_protocol_errors_keep_the_socket_open() {
     }
 }
 
+/// Ingests [`calibrate_then_spike`] for `stream` as one batch and returns the analyses (the request must succeed).
+async fn ingest_spike(app: &TestApp, token: &str, stream: &str) -> Value {
+    let batch = Value::Array(calibrate_then_spike(stream));
+    let (s, body) = post(app, token, "/api/ingest", &batch).await;
+    assert_eq!(s, 200, "{}: {body}", app.label);
+    body
+}
+
 /// A reply without the event's time (results carry the time they were analysed at).
 fn timeless(mut reply: Value) -> Value {
     if let Some(d) = reply.get_mut("data").and_then(Value::as_object_mut) {
@@ -449,14 +457,7 @@ async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
         }
         assert_eq!(rt.hub().subscribers(), 2, "{}", app.label);
 
-        let (s, body) = post(
-            &app,
-            &analyst,
-            "/api/ingest",
-            &Value::Array(calibrate_then_spike("net")),
-        )
-        .await;
-        assert_eq!(s, 200, "{body}");
+        let body = ingest_spike(&app, &analyst, "net").await;
         let flagged: Vec<&Value> = body
             .as_array()
             .unwrap()
@@ -611,14 +612,7 @@ async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
             .0,
             200
         );
-        let (s, body) = post(
-            &app,
-            &analyst,
-            "/api/ingest",
-            &Value::Array(calibrate_then_spike("alerty")),
-        )
-        .await;
-        assert_eq!(s, 200);
+        let body = ingest_spike(&app, &analyst, "alerty").await;
         let flagged = body
             .as_array()
             .unwrap()
@@ -907,14 +901,7 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
             .0,
         200
     );
-    let (s, body) = post(
-        &a,
-        &analyst,
-        "/api/ingest",
-        &Value::Array(calibrate_then_spike("xr")),
-    )
-    .await;
-    assert_eq!(s, 200, "{body}");
+    let body = ingest_spike(&a, &analyst, "xr").await;
     let flagged = body
         .as_array()
         .unwrap()
@@ -1022,14 +1009,7 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
             .0,
         200
     );
-    let (s, body) = post(
-        &a,
-        &analyst,
-        "/api/ingest",
-        &Value::Array(calibrate_then_spike("xr2")),
-    )
-    .await;
-    assert_eq!(s, 200, "{body}");
+    ingest_spike(&a, &analyst, "xr2").await;
     let on_a = drain_texts(&mut sub_a, Duration::from_secs(10), quiet).await;
     let on_b = drain_texts(&mut sub_b, Duration::from_secs(10), quiet).await;
     assert!(!on_a.is_empty());
