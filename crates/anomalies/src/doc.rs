@@ -41,6 +41,11 @@ pub fn format_ts(ms: i64) -> String {
 /// UTC, as the Python reference wrote them), and a bare date (midnight UTC). A space may stand for the `T`, and a
 /// space where the offset's `+` belongs (an unescaped `+` in a query string decodes to a space) is read as `+`.
 pub fn parse_ts(raw: &str) -> Option<i64> {
+    // Every accepted form is ASCII; refusing the rest first also keeps the byte offsets below on character
+    // boundaries (a multi-byte character at byte 19 used to panic in `split_at`).
+    if !raw.is_ascii() {
+        return None;
+    }
     let mut s: String = raw.trim().to_owned();
     if s.len() > 10 && s.as_bytes().get(10) == Some(&b' ') {
         s.replace_range(10..11, "T");
@@ -387,6 +392,23 @@ mod tests {
         assert_eq!(parse_ts("yesterday"), None);
         assert_eq!(parse_ts("2026-13-01"), None);
         assert_eq!(parse_ts("' OR 1=1 --"), None);
+    }
+
+    #[test]
+    fn non_ascii_text_is_refused_without_panicking() {
+        // The attack: `?start_date=2024-01-01T00:00:0%C3%A9` put a two-byte character across byte 19.
+        assert_eq!(parse_ts("2024-01-01T00:00:0\u{e9}"), None);
+        assert_eq!(parse_ts("2024-01-01T00:00:00\u{e9}Z"), None);
+        assert_eq!(parse_ts("2024-01-01 00:00:0\u{e9}\u{e9}"), None);
+        assert_eq!(
+            parse_ts("\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}"),
+            None
+        );
+        // Every cut that keeps at least one multi-byte character.
+        let text = "2024-01-01T00:00:00\u{e9}\u{4e2d}\u{1F600}+01:00";
+        for end in (20..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            assert_eq!(parse_ts(&text[..end]), None, "{:?}", &text[..end]);
+        }
     }
 
     #[test]

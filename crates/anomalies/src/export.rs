@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use vigil_http::auth::Viewer;
 use vigil_http::axum::Extension;
@@ -79,12 +79,17 @@ pub(crate) async fn export(
         HeaderValue::from_str(&format!("attachment; filename=anomalies_{stamp}.{ext}"))
             .map_err(Error::internal)?;
     metrics::counter!("anomaly_exports_total", "format" => ext).increment(1);
-    let body = Body::from_stream(pages(
-        state.store.clone(),
-        filter,
-        format,
-        settings.export_page_rows,
-    ));
+    // Fused: the gzip layer polls its inner body once more after the end, and a bare `unfold` panics when polled
+    // after it has finished (every browser export used to be cut to 0 bytes with a panic logged).
+    let body = Body::from_stream(
+        pages(
+            state.store.clone(),
+            filter,
+            format,
+            settings.export_page_rows,
+        )
+        .fuse(),
+    );
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),

@@ -67,12 +67,33 @@ pub fn build(state: AppState, features: OpenApiRouter<AppState>) -> Router {
         .merge(docs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CompressionLayer::new().gzip(true))
         .layer(cors(&state.config.cors_origins))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Refuses a path or query that decodes to a NUL character (U+0000), before routing: PostgreSQL cannot store one
+/// in text and answers its parameters with an error, SQLite would store what the other backend refuses, and no
+/// legitimate id, filter or name contains one. JSON bodies get the same rule in [`crate::json::parse`].
+async fn refuse_nul_in_uri(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request.uri();
+    let has_nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    };
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return Error::unprocessable("The request's path or query contains a NUL character (%00).")
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// CORS as the clients need it: the extension calls from `chrome-extension://…` with credentials, so `*` means

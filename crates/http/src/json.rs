@@ -24,8 +24,22 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        let bytes = axum::body::Bytes::from_request(req, state)
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// The raw request body: the one body reader, so every route answers an oversized body with 413 and a failed read
+/// with 400, in the `{"detail"}` shape.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        axum::body::Bytes::from_request(req, state)
             .await
+            .map(RawBody)
             .map_err(|rejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     Error::PayloadTooLarge("Request body is too large.".into())
@@ -35,8 +49,7 @@ where
                         rejection.body_text()
                     ))
                 }
-            })?;
-        parse(&bytes).map(ApiJson)
+            })
     }
 }
 
@@ -45,6 +58,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::unprocessable(
             "Request body is empty; expected a JSON document.",
+        ));
+    }
+    if has_escaped_nul(bytes) {
+        return Err(Error::unprocessable(
+            "Request body contains a NUL character (\\u0000), which no field accepts.",
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
@@ -68,6 +86,25 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+/// Whether a JSON text carries a NUL character. In valid JSON a NUL can only be written as the escape `\u0000`
+/// (raw control characters are not allowed in strings), so escapes are walked in order: `\\u0000` is an escaped
+/// backslash followed by plain text, not a NUL. PostgreSQL cannot store NUL in text, so it is refused for every
+/// body on both backends alike.
+fn has_escaped_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(b"0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -107,5 +144,18 @@ mod tests {
         assert!(detail(parse::<Body>(b"{nope").expect_err("syntax")).starts_with("Invalid JSON"));
         assert!(detail(parse::<Body>(b"  ").expect_err("empty")).contains("empty"));
         assert!(detail(parse::<Body>(br#"{"name":"a"}"#).expect_err("missing")).contains("items"));
+    }
+
+    #[test]
+    fn nul_escapes_are_found_but_escaped_backslashes_are_not() {
+        assert!(has_escaped_nul(br#"{"a":"x\u0000y"}"#));
+        assert!(has_escaped_nul(br#"{"a\u0000":1}"#));
+        assert!(has_escaped_nul(br#"["\\\u0000"]"#));
+        assert!(!has_escaped_nul(br#"["\\u0000"]"#));
+        assert!(!has_escaped_nul(br#"{"a":"\u0001 \\ \""}"#));
+        assert!(!has_escaped_nul(b"{}"));
+        let err =
+            parse::<serde_json::Value>(br#"{"username":"ad\u0000min"}"#).expect_err("refused");
+        assert_eq!(err.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

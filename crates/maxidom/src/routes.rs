@@ -7,13 +7,13 @@ use serde_json::Value;
 use vigil_biometrics::lifecycle::{Progress, TrainResponse};
 use vigil_biometrics::model::Score;
 use vigil_biometrics::{Payload, extract_features};
-use vigil_http::axum::body::{Body, Bytes};
+use vigil_http::axum::body::Body;
 use vigil_http::axum::extract::{FromRequest, Path, Request, State};
 use vigil_http::axum::http::{StatusCode, header};
 use vigil_http::axum::response::{IntoResponse, Response};
 use vigil_http::axum::{Extension, Json};
 use vigil_http::password::{self, Verification};
-use vigil_http::{ApiResult, AppState, Error};
+use vigil_http::{ApiResult, AppState, Error, RawBody};
 use vigil_store::maxidom::{self as db, Attempt};
 use vigil_store::time::now_ms;
 
@@ -38,29 +38,6 @@ pub fn canonical_profile_id(raw: &str) -> Result<String, Error> {
         _ => Err(Error::unprocessable(
             "Invalid profile_id: expected a UUID such as 3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f.",
         )),
-    }
-}
-
-/// The raw body, with the same oversize (413) and read-failure (400) answers as `ApiJson`.
-pub struct RawBody(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::PayloadTooLarge("Request body is too large.".into())
-                } else {
-                    Error::BadRequest(format!(
-                        "Could not read the request body: {}",
-                        rejection.body_text()
-                    ))
-                }
-            })
     }
 }
 

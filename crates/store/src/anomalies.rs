@@ -86,6 +86,16 @@ impl TryFrom<AnomalyRow> for Anomaly {
     }
 }
 
+/// Whether statements that bind an `Option<f64>` (here `entropy`) may be cached per connection: they may not.
+///
+/// sqlx 0.8's `Any` driver declares a NULL `f64` parameter to PostgreSQL as `float4` (its `Real`/`Double` arms
+/// are swapped in `any/arguments.rs`). A statement first prepared with a NULL there stays cached with a `float4`
+/// parameter, and every later non-NULL `f64` on that connection is refused ("incorrect binary data format"), so
+/// the pipeline's anomalies, which always carry entropy, were lost once a manual one without it had been stored.
+/// Unnamed statements are parsed with the types of each call's own values. NULL `i64` and text binds are typed
+/// correctly and stay cached.
+const NULLABLE_FLOAT_STATEMENTS_CACHED: bool = false;
+
 /// Stores `new` and returns it with its id.
 pub async fn insert(store: &Store, new: &NewAnomaly) -> Result<Anomaly, StoreError> {
     let id = uuid::Uuid::new_v4().to_string();
@@ -95,6 +105,7 @@ pub async fn insert(store: &Store, new: &NewAnomaly) -> Result<Anomaly, StoreErr
          is_anomaly, risk_level, entropy, metadata, created_by, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
+    .persistent(NULLABLE_FLOAT_STATEMENTS_CACHED)
     .bind(&id)
     .bind(new.ts)
     .bind(&new.source_type)
@@ -675,7 +686,7 @@ pub async fn insert_many(store: &Store, rows: &[NewAnomaly]) -> Result<Vec<Strin
             }
             sql.push(')');
         }
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(NULLABLE_FLOAT_STATEMENTS_CACHED);
         for (new, id) in chunk.iter().zip(chunk_ids) {
             q = q
                 .bind(id.clone())
@@ -846,6 +857,40 @@ mod tests {
             at(T0 + 3_600_000, "dns", "Medium", 0.3, false),
             at(T0 + 7_200_000, "auth", "High", 0.7, true),
         ]
+    }
+
+    /// The defect this guards: on PostgreSQL, once a connection had stored an anomaly without entropy, every later
+    /// insert with entropy on that connection failed, so the pipeline's anomalies were lost. One connection makes
+    /// every statement below meet the same statement cache, in both orders, for both insert paths.
+    #[tokio::test]
+    async fn null_and_present_entropy_mix_on_one_connection() {
+        for db in TestDb::all().await {
+            let one = db.single_connection().await;
+            let s = &one.store;
+            let none = || NewAnomaly {
+                entropy: None,
+                ..sample(0.4)
+            };
+            let mut expected = Vec::new();
+            for new in [none(), sample(0.5), none(), sample(0.6)] {
+                let id = insert(s, &new).await.expect("single insert").id;
+                expected.push((id, new.entropy));
+            }
+            for batch in [
+                vec![none(), none()],
+                vec![sample(0.7), none()],
+                vec![sample(0.8), sample(0.9)],
+                vec![none(), sample(0.3)],
+            ] {
+                let ids = insert_many(s, &batch).await.expect("multi-row insert");
+                expected.extend(ids.into_iter().zip(batch.iter().map(|n| n.entropy)));
+            }
+            for (id, entropy) in &expected {
+                let stored = get(s, id).await.expect("get").expect("stored");
+                assert_eq!(stored.entropy, *entropy, "{}", db.label);
+            }
+            drop(one);
+        }
     }
 
     #[tokio::test]

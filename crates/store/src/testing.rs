@@ -88,10 +88,21 @@ impl TestDb {
     /// Another handle on this same database with its own pool, as a second replica would open it. Cleanup stays
     /// with `self`: drop the replica first.
     pub async fn replica(&self) -> TestDb {
+        self.handle_with_connections(8).await
+    }
+
+    /// Another handle on this database whose pool has one connection, so every statement of a test meets the
+    /// same connection and its statement cache (as a server with `DATABASE_MAX_CONNECTIONS=1` does). Cleanup
+    /// stays with `self`.
+    pub async fn single_connection(&self) -> TestDb {
+        self.handle_with_connections(1).await
+    }
+
+    async fn handle_with_connections(&self, max_connections: u32) -> TestDb {
         let store = Store::connect(
             &self.url,
             &StoreOptions {
-                max_connections: 8,
+                max_connections,
                 ..StoreOptions::default()
             },
         )

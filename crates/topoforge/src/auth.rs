@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vigil_http::auth::Viewer;
 use vigil_http::password::{self, Verification};
-use vigil_http::{ApiJson, ApiResult, AppState, ClientIp, Error, Role};
+use vigil_http::{ApiJson, ApiResult, AppState, ClientIp, Error, RawBody, Role};
 use vigil_store::time::now_ms;
 use vigil_store::tokens::{self, Purpose, RefreshUse};
 use vigil_store::users::{self, UserPatch};
@@ -95,22 +95,32 @@ impl<S: Send + Sync> FromRequest<S> for LoginForm {
             .to_ascii_lowercase();
         if content_type.starts_with("multipart/form-data") {
             // `curl -F username=… -F password=…`, as the reference's README shows.
-            return multipart_login(req, state).await.map(LoginForm);
+            return multipart_login(req, state)
+                .await
+                .and_then(refuse_nul)
+                .map(LoginForm);
         }
         let is_json = content_type.contains("json");
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            Error::BadRequest(format!(
-                "Could not read the request body: {}",
-                r.body_text()
-            ))
-        })?;
-        if is_json {
-            return vigil_http::parse_json(&bytes).map(LoginForm);
-        }
-        serde_urlencoded::from_bytes::<LoginBody>(&bytes)
-            .map(LoginForm)
-            .map_err(|e| Error::unprocessable(format!("Invalid form: {e}")))
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        let body = if is_json {
+            vigil_http::parse_json::<LoginBody>(&bytes)?
+        } else {
+            serde_urlencoded::from_bytes::<LoginBody>(&bytes)
+                .map_err(|e| Error::unprocessable(format!("Invalid form: {e}")))?
+        };
+        refuse_nul(body).map(LoginForm)
     }
+}
+
+/// A NUL character (`%00` in a form) in a credential: refused as the JSON reader refuses `\u0000`, since no
+/// stored username, email or password can hold one (PostgreSQL text cannot).
+fn refuse_nul(body: LoginBody) -> Result<LoginBody, Error> {
+    if body.username.contains('\0') || body.password.contains('\0') {
+        return Err(Error::unprocessable(
+            "Invalid form: a NUL character is not allowed in a credential",
+        ));
+    }
+    Ok(body)
 }
 
 async fn multipart_login<S: Send + Sync>(req: Request, state: &S) -> Result<LoginBody, Error> {

@@ -142,6 +142,67 @@ async fn login_form(app: &TestApp, username: &str, password: &str) -> reqwest::R
         .expect("login")
 }
 
+/// Hardening attacks, kept: a NUL in a credential or a profile field is a 422 on both backends (PostgreSQL used to
+/// answer 500), and an oversized login body is a 413 like every other body.
+#[tokio::test]
+async fn nul_in_credentials_and_oversized_login_are_refused() {
+    for app in apps(lax_limits()).await {
+        let (s, _) = register(&app, "nadia", "nadia@example.com").await;
+        assert_eq!(s, StatusCode::CREATED, "{}", app.label);
+        let r = login_form(&app, "nad\u{0}ia", PASSWORD).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "form {}",
+            app.label
+        );
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "nadia\u{0}", "password": PASSWORD})),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "json {}: {v}",
+            app.label
+        );
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/api/auth/register",
+            None,
+            Some(
+                json!({"username": "eve", "email": "eve@example.com", "password": PASSWORD,
+                        "full_name": "E\u{0}ve"}),
+            ),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "register {}: {v}",
+            app.label
+        );
+        let r = login_form(&app, "nadia", PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::OK, "the account still works");
+        let huge = "x".repeat(17 * 1024 * 1024);
+        let r = app
+            .client
+            .post(app.url("/api/auth/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("username=nadia&password={huge}"))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{}", app.label);
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn register_login_me_refresh_logout() {
     for app in apps(lax_limits()).await {
