@@ -267,7 +267,11 @@ async fn main() {
     let runs = args.get(2).copied().unwrap_or(3);
 
     let db = vigil_store::testing::TestDb::sqlite().await;
-    let rt = Realtime::new(RealtimeConfig::default());
+    // The load sockets connect without a token, as the dashboard's public-feed socket does.
+    let rt = Realtime::new(RealtimeConfig {
+        stream_anonymous_streams: "*".into(),
+        ..RealtimeConfig::default()
+    });
     let rt2 = rt.clone();
     let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
     let (_, token) = app.user_with_role("loader", Role::Analyst).await;

@@ -17,7 +17,17 @@
 //! Server → client: `{"type":"analysis","data":<result>,"original_event":<event>}` for every event, on the socket
 //! that sent it; `{"type":"anomaly","data":<result>}` for every anomaly of every stream once subscribed;
 //! `{"type":"alert","data":<anomaly>}` for alert configs with the `websocket` channel of the socket's user;
-//! `{"type":"error","detail":…}` for a frame that cannot be used — the socket stays open.
+//! `{"type":"error","detail":…}` for a frame that cannot be used or is not allowed — the socket stays open.
+//!
+//! ## Who may do what on a socket (and SSE)
+//! * Feeding events takes the analyst role, as `POST /api/ingest` does; a viewer's event frames get error frames.
+//!   A socket without a token may feed only the streams named in `STREAM_ANONYMOUS_STREAMS` (none by default).
+//! * The anomaly broadcast (`subscribe`, SSE) is for signed-in users, and for anonymous clients only with
+//!   `STREAM_ANONYMOUS_SUBSCRIBE=true`. `STREAM_REQUIRE_AUTH=true` refuses anonymous connections outright.
+//! * A signed-in connection re-checks its token every `STREAM_SESSION_RECHECK_MS` (5 s) against the database,
+//!   like every request does: after a logout, a logout everywhere, a password change, a deactivation or the
+//!   token's expiry, the socket is closed with code 1008 and the reason, and an SSE stream ends. A role change
+//!   applies to the next frames.
 //!
 //! A client may pipeline: frames already received together are handled as one unit, in order, with their events
 //! analysed as one batch (as an `/api/ingest` array would be) and the replies written in order with one flush. A
@@ -48,6 +58,7 @@ pub mod engine;
 pub mod hub;
 pub mod relay;
 mod routes;
+mod session;
 mod ws;
 
 use std::sync::{Arc, OnceLock};
@@ -80,6 +91,28 @@ pub struct RealtimeConfig {
     /// `SCHED_IDLE`; 0: one per core).
     #[arg(long, env = "STREAM_INGEST_THREADS", default_value_t = 0)]
     pub stream_ingest_threads: usize,
+    /// Streams that a socket without a token may feed events into (comma-separated; `*` for every stream; empty,
+    /// the default: none). The TopoForge dashboard forwards public feed events to `default` over an anonymous
+    /// socket: set `default` to keep that working.
+    #[arg(long, env = "STREAM_ANONYMOUS_STREAMS", default_value = "")]
+    pub stream_anonymous_streams: String,
+    /// Whether a client without a token may receive the anomaly broadcast (WebSocket `subscribe`, SSE).
+    #[arg(long, env = "STREAM_ANONYMOUS_SUBSCRIBE", default_value_t = false)]
+    pub stream_anonymous_subscribe: bool,
+    /// How often an open socket or SSE stream re-checks its token (milliseconds): a logout, a revoked session, a
+    /// deactivated account or a role change takes effect on open connections within this time.
+    #[arg(long, env = "STREAM_SESSION_RECHECK_MS", default_value_t = 5_000)]
+    pub stream_session_recheck_ms: u64,
+}
+
+impl RealtimeConfig {
+    /// Whether a client without a token may feed events into `stream`.
+    pub fn anonymous_may_feed(&self, stream: &str) -> bool {
+        self.stream_anonymous_streams
+            .split(',')
+            .map(str::trim)
+            .any(|s| s == "*" || (!s.is_empty() && s == stream))
+    }
 }
 
 impl Default for RealtimeConfig {
@@ -91,6 +124,9 @@ impl Default for RealtimeConfig {
             stream_max_batch: 10_000,
             stream_cache_streams: 10_000,
             stream_ingest_threads: 0,
+            stream_anonymous_streams: String::new(),
+            stream_anonymous_subscribe: false,
+            stream_session_recheck_ms: 5_000,
         }
     }
 }

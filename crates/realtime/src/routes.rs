@@ -15,14 +15,17 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use vigil_http::auth::{Analyst, Viewer, bearer_token};
+use vigil_http::auth::{Analyst, Viewer};
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 use vigil_http::utoipa_axum::routes;
-use vigil_http::{ApiJson, ApiResult, AppState, AuthUser, Error};
+use vigil_http::{ApiJson, ApiResult, AppState, Error};
 use vigil_stream::{Event, StreamConfig};
 
 use crate::Realtime;
 use crate::engine::Lane;
+use crate::session::{
+    Caller, header_token, presented_token, recheck_interval, still_valid, stream_caller,
+};
 
 pub(crate) fn router(rt: Realtime) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,27 +41,6 @@ pub(crate) fn router(rt: Realtime) -> OpenApiRouter<AppState> {
 pub(crate) struct TokenQuery {
     /// An access token, for clients that cannot send an `Authorization` header.
     pub token: Option<String>,
-}
-
-/// The caller of a stream endpoint: `None` when anonymous access is allowed and no token was given; an invalid
-/// token is always refused.
-pub(crate) async fn stream_caller(
-    app: &AppState,
-    rt: &Realtime,
-    parts_token: Option<&str>,
-    query_token: Option<&str>,
-) -> Result<Option<AuthUser>, Error> {
-    match query_token.filter(|t| !t.is_empty()).or(parts_token) {
-        Some(t) => Ok(Some(AuthUser::from_token(app, t).await?)),
-        None if rt.inner.config.stream_require_auth => {
-            Err(Error::Unauthorized("Not authenticated".into()))
-        }
-        None => Ok(None),
-    }
-}
-
-pub(crate) fn header_token(parts: &Parts) -> Option<String> {
-    bearer_token(parts).map(str::to_owned)
 }
 
 /// Parses one event (with the server's receive time), naming its position in a batch on error.
@@ -134,13 +116,32 @@ async fn sse(
     Query(q): Query<TokenQuery>,
     parts: Parts,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    stream_caller(
-        &app,
-        &rt,
-        header_token(&parts).as_deref(),
-        q.token.as_deref(),
-    )
-    .await?;
+    let token = presented_token(header_token(&parts), q.token);
+    let caller = Caller {
+        user: stream_caller(&app, &rt, token.as_deref()).await?,
+        token,
+    };
+    if let Err(detail) = caller.may_subscribe(&rt) {
+        return Err(Error::Unauthorized(detail));
+    }
+    // The stream ends when the session does (logout, revocation, deactivation, expiry), as a socket closes.
+    let session_ended = {
+        let app = app.clone();
+        let mut recheck = recheck_interval(&rt);
+        async move {
+            if caller.token.is_none() {
+                return std::future::pending().await;
+            }
+            loop {
+                recheck.tick().await;
+                if still_valid(&app, &caller).await.is_err() {
+                    metrics::counter!("topoforge_sessions_ended_total", "kind" => "sse")
+                        .increment(1);
+                    return;
+                }
+            }
+        }
+    };
     // Anomalies of other replicas reach this client through the relay.
     rt.start(&app);
     let rx = rt.inner.hub.subscribe();
@@ -167,7 +168,12 @@ async fn sse(
                     .map(|data| Ok(SseEvent::default().event("anomaly").data(data.as_ref()))),
             )
         })
-        .take_until(async move { shutdown.cancelled().await });
+        .take_until(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = session_ended => {}
+            }
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

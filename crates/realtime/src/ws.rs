@@ -12,13 +12,16 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
-use vigil_http::{ApiResult, AppState, AuthUser};
+use vigil_http::{ApiResult, AppState};
 use vigil_stream::Event;
 
 use crate::Realtime;
 use crate::engine::{Lane, Outcome};
 use crate::hub::Shared;
-use crate::routes::{ConnectionGauge, TokenQuery, header_token, parse_event, stream_caller};
+use crate::routes::{ConnectionGauge, TokenQuery, parse_event};
+use crate::session::{
+    Caller, header_token, presented_token, recheck_interval, still_valid, stream_caller,
+};
 
 /// A client that does not take a frame within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,29 +44,26 @@ pub(crate) async fn ws(
     parts: Parts,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let user = stream_caller(
-        &app,
-        &rt,
-        header_token(&parts).as_deref(),
-        q.token.as_deref(),
-    )
-    .await?;
-    Ok(upgrade.on_upgrade(move |socket| run(socket, app, rt, user)))
+    let token = presented_token(header_token(&parts), q.token);
+    let user = stream_caller(&app, &rt, token.as_deref()).await?;
+    let caller = Caller { user, token };
+    Ok(upgrade.on_upgrade(move |socket| run(socket, app, rt, caller)))
 }
 
 /// Per-socket state.
 struct Session {
+    caller: Caller,
     threshold: Option<f64>,
     subscription: Option<tokio::sync::broadcast::Receiver<Shared>>,
 }
 
-async fn run(socket: WebSocket, app: AppState, rt: Realtime, user: Option<AuthUser>) {
+async fn run(socket: WebSocket, app: AppState, rt: Realtime, caller: Caller) {
     metrics::gauge!("topoforge_stream_connections", "kind" => "websocket").increment(1.0);
     let _gauge = ConnectionGauge("websocket");
     // Anomalies and alert pushes of other replicas reach this socket through the relay.
     rt.start(&app);
     // Alert pushes for the socket's user; the registration is removed when this function returns.
-    let (_registration, mut alerts) = match &user {
+    let (_registration, mut alerts) = match &caller.user {
         Some(u) => {
             let (reg, rx) = rt.inner.hub.register(&u.id);
             (Some(reg), Some(rx))
@@ -72,10 +72,12 @@ async fn run(socket: WebSocket, app: AppState, rt: Realtime, user: Option<AuthUs
     };
     let (mut sink, mut source) = socket.split();
     let mut session = Session {
+        caller,
         threshold: None,
         subscription: None,
     };
     let shutdown = app.shutdown.clone();
+    let mut recheck = recheck_interval(&rt);
     loop {
         let (outgoing, closing): (Vec<Reply>, bool) = tokio::select! {
             frame = source.next() => match frame {
@@ -113,6 +115,18 @@ async fn run(socket: WebSocket, app: AppState, rt: Realtime, user: Option<AuthUs
                 Err(RecvError::Closed) => { session.subscription = None; (Vec::new(), false) }
             },
             alert = recv_alert(&mut alerts) => (alert.map(|a| Reply::plain(a.to_string())).into_iter().collect(), false),
+            _ = recheck.tick(), if session.caller.token.is_some() => {
+                match still_valid(&app, &session.caller).await {
+                    Ok(Some(user)) => session.caller.user = Some(user),
+                    Ok(None) => {}
+                    Err(reason) => {
+                        metrics::counter!("topoforge_sessions_ended_total", "kind" => "websocket").increment(1);
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code: CLOSE_POLICY, reason: reason.into() }))).await;
+                        break;
+                    }
+                }
+                (Vec::new(), false)
+            }
             _ = shutdown.cancelled() => {
                 let _ = sink.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
                 break;
@@ -284,7 +298,13 @@ async fn handle_frames(
                 event,
                 original,
                 received,
-            } => batch.push((event, original, received)),
+            } => match session.caller.may_feed(rt, &event.stream) {
+                Ok(()) => batch.push((event, original, received)),
+                Err(detail) => {
+                    analyse(app, rt, session.threshold, &mut batch, &mut replies).await;
+                    replies.push(Reply::error(&detail));
+                }
+            },
             Request::Invalid(detail) => {
                 analyse(app, rt, session.threshold, &mut batch, &mut replies).await;
                 replies.push(Reply::error(&detail));
@@ -295,8 +315,12 @@ async fn handle_frames(
             }
             Request::Subscribe => {
                 analyse(app, rt, session.threshold, &mut batch, &mut replies).await;
-                if session.subscription.is_none() {
-                    session.subscription = Some(rt.inner.hub.subscribe());
+                match session.caller.may_subscribe(rt) {
+                    Ok(()) if session.subscription.is_none() => {
+                        session.subscription = Some(rt.inner.hub.subscribe());
+                    }
+                    Ok(()) => {}
+                    Err(detail) => replies.push(Reply::error(&detail)),
                 }
             }
         }

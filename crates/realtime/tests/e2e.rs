@@ -25,6 +25,17 @@ fn noise(n: usize, seed: u64) -> Vec<f64> {
     (0..n).map(|_| 10.0 + r.normal()).collect()
 }
 
+/// The protocol tests' configuration: anonymous sockets may feed any stream and receive the broadcast, so each
+/// test exercises its own subject; who may do what is tested with the shipped defaults in
+/// `socket_roles_and_session_end`.
+fn open() -> RealtimeConfig {
+    RealtimeConfig {
+        stream_anonymous_streams: "*".into(),
+        stream_anonymous_subscribe: true,
+        ..RealtimeConfig::default()
+    }
+}
+
 async fn apps(cfg: RealtimeConfig) -> Vec<(TestApp, Realtime)> {
     let mut out = Vec::new();
     for db in vigil_store::testing::TestDb::all().await {
@@ -101,7 +112,7 @@ fn calibrate_then_spike(stream: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn ingest_roles_shapes_and_errors() {
-    for (app, _rt) in apps(RealtimeConfig::default()).await {
+    for (app, _rt) in apps(open()).await {
         let (_, viewer) = app.user_with_role("viewer1", Role::Viewer).await;
         let (_, analyst) = app.user_with_role("analyst1", Role::Analyst).await;
         let r = app
@@ -172,7 +183,7 @@ async fn ingest_roles_shapes_and_errors() {
 
 #[tokio::test]
 async fn websocket_protocol_errors_keep_the_socket_open() {
-    for (app, _rt) in apps(RealtimeConfig::default()).await {
+    for (app, _rt) in apps(open()).await {
         let mut ws = connect(&app, "").await;
         ws.send(Message::text("not json")).await.unwrap();
         let e = next_json(&mut ws, Duration::from_secs(5))
@@ -300,7 +311,7 @@ async fn websocket_pipelined_frames_are_answered_like_one_at_a_time() {
         frames.push(e.to_string());
     }
     // The reference: the same stream on a fresh server, one frame at a time.
-    let (reference, _rt) = apps(RealtimeConfig::default()).await.remove(0);
+    let (reference, _rt) = apps(open()).await.remove(0);
     let (_, analyst) = reference.user_with_role("stepper", Role::Analyst).await;
     let path = "/api/streams/twin/config";
     assert_eq!(
@@ -323,7 +334,7 @@ async fn websocket_pipelined_frames_are_answered_like_one_at_a_time() {
     }
     assert!(scored[0] > 0 && scored[1] > 0, "{scored:?}");
 
-    for (app, _rt) in apps(RealtimeConfig::default()).await {
+    for (app, _rt) in apps(open()).await {
         let (_, analyst) = app.user_with_role("piper", Role::Analyst).await;
         assert_eq!(put(&app, &analyst, path, &quick_config()).await.0, 200);
         let got = exchange(&app, &frames, 73, true).await;
@@ -344,7 +355,7 @@ fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn websocket_replies_are_timed_in_metrics() {
     let metrics = vigil_http::metrics::handle();
-    for (app, _rt) in apps(RealtimeConfig::default()).await {
+    for (app, _rt) in apps(open()).await {
         // Other tests in this process record too, so only growth is checked.
         let before = metric(&metrics.render(), "topoforge_ws_reply_seconds_count");
         let frames: Vec<String> = (0..3)
@@ -365,7 +376,7 @@ async fn websocket_replies_are_timed_in_metrics() {
 
 #[tokio::test]
 async fn websocket_failing_stream_does_not_fail_the_others_in_a_pipeline() {
-    for (app, _rt) in apps(RealtimeConfig::default()).await {
+    for (app, _rt) in apps(open()).await {
         // A configuration the API would refuse, written behind its back: every batch of this stream fails.
         vigil_realtime::db::set_config(&app.state.store, "broken", Some(r#"{"window_size":0}"#))
             .await
@@ -405,7 +416,7 @@ async fn websocket_failing_stream_does_not_fail_the_others_in_a_pipeline() {
 
 #[tokio::test]
 async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
-    for (app, rt) in apps(RealtimeConfig::default()).await {
+    for (app, rt) in apps(open()).await {
         let (_, analyst) = app.user_with_role("analyst2", Role::Analyst).await;
         assert_eq!(
             put(&app, &analyst, "/api/streams/net/config", &quick_config())
@@ -510,7 +521,7 @@ async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
 
 #[tokio::test]
 async fn replicas_share_stream_state_through_the_database() {
-    for (app, _rt) in apps(RealtimeConfig::default()).await {
+    for (app, _rt) in apps(open()).await {
         // Two independent processes' worth of caches over one database, fed alternately, must give exactly
         // the results of one engine fed everything.
         let (a, b, single) = (
@@ -577,7 +588,7 @@ async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
     let hook_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, hook).await });
 
-    for (app, rt) in apps(RealtimeConfig::default()).await {
+    for (app, rt) in apps(open()).await {
         received.lock().unwrap().clear();
         let (user_id, analyst) = app.user_with_role("alerter", Role::Analyst).await;
         vigil_store::sqlx::query(
@@ -647,7 +658,7 @@ async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
 async fn hand_recorded_anomalies_reach_the_owners_sockets() {
     for db in vigil_store::testing::TestDb::all().await {
         // The process wiring of `vigil serve`: one dispatcher shared by the anomalies routes and the stream side.
-        let rt = Realtime::new(RealtimeConfig::default());
+        let rt = Realtime::new(open());
         let rt2 = rt.clone();
         let app = TestApp::start(db, move |state| {
             router_with(rt2.clone()).merge(vigil_anomalies::router_with_dispatcher(
@@ -708,7 +719,7 @@ async fn hand_recorded_anomalies_reach_the_owners_sockets() {
 async fn slow_subscribers_are_dropped_and_disconnects_free_resources() {
     let cfg = RealtimeConfig {
         stream_subscriber_queue: 4,
-        ..Default::default()
+        ..open()
     };
     for (app, rt) in apps(cfg.clone()).await {
         let (_, analyst) = app.user_with_role("watcher", Role::Viewer).await;
@@ -774,7 +785,7 @@ async fn slow_subscribers_are_dropped_and_disconnects_free_resources() {
 async fn stream_auth_can_be_required() {
     let cfg = RealtimeConfig {
         stream_require_auth: true,
-        ..Default::default()
+        ..open()
     };
     for (app, _rt) in apps(cfg.clone()).await {
         assert!(
@@ -789,8 +800,8 @@ async fn stream_auth_can_be_required() {
                 .await
                 .is_err()
         );
-        let (_, viewer) = app.user_with_role("v2", Role::Viewer).await;
-        let mut ws = connect(&app, &format!("?token={viewer}")).await;
+        let (_, analyst) = app.user_with_role("a2", Role::Analyst).await;
+        let mut ws = connect(&app, &format!("?token={analyst}")).await;
         ws.send(Message::text(r#"{"value":1}"#)).await.unwrap();
         assert_eq!(
             next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
@@ -803,6 +814,139 @@ async fn stream_auth_can_be_required() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 401, "{}", app.label);
+        app.stop().await;
+    }
+}
+
+/// The next close frame's code and reason, skipping other frames, or `None` when none comes within `wait`.
+async fn next_close(ws: &mut Ws, wait: Duration) -> Option<(u16, String)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                return Some((u16::from(f.code), f.reason.as_str().to_owned()));
+            }
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// The hardening review's socket attacks, kept: with the shipped defaults an anonymous socket can neither feed
+/// events nor receive the broadcast, a viewer cannot feed events (as on `POST /api/ingest`), and a session that
+/// ends in the database (revoked tokens, deactivation) closes its socket with 1008 and ends its SSE stream.
+#[tokio::test]
+async fn socket_roles_and_session_end() {
+    let cfg = RealtimeConfig {
+        stream_session_recheck_ms: 100,
+        ..RealtimeConfig::default()
+    };
+    for (app, _rt) in apps(cfg).await {
+        let label = app.label;
+        let mut anon = connect(&app, "").await;
+        anon.send(Message::text(r#"{"value":1}"#)).await.unwrap();
+        let e = next_json(&mut anon, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(e["type"], "error", "{label}: {e}");
+        assert!(
+            e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("STREAM_ANONYMOUS_STREAMS"),
+            "{e}"
+        );
+        anon.send(Message::text(r#"{"type":"subscribe"}"#))
+            .await
+            .unwrap();
+        let e = next_json(&mut anon, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(e["type"], "error", "{label}: {e}");
+        let r = app
+            .client
+            .get(app.url("/api/realtime/stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{label}");
+
+        let (_, viewer) = app.user_with_role("vera", Role::Viewer).await;
+        let mut v = connect(&app, &format!("?token={viewer}")).await;
+        v.send(Message::text(r#"{"value":1}"#)).await.unwrap();
+        let e = next_json(&mut v, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(e["type"], "error", "{label}: {e}");
+        assert!(
+            e["detail"].as_str().unwrap_or("").contains("analyst"),
+            "{e}"
+        );
+
+        let (analyst_id, analyst) = app.user_with_role("andy", Role::Analyst).await;
+        let mut a = connect(&app, &format!("?token={analyst}")).await;
+        a.send(Message::text(r#"{"value":1,"stream":"s"}"#))
+            .await
+            .unwrap();
+        let r = next_json(&mut a, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(r["type"], "analysis", "{label}: {r}");
+        let sse = app
+            .client
+            .get(app.url(&format!("/api/realtime/stream?token={analyst}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sse.status().as_u16(), 200, "{label}");
+        // Logout everywhere, as the accounts routes do it: the account's session generation moves on.
+        vigil_store::sqlx::query(
+            "UPDATE users SET session_generation = session_generation + 1 WHERE id = $1",
+        )
+        .bind(&analyst_id)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+        let (code, reason) = next_close(&mut a, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{label}: the socket of a revoked session stays open"));
+        assert_eq!(code, 1008, "{label}");
+        assert!(reason.contains("revoked"), "{label}: {reason}");
+        let ended = tokio::time::timeout(Duration::from_secs(5), sse.bytes()).await;
+        assert!(
+            ended.is_ok(),
+            "{label}: the SSE stream of a revoked session goes on"
+        );
+
+        // Deactivation ends the viewer's socket too.
+        vigil_store::sqlx::query("UPDATE users SET is_active = 0 WHERE username = $1")
+            .bind("vera")
+            .execute(app.state.store.pool())
+            .await
+            .unwrap();
+        let (code, _) = next_close(&mut v, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{label}: a deactivated account's socket stays open"));
+        assert_eq!(code, 1008, "{label}");
+        app.stop().await;
+    }
+}
+
+/// An operator can open named streams to anonymous sockets (the TopoForge dashboard forwards public feed events to
+/// `default` over one); every other stream stays closed to them.
+#[tokio::test]
+async fn anonymous_sockets_feed_only_the_streams_the_operator_names() {
+    let cfg = RealtimeConfig {
+        stream_anonymous_streams: "default, public".into(),
+        ..RealtimeConfig::default()
+    };
+    for (app, _rt) in apps(cfg).await {
+        let mut anon = connect(&app, "").await;
+        for (frame, expected) in [
+            (r#"{"value":1}"#, "analysis"),
+            (r#"{"value":1,"stream":"public"}"#, "analysis"),
+            (r#"{"value":1,"stream":"payments"}"#, "error"),
+            (
+                r#"{"type":"event","payload":{"value":2,"stream":"default"}}"#,
+                "analysis",
+            ),
+        ] {
+            anon.send(Message::text(frame)).await.unwrap();
+            let r = next_json(&mut anon, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(r["type"], expected, "{} {frame}: {r}", app.label);
+        }
         app.stop().await;
     }
 }
@@ -833,10 +977,7 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     };
     // Two replicas over one database: separate pools, separate process-local hubs, one JWT secret.
     let replica_db = db.replica().await;
-    let (rt_a, rt_b) = (
-        Realtime::new(RealtimeConfig::default()),
-        Realtime::new(RealtimeConfig::default()),
-    );
+    let (rt_a, rt_b) = (Realtime::new(open()), Realtime::new(open()));
     let (a2, b2) = (rt_a.clone(), rt_b.clone());
     let a = TestApp::start(db, move |_| router_with(a2.clone())).await;
     let b = TestApp::start(replica_db, move |_| router_with(b2.clone())).await;
