@@ -208,8 +208,11 @@ impl CreateAnomaly {
                 .and_then(|t| t.get("entropy"))
                 .and_then(Value::as_f64)
         });
-        if entropy.is_some_and(|e| !e.is_finite()) {
-            return Err(Error::unprocessable("entropy: must be a finite number"));
+        // Persistence entropy −Σ p ln p over probabilities is never negative.
+        if entropy.is_some_and(|e| !e.is_finite() || e < 0.0) {
+            return Err(Error::unprocessable(
+                "entropy: must be a finite number, 0 or more",
+            ));
         }
         Ok(NewAnomaly {
             ts,
@@ -464,6 +467,9 @@ mod tests {
             serde_json::json!({"source_type": "s", "anomaly_score": 0.5, "timestamp": "soon"}),
             serde_json::json!({"source_type": "s", "anomaly_score": 0.5, "event_data": [1]}),
             serde_json::json!({"source_type": "s", "anomaly_score": 0.5, "admin": true}),
+            serde_json::json!({"source_type": "s", "anomaly_score": 0.5, "entropy": -0.5}),
+            serde_json::json!({"source_type": "s", "anomaly_score": 0.5,
+                               "metadata": {"topology_features": {"entropy": -1}}}),
         ] {
             let err = body(bad.clone())
                 .and_then(|b| b.into_new("u1", 0))

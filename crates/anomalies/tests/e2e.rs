@@ -682,7 +682,7 @@ async fn export_through_gzip_is_whole() {
 /// Attacks from the hardening review, kept: text no database column can hold, and a date with a multi-byte character
 /// across the byte offset the parser cuts at, must be refused with a 4xx on every route and change nothing.
 #[tokio::test]
-async fn nul_characters_and_non_ascii_dates_are_refused() {
+async fn nul_characters_non_ascii_dates_and_form_posts_are_refused() {
     for app in apps().await {
         let (_, analyst) = app.user_with_role("ana", Role::Analyst).await;
         for path in [
@@ -720,6 +720,28 @@ async fn nul_characters_and_non_ascii_dates_are_refused() {
                 s,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "{body} {}: {v}",
+                app.label
+            );
+        }
+        // A cross-site form or text/plain post (no CORS preflight) is refused whatever its body.
+        for kind in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            let r = app
+                .client
+                .post(app.url("/api/anomalies"))
+                .bearer_auth(&analyst)
+                .header("content-type", kind)
+                .body(r#"{"source_type":"x","anomaly_score":0.9}"#)
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(
+                r.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{kind} {}",
                 app.label
             );
         }

@@ -45,9 +45,38 @@ pub struct HttpConfig {
     /// The public base URL of this server, used in links sent by email (e.g. https://vigil.example.com).
     #[arg(long, env = "PUBLIC_URL", default_value = "http://127.0.0.1:8000")]
     pub public_url: String,
+
+    /// Seconds a client has to send a request's headers, counted from the end of the previous response on a
+    /// kept-alive connection: a silent or trickling client (slowloris) is disconnected after this.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS)]
+    pub header_read_timeout_secs: u64,
+
+    /// Most open client connections (WebSocket and SSE included); further clients wait in the listen backlog.
+    /// 0: derived from the process's open-file limit, keeping a reserve for the database, files and logs.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
 }
 
+/// See [`HttpConfig::header_read_timeout_secs`]: long enough for a slow mobile link to send a few hundred bytes of
+/// headers, short enough that idle sockets do not pile up.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+
+/// File descriptors kept out of the connection cap for everything else the process opens.
+const FD_RESERVE: u64 = 256;
+
 impl HttpConfig {
+    /// The connection cap in force: [`HttpConfig::max_connections`], or 7/8 of the open-file limit less a reserve.
+    pub fn connection_cap(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(65_536);
+        let cap = limit.saturating_sub(FD_RESERVE) / 8 * 7;
+        usize::try_from(cap.clamp(64, 1_000_000)).unwrap_or(64)
+    }
+
     /// Defaults as if no flag or variable were given (tests start from these).
     pub fn for_tests() -> Self {
         HttpConfig {
@@ -58,6 +87,8 @@ impl HttpConfig {
             max_body_bytes: 16 * 1024 * 1024,
             trust_proxy_headers: false,
             public_url: "http://127.0.0.1:8000".into(),
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            max_connections: 0,
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! It differs from `axum::Json` where clients notice: a body that does not fit the schema is a 422 whose `detail`
 //! names the offending field (`keyEvents[3].downTime: invalid type: string "x", expected f64`); a body over the limit
-//! is a 413 in the same `{"detail"}` shape; and a missing `Content-Type` is tolerated, because the
-//! reference servers accepted such requests and clients in the field send them.
+//! is a 413 in the same `{"detail"}` shape; a missing `Content-Type` is tolerated, because the reference servers
+//! accepted such requests and clients in the field send them, but the types a cross-site page can send without a
+//! preflight (forms, plain text) are a 415 ([`JsonBytes`]).
 
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
@@ -24,10 +25,49 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
         parse(&bytes).map(ApiJson)
     }
 }
+
+/// The raw body of a route that takes JSON: [`RawBody`], refusing with 415 the content types an HTML form or a
+/// cross-site `fetch` may send without a CORS preflight (`text/plain`, `application/x-www-form-urlencoded`,
+/// `multipart/form-data`), so another site's page cannot post to these routes behind its visitor's back. A body
+/// with no `Content-Type` is still read as JSON: command-line clients in the field send none.
+pub struct JsonBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        if let Some(kind) = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        {
+            let media = kind
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if SIMPLE_REQUEST_TYPES.contains(&media.as_str()) {
+                return Err(Error::UnsupportedMediaType(format!(
+                    "Content-Type {media} is not accepted here; send the body as application/json."
+                )));
+            }
+        }
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        Ok(JsonBytes(bytes))
+    }
+}
+
+/// The request content types that browsers send cross-site without a preflight (the Fetch standard's list).
+const SIMPLE_REQUEST_TYPES: [&str; 3] = [
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+];
 
 /// The raw request body: the one body reader, so every route answers an oversized body with 413 and a failed read
 /// with 400, in the `{"detail"}` shape.

@@ -33,7 +33,7 @@ pub use auth::{AuthUser, Role};
 pub use client_ip::ClientIp;
 pub use config::{Environment, HttpConfig};
 pub use error::{ApiResult, Error};
-pub use json::{ApiJson, RawBody, parse as parse_json};
+pub use json::{ApiJson, JsonBytes, RawBody, parse as parse_json};
 pub use state::AppState;
 
 /// Re-exported so feature crates build routers against the same versions.

@@ -1,15 +1,19 @@
 //! Serving: bind, accept, and shut down gracefully.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::Uri;
-use axum::serve::ListenerExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tower::Layer;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tower::util::MapRequestLayer;
+use tower::{Layer, ServiceExt};
 
 use crate::AppState;
 
@@ -18,6 +22,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
 /// signals long-lived connections through `state.shutdown`, and waits for background jobs.
+///
+/// The accept loop is ours rather than `axum::serve`'s for two limits that one leaves out: a header-read timeout
+/// (also the idle timeout of a kept-alive connection, since the timer runs while hyper waits for the next request's
+/// head), and a cap on open connections below the open-file limit, so silent sockets can neither pile up forever
+/// nor take the descriptors the database and `/health` need.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -26,25 +35,81 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // `/api/anomalies/` and `/api/anomalies` are the same resource (the dashboard uses both); no redirects.
     let app = MapRequestLayer::new(trim_trailing_slash).layer(app);
-    let token = state.shutdown.clone();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        token.cancel();
-    };
-    // Small writes (a WebSocket analysis frame, a short JSON answer) go out at once instead of waiting for Nagle's
-    // algorithm to meet the client's delayed ACK, which costs up to tens of milliseconds per reply.
-    let listener = listener.tap_io(|tcp| {
+    // HTTP/1.1 only: both clients (the extension, the dashboard) speak it over plain HTTP, where browsers never use
+    // HTTP/2, and hyper-util's protocol detection would wait for a silent client's first bytes with no timeout.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(
+            state.config.header_read_timeout_secs.max(1),
+        ));
+    let cap = state.config.connection_cap();
+    let permits = Arc::new(Semaphore::new(cap));
+    tracing::debug!(max_connections = cap, "accepting connections");
+    let connections = TaskTracker::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A permit first: at the cap, new clients wait in the kernel's backlog instead of costing a descriptor.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: pause briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small writes (a WebSocket analysis frame, a short JSON answer) go out at once instead of waiting for
+        // Nagle's algorithm to meet the client's delayed ACK, which costs up to tens of milliseconds per reply.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-    });
-    axum::serve(
-        listener,
-        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-    )
-    .with_graceful_shutdown(signal)
-    .await?;
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let connection = http
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let stop = state.shutdown.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
+                    // Finish the request in flight, then close; an idle connection closes at once.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    state.shutdown.cancel();
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open at shutdown; closing them"
+        );
+    }
     state.tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
         .await

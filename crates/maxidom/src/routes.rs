@@ -13,7 +13,7 @@ use vigil_http::axum::http::{StatusCode, header};
 use vigil_http::axum::response::{IntoResponse, Response};
 use vigil_http::axum::{Extension, Json};
 use vigil_http::password::{self, Verification};
-use vigil_http::{ApiResult, AppState, Error, RawBody};
+use vigil_http::{ApiResult, AppState, Error, JsonBytes};
 use vigil_store::maxidom::{self as db, Attempt};
 use vigil_store::time::now_ms;
 
@@ -48,7 +48,7 @@ impl<S: Send + Sync> FromRequest<S> for PayloadBody {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
         Payload::from_json(&bytes)
             .map(PayloadBody)
             .map_err(|e| Error::unprocessable(e.to_string()))
@@ -134,7 +134,7 @@ pub struct Enrolled {
 pub async fn enroll(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    RawBody(body): RawBody,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<Enrolled>> {
     let profile_id = canonical_profile_id(&raw)?;
     let password =
@@ -166,7 +166,7 @@ pub async fn verify_password(
     State(state): State<AppState>,
     Extension(svc): Svc,
     Path(raw): Path<String>,
-    RawBody(body): RawBody,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<Value>> {
     let profile_id = canonical_profile_id(&raw)?;
     let password =
@@ -186,7 +186,7 @@ pub async fn change_password(
     State(state): State<AppState>,
     Extension(svc): Svc,
     Path(raw): Path<String>,
-    RawBody(body): RawBody,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<Value>> {
     let profile_id = canonical_profile_id(&raw)?;
     let (Some(old), Some(new)) = (

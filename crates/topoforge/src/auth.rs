@@ -166,13 +166,19 @@ pub async fn login(
     LoginForm(body): LoginForm,
 ) -> ApiResult<Json<AuthResponse>> {
     let c = &svc.config;
-    let account: String = body
-        .username
-        .trim()
-        .to_lowercase()
-        .chars()
-        .take(254)
-        .collect();
+    let found = users::by_login(&state.store, body.username.trim()).await?;
+    // One bucket per account, whichever of its username or email is typed (separate buckets gave twice the
+    // guesses); names that match no account get their own, so probing them is throttled too.
+    let account: String = match &found {
+        Some(user) => format!("id:{}", user.id),
+        None => body
+            .username
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(254)
+            .collect(),
+    };
     ratelimit::hit(
         &state,
         &format!("login:{account}:{ip}"),
@@ -180,7 +186,6 @@ pub async fn login(
         "Too many login attempts. Try again later.",
     )
     .await?;
-    let found = users::by_login(&state.store, body.username.trim()).await?;
     let stored = found
         .as_ref()
         .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());

@@ -1139,7 +1139,7 @@ async fn rate_limits_trip_with_retry_after() {
         login_rate_limit: 2,
         register_rate_limit: 1,
         forgot_rate_limit: 1,
-        api_rate_limit: 12,
+        api_rate_limit: 15,
         // Windows are aligned to the epoch; year-long ones keep a boundary from falling inside the test.
         login_rate_window_secs: YEAR,
         register_rate_window_secs: YEAR,
@@ -1176,6 +1176,16 @@ async fn rate_limits_trip_with_retry_after() {
         );
         let (s, b) = register(&app, "second", "second@example.com").await;
         assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{l}: {b}");
+        // One bucket per account, whether its username or its email is typed.
+        for login in ["first", "FIRST@example.com"] {
+            assert_eq!(
+                login_form(&app, login, "Guess!ng1").await.status(),
+                StatusCode::UNAUTHORIZED,
+                "{l}"
+            );
+        }
+        let r = login_form(&app, "first@example.com", "Guess!ng1").await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{l}");
 
         let forgot = || {
             call(
@@ -1189,7 +1199,7 @@ async fn rate_limits_trip_with_retry_after() {
         assert_eq!(forgot().await.0, StatusCode::OK);
         assert_eq!(forgot().await.0, StatusCode::TOO_MANY_REQUESTS);
 
-        // The general limit: 12 per window across every route of the router, 8 used above.
+        // The general limit: 15 per window across every route of the router, 11 used above.
         let mut statuses = Vec::new();
         for _ in 0..5 {
             statuses.push(call(&app, Method::GET, "/api/sources", None, None).await.0);

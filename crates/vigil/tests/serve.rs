@@ -344,3 +344,115 @@ async fn the_binary_serves_every_feature() {
 
     assert!(server.terminate().success());
 }
+
+/// Raises this process's open-file soft limit towards `want` (children inherit it); returns the limit in force.
+fn raise_fd_limit(want: u64) -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if limit.current.is_some_and(|c| c < want) {
+        limit.current = Some(want.min(hard));
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Whether the server closed `tcp` (end of stream or reset) within `wait`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0_u8; 256];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The slowloris attack of the hardening review, kept: 2,000 silent sockets and a client that trickles its headers
+/// neither take the server's descriptors nor delay `/health`, and the server closes them after the header-read
+/// timeout (before, it closed none of 500 in 70 s).
+#[tokio::test]
+async fn idle_and_trickling_connections_are_bounded() {
+    const IDLE: usize = 2_000;
+    let limit = raise_fd_limit(8_192);
+    if limit < 2 * IDLE as u64 + 512 {
+        eprintln!(
+            "skipping the idle-connection test: the open-file limit is {limit}, it needs {}",
+            2 * IDLE + 512
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[("HTTP_HEADER_READ_TIMEOUT_SECS", "3")]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect an idle socket"),
+        );
+    }
+    let mut trickle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    {
+        use tokio::io::AsyncWriteExt;
+        trickle
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+    }
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let health = http
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("health");
+    let took = started.elapsed();
+    assert_eq!(health.status(), 200);
+    assert!(
+        took < Duration::from_secs(1),
+        "/health took {took:?} beside {IDLE} idle sockets"
+    );
+
+    // The trickler keeps sending a byte every 300 ms and is still cut off at the timeout.
+    let trickled = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        while std::time::Instant::now() < deadline {
+            if trickle.write_all(b"X").await.is_err() {
+                return true;
+            }
+            if closed_within(&mut trickle, Duration::from_millis(300)).await {
+                return true;
+            }
+        }
+        false
+    });
+    let mut closed = 0;
+    for tcp in &mut idle {
+        if closed_within(tcp, Duration::from_secs(6)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, IDLE,
+        "idle sockets the server closed after the header-read timeout"
+    );
+    assert!(
+        trickled.await.expect("trickler"),
+        "a trickling client was never cut off"
+    );
+    let health = http
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    assert!(server.terminate().success());
+}
