@@ -543,4 +543,24 @@ mod tests {
             .is_err()
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any query an attacker sends is a filter or a 422, never a panic.
+        #[test]
+        fn filters_never_panic(
+            parts in proptest::collection::vec(proptest::option::of(".{0,30}"), 6),
+        ) {
+            let q = FilterQuery {
+                start_date: parts[0].clone(),
+                end_date: parts[1].clone(),
+                source: parts[2].clone(),
+                is_anomaly: parts[3].clone(),
+                risk_level: parts[4].clone(),
+                min_score: parts[5].clone(),
+            };
+            let _ = q.to_filter();
+        }
+    }
 }

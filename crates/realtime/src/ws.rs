@@ -391,3 +391,24 @@ struct AnalysisFrame<'a> {
     data: &'a RawValue,
     original_event: &'a Value,
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A malformed frame is an error reply, never a panic (a panic would kill the socket).
+        #[test]
+        fn frames_never_panic(text in prop_oneof![
+            any::<String>(),
+            r#"\{"type":"(config|subscribe|event|x)","payload":\{("anomaly_threshold"|"value"|"stream"):[^}]{0,12}\}\}"#,
+            r#"\{"value":[-0-9.eE]{0,12},"stream":".{0,6}","timestamp":".{0,20}"\}"#,
+        ]) {
+            let _ = parse_frame(&text, Instant::now());
+        }
+    }
+}
