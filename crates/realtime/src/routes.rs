@@ -189,7 +189,8 @@ impl Drop for ConnectionGauge {
 /// A stream's engine configuration (defaults when none was set).
 #[utoipa::path(get, path = "/api/streams/{stream}/config", tag = "streams", security(("bearer" = [])),
     params(("stream" = String, Path, description = "Stream name")),
-    responses((status = 200, description = "The configuration", body = Value)))]
+    responses((status = 200, description = "The configuration", body = Value), (status = 401),
+        (status = 422, description = "Not a usable stream name")))]
 async fn get_config(
     State(app): State<AppState>,
     Viewer(_user): Viewer,
@@ -209,6 +210,8 @@ async fn get_config(
     request_body(content = Value, description = "StreamConfig fields"),
     responses(
         (status = 200, description = "The stored configuration", body = Value),
+        (status = 401),
+        (status = 403, description = "Not an analyst"),
         (status = 422, description = "A value is out of range"),
     ))]
 async fn put_config(

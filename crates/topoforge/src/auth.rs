@@ -158,7 +158,9 @@ fn dummy_hash() -> &'static str {
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth",
     request_body(content = LoginBody, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, body = AuthResponse), (status = 401, description = "Invalid credentials"),
-        (status = 403, description = "Account is disabled"), (status = 429, description = "Too many attempts")))]
+        (status = 403, description = "Account is disabled"), (status = 413, description = "Body too large"),
+        (status = 422, description = "Missing or malformed username or password"),
+        (status = 429, description = "Too many attempts")))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(svc): Svc,
@@ -231,7 +233,8 @@ pub struct RefreshBody {
 /// Exchanges a refresh token for a new pair; the old refresh token stops working. Presenting an already rotated
 /// token revokes every refresh token of the account (it was copied by someone).
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshBody,
-    responses((status = 200, body = TokenPair), (status = 401, description = "Invalid refresh token")))]
+    responses((status = 200, body = TokenPair), (status = 401, description = "Invalid refresh token"),
+        (status = 422, description = "Malformed body")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Extension(svc): Svc,
@@ -300,7 +303,8 @@ pub struct TokenQuery {
 /// Confirms an email address with the token mailed at registration.
 #[utoipa::path(get, path = "/api/auth/verify-email", tag = "auth", params(TokenQuery),
     responses((status = 200, description = r#"{"message": "Email verified successfully"}"#),
-        (status = 400, description = "Invalid or expired verification token")))]
+        (status = 400, description = "Invalid or expired verification token"),
+        (status = 422, description = "Missing token")))]
 pub async fn verify_email(
     State(state): State<AppState>,
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
@@ -330,7 +334,8 @@ pub struct ForgotBody {
 
 /// Mails a reset link when the address belongs to an active account; answers the same either way.
 #[utoipa::path(post, path = "/api/auth/forgot-password", tag = "auth", request_body = ForgotBody,
-    responses((status = 200, description = "Always the same message"), (status = 429, description = "Too many requests")))]
+    responses((status = 200, description = "Always the same message"), (status = 422, description = "Malformed body"),
+        (status = 429, description = "Too many requests")))]
 pub async fn forgot_password(
     State(state): State<AppState>,
     Extension(svc): Svc,

@@ -126,7 +126,7 @@ pub async fn create_source(
 }
 
 /// Removes a feed (analyst).
-#[utoipa::path(delete, path = "/api/sources/{id}", tag = "sources", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/sources/{id}", tag = "sources", params(("id" = String, Path, format = Uuid)),
     security(("bearer" = [])), responses((status = 204), (status = 401), (status = 403), (status = 404, description = "Source not found")))]
 pub async fn delete_source(
     State(state): State<AppState>,

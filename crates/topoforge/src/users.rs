@@ -76,8 +76,8 @@ fn self_or_admin(who: &AuthUser, id: &str) -> Result<(), Error> {
 }
 
 /// One account (self or admin).
-#[utoipa::path(get, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
-    security(("bearer" = [])), responses((status = 200, body = UserView), (status = 403), (status = 404)))]
+#[utoipa::path(get, path = "/api/users/{id}", tag = "users", params(("id" = String, Path, format = Uuid)),
+    security(("bearer" = [])), responses((status = 200, body = UserView), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_user(
     State(state): State<AppState>,
     Viewer(who): Viewer,
@@ -109,10 +109,10 @@ pub struct UserUpdate {
 }
 
 /// Updates an account (self or admin; `role` and `is_active` by an admin only).
-#[utoipa::path(put, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UserUpdate,
+#[utoipa::path(put, path = "/api/users/{id}", tag = "users", params(("id" = String, Path, format = Uuid)), request_body = UserUpdate,
     security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 400, description = "Duplicate email/username or last admin"),
-        (status = 403), (status = 404), (status = 422)))]
+        (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn update_user(
     State(state): State<AppState>,
     Extension(svc): Svc,
@@ -194,8 +194,8 @@ pub async fn update_user(
 }
 
 /// Deletes an account and everything it owns (admin; not one's own account).
-#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
-    security(("bearer" = [])), responses((status = 204), (status = 400), (status = 403), (status = 404)))]
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", params(("id" = String, Path, format = Uuid)),
+    security(("bearer" = [])), responses((status = 204), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn delete_user(
     State(state): State<AppState>,
     Admin(who): Admin,
