@@ -5,10 +5,16 @@
 //! `UPDATE … WHERE stream = $s AND version = $v`; zero rows updated means another replica wrote first, and the
 //! caller re-reads and recomputes ([`save`] returns [`Saved::Conflict`]). The model column is rewritten only when
 //! the caller says it changed, so the per-event write stays a few kilobytes.
+//!
+//! Contention: a writer that loses the race once takes the stream's [`StreamLock`] (on PostgreSQL a session
+//! advisory lock keyed by the stream name, so every replica's contended writers queue for it) and re-reads,
+//! recomputes and writes on the lock's own connection. Contention then costs a wait instead of an error, and a
+//! pool of one connection cannot deadlock on it.
 
-use vigil_store::sqlx;
+use vigil_store::sqlx::pool::PoolConnection;
+use vigil_store::sqlx::{self, Any, Executor};
 use vigil_store::time::now_ms;
-use vigil_store::{Store, StoreError};
+use vigil_store::{Backend, Store, StoreError};
 
 /// A stream's stored state.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,13 +56,87 @@ fn from_row(r: Row) -> StoredStream {
 
 /// The stored state of `stream`, if it has one.
 pub async fn load(store: &Store, stream: &str) -> Result<Option<StoredStream>, StoreError> {
+    load_on(store.pool(), stream).await
+}
+
+async fn load_on<'e, E: Executor<'e, Database = Any>>(
+    exec: E,
+    stream: &str,
+) -> Result<Option<StoredStream>, StoreError> {
     let row: Option<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM stream_states WHERE stream = $1"
     ))
     .bind(stream)
-    .fetch_optional(store.pool())
+    .fetch_optional(exec)
     .await?;
     Ok(row.map(from_row))
+}
+
+/// One writer's exclusive turn at a stream across all replicas (see the module docs). On SQLite, where one
+/// process owns the database, it holds nothing. Release it with [`StreamLock::release`]; dropped without that
+/// (a cancelled request), its connection is closed instead of returned to the pool, which ends the lock.
+pub struct StreamLock {
+    stream: String,
+    conn: Option<PoolConnection<Any>>,
+}
+
+/// Waits for `stream`'s lock.
+pub async fn lock(store: &Store, stream: &str) -> Result<StreamLock, StoreError> {
+    let conn = match store.backend() {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let mut conn = store.pool().acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+                .bind(stream)
+                .execute(&mut *conn)
+                .await?;
+            Some(conn)
+        }
+    };
+    Ok(StreamLock {
+        stream: stream.to_owned(),
+        conn,
+    })
+}
+
+impl StreamLock {
+    /// [`load`] under the lock.
+    pub async fn load(&mut self, store: &Store) -> Result<Option<StoredStream>, StoreError> {
+        match self.conn.as_mut() {
+            Some(conn) => load_on(&mut **conn, &self.stream).await,
+            None => load(store, &self.stream).await,
+        }
+    }
+
+    /// [`save`] under the lock.
+    pub async fn save(&mut self, store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
+        match self.conn.as_mut() {
+            Some(conn) => save_on(&mut **conn, w).await,
+            None => save(store, w).await,
+        }
+    }
+
+    /// Gives the lock up and returns the connection to the pool.
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&self.stream)
+                .execute(&mut *conn)
+                .await;
+            if let Err(e) = unlocked {
+                tracing::warn!(stream = %self.stream, error = %e, "could not release a stream lock; closing its connection");
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for StreamLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
+    }
 }
 
 /// Outcome of [`save`].
@@ -83,6 +163,13 @@ pub struct Write<'a> {
 
 /// Writes a stream's state if nobody else wrote since `expected_version` was read.
 pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
+    save_on(store.pool(), w).await
+}
+
+async fn save_on<'e, E: Executor<'e, Database = Any>>(
+    exec: E,
+    w: Write<'_>,
+) -> Result<Saved, StoreError> {
     let state = std::str::from_utf8(w.state)
         .map_err(|e| StoreError::Conflict(format!("state is not UTF-8: {e}")))?;
     let now = now_ms();
@@ -98,7 +185,7 @@ pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
             .bind(model.map(|m| m.0.to_vec()))
             .bind(model.map_or(0, |m| m.1))
             .bind(now)
-            .execute(store.pool())
+            .execute(exec)
             .await?
         }
         (Some(v), None) => {
@@ -110,7 +197,7 @@ pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
             .bind(now)
             .bind(w.stream)
             .bind(v)
-            .execute(store.pool())
+            .execute(exec)
             .await?
         }
         (Some(v), Some((model, generation))) => {
@@ -124,7 +211,7 @@ pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
             .bind(now)
             .bind(w.stream)
             .bind(v)
-            .execute(store.pool())
+            .execute(exec)
             .await?
         }
     };
