@@ -576,7 +576,8 @@ fn claim_from(
 }
 
 /// Takes the training slot for the first model: succeeds for exactly one caller, and only while the profile is
-/// ready, has no model, and no live claim exists (claims older than `stale_before` are presumed dead).
+/// ready, has no model, and no live claim exists (claims older than `stale_before` are presumed dead). Ready:
+/// `total` vectors and at least one modality at its quota (mouse; or keyboard together with digraph).
 pub async fn claim_initial_training(
     store: &Store,
     profile_id: &str,
@@ -589,7 +590,7 @@ pub async fn claim_initial_training(
         "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 \
          WHERE profile_id = $1 AND model_trained_at IS NULL \
            AND (training_claim IS NULL OR training_claimed_at < $4) \
-           AND total_count >= $5 AND keyboard_count >= $6 AND mouse_count >= $7 AND digraph_count >= $8 \
+           AND total_count >= $5 AND (mouse_count >= $7 OR (keyboard_count >= $6 AND digraph_count >= $8)) \
          RETURNING model_version",
     )
     .bind(profile_id)
@@ -626,6 +627,33 @@ pub async fn claim_retraining(
     .bind(now)
     .bind(stale_before)
     .bind(pool_trigger)
+    .fetch_optional(store.pool())
+    .await?;
+    claim_from(row, profile_id, token)
+}
+
+/// Takes the training slot for a training on a grown profile (more vectors, or a modality that became ready
+/// since): only while the model `trained_version` is still the active one, so a growth is trained once however
+/// many `/train` calls notice it, and no live claim exists.
+pub async fn claim_growth_training(
+    store: &Store,
+    profile_id: &str,
+    token: &str,
+    now: i64,
+    stale_before: i64,
+    trained_version: i64,
+) -> Result<Option<Claim>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 \
+         WHERE profile_id = $1 AND model_trained_at IS NOT NULL AND model_version = $5 \
+           AND (training_claim IS NULL OR training_claimed_at < $4) \
+         RETURNING model_version",
+    )
+    .bind(profile_id)
+    .bind(token)
+    .bind(now)
+    .bind(stale_before)
+    .bind(trained_version)
     .fetch_optional(store.pool())
     .await?;
     claim_from(row, profile_id, token)
