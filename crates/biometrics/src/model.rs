@@ -8,8 +8,11 @@
 //! inputs, trains in a few milliseconds, and has no randomness.
 //!
 //! **Inputs.** Mouse: ln-scaled features 1–10 (sign · ln(1 + |x|), so speeds and accelerations are not
-//! dominated by their tails) followed by the rich vector ([`crate::rich`]) when every training row has one
-//! (vectors imported from the reference have only the 15 features; such a profile trains on features 1–10).
+//! dominated by their tails) followed by the angle and click-timing groups of the rich vector
+//! ([`MOUSE_RICH_GROUPS`]) when every training row has one (vectors imported from the reference have only the 15
+//! features; such a profile trains on features 1–10). The other rich groups (speed quantiles and histogram,
+//! jerk, stroke shape) are stored but not used: leaving any of them out did not lower the dev-protocol AUC
+//! (ARCHITECTURE.md, MaxiDOM, ablation), and every column that carries no identity adds distance noise.
 //! Typing: ln-scaled features 11–14.
 //!
 //! **Calibration.** At training time every training row gets its leave-one-out distance; a new session's
@@ -37,7 +40,7 @@ use crate::error::ModelError;
 use crate::features::{FEATURE_COUNT, FeatureVector, idx};
 use crate::lifecycle::{MIN_MODEL_ROWS, MOUSE_COLUMNS, Matrix, TYPING_COLUMNS};
 use crate::payload::Payload;
-use crate::rich::{RICH_COUNT, RichVector, extract_rich};
+use crate::rich::{RICH_COUNT, RichVector, extract_rich, groups};
 
 /// The mouse model votes only with at least this many mouse points in the session.
 pub const MIN_MOUSE_POINTS: usize = 30;
@@ -51,6 +54,12 @@ pub const ABSTAIN_THRESHOLD: f64 = 0.0;
 pub const NO_EVIDENCE_SCORE: f64 = 0.5;
 /// Decision score reported when a legacy forest cannot score a row. Fails closed.
 const UNSCORABLE: f64 = -1.0;
+/// The rich-vector groups the mouse model reads.
+pub const MOUSE_RICH_GROUPS: [std::ops::Range<usize>; 2] = [groups::ANGLES, groups::CLICK_TIMING];
+/// Columns those groups add to the mouse model's input.
+pub const MOUSE_RICH_COLUMNS: usize = groups::ANGLES.end - groups::ANGLES.start
+    + groups::CLICK_TIMING.end
+    - groups::CLICK_TIMING.start;
 /// Most neighbours a distance averages over.
 const MAX_K: usize = 10;
 /// Share of the leave-one-out distances that shape the tail beyond the farthest one.
@@ -120,7 +129,9 @@ fn slog(x: f64) -> f64 {
 fn mouse_input(contract: &FeatureVector, rich: Option<&RichVector>, out: &mut Vec<f64>) {
     out.extend(contract[MOUSE_COLUMNS].iter().map(|&x| slog(x)));
     if let Some(r) = rich {
-        out.extend_from_slice(r);
+        for g in MOUSE_RICH_GROUPS {
+            out.extend_from_slice(&r[g]);
+        }
     }
 }
 
@@ -403,7 +414,7 @@ pub fn train_models(
     let mouse_rich = !mouse_vs.is_empty() && mouse_vs.iter().all(|v| v.rich.is_some());
     let mut mm = Matrix {
         data: Vec::new(),
-        n_cols: MOUSE_COLUMNS.len() + if mouse_rich { RICH_COUNT } else { 0 },
+        n_cols: MOUSE_COLUMNS.len() + if mouse_rich { MOUSE_RICH_COLUMNS } else { 0 },
     };
     for v in &mouse_vs {
         mouse_input(
@@ -478,7 +489,7 @@ impl ProfileModels {
         if self.is_legacy() {
             return self.score_legacy(f, mouse_points, key_events);
         }
-        let mut row = Vec::with_capacity(MOUSE_COLUMNS.len() + RICH_COUNT);
+        let mut row = Vec::with_capacity(MOUSE_COLUMNS.len() + MOUSE_RICH_COLUMNS);
         let mut vote = |model: &Option<Detector>, gate: bool, mouse: bool| -> Option<f64> {
             let Some(Detector::Knn(m)) = model else {
                 return None;
@@ -582,7 +593,7 @@ impl ProfileModels {
             match m {
                 Some(Detector::Knn(m)) => {
                     out.push(2);
-                    // Column counts are 4..=43 and k ≤ 10: far below u32::MAX.
+                    // Column counts are 4..=20 and k ≤ 10: far below u32::MAX.
                     out.extend_from_slice(&(m.n_cols as u32).to_le_bytes());
                     out.extend_from_slice(&(m.k as u32).to_le_bytes());
                     out.extend_from_slice(&(m.loo.len() as u64).to_le_bytes());
@@ -635,7 +646,8 @@ impl ProfileModels {
                     1 => true,
                     other => return Err(corrupt(format!("mouse_rich byte {other}"))),
                 };
-                let mouse_cols = MOUSE_COLUMNS.len() + if mouse_rich { RICH_COUNT } else { 0 };
+                let mouse_cols =
+                    MOUSE_COLUMNS.len() + if mouse_rich { MOUSE_RICH_COLUMNS } else { 0 };
                 let mouse = r.knn(mouse_cols)?;
                 let typing = r.knn(TYPING_COLUMNS.len())?;
                 ProfileModels {
@@ -833,7 +845,7 @@ mod tests {
         let Some(Detector::Knn(mouse)) = &m.mouse else {
             panic!("no mouse model")
         };
-        assert_eq!((mouse.n_rows(), mouse.n_cols, mouse.k), (300, 43, 9));
+        assert_eq!((mouse.n_rows(), mouse.n_cols, mouse.k), (300, 20, 9));
         // Fresh sessions of the same owner: about α of them fall below α.
         let fresh = {
             let mut rng = crate::synth::Rng::new(99);

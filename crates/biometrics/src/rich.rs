@@ -3,7 +3,9 @@
 //! The contract features are session means; two people with the same average speed can move very
 //! differently. These describe the distributions instead (quantiles and histograms), which is where the
 //! per-person differences are on real mouse data (Balabit, `scripts/maxidom/eval_dev.py`). Groups, in vector
-//! order (each kept because removing it lowered the dev-protocol AUC; see ARCHITECTURE.md, MaxiDOM):
+//! order (the model uses the groups that earned their place on the dev protocol, see
+//! [`crate::model::MOUSE_RICH_GROUPS`] and the ablation in ARCHITECTURE.md, MaxiDOM; all are stored, so a later
+//! model can use the others without waiting for new data):
 //!
 //! | group | values |
 //! |---|---|
@@ -25,6 +27,18 @@ pub const RICH_COUNT: usize = 33;
 
 /// A rich vector, in the order of the table above.
 pub type RichVector = [f64; RICH_COUNT];
+
+/// Where each group sits in a [`RichVector`].
+pub mod groups {
+    use std::ops::Range;
+
+    pub const SPEED: Range<usize> = 0..5;
+    pub const SPEED_HISTOGRAM: Range<usize> = 5..11;
+    pub const ANGLES: Range<usize> = 11..16;
+    pub const JERK: Range<usize> = 16..20;
+    pub const STROKE: Range<usize> = 20..28;
+    pub const CLICK_TIMING: Range<usize> = 28..33;
+}
 
 /// Speed-histogram bin edges, px/s.
 const SPEED_EDGES: [f64; 5] = [50.0, 150.0, 400.0, 1000.0, 2500.0];

@@ -168,4 +168,4 @@ fn dev_subset_pooled_auc_floor() {
 }
 
 /// Below the value measured when the floor was set (printed by the test), by a margin for platform noise.
-const FLOOR: f64 = 0.80;
+const FLOOR: f64 = 0.95;
