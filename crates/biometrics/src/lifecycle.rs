@@ -1,6 +1,6 @@
-//! Profile lifecycle policy as pure functions: readiness counting, the `/train` progress object,
-//! splitting stored vectors into the mouse and typing training matrices, and choosing the
-//! retraining set. Storage and scheduling live in the HTTP crate; everything here is deterministic.
+//! Profile lifecycle policy as pure functions: per-modality readiness, the `/train` progress object,
+//! splitting stored vectors into the mouse and typing training matrices, when a grown profile is due for a
+//! training ([`growth_due`]), and choosing the retraining set. Storage and scheduling live in the HTTP crate; everything here is deterministic.
 
 use serde::Serialize;
 

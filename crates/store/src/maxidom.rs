@@ -10,7 +10,8 @@
 //!   confused with a later one;
 //! * a password attempt is charged *before* the hash is checked, so concurrent guesses cannot slip past the limit.
 //!
-//! Feature vectors are stored as little-endian `f64` blobs; this module does not interpret them.
+//! Feature vectors are stored as little-endian `f64` blobs (the 15 contract features, then the rich mouse vector when
+//! the server extracted one; `vigil_biometrics::model::StoredVector`); this module does not interpret them.
 
 use sqlx::Row;
 
