@@ -1205,6 +1205,72 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_needs_one_modality_and_growth_is_claimed_once_per_model_version() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            let l = db.label;
+            enroll(s, P, "h", 1).await.unwrap();
+            let mouse_only = VectorKinds {
+                keyboard: false,
+                mouse: true,
+                digraph: false,
+            };
+            for i in 0..2 {
+                add_vector(s, P, &format!("v{i}"), &[1.0; 15], mouse_only, 2 + i)
+                    .await
+                    .unwrap();
+            }
+            let ready = Thresholds {
+                total: 2,
+                keyboard: 2,
+                mouse: 2,
+                digraph: 1,
+            };
+            // No typing at all: the mouse quota alone makes the profile ready.
+            let claim = claim_initial_training(s, P, "t", 3, 0, ready)
+                .await
+                .unwrap()
+                .expect("ready on the mouse alone");
+            assert!(
+                claim_growth_training(s, P, "g0", 3, 0, 0)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}: no growth training without an active model"
+            );
+            assert!(publish_model(s, &claim, b"m1", 4, None).await.unwrap());
+            assert!(
+                claim_growth_training(s, P, "g1", 5, 0, 0)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}: only for the active version"
+            );
+            let g = claim_growth_training(s, P, "g2", 5, 0, 1)
+                .await
+                .unwrap()
+                .expect("growth claim");
+            assert_eq!(g.next_version, 2);
+            assert!(
+                claim_growth_training(s, P, "g3", 6, 0, 1)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}: the slot is taken"
+            );
+            assert!(publish_model(s, &g, b"m2", 7, None).await.unwrap());
+            assert!(
+                claim_growth_training(s, P, "g4", 8, 0, 1)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}: that growth is trained"
+            );
+            assert_eq!(active_model_version(s, P).await.unwrap(), Some(2));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishing_after_a_reset_is_refused() {
         for db in TestDb::all().await {
             let s = &db.store;
