@@ -8,11 +8,9 @@
 //! inputs, trains in a few milliseconds, and has no randomness.
 //!
 //! **Inputs.** Mouse: ln-scaled features 1–10 (sign · ln(1 + |x|), so speeds and accelerations are not
-//! dominated by their tails) followed by the angle and click-timing groups of the rich vector
+//! dominated by their tails) followed by the rich vector's angle and click-timing groups
 //! ([`MOUSE_RICH_GROUPS`]) when every training row has one (vectors imported from the reference have only the 15
-//! features; such a profile trains on features 1–10). The other rich groups (speed quantiles and histogram,
-//! jerk, stroke shape) are stored but not used: leaving any of them out did not lower the dev-protocol AUC
-//! (ARCHITECTURE.md, MaxiDOM, ablation), and every column that carries no identity adds distance noise.
+//! features; such a profile trains on features 1–10).
 //! Typing: ln-scaled features 11–14.
 //!
 //! **Calibration.** At training time every training row gets its leave-one-out distance; a new session's
