@@ -521,7 +521,8 @@ impl ProfileModels {
         }
     }
 
-    fn is_legacy(&self) -> bool {
+    /// Whether these are models stored by an earlier version (raw forest scores, not calibrated p-values).
+    pub fn is_legacy(&self) -> bool {
         matches!(self.mouse, Some(Detector::LegacyForest(_)))
             || matches!(self.typing, Some(Detector::LegacyForest(_)))
     }
@@ -1085,6 +1086,7 @@ mod tests {
         blob.extend_from_slice(&fb);
         blob.push(0);
         let m = ProfileModels::from_bytes(&blob).unwrap();
+        assert!(m.is_legacy());
         assert_eq!((m.version, m.trained_on), (3, 0));
         let s = m.score(&[1e6; FEATURE_COUNT], &[0.0; RICH_COUNT], 100, 0);
         assert!(s.is_anomaly);

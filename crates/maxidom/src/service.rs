@@ -195,9 +195,11 @@ impl Maxidom {
                 },
             };
             let result = models.score(&vector.contract, &rich, mouse_points, key_events);
+            // A legacy model's score is a raw forest decision, not a p-value: its accepted sessions are pooled as
+            // before, so its pool fills and the retraining replaces it with a calibrated model.
             let pooled = self.config.feedback
                 && !result.is_anomaly
-                && result.score >= self.config.pool_min_score;
+                && (models.is_legacy() || result.score >= self.config.pool_min_score);
             if !pooled {
                 if fresh {
                     return Ok(Some(result));
