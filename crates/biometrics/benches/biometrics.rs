@@ -4,9 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vigil_biometrics::model::{Parallelism, TrainParams, train_models};
+use vigil_biometrics::model::{Parallelism, StoredVector, TrainParams, train_models};
 use vigil_biometrics::synth::{Persona, SessionGenerator, load_payload};
-use vigil_biometrics::{FeatureVector, Payload, extract_features};
+use vigil_biometrics::{Payload, extract_features, extract_rich};
 
 fn features(c: &mut Criterion) {
     let payload = load_payload(Persona::alice(), 1);
@@ -29,6 +29,9 @@ fn features(c: &mut Criterion) {
     c.bench_function("serde_json::from_slice::<Payload>/42KB", |b| {
         b.iter(|| serde_json::from_slice::<Payload>(black_box(&body)))
     });
+    c.bench_function("extract_rich/42KB", |b| {
+        b.iter(|| extract_rich(black_box(&payload)))
+    });
     c.bench_function("parse+extract/42KB", |b| {
         b.iter(|| Payload::from_json(black_box(&body)).map(|p| extract_features(&p)))
     });
@@ -36,14 +39,14 @@ fn features(c: &mut Criterion) {
 
 fn training(c: &mut Criterion) {
     let mut g = SessionGenerator::new(Persona::alice(), 7);
-    let vectors: Vec<FeatureVector> = (0..300)
-        .map(|_| extract_features(&g.next_payload()))
+    let vectors: Vec<StoredVector> = (0..300)
+        .map(|_| StoredVector::of(&g.next_payload()))
         .collect();
     let params = TrainParams::default();
     let mut group = c.benchmark_group("train_models");
     group.sample_size(30);
     group.bench_function("300_vectors_both_models", |b| {
-        b.iter(|| train_models(black_box(&vectors), &params, 0, 1))
+        b.iter(|| train_models(black_box(&vectors), &params, 300, 0, 1))
     });
     // How the server trains: one thread per profile, so a retraining leaves the other cores to requests.
     let one_thread = TrainParams {
@@ -51,10 +54,10 @@ fn training(c: &mut Criterion) {
         ..TrainParams::default()
     };
     group.bench_function("300_vectors_both_models_calling_thread", |b| {
-        b.iter(|| train_models(black_box(&vectors), &one_thread, 0, 1))
+        b.iter(|| train_models(black_box(&vectors), &one_thread, 300, 0, 1))
     });
     group.finish();
-    let models = train_models(&vectors, &params, 0, 1);
+    let models = train_models(&vectors, &params, 300, 0, 1);
     if let Ok(models) = models {
         let payload = load_payload(Persona::alice(), 2);
         c.bench_function("score_payload/42KB", |b| {

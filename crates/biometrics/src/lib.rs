@@ -3,8 +3,9 @@
 //! - [`payload`]: the session payload the browser extension posts (serde schema + validation; a strict fast
 //!   reader for its common shape, `fastjson`, falls back to serde for everything else).
 //! - [`features`]: the 15 features of a session, a total function of the payload.
+//! - [`rich`]: the rich mouse vector (stroke shape and timing distributions), stored beside the 15.
 //! - [`lifecycle`]: readiness quotas, the `/train` progress object, training-matrix split, retraining set.
-//! - [`model`]: training the mouse and typing Isolation Forests, scoring with vote gates, and the
+//! - [`model`]: training the calibrated mouse and typing k-NN models, scoring with vote gates, and the
 //!   serialised [`model::ProfileModels`] blob stored in the database.
 //! - [`synth`]: seeded realistic synthetic sessions for two distinct users, for tests and load generation.
 //!
@@ -18,10 +19,12 @@ pub mod features;
 pub mod lifecycle;
 pub mod model;
 pub mod payload;
+pub mod rich;
 pub mod synth;
 
 pub use error::{ModelError, PayloadError};
 pub use features::{FEATURE_COUNT, FEATURE_NAMES, FeatureVector, extract_features};
 pub use lifecycle::{Counts, Progress, Quotas, RetrainPolicy, TrainResponse};
-pub use model::{ProfileModels, Score, TrainParams, TrainedModel, train_models};
+pub use model::{ProfileModels, Score, StoredVector, TrainParams, TrainedModel, train_models};
 pub use payload::{Click, KeyEvent, MousePoint, Payload};
+pub use rich::{RICH_COUNT, RichVector, extract_rich};

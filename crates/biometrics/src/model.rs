@@ -1,81 +1,335 @@
-//! The two per-profile models (mouse and typing Isolation Forests), their thresholds, scoring with
-//! vote gates, and the byte encoding stored in the database.
+//! The per-profile models (mouse and typing), their calibration, scoring with vote gates, and the byte
+//! encoding stored in the database.
 //!
-//! Training (spec "Model lifecycle"): the mouse model sees features 1–10 of vectors that moved the
-//! mouse, the typing model features 11–14 of vectors that typed; a model with fewer than
-//! [`TrainParams::min_rows`] rows is skipped. Each is an Isolation Forest of 100 trees,
-//! ψ = min(256, n), contamination 0.01, seeded; its threshold is the 5th percentile (linear) of its
-//! own training rows' decision scores, so about 5 % of the owner's training sessions fall below it.
+//! **Model.** Each modality is a standardised k-nearest-neighbour distance ([`KnnModel`]): inputs are
+//! centred on the owner's median and scaled by the owner's robust spread (IQR / 1.349), and a session's
+//! distance is the mean Euclidean distance to its k nearest training sessions (k = √n / 2, 1–10). On real
+//! mouse data (Balabit, `scripts/maxidom/eval_dev.py`) it ranks better than an Isolation Forest on the same
+//! inputs, trains in a few milliseconds, and has no randomness.
 //!
-//! Scoring: a model votes only when the session carries enough of its signal (≥ 30 mouse points,
-//! ≥ 6 key events) and it exists. A session is anomalous when a voting model's decision score is
-//! below its threshold. An abstaining model reports score 0.1 and threshold 0.0, and `score` is the
-//! minimum of the two reported scores (the reference's wire behaviour).
+//! **Inputs.** Mouse: ln-scaled features 1–10 (sign · ln(1 + |x|), so speeds and accelerations are not
+//! dominated by their tails) followed by the rich vector's angle and click-timing groups
+//! ([`MOUSE_RICH_GROUPS`]) when every training row has one (vectors imported from the reference have only the 15
+//! features; such a profile trains on features 1–10).
+//! Typing: ln-scaled features 11–14.
+//!
+//! **Calibration.** At training time every training row gets its leave-one-out distance; a new session's
+//! score is its conformal p-value against them: the share of the owner's own sessions that are at least as
+//! far, (count + 1) / (n + 1). Beyond the farthest training row the p-value keeps falling exponentially in
+//! ln-distance (scale: the spread of the farthest fifth), so two clearly foreign sessions still rank. A score
+//! therefore means the same for every profile: 0.05 is "as unusual as the owner's most unusual 5 %".
+//!
+//! **Scoring.** A modality votes when the session carries its signal (≥ 30 mouse points, ≥ 6 key events)
+//! and its model exists. `score` combines the voting modalities' p-values (one: itself; two: Fisher's
+//! method, q(1 − ln q) with q the product); a modality that does not vote is no evidence and does not enter
+//! it. `is_anomaly = score < α` (α = [`TrainParams::alpha`], reported as both thresholds, so about α of the
+//! owner's sessions are flagged). Per-modality fields keep the reference's wire meaning: `mouse_score` and
+//! `typing_score` are that modality's p-value, or 0.1 with threshold 0.0 when it abstains. With no voter at
+//! all `score` is 0.5 (no evidence either way: the median of a genuine session's p-value).
+//!
+//! Models stored by earlier versions (format 1, Isolation Forests with raw decision scores) still decode and
+//! score as they did, until the profile's next training replaces them.
 
 use serde::Serialize;
+use vigil_iforest::IsolationForest;
 pub use vigil_iforest::Parallelism;
-use vigil_iforest::{Contamination, IsolationForest, MaxSamples, Params, percentile_linear};
 
 use crate::error::ModelError;
-use crate::features::FeatureVector;
-use crate::lifecycle::{
-    MIN_MODEL_ROWS, MOUSE_COLUMNS, Matrix, TYPING_COLUMNS, mouse_matrix, typing_matrix,
-};
+use crate::features::{FEATURE_COUNT, FeatureVector, idx};
+use crate::lifecycle::{MIN_MODEL_ROWS, MOUSE_COLUMNS, Matrix, TYPING_COLUMNS};
 use crate::payload::Payload;
+use crate::rich::{RICH_COUNT, RichVector, extract_rich, groups};
 
 /// The mouse model votes only with at least this many mouse points in the session.
 pub const MIN_MOUSE_POINTS: usize = 30;
 /// The typing model votes only with at least this many key events in the session.
 pub const MIN_KEY_EVENTS: usize = 6;
-/// Score reported by a model that abstains.
+/// Score reported by a modality that abstains (the reference's value).
 pub const ABSTAIN_SCORE: f64 = 0.1;
-/// Threshold reported by a model that abstains.
+/// Threshold reported by a modality that abstains (the reference's value: it can never flag).
 pub const ABSTAIN_THRESHOLD: f64 = 0.0;
-/// Decision score reported when a model cannot score a row (never happens for extracted features,
-/// which are always finite; a blob/feature mismatch would). Fails closed: it is below any threshold.
+/// `score` when no modality votes.
+pub const NO_EVIDENCE_SCORE: f64 = 0.5;
+/// Decision score reported when a legacy forest cannot score a row. Fails closed.
 const UNSCORABLE: f64 = -1.0;
+/// The rich-vector groups the mouse model reads.
+pub const MOUSE_RICH_GROUPS: [std::ops::Range<usize>; 2] = [groups::ANGLES, groups::CLICK_TIMING];
+/// Columns those groups add to the mouse model's input.
+pub const MOUSE_RICH_COLUMNS: usize = groups::ANGLES.end - groups::ANGLES.start
+    + groups::CLICK_TIMING.end
+    - groups::CLICK_TIMING.start;
+/// Most neighbours a distance averages over.
+const MAX_K: usize = 10;
+/// Share of the leave-one-out distances that shape the tail beyond the farthest one.
+const TAIL_SHARE: f64 = 0.2;
 
-/// Training parameters; `Default` is the spec's.
+/// A stored vector: the 15 contract features and, when this version extracted it, the rich vector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredVector {
+    pub contract: FeatureVector,
+    pub rich: Option<RichVector>,
+}
+
+impl From<FeatureVector> for StoredVector {
+    fn from(contract: FeatureVector) -> Self {
+        StoredVector {
+            contract,
+            rich: None,
+        }
+    }
+}
+
+impl StoredVector {
+    /// Both vectors of a payload.
+    pub fn of(p: &Payload) -> Self {
+        StoredVector {
+            contract: crate::features::extract_features(p),
+            rich: Some(extract_rich(p)),
+        }
+    }
+
+    /// The stored values: the 15 contract features, then the rich vector when there is one.
+    pub fn to_values(&self) -> Vec<f64> {
+        let mut v = Vec::with_capacity(FEATURE_COUNT + RICH_COUNT);
+        v.extend_from_slice(&self.contract);
+        if let Some(r) = &self.rich {
+            v.extend_from_slice(r);
+        }
+        v
+    }
+
+    /// Parses [`to_values`](Self::to_values) output: 15 values (imported or stored by an earlier version) or
+    /// 15 + [`RICH_COUNT`]; anything else is `None`.
+    pub fn from_values(values: &[f64]) -> Option<Self> {
+        let contract = <[f64; FEATURE_COUNT]>::try_from(values.get(..FEATURE_COUNT)?).ok()?;
+        let rich = match values.len() - FEATURE_COUNT {
+            0 => None,
+            RICH_COUNT => Some(<[f64; RICH_COUNT]>::try_from(&values[FEATURE_COUNT..]).ok()?),
+            _ => return None,
+        };
+        Some(StoredVector { contract, rich })
+    }
+
+    pub fn is_mouse(&self) -> bool {
+        self.contract[idx::AVG_MOUSE_SPEED] > 0.0
+    }
+
+    pub fn is_typing(&self) -> bool {
+        self.contract[idx::TYPING_SPEED_KPS] > 0.0
+    }
+}
+
+fn slog(x: f64) -> f64 {
+    x.signum() * x.abs().ln_1p()
+}
+
+/// The mouse model's input row.
+fn mouse_input(contract: &FeatureVector, rich: Option<&RichVector>, out: &mut Vec<f64>) {
+    out.extend(contract[MOUSE_COLUMNS].iter().map(|&x| slog(x)));
+    if let Some(r) = rich {
+        for g in MOUSE_RICH_GROUPS {
+            out.extend_from_slice(&r[g]);
+        }
+    }
+}
+
+/// The typing model's input row.
+fn typing_input(contract: &FeatureVector, out: &mut Vec<f64>) {
+    out.extend(contract[TYPING_COLUMNS].iter().map(|&x| slog(x)));
+}
+
+/// Training parameters; `Default` is what the server uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainParams {
-    pub n_estimators: usize,
-    pub contamination: f64,
-    /// Threshold percentile of the training rows' decision scores, in [0, 100].
-    pub threshold_percentile: f64,
+    /// Mouse rows (vectors that moved the mouse) the mouse model needs.
+    pub mouse_rows: usize,
+    /// Typing rows (vectors that typed) the typing model needs…
+    pub typing_rows: usize,
+    /// …of which this many with digraph timings.
+    pub digraph_rows: usize,
+    /// No model trains on fewer rows than this, whatever the quotas say.
     pub min_rows: usize,
-    pub seed: u64,
-    /// Where the forests are grown and the training rows scored. The server trains on one thread per
-    /// profile ([`Parallelism::CallingThread`]) so a retraining never takes every core from the requests.
+    /// Significance level: a session whose calibrated score is below it is an anomaly.
+    pub alpha: f64,
+    /// Unused by the k-NN models (they are deterministic); kept so callers that set it still compile.
     pub parallelism: Parallelism,
 }
 
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            n_estimators: 100,
-            contamination: 0.01,
-            threshold_percentile: 5.0,
+            mouse_rows: MIN_MODEL_ROWS,
+            typing_rows: MIN_MODEL_ROWS,
+            digraph_rows: 0,
             min_rows: MIN_MODEL_ROWS,
-            seed: 42,
+            alpha: 0.05,
             parallelism: Parallelism::Rayon,
         }
     }
 }
 
-impl TrainParams {
-    fn forest_params(&self) -> Params {
-        Params {
-            n_estimators: self.n_estimators,
-            max_samples: MaxSamples::Auto,
-            max_features: 1.0,
-            bootstrap: false,
-            contamination: Contamination::Fraction(self.contamination),
-            seed: self.seed,
+/// A standardised k-NN distance model with its leave-one-out calibration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnnModel {
+    pub n_cols: usize,
+    pub k: usize,
+    pub center: Vec<f64>,
+    pub scale: Vec<f64>,
+    /// Standardised training rows, row-major.
+    pub rows: Vec<f64>,
+    /// Leave-one-out distances of the training rows, ascending.
+    pub loo: Vec<f64>,
+    /// ln-distance scale of the tail beyond the farthest training row.
+    pub tail: f64,
+}
+
+fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let pos = q * (n - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(n - 1);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Mean of the `k` smallest values (all of them when fewer), reordering `d`.
+fn mean_of_smallest(d: &mut [f64], k: usize) -> f64 {
+    let k = k.min(d.len());
+    if k == 0 {
+        return 0.0;
+    }
+    if k < d.len() {
+        d.select_nth_unstable_by(k - 1, f64::total_cmp);
+    }
+    d[..k].iter().sum::<f64>() / k as f64
+}
+
+fn ln_pos(x: f64) -> f64 {
+    x.max(1e-12).ln()
+}
+
+impl KnnModel {
+    /// Fits on a matrix; `None` below `min_rows` rows.
+    pub fn fit(m: &Matrix, min_rows: usize) -> Option<Self> {
+        let (n, c) = (m.n_rows(), m.n_cols);
+        if n < min_rows.max(2) || c == 0 {
+            return None;
         }
+        let mut center = Vec::with_capacity(c);
+        let mut scale = Vec::with_capacity(c);
+        let mut col = Vec::with_capacity(n);
+        for j in 0..c {
+            col.clear();
+            col.extend(m.rows().map(|r| if r[j].is_finite() { r[j] } else { 0.0 }));
+            col.sort_unstable_by(f64::total_cmp);
+            let iqr = quantile_sorted(&col, 0.75) - quantile_sorted(&col, 0.25);
+            let mean = col.iter().sum::<f64>() / n as f64;
+            let sd = (col.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64).sqrt();
+            center.push(quantile_sorted(&col, 0.5));
+            // A column that barely varies for this owner would turn any change into a huge distance; the
+            // IQR is robust to the owner's own outliers, the std is the fallback for mostly-constant columns.
+            scale.push(if iqr > 1e-9 {
+                iqr / 1.349
+            } else if sd > 1e-9 {
+                sd
+            } else {
+                1.0
+            });
+        }
+        let mut rows = Vec::with_capacity(n * c);
+        for r in m.rows() {
+            for j in 0..c {
+                let x = if r[j].is_finite() { r[j] } else { 0.0 };
+                rows.push((x - center[j]) / scale[j]);
+            }
+        }
+        let k = ((n as f64).sqrt() / 2.0).round().clamp(1.0, MAX_K as f64) as usize;
+        let mut model = KnnModel {
+            n_cols: c,
+            k,
+            center,
+            scale,
+            rows,
+            loo: Vec::new(),
+            tail: 0.0,
+        };
+        let mut d = Vec::with_capacity(n);
+        let mut loo = Vec::with_capacity(n);
+        for i in 0..n {
+            d.clear();
+            let zi = &model.rows[i * c..(i + 1) * c];
+            for (j, zj) in model.rows.chunks_exact(c).enumerate() {
+                if i != j {
+                    d.push(dist(zi, zj));
+                }
+            }
+            loo.push(mean_of_smallest(&mut d, k));
+        }
+        loo.sort_unstable_by(f64::total_cmp);
+        let first = ((n as f64) * (1.0 - TAIL_SHARE)).floor() as usize;
+        let top = &loo[first.min(n - 1)..];
+        let base = ln_pos(top[0]);
+        model.tail = if top.len() > 1 {
+            (top.iter().map(|&x| ln_pos(x) - base).sum::<f64>() / top.len() as f64).max(1e-3)
+        } else {
+            0.1
+        };
+        model.loo = loo;
+        Some(model)
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.loo.len()
+    }
+
+    /// Mean distance of a raw input row to its k nearest training rows.
+    pub fn distance(&self, x: &[f64]) -> f64 {
+        if x.len() != self.n_cols {
+            return f64::INFINITY;
+        }
+        let z: Vec<f64> = x
+            .iter()
+            .zip(self.center.iter().zip(&self.scale))
+            .map(|(&v, (c, s))| (if v.is_finite() { v } else { 0.0 } - c) / s)
+            .collect();
+        let mut d: Vec<f64> = self
+            .rows
+            .chunks_exact(self.n_cols)
+            .map(|r| dist(&z, r))
+            .collect();
+        mean_of_smallest(&mut d, self.k)
+    }
+
+    /// Calibrated score of a distance: the share of the owner's leave-one-out distances at least as large,
+    /// (count + 1) / (n + 1), with an exponential tail beyond the largest. In (0, 1]; higher is more like
+    /// the owner.
+    pub fn p_value(&self, d: f64) -> f64 {
+        let n = self.loo.len();
+        if n == 0 || d.is_nan() {
+            return 0.0;
+        }
+        let at_least = n - self.loo.partition_point(|&x| x < d);
+        let np1 = (n + 1) as f64;
+        if at_least > 0 {
+            return (at_least as f64 + 1.0) / np1;
+        }
+        let max = self.loo[n - 1];
+        let over = (ln_pos(d) - ln_pos(max)).max(0.0) / self.tail;
+        (-over).exp() / np1
     }
 }
 
-/// One trained model and its decision threshold.
+fn dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// A legacy (format 1) Isolation Forest and its raw decision threshold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainedModel {
     pub forest: IsolationForest,
@@ -86,47 +340,40 @@ pub struct TrainedModel {
 }
 
 impl TrainedModel {
-    fn fit(m: &Matrix, params: &TrainParams) -> Result<Option<Self>, ModelError> {
-        let n_rows = m.n_rows();
-        if n_rows < params.min_rows.max(1) {
-            return Ok(None);
-        }
-        let forest = IsolationForest::fit_matrix_with(
-            &m.data,
-            m.n_cols,
-            &params.forest_params(),
-            params.parallelism,
-        )
-        .map_err(|e| ModelError::Forest(e.to_string()))?;
-        let scores = forest
-            .score_samples_batch_with(&m.data, params.parallelism)
-            .map_err(|e| ModelError::Forest(e.to_string()))?;
-        let offset = forest.offset();
-        let decisions: Vec<f64> = scores.iter().map(|s| s - offset).collect();
-        let threshold = percentile_linear(&decisions, params.threshold_percentile);
-        if !threshold.is_finite() {
-            return Err(ModelError::Forest(format!(
-                "threshold is not finite ({threshold})"
-            )));
-        }
-        Ok(Some(TrainedModel {
-            forest,
-            threshold,
-            n_rows,
-        }))
-    }
-
-    /// Decision score of one row; [`UNSCORABLE`] if the forest rejects it.
     fn decision(&self, row: &[f64]) -> f64 {
         self.forest.try_decision_function(row).unwrap_or(UNSCORABLE)
+    }
+}
+
+/// One modality's model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detector {
+    Knn(KnnModel),
+    /// Stored by an earlier version; scores on the raw contract columns.
+    LegacyForest(TrainedModel),
+}
+
+impl Detector {
+    pub fn n_rows(&self) -> usize {
+        match self {
+            Detector::Knn(m) => m.n_rows(),
+            Detector::LegacyForest(m) => m.n_rows,
+        }
     }
 }
 
 /// Both models of one profile, as stored in the database.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileModels {
-    pub mouse: Option<TrainedModel>,
-    pub typing: Option<TrainedModel>,
+    pub mouse: Option<Detector>,
+    pub typing: Option<Detector>,
+    /// Whether the mouse model's input includes the rich vector.
+    pub mouse_rich: bool,
+    /// Significance level of `is_anomaly`.
+    pub alpha: f64,
+    /// The profile's stored-vector count when this training read its data (0 for legacy models): the next
+    /// training is due when the profile has grown well past it.
+    pub trained_on: u64,
     /// Unix ms at which training finished (supplied by the caller: this crate reads no clock).
     pub trained_at_ms: i64,
     /// Model generation: 1 for the first training, +1 per retraining. Caches key on it.
@@ -144,39 +391,146 @@ pub struct Score {
     pub typing_score: f64,
 }
 
-/// Trains both models from a profile's vectors. Deterministic for given vectors and params.
+/// Trains the models of every modality that has enough rows. Deterministic for given vectors.
 ///
-/// Fails with [`ModelError::NotEnoughData`] when neither model has enough rows: a profile
-/// without any model must keep profiling rather than store an empty model that never flags.
+/// `trained_on` is recorded in the models (see [`ProfileModels::trained_on`]). Fails with
+/// [`ModelError::NotEnoughData`] when no modality has enough rows: a profile without any model must keep
+/// profiling rather than store an empty model that never flags.
 pub fn train_models(
-    vectors: &[FeatureVector],
+    vectors: &[StoredVector],
     params: &TrainParams,
+    trained_on: u64,
     trained_at_ms: i64,
     version: u64,
 ) -> Result<ProfileModels, ModelError> {
-    let (mm, tm) = (mouse_matrix(vectors), typing_matrix(vectors));
-    let mouse = TrainedModel::fit(&mm, params)?;
-    let typing = TrainedModel::fit(&tm, params)?;
+    let mouse_vs: Vec<&StoredVector> = vectors.iter().filter(|v| v.is_mouse()).collect();
+    let typing_vs: Vec<&StoredVector> = vectors.iter().filter(|v| v.is_typing()).collect();
+    let digraphs = typing_vs
+        .iter()
+        .filter(|v| v.contract[idx::AVG_FLIGHT_TIME_DIGRAPH] > 0.0)
+        .count();
+    let mouse_rich = !mouse_vs.is_empty() && mouse_vs.iter().all(|v| v.rich.is_some());
+    let mut mm = Matrix {
+        data: Vec::new(),
+        n_cols: MOUSE_COLUMNS.len() + if mouse_rich { MOUSE_RICH_COLUMNS } else { 0 },
+    };
+    for v in &mouse_vs {
+        mouse_input(
+            &v.contract,
+            v.rich.as_ref().filter(|_| mouse_rich),
+            &mut mm.data,
+        );
+    }
+    let mut tm = Matrix {
+        data: Vec::new(),
+        n_cols: TYPING_COLUMNS.len(),
+    };
+    for v in &typing_vs {
+        typing_input(&v.contract, &mut tm.data);
+    }
+    let min = params.min_rows.max(1);
+    let mouse = KnnModel::fit(&mm, params.mouse_rows.max(min)).map(Detector::Knn);
+    let typing = if digraphs >= params.digraph_rows {
+        KnnModel::fit(&tm, params.typing_rows.max(min)).map(Detector::Knn)
+    } else {
+        None
+    };
     if mouse.is_none() && typing.is_none() {
         return Err(ModelError::NotEnoughData {
             mouse_rows: mm.n_rows(),
             typing_rows: tm.n_rows(),
-            min: params.min_rows,
+            min,
         });
     }
     Ok(ProfileModels {
         mouse,
         typing,
+        mouse_rich,
+        alpha: params.alpha,
+        trained_on,
         trained_at_ms,
         version,
     })
 }
 
+/// Fisher's combination of p-values (closed form for one and two).
+fn combine(ps: &[f64]) -> f64 {
+    match ps {
+        [] => NO_EVIDENCE_SCORE,
+        [p] => *p,
+        _ => {
+            let q: f64 = ps.iter().product();
+            if q <= 0.0 {
+                return 0.0;
+            }
+            // P(χ²₂ₘ ≥ −2 ln q) = q Σ_{i<m} (−ln q)^i / i!
+            let l = -q.ln();
+            let (mut term, mut sum) = (1.0, 1.0);
+            for i in 1..ps.len() {
+                term *= l / i as f64;
+                sum += term;
+            }
+            (q * sum).min(1.0)
+        }
+    }
+}
+
 impl ProfileModels {
-    /// Scores a feature vector from a session with `mouse_points` points and `key_events` keys.
-    pub fn score(&self, f: &FeatureVector, mouse_points: usize, key_events: usize) -> Score {
-        let vote = |model: &Option<TrainedModel>, gate: bool, row: &[f64]| match model {
-            Some(m) if gate => Some((m.decision(row), m.threshold)),
+    /// Scores one session's vectors; `mouse_points` and `key_events` open the vote gates.
+    pub fn score(
+        &self,
+        f: &FeatureVector,
+        rich: &RichVector,
+        mouse_points: usize,
+        key_events: usize,
+    ) -> Score {
+        if self.is_legacy() {
+            return self.score_legacy(f, mouse_points, key_events);
+        }
+        let mut row = Vec::with_capacity(MOUSE_COLUMNS.len() + MOUSE_RICH_COLUMNS);
+        let mut vote = |model: &Option<Detector>, gate: bool, mouse: bool| -> Option<f64> {
+            let Some(Detector::Knn(m)) = model else {
+                return None;
+            };
+            if !gate {
+                return None;
+            }
+            row.clear();
+            if mouse {
+                mouse_input(f, self.mouse_rich.then_some(rich), &mut row);
+            } else {
+                typing_input(f, &mut row);
+            }
+            Some(m.p_value(m.distance(&row)))
+        };
+        let mouse = vote(&self.mouse, mouse_points >= MIN_MOUSE_POINTS, true);
+        let typing = vote(&self.typing, key_events >= MIN_KEY_EVENTS, false);
+        let voters: Vec<f64> = mouse.iter().chain(typing.iter()).copied().collect();
+        let score = combine(&voters);
+        let report =
+            |p: Option<f64>| p.map_or((ABSTAIN_SCORE, ABSTAIN_THRESHOLD), |p| (p, self.alpha));
+        let (mouse_score, mouse_threshold) = report(mouse);
+        let (typing_score, typing_threshold) = report(typing);
+        Score {
+            is_anomaly: !voters.is_empty() && score < self.alpha,
+            score,
+            typing_threshold,
+            mouse_threshold,
+            mouse_score,
+            typing_score,
+        }
+    }
+
+    /// Whether these are models stored by an earlier version (raw forest scores, not calibrated p-values).
+    pub fn is_legacy(&self) -> bool {
+        matches!(self.mouse, Some(Detector::LegacyForest(_)))
+            || matches!(self.typing, Some(Detector::LegacyForest(_)))
+    }
+
+    /// The earlier version's scoring (raw forest decisions, `score` the minimum).
+    fn score_legacy(&self, f: &FeatureVector, mouse_points: usize, key_events: usize) -> Score {
+        let vote = |model: &Option<Detector>, gate: bool, row: &[f64]| match model {
+            Some(Detector::LegacyForest(m)) if gate => Some((m.decision(row), m.threshold)),
             _ => None,
         };
         let mouse = vote(
@@ -190,11 +544,10 @@ impl ProfileModels {
             &f[TYPING_COLUMNS],
         );
         let flags = |v: Option<(f64, f64)>| v.is_some_and(|(s, t)| s < t);
-        let is_anomaly = flags(mouse) || flags(typing);
         let (mouse_score, mouse_threshold) = mouse.unwrap_or((ABSTAIN_SCORE, ABSTAIN_THRESHOLD));
         let (typing_score, typing_threshold) = typing.unwrap_or((ABSTAIN_SCORE, ABSTAIN_THRESHOLD));
         Score {
-            is_anomaly,
+            is_anomaly: flags(mouse) || flags(typing),
             score: mouse_score.min(typing_score),
             typing_threshold,
             mouse_threshold,
@@ -203,74 +556,127 @@ impl ProfileModels {
         }
     }
 
-    /// Extracts the features of a payload and scores them with the payload's vote gates.
-    pub fn score_payload(&self, p: &Payload) -> (FeatureVector, Score) {
-        let f = crate::features::extract_features(p);
-        let s = self.score(&f, p.mouse_point_count(), p.key_event_count());
-        (f, s)
+    /// Extracts the vectors of a payload and scores them with the payload's vote gates.
+    pub fn score_payload(&self, p: &Payload) -> (StoredVector, Score) {
+        let v = StoredVector::of(p);
+        let rich = v.rich.unwrap_or([0.0; RICH_COUNT]);
+        let s = self.score(
+            &v.contract,
+            &rich,
+            p.mouse_point_count(),
+            p.key_event_count(),
+        );
+        (v, s)
     }
 
-    /// Encodes both models for storage. Layout (little-endian): magic `VBPM`, format u16,
-    /// version u64, trained_at i64, then mouse and typing, each a presence byte followed, when
-    /// present, by threshold f64, rows u64, forest length u32 and the forest's own bytes.
+    /// Encodes the models for storage. Layout (little-endian): magic `VBPM`, format u16 (2), version u64,
+    /// trained_at i64, trained_on u64, alpha f64, mouse_rich u8, then mouse and typing, each a presence byte
+    /// (0 absent, 2 k-NN) followed by n_cols u32, k u32, n_rows u64, centre and scale (n_cols f64 each),
+    /// the standardised rows (n_rows · n_cols f64), the sorted leave-one-out distances (n_rows f64) and the
+    /// tail scale f64.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 * 1024);
+        let mut out = Vec::with_capacity(128 * 1024);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&BLOB_FORMAT.to_le_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.trained_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.trained_on.to_le_bytes());
+        out.extend_from_slice(&self.alpha.to_le_bytes());
+        out.push(u8::from(self.mouse_rich));
+        let f64s = |out: &mut Vec<u8>, xs: &[f64]| {
+            for x in xs {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
         for m in [&self.mouse, &self.typing] {
             match m {
-                None => out.push(0),
-                Some(m) => {
-                    out.push(1);
-                    out.extend_from_slice(&m.threshold.to_le_bytes());
-                    out.extend_from_slice(&(m.n_rows as u64).to_le_bytes());
-                    let forest = m.forest.to_bytes();
-                    // A forest of 100 trees with ψ ≤ 256 is far below 4 GiB; saturate rather than
-                    // wrap if that ever changed, so decoding fails loudly instead of misreading.
-                    out.extend_from_slice(
-                        &u32::try_from(forest.len())
-                            .unwrap_or(u32::MAX)
-                            .to_le_bytes(),
-                    );
-                    out.extend_from_slice(&forest);
+                Some(Detector::Knn(m)) => {
+                    out.push(2);
+                    // Column counts are 4..=20 and k ≤ 10: far below u32::MAX.
+                    out.extend_from_slice(&(m.n_cols as u32).to_le_bytes());
+                    out.extend_from_slice(&(m.k as u32).to_le_bytes());
+                    out.extend_from_slice(&(m.loo.len() as u64).to_le_bytes());
+                    f64s(&mut out, &m.center);
+                    f64s(&mut out, &m.scale);
+                    f64s(&mut out, &m.rows);
+                    f64s(&mut out, &m.loo);
+                    out.extend_from_slice(&m.tail.to_le_bytes());
                 }
+                // Legacy models are never re-encoded by the server (a training replaces them); encoding one
+                // as absent keeps this total.
+                None | Some(Detector::LegacyForest(_)) => out.push(0),
             }
         }
         out
     }
 
-    /// Decodes [`to_bytes`](Self::to_bytes) output, validating every part.
+    /// Decodes [`to_bytes`](Self::to_bytes) output (and format-1 blobs of earlier versions), validating every
+    /// part.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
         let mut r = Reader { bytes, pos: 0 };
         if r.take(4)? != MAGIC {
             return Err(corrupt("bad magic"));
         }
         let format = u16::from_le_bytes(r.array()?);
-        if format != BLOB_FORMAT {
-            return Err(corrupt(format!(
-                "format {format} is not supported (this build reads {BLOB_FORMAT})"
-            )));
-        }
         let version = u64::from_le_bytes(r.array()?);
         let trained_at_ms = i64::from_le_bytes(r.array()?);
-        let mouse = r.model(MOUSE_COLUMNS.len())?;
-        let typing = r.model(TYPING_COLUMNS.len())?;
+        let models = match format {
+            LEGACY_FORMAT => {
+                let mouse = r.legacy(MOUSE_COLUMNS.len())?;
+                let typing = r.legacy(TYPING_COLUMNS.len())?;
+                ProfileModels {
+                    mouse: mouse.map(Detector::LegacyForest),
+                    typing: typing.map(Detector::LegacyForest),
+                    mouse_rich: false,
+                    alpha: TrainParams::default().alpha,
+                    trained_on: 0,
+                    trained_at_ms,
+                    version,
+                }
+            }
+            BLOB_FORMAT => {
+                let trained_on = u64::from_le_bytes(r.array()?);
+                let alpha = f64::from_le_bytes(r.array()?);
+                if !(0.0..=1.0).contains(&alpha) {
+                    return Err(corrupt("alpha out of range"));
+                }
+                let mouse_rich = match r.array::<1>()?[0] {
+                    0 => false,
+                    1 => true,
+                    other => return Err(corrupt(format!("mouse_rich byte {other}"))),
+                };
+                let mouse_cols =
+                    MOUSE_COLUMNS.len() + if mouse_rich { MOUSE_RICH_COLUMNS } else { 0 };
+                let mouse = r.knn(mouse_cols)?;
+                let typing = r.knn(TYPING_COLUMNS.len())?;
+                ProfileModels {
+                    mouse: mouse.map(Detector::Knn),
+                    typing: typing.map(Detector::Knn),
+                    mouse_rich,
+                    alpha,
+                    trained_on,
+                    trained_at_ms,
+                    version,
+                }
+            }
+            other => {
+                return Err(corrupt(format!(
+                    "format {other} is not supported (this build reads {LEGACY_FORMAT} and {BLOB_FORMAT})"
+                )));
+            }
+        };
         if r.pos != bytes.len() {
             return Err(corrupt(format!("{} trailing bytes", bytes.len() - r.pos)));
         }
-        Ok(ProfileModels {
-            mouse,
-            typing,
-            trained_at_ms,
-            version,
-        })
+        Ok(models)
     }
 }
 
 const MAGIC: &[u8; 4] = b"VBPM";
-const BLOB_FORMAT: u16 = 1;
+const LEGACY_FORMAT: u16 = 1;
+const BLOB_FORMAT: u16 = 2;
+/// Most training rows a decoded model may claim (the server trains on at most a few hundred).
+const MAX_ROWS: usize = 1 << 20;
 
 fn corrupt(msg: impl Into<String>) -> ModelError {
     ModelError::Corrupt(msg.into())
@@ -297,7 +703,69 @@ impl<'a> Reader<'a> {
         self.take(N)?.try_into().map_err(|_| corrupt("truncated"))
     }
 
-    fn model(&mut self, n_features: usize) -> Result<Option<TrainedModel>, ModelError> {
+    fn f64s(&mut self, n: usize) -> Result<Vec<f64>, ModelError> {
+        let bytes = self.take(n.checked_mul(8).ok_or_else(|| corrupt("length"))?)?;
+        let out: Vec<f64> = bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                f64::from_le_bytes(b)
+            })
+            .collect();
+        if out.iter().any(|x| !x.is_finite()) {
+            return Err(corrupt("non-finite value"));
+        }
+        Ok(out)
+    }
+
+    fn knn(&mut self, n_cols: usize) -> Result<Option<KnnModel>, ModelError> {
+        match self.array::<1>()?[0] {
+            0 => Ok(None),
+            2 => {
+                let cols = u32::from_le_bytes(self.array()?) as usize;
+                if cols != n_cols {
+                    return Err(corrupt(format!(
+                        "model has {cols} columns, expected {n_cols}"
+                    )));
+                }
+                let k = u32::from_le_bytes(self.array()?) as usize;
+                let n = usize::try_from(u64::from_le_bytes(self.array()?))
+                    .ok()
+                    .filter(|&n| (1..=MAX_ROWS).contains(&n))
+                    .ok_or_else(|| corrupt("row count"))?;
+                if !(1..=MAX_K).contains(&k) {
+                    return Err(corrupt("k out of range"));
+                }
+                let center = self.f64s(n_cols)?;
+                let scale = self.f64s(n_cols)?;
+                if scale.iter().any(|&s| s <= 0.0) {
+                    return Err(corrupt("scale must be positive"));
+                }
+                let rows = self.f64s(n * n_cols)?;
+                let loo = self.f64s(n)?;
+                if loo.windows(2).any(|w| w[0] > w[1]) {
+                    return Err(corrupt("calibration distances are not sorted"));
+                }
+                let tail = f64::from_le_bytes(self.array()?);
+                if !(tail.is_finite() && tail > 0.0) {
+                    return Err(corrupt("tail scale"));
+                }
+                Ok(Some(KnnModel {
+                    n_cols,
+                    k,
+                    center,
+                    scale,
+                    rows,
+                    loo,
+                    tail,
+                }))
+            }
+            other => Err(corrupt(format!("presence byte {other}"))),
+        }
+    }
+
+    fn legacy(&mut self, n_features: usize) -> Result<Option<TrainedModel>, ModelError> {
         match self.array::<1>()?[0] {
             0 => Ok(None),
             1 => {
@@ -330,11 +798,10 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{FEATURE_COUNT, extract_features, idx};
     use crate::synth::{Persona, SessionGenerator};
 
     /// Vectors around a centre with small deterministic spread, all counting as mouse and typing.
-    fn cloud(n: usize, centre: f64) -> Vec<FeatureVector> {
+    fn cloud(n: usize, centre: f64, rich: bool) -> Vec<StoredVector> {
         let mut rng = crate::synth::Rng::new(1);
         (0..n)
             .map(|_| {
@@ -342,64 +809,129 @@ mod tests {
                 for x in v.iter_mut() {
                     *x = centre + rng.normal();
                 }
-                v
+                let r = rich.then(|| {
+                    let mut r = [0.0; RICH_COUNT];
+                    for x in r.iter_mut() {
+                        *x = 1.0 + 0.1 * rng.normal();
+                    }
+                    r
+                });
+                StoredVector {
+                    contract: v,
+                    rich: r,
+                }
             })
             .collect()
     }
 
     #[test]
-    fn trains_both_models_with_thresholds_near_the_fifth_percentile() {
-        let vs = cloud(300, 50.0);
-        let m = train_models(&vs, &TrainParams::default(), 1_700_000_000_000, 1).unwrap();
-        let mouse = m.mouse.as_ref().unwrap();
-        let typing = m.typing.as_ref().unwrap();
-        assert_eq!((mouse.n_rows, typing.n_rows), (300, 300));
-        assert_eq!(mouse.forest.n_features(), 10);
-        assert_eq!(typing.forest.n_features(), 4);
-        assert_eq!(mouse.forest.n_trees(), 100);
-        assert_eq!(mouse.forest.max_samples(), 256);
-        // By construction ~5 % of the training rows fall below the threshold.
-        let below = vs
-            .iter()
-            .filter(|v| mouse.decision(&v[MOUSE_COLUMNS]) < mouse.threshold)
-            .count();
-        assert!((10..=20).contains(&below), "{below}");
+    fn stored_vectors_round_trip() {
+        let vs = cloud(2, 5.0, true);
+        let values = vs[0].to_values();
+        assert_eq!(values.len(), FEATURE_COUNT + RICH_COUNT);
+        assert_eq!(StoredVector::from_values(&values), Some(vs[0]));
+        let plain = StoredVector::from(vs[1].contract);
+        assert_eq!(StoredVector::from_values(&plain.to_values()), Some(plain));
+        assert_eq!(StoredVector::from_values(&[0.0; 14]), None);
+        assert_eq!(StoredVector::from_values(&[0.0; 16]), None);
     }
 
     #[test]
-    fn training_is_deterministic() {
-        let vs = cloud(120, 5.0);
-        let a = train_models(&vs, &TrainParams::default(), 7, 1).unwrap();
-        let b = train_models(&vs, &TrainParams::default(), 7, 1).unwrap();
+    fn calibration_flags_about_alpha_of_the_owner_and_ranks_far_sessions_lower() {
+        let vs = cloud(300, 50.0, true);
+        let m = train_models(&vs, &TrainParams::default(), 300, 0, 1).unwrap();
+        assert!(m.mouse_rich);
+        let Some(Detector::Knn(mouse)) = &m.mouse else {
+            panic!("no mouse model")
+        };
+        assert_eq!((mouse.n_rows(), mouse.n_cols, mouse.k), (300, 20, 9));
+        // Fresh sessions of the same owner: about α of them fall below α.
+        let fresh = {
+            let mut rng = crate::synth::Rng::new(99);
+            (0..400)
+                .map(|_| {
+                    let mut v = [0.0; FEATURE_COUNT];
+                    for x in v.iter_mut() {
+                        *x = 50.0 + rng.normal();
+                    }
+                    let mut r = [0.0; RICH_COUNT];
+                    for x in r.iter_mut() {
+                        *x = 1.0 + 0.1 * rng.normal();
+                    }
+                    m.score(&v, &r, 100, 100)
+                })
+                .collect::<Vec<_>>()
+        };
+        let flagged = fresh.iter().filter(|s| s.is_anomaly).count();
+        assert!((5..=50).contains(&flagged), "{flagged}/400 flagged");
+        let near = m.score(&[50.0; FEATURE_COUNT], &[1.0; RICH_COUNT], 100, 100);
+        let far = m.score(&[80.0; FEATURE_COUNT], &[1.0; RICH_COUNT], 100, 100);
+        let farther = m.score(&[500.0; FEATURE_COUNT], &[1.0; RICH_COUNT], 100, 100);
+        assert!(!near.is_anomaly && far.is_anomaly && farther.is_anomaly);
+        assert!(near.score > far.score && far.score > farther.score && farther.score > 0.0);
+    }
+
+    #[test]
+    fn training_is_deterministic_and_round_trips() {
+        let vs = cloud(120, 5.0, true);
+        let a = train_models(&vs, &TrainParams::default(), 120, 7, 1).unwrap();
+        let b = train_models(&vs, &TrainParams::default(), 120, 7, 1).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.to_bytes(), b.to_bytes());
-    }
-
-    #[test]
-    fn a_model_with_too_few_rows_is_skipped() {
-        let mut vs = cloud(40, 5.0);
-        for v in vs.iter_mut().skip(19) {
-            v[idx::TYPING_SPEED_KPS] = 0.0;
-        }
-        let m = train_models(&vs, &TrainParams::default(), 0, 1).unwrap();
-        assert!(m.mouse.is_some());
-        assert!(m.typing.is_none(), "19 typing rows must not train");
-        for v in vs.iter_mut().take(19) {
-            v[idx::AVG_MOUSE_SPEED] = 0.0;
-        }
-        // 21 mouse rows remain: still trains.
-        assert!(
-            train_models(&vs, &TrainParams::default(), 0, 1)
-                .unwrap()
-                .mouse
-                .is_some()
+        let back = ProfileModels::from_bytes(&a.to_bytes()).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(
+            (back.trained_on, back.version, back.trained_at_ms),
+            (120, 1, 7)
+        );
+        let r = vs[3].rich.unwrap();
+        assert_eq!(
+            back.score(&vs[3].contract, &r, 50, 50),
+            a.score(&vs[3].contract, &r, 50, 50)
         );
     }
 
     #[test]
+    fn vectors_without_rich_train_on_the_contract_columns() {
+        let mut vs = cloud(60, 5.0, true);
+        vs[7].rich = None;
+        let m = train_models(&vs, &TrainParams::default(), 60, 0, 1).unwrap();
+        assert!(!m.mouse_rich);
+        let Some(Detector::Knn(mouse)) = &m.mouse else {
+            panic!()
+        };
+        assert_eq!(mouse.n_cols, 10);
+        assert_eq!(ProfileModels::from_bytes(&m.to_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn each_modality_trains_on_its_own_quota() {
+        let mut vs = cloud(40, 5.0, true);
+        for v in vs.iter_mut().skip(19) {
+            v.contract[idx::TYPING_SPEED_KPS] = 0.0;
+        }
+        let m = train_models(&vs, &TrainParams::default(), 40, 0, 1).unwrap();
+        assert!(m.mouse.is_some());
+        assert!(m.typing.is_none(), "19 typing rows must not train");
+        for v in vs.iter_mut() {
+            v.contract[idx::AVG_MOUSE_SPEED] = 0.0;
+            v.contract[idx::TYPING_SPEED_KPS] = 1.0;
+        }
+        let params = TrainParams {
+            digraph_rows: 41,
+            ..TrainParams::default()
+        };
+        match train_models(&vs, &params, 40, 0, 1) {
+            Err(ModelError::NotEnoughData { mouse_rows: 0, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        let m = train_models(&vs, &TrainParams::default(), 40, 0, 1).unwrap();
+        assert!(m.mouse.is_none() && m.typing.is_some());
+    }
+
+    #[test]
     fn no_trainable_model_is_an_error() {
-        let vs = cloud(19, 5.0);
-        match train_models(&vs, &TrainParams::default(), 0, 1) {
+        let vs = cloud(19, 5.0, false);
+        match train_models(&vs, &TrainParams::default(), 19, 0, 1) {
             Err(ModelError::NotEnoughData {
                 mouse_rows: 19,
                 typing_rows: 19,
@@ -407,93 +939,78 @@ mod tests {
             }) => {}
             other => panic!("{other:?}"),
         }
-        assert!(train_models(&[], &TrainParams::default(), 0, 1).is_err());
+        assert!(train_models(&[], &TrainParams::default(), 0, 0, 1).is_err());
     }
 
     #[test]
     fn vote_gates_and_abstention() {
-        let vs = cloud(200, 50.0);
-        let m = train_models(&vs, &TrainParams::default(), 0, 1).unwrap();
+        let vs = cloud(200, 50.0, true);
+        let m = train_models(&vs, &TrainParams::default(), 200, 0, 1).unwrap();
         let far = [1e6; FEATURE_COUNT];
-        // Both gates closed: nothing votes, the abstain values are reported.
-        let s = m.score(&far, 29, 5);
+        let rich = [1.0; RICH_COUNT];
+        // Both gates closed: nothing votes; no evidence, never an anomaly.
+        let s = m.score(&far, &rich, 29, 5);
         assert_eq!(
             s,
             Score {
                 is_anomaly: false,
-                score: 0.1,
+                score: NO_EVIDENCE_SCORE,
                 typing_threshold: 0.0,
                 mouse_threshold: 0.0,
                 mouse_score: 0.1,
                 typing_score: 0.1
             }
         );
-        // Mouse gate open: the far-away vector is flagged by the mouse model alone.
-        let s = m.score(&far, 30, 5);
-        assert!(s.is_anomaly);
-        assert!(s.mouse_score < s.mouse_threshold);
-        assert_eq!((s.typing_score, s.typing_threshold), (0.1, 0.0));
-        assert_eq!(s.score, s.mouse_score);
+        // Mouse gate open only: the mouse p-value is the score; the abstaining typing model does not clip it.
+        let typical = m.score(&vs[0].contract, &vs[0].rich.unwrap(), 30, 5);
+        assert_eq!(typical.score, typical.mouse_score);
+        assert!(typical.score > ABSTAIN_SCORE, "{typical:?}");
+        assert_eq!((typical.typing_score, typical.typing_threshold), (0.1, 0.0));
+        assert_eq!(typical.mouse_threshold, 0.05);
+        let s = m.score(&far, &rich, 30, 5);
+        assert!(s.is_anomaly && s.mouse_score < s.mouse_threshold);
         // Typing gate open only.
-        let s = m.score(&far, 0, 6);
+        let s = m.score(&far, &rich, 0, 6);
         assert!(s.is_anomaly);
         assert_eq!((s.mouse_score, s.mouse_threshold), (0.1, 0.0));
-        // A typical vector with both gates open is not anomalous, and score is the min.
-        let s = m.score(&vs[0], 100, 100);
-        assert_eq!(s.score, s.mouse_score.min(s.typing_score));
+        // Both vote: Fisher's combination, between the product and the smaller p-value.
+        let s = m.score(&vs[1].contract, &vs[1].rich.unwrap(), 100, 100);
+        let (p1, p2) = (s.mouse_score, s.typing_score);
+        assert!(s.score >= p1 * p2 && s.score <= 1.0, "{s:?}");
     }
 
     #[test]
-    fn a_missing_model_abstains_even_with_its_gate_open() {
-        let mut vs = cloud(60, 5.0);
-        for v in &mut vs {
-            v[idx::TYPING_SPEED_KPS] = 0.0;
-        }
-        let m = train_models(&vs, &TrainParams::default(), 0, 1).unwrap();
-        let s = m.score(&[1e6; FEATURE_COUNT], 0, 100);
-        assert!(!s.is_anomaly);
-        assert_eq!((s.typing_score, s.typing_threshold), (0.1, 0.0));
+    fn fisher_combination() {
+        assert_eq!(combine(&[]), NO_EVIDENCE_SCORE);
+        assert_eq!(combine(&[0.3]), 0.3);
+        let q: f64 = 0.2 * 0.5;
+        assert!((combine(&[0.2, 0.5]) - q * (1.0 - q.ln())).abs() < 1e-15);
+        assert_eq!(combine(&[1.0, 1.0]), 1.0);
+        assert_eq!(combine(&[0.0, 0.5]), 0.0);
     }
 
     #[test]
-    fn score_serialises_in_wire_order() {
-        let s = Score {
-            is_anomaly: true,
-            score: -0.25,
-            typing_threshold: 0.0,
-            mouse_threshold: 0.01,
-            mouse_score: -0.25,
-            typing_score: 0.1,
+    fn p_values_are_monotone_and_bounded() {
+        let vs = cloud(50, 5.0, false);
+        let m = train_models(&vs, &TrainParams::default(), 50, 0, 1).unwrap();
+        let Some(Detector::Knn(k)) = &m.typing else {
+            panic!()
         };
-        assert_eq!(
-            serde_json::to_string(&s).unwrap(),
-            r#"{"is_anomaly":true,"score":-0.25,"typing_threshold":0.0,"mouse_threshold":0.01,"mouse_score":-0.25,"typing_score":0.1}"#
-        );
-    }
-
-    #[test]
-    fn blob_round_trips_and_scores_identically() {
-        let vs = cloud(100, 3.0);
-        let m = train_models(&vs, &TrainParams::default(), 1_700_000_000_123, 4).unwrap();
-        let bytes = m.to_bytes();
-        let back = ProfileModels::from_bytes(&bytes).unwrap();
-        assert_eq!(back, m);
-        assert_eq!(back.version, 4);
-        assert_eq!(back.trained_at_ms, 1_700_000_000_123);
-        assert_eq!(back.score(&vs[3], 50, 50), m.score(&vs[3], 50, 50));
-        // Absent models round-trip too.
-        let only_mouse = ProfileModels { typing: None, ..m };
-        assert_eq!(
-            ProfileModels::from_bytes(&only_mouse.to_bytes()).unwrap(),
-            only_mouse
-        );
+        let mut last = 1.0;
+        for i in 0..200 {
+            let p = k.p_value(f64::from(i) * 0.05);
+            assert!(p <= last && p > 0.0 && p <= 1.0, "{i} {p}");
+            last = p;
+        }
+        assert_eq!(k.p_value(0.0), 1.0);
+        assert_eq!(k.p_value(f64::NAN), 0.0);
+        assert_eq!(k.distance(&[1.0; 3]), f64::INFINITY);
     }
 
     #[test]
     fn corrupt_blobs_are_errors_not_panics() {
-        let m = train_models(&cloud(30, 3.0), &TrainParams::default(), 0, 1).unwrap();
+        let m = train_models(&cloud(30, 3.0, true), &TrainParams::default(), 30, 0, 1).unwrap();
         let bytes = m.to_bytes();
-        // Every truncation.
         for cut in [
             0,
             3,
@@ -501,8 +1018,9 @@ mod tests {
             6,
             14,
             22,
-            23,
             30,
+            38,
+            39,
             40,
             bytes.len() / 2,
             bytes.len() - 1,
@@ -521,10 +1039,12 @@ mod tests {
         let mut fmt = bytes.clone();
         fmt[4] = 9;
         assert!(ProfileModels::from_bytes(&fmt).is_err());
+        let mut rich_flag = bytes.clone();
+        rich_flag[38] = 0;
+        assert!(ProfileModels::from_bytes(&rich_flag).is_err());
         let mut presence = bytes.clone();
-        presence[22] = 7;
+        presence[39] = 7;
         assert!(ProfileModels::from_bytes(&presence).is_err());
-        // Flipping bytes anywhere never panics.
         for i in (0..bytes.len()).step_by(97) {
             let mut b = bytes.clone();
             b[i] ^= 0xA5;
@@ -533,24 +1053,53 @@ mod tests {
     }
 
     #[test]
-    fn swapped_forests_are_rejected() {
-        // A typing forest (4 features) in the mouse slot must not decode.
-        let m = train_models(&cloud(30, 3.0), &TrainParams::default(), 0, 1).unwrap();
-        let swapped = ProfileModels {
-            mouse: m.typing.clone(),
-            typing: m.mouse.clone(),
-            ..m
-        };
-        assert!(ProfileModels::from_bytes(&swapped.to_bytes()).is_err());
+    fn legacy_forest_blobs_still_decode_and_score() {
+        // A format-1 blob as the previous version wrote it: one mouse forest, no typing model.
+        let rows: Vec<f64> = cloud(64, 5.0, false)
+            .iter()
+            .flat_map(|v| v.contract[MOUSE_COLUMNS].to_vec())
+            .collect();
+        let forest = IsolationForest::fit_matrix_with(
+            &rows,
+            10,
+            &vigil_iforest::Params {
+                n_estimators: 10,
+                max_samples: vigil_iforest::MaxSamples::Auto,
+                max_features: 1.0,
+                bootstrap: false,
+                contamination: vigil_iforest::Contamination::Fraction(0.01),
+                seed: 1,
+            },
+            Parallelism::CallingThread,
+        )
+        .unwrap();
+        let fb = forest.to_bytes();
+        let mut blob = Vec::new();
+        blob.extend_from_slice(MAGIC);
+        blob.extend_from_slice(&1u16.to_le_bytes());
+        blob.extend_from_slice(&3u64.to_le_bytes());
+        blob.extend_from_slice(&9i64.to_le_bytes());
+        blob.push(1);
+        blob.extend_from_slice(&0.01f64.to_le_bytes());
+        blob.extend_from_slice(&64u64.to_le_bytes());
+        blob.extend_from_slice(&(fb.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&fb);
+        blob.push(0);
+        let m = ProfileModels::from_bytes(&blob).unwrap();
+        assert!(m.is_legacy());
+        assert_eq!((m.version, m.trained_on), (3, 0));
+        let s = m.score(&[1e6; FEATURE_COUNT], &[0.0; RICH_COUNT], 100, 0);
+        assert!(s.is_anomaly);
+        assert_eq!(s.score, s.mouse_score.min(s.typing_score));
     }
 
     #[test]
     fn synthetic_owner_passes_and_impostor_is_flagged() {
         let mut alice = SessionGenerator::new(Persona::alice(), 21);
-        let train: Vec<_> = (0..300)
-            .map(|_| extract_features(&alice.next_payload()))
+        let train: Vec<_> = (0..100)
+            .map(|_| StoredVector::of(&alice.next_payload()))
             .collect();
-        let m = train_models(&train, &TrainParams::default(), 0, 1).unwrap();
+        let m = train_models(&train, &TrainParams::default(), 100, 0, 1).unwrap();
         let shape = crate::synth::Shape {
             mouse_points: 200,
             key_events: 30,

@@ -1,10 +1,10 @@
 //! End-to-end through the pure pipeline: JSON bytes → payload → features → readiness → training →
 //! blob → scoring, with synthetic users.
 
+use vigil_biometrics::Payload;
 use vigil_biometrics::lifecycle::{Counts, Quotas, RetrainPolicy, retraining_set};
-use vigil_biometrics::model::{ProfileModels, TrainParams, train_models};
+use vigil_biometrics::model::{ProfileModels, StoredVector, TrainParams, train_models};
 use vigil_biometrics::synth::{Persona, SessionGenerator};
-use vigil_biometrics::{FeatureVector, Payload, extract_features};
 
 /// Serialises and re-parses, as the server will see it.
 fn over_the_wire(p: &Payload) -> Payload {
@@ -27,14 +27,14 @@ fn flagged(models: &ProfileModels, g: &mut SessionGenerator, n: usize) -> usize 
 fn profile_becomes_ready_trains_and_tells_users_apart() {
     let quotas = Quotas::default();
     let mut alice = SessionGenerator::new(Persona::alice(), 1);
-    let mut stored: Vec<FeatureVector> = Vec::new();
+    let mut stored: Vec<StoredVector> = Vec::new();
     let mut counts = Counts::default();
     let mut ready_at = None;
     while ready_at.is_none() {
-        let f = extract_features(&over_the_wire(&alice.next_payload()));
-        stored.push(f);
-        counts.add(&f);
-        assert_eq!(counts, Counts::of(&stored));
+        let v = StoredVector::of(&over_the_wire(&alice.next_payload()));
+        stored.push(v);
+        counts.add(&v.contract);
+        assert_eq!(counts, Counts::of(stored.iter().map(|v| &v.contract)));
         if counts.is_ready(&quotas) {
             ready_at = Some(stored.len());
         }
@@ -43,11 +43,18 @@ fn profile_becomes_ready_trains_and_tells_users_apart() {
             "synthetic sessions should reach the quotas well before 400"
         );
     }
-    // Realistic mixed sessions meet the per-kind quotas first, so readiness comes at the total quota.
-    assert_eq!(ready_at, Some(300));
+    // At the total quota, or a little later when some of the first sessions did not move the mouse.
+    let ready_at = ready_at.unwrap_or_default();
+    assert!((30..=36).contains(&ready_at), "{ready_at}");
 
-    let models =
-        train_models(&stored, &TrainParams::default(), 1_700_000_000_000, 1).expect("trains");
+    let models = train_models(
+        &stored,
+        &TrainParams::default(),
+        ready_at as u64,
+        1_700_000_000_000,
+        1,
+    )
+    .expect("trains");
     let models = ProfileModels::from_bytes(&models.to_bytes()).expect("blob round-trips");
     let own = flagged(&models, &mut alice, 100);
     let mut bob = SessionGenerator::new(Persona::bob(), 2);
@@ -67,9 +74,9 @@ fn profile_becomes_ready_trains_and_tells_users_apart() {
         }
     }
     let set = retraining_set(&stored, &pool, policy.max_profiling, policy.max_pool);
-    assert_eq!(set.len(), 600);
+    assert_eq!(set.len(), ready_at + 300);
     let retrained =
-        train_models(&set, &TrainParams::default(), 1_700_000_100_000, 2).expect("retrains");
+        train_models(&set, &TrainParams::default(), 30, 1_700_000_100_000, 2).expect("retrains");
     assert_eq!(retrained.version, 2);
     let own = flagged(&retrained, &mut alice, 100);
     let other = flagged(&retrained, &mut bob, 100);

@@ -1,4 +1,5 @@
-//! MaxiDOM settings. Defaults are the spec's numbers; every one can be set by flag or environment.
+//! MaxiDOM settings; every one can be set by flag or environment. The quotas are chosen from the dev
+//! protocol's accuracy curve (ARCHITECTURE.md, MaxiDOM), not the reference's 300/50/150/30.
 
 use std::path::PathBuf;
 
@@ -7,34 +8,52 @@ use vigil_biometrics::lifecycle::{Quotas, RetrainPolicy};
 /// Settings of the MaxiDOM routes (flattened into `vigil serve`).
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct MaxidomConfig {
-    /// Stored vectors a profile needs before its models train.
+    /// Stored vectors a profile needs before it is ready (and one modality must be at its quota too).
     #[arg(
         long = "maxidom-quota-total",
         env = "MAXIDOM_QUOTA_TOTAL",
-        default_value_t = 300
+        default_value_t = 30
     )]
     pub quota_total: u64,
-    /// Vectors with typing (typing_speed_kps > 0) needed before training.
+    /// Vectors with typing (typing_speed_kps > 0) the typing model needs.
     #[arg(
         long = "maxidom-quota-keyboard",
         env = "MAXIDOM_QUOTA_KEYBOARD",
-        default_value_t = 50
+        default_value_t = 30
     )]
     pub quota_keyboard: u64,
-    /// Vectors with mouse movement (avg_mouse_speed > 0) needed before training.
+    /// Vectors with mouse movement (avg_mouse_speed > 0) the mouse model needs.
     #[arg(
         long = "maxidom-quota-mouse",
         env = "MAXIDOM_QUOTA_MOUSE",
-        default_value_t = 150
+        default_value_t = 30
     )]
     pub quota_mouse: u64,
-    /// Vectors with digraph timings (avg_flight_time_digraph > 0) needed before training.
+    /// Vectors with digraph timings (avg_flight_time_digraph > 0) the typing model needs.
     #[arg(
         long = "maxidom-quota-digraph",
         env = "MAXIDOM_QUOTA_DIGRAPH",
-        default_value_t = 30
+        default_value_t = 10
     )]
     pub quota_digraph: u64,
+    /// Whether accepted sessions feed the retraining pool (the feedback loop). Off: models change only
+    /// with profiling data (`/train`).
+    #[arg(
+        long = "maxidom-feedback",
+        env = "MAXIDOM_FEEDBACK",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub feedback: bool,
+    /// Calibrated score a session needs to enter the retraining pool: only sessions at least as typical
+    /// as this share of the owner's own are trusted to be the owner's, so an impostor that slips under the
+    /// anomaly threshold does not teach the model.
+    #[arg(
+        long = "maxidom-pool-min-score",
+        env = "MAXIDOM_POOL_MIN_SCORE",
+        default_value_t = 0.5
+    )]
+    pub pool_min_score: f64,
     /// Accepted sessions in the retraining pool that trigger a retraining.
     #[arg(
         long = "maxidom-pool-size",
@@ -42,7 +61,7 @@ pub struct MaxidomConfig {
         default_value_t = 500
     )]
     pub pool_size: usize,
-    /// Newest profiling vectors a retraining uses.
+    /// Newest profiling vectors a training uses (the accuracy curve is flat beyond ~150).
     #[arg(
         long = "maxidom-retrain-profiling",
         env = "MAXIDOM_RETRAIN_PROFILING",
@@ -77,7 +96,7 @@ pub struct MaxidomConfig {
         default_value_t = 300
     )]
     pub claim_ttl_secs: u64,
-    /// Seed of the Isolation Forests (training is deterministic for given data).
+    /// Seed of legacy Isolation Forests (kept for configuration compatibility: the k-NN models are deterministic).
     #[arg(long = "maxidom-seed", env = "MAXIDOM_SEED", default_value_t = 42)]
     pub seed: u64,
     /// Profiles whose models are kept decoded in memory (each ≈ 100 KB).
@@ -95,10 +114,12 @@ pub struct MaxidomConfig {
 impl Default for MaxidomConfig {
     fn default() -> Self {
         MaxidomConfig {
-            quota_total: 300,
-            quota_keyboard: 50,
-            quota_mouse: 150,
-            quota_digraph: 30,
+            quota_total: 30,
+            quota_keyboard: 30,
+            quota_mouse: 30,
+            quota_digraph: 10,
+            feedback: true,
+            pool_min_score: 0.5,
             pool_size: 500,
             retrain_profiling: 300,
             retrain_pool: 300,
@@ -163,5 +184,7 @@ mod tests {
         .unwrap();
         assert_eq!(cli.config.quota_total, 10);
         assert_eq!(cli.config.pool_size, 7);
+        let off = Cli::try_parse_from(["vigil", "--maxidom-feedback", "false"]).unwrap();
+        assert!(!off.config.feedback);
     }
 }

@@ -9,7 +9,10 @@
 //! - Every fact that must survive a restart or be shared between replicas is in the database: counters,
 //!   vectors, pool, models, the training slot, password-guessing state. The process keeps only a cache of
 //!   decoded models, validated against the database's active model version on every score (by the pool write
-//!   itself for accepted sessions, which are group-committed by one writer task: `pool`).
+//!   itself for pooled sessions, which are group-committed by one writer task: `pool`).
+//! - A profile is ready per modality (30 vectors, one modality at its quota) and is retrained as it grows;
+//!   only typical accepted sessions feed the retraining pool, and `--maxidom-feedback false` turns that off.
+//!   Scores are calibrated p-values, comparable across profiles (ARCHITECTURE.md, "MaxiDOM detection").
 //! - Training runs off the request path, at most once at a time per profile across all processes (a
 //!   compare-and-set claim row), and publishes atomically; a reset during training discards its result.
 //! - `/train` costs the same whatever the number of stored vectors (counters, not counts).

@@ -14,7 +14,6 @@
 use std::sync::OnceLock;
 
 use tokio::sync::{mpsc, oneshot};
-use vigil_biometrics::FeatureVector;
 use vigil_store::maxidom::{self as db, PoolEntry, Pooled, RetrainTrigger};
 use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
@@ -36,7 +35,7 @@ struct Job {
     profile_id: String,
     model_version: i64,
     vector_id: String,
-    features: FeatureVector,
+    features: Vec<f64>,
     created_at: i64,
     reply: oneshot::Sender<Result<Pooled, StoreError>>,
 }
@@ -71,7 +70,7 @@ impl PoolWriter {
         store: &Store,
         profile_id: &str,
         model_version: i64,
-        features: FeatureVector,
+        features: Vec<f64>,
     ) -> Result<Pooled, PoolError> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use vigil_biometrics::lifecycle::{Progress, TrainResponse};
 use vigil_biometrics::model::Score;
-use vigil_biometrics::{Payload, extract_features};
+use vigil_biometrics::{Payload, StoredVector};
 use vigil_http::axum::body::Body;
 use vigil_http::axum::extract::{FromRequest, Path, Request, State};
 use vigil_http::axum::http::{StatusCode, header};
@@ -236,21 +236,24 @@ pub async fn train(
     PayloadBody(payload): PayloadBody,
 ) -> ApiResult<Json<TrainResponse>> {
     let profile_id = canonical_profile_id(&raw)?;
-    let features = extract_features(&payload);
+    let vector = StoredVector::of(&payload);
     let vector_id = uuid::Uuid::new_v4().to_string();
     let after = db::add_vector(
         &state.store,
         &profile_id,
         &vector_id,
-        &features,
-        kinds_of(&features),
+        &vector.to_values(),
+        kinds_of(&vector.contract),
         now_ms(),
     )
     .await?
     .ok_or_else(|| Error::not_found(NOT_ENROLLED))?;
     metrics::counter!("maxidom_train_vectors_total").increment(1);
     let progress = counts_of(after.counts).progress(&svc.config.quotas());
-    if progress.is_ready && !after.model_active {
+    if after.model_active {
+        svc.maybe_grow(&state, &profile_id, counts_of(after.counts))
+            .await;
+    } else if progress.is_ready {
         svc.maybe_start_training(&state, &profile_id).await?;
     }
     Ok(Json(TrainResponse::new(profile_id, progress)))

@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use vigil_biometrics::lifecycle::{Counts, VectorKinds, retraining_set, vector_from_slice};
-use vigil_biometrics::model::{Parallelism, ProfileModels, Score, TrainParams, train_models};
-use vigil_biometrics::{FeatureVector, ModelError, Payload, extract_features};
+use vigil_biometrics::lifecycle::{Counts, VectorKinds, growth_due, retraining_set};
+use vigil_biometrics::model::{
+    Parallelism, ProfileModels, Score, StoredVector, TrainParams, train_models,
+};
+use vigil_biometrics::{FeatureVector, ModelError, Payload, RICH_COUNT};
 use vigil_http::AppState;
 use vigil_store::maxidom::{self as db, Claim, Thresholds};
 use vigil_store::time::now_ms;
@@ -21,8 +23,6 @@ use vigil_store::{Store, StoreError};
 use crate::config::MaxidomConfig;
 use crate::pool::{PoolError, PoolPolicy, PoolWriter};
 
-/// Most vectors an initial training reads (a profile normally has just over the total quota).
-const INITIAL_TRAINING_MAX_VECTORS: i64 = 10_000;
 /// Times a score is redone because the model changed under it before the request gives up (503). Models
 /// change once per retraining, so even two in a row means something is badly wrong.
 const MAX_MODEL_RACES: usize = 4;
@@ -101,9 +101,18 @@ pub enum LoadError {
 /// Which training a claim is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrainingKind {
+    /// The first model, once the profile is ready.
     Initial,
+    /// The pool filled: profiling and pool vectors, and the pool is emptied.
     Retrain,
+    /// The profile grew (see [`growth_due`]) or a modality became ready: the same data as a retraining, but
+    /// the pool is left alone.
+    Grow,
 }
+
+/// New vectors a profile needs before a modality that became ready since the last training triggers one
+/// (so a modality whose data the training window cannot cover does not retrain on every `/train`).
+const MISSING_MODALITY_STEP: u64 = 5;
 
 impl Maxidom {
     pub fn new(config: MaxidomConfig) -> Self {
@@ -143,8 +152,12 @@ impl Maxidom {
     }
 
     fn train_params(&self) -> TrainParams {
+        let q = self.config.quotas();
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         TrainParams {
-            seed: self.config.seed,
+            mouse_rows: n(q.mouse),
+            typing_rows: n(q.keyboard),
+            digraph_rows: n(q.digraph),
             parallelism: Parallelism::CallingThread,
             ..TrainParams::default()
         }
@@ -155,8 +168,12 @@ impl Maxidom {
     /// The cached model is used optimistically and validated afterwards, in the same round trip that has to
     /// happen anyway: an accepted session goes to the retraining pool through a write that only succeeds while
     /// the scoring model is still the active version (and that also takes the retraining slot when the pool
-    /// fills); an anomaly, which writes nothing, reads the active version. On a mismatch the model is loaded
-    /// again and the session rescored, so no answer ever comes from a replaced or reset model.
+    /// fills); any other answer, which writes nothing, reads the active version. On a mismatch the model is
+    /// loaded again and the session rescored, so no answer ever comes from a replaced or reset model.
+    ///
+    /// Only sessions that are typical for the owner (calibrated score ≥ `pool_min_score`, not merely above
+    /// the anomaly threshold) enter the pool, and none when the feedback loop is off: a pool that took every
+    /// accepted session would let an impostor who stays just under the threshold become the owner.
     pub async fn score(
         self: &Arc<Self>,
         state: &AppState,
@@ -164,7 +181,8 @@ impl Maxidom {
         payload: &Payload,
     ) -> Result<Option<Score>, LoadError> {
         let store = &state.store;
-        let features = extract_features(payload);
+        let vector = StoredVector::of(payload);
+        let rich = vector.rich.unwrap_or([0.0; RICH_COUNT]);
         let (mouse_points, key_events) = (payload.mouse_point_count(), payload.key_event_count());
         let mut cached = self.cache.get(profile_id);
         for _ in 0..MAX_MODEL_RACES {
@@ -176,8 +194,13 @@ impl Maxidom {
                     None => return Ok(None),
                 },
             };
-            let result = models.score(&features, mouse_points, key_events);
-            if result.is_anomaly {
+            let result = models.score(&vector.contract, &rich, mouse_points, key_events);
+            // A legacy model's score is a raw forest decision, not a p-value: its accepted sessions are pooled as
+            // before, so its pool fills and the retraining replaces it with a calibrated model.
+            let pooled = self.config.feedback
+                && !result.is_anomaly
+                && (models.is_legacy() || result.score >= self.config.pool_min_score);
+            if !pooled {
                 if fresh {
                     return Ok(Some(result));
                 }
@@ -190,7 +213,11 @@ impl Maxidom {
                     }
                 }
             }
-            match self.pool.add(store, profile_id, version, features).await? {
+            match self
+                .pool
+                .add(store, profile_id, version, vector.to_values())
+                .await?
+            {
                 db::Pooled::Added { claim, .. } => {
                     self.spawn_training(state, claim, TrainingKind::Retrain);
                     return Ok(Some(result));
@@ -265,6 +292,54 @@ impl Maxidom {
         Ok(self.spawn_training(state, claim, TrainingKind::Initial))
     }
 
+    /// Starts a training of a profile whose model is active when the profile has grown enough since (or a
+    /// modality without a model became ready): the first model is trained on the first 30 vectors, and
+    /// accuracy keeps improving up to ~150 (the accuracy curve), so the profile is retrained as it grows.
+    /// Best effort: the vector is already stored, so a failure here is logged and `/train` still answers.
+    pub async fn maybe_grow(
+        self: &Arc<Self>,
+        state: &AppState,
+        profile_id: &str,
+        counts: Counts,
+    ) -> bool {
+        let active = match self.load_active(&state.store, profile_id).await {
+            Ok(Some(active)) => active,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(profile_id, error = %e, "could not check whether the profile needs a training");
+                return false;
+            }
+        };
+        let (version, models) = active;
+        let q = self.config.quotas();
+        let max_training = u64::try_from(self.config.retrain_profiling).unwrap_or(u64::MAX);
+        let missing = (models.mouse.is_none() && counts.mouse_ready(&q))
+            || (models.typing.is_none() && counts.typing_ready(&q));
+        let due = growth_due(models.trained_on, counts.total, max_training)
+            || (missing && counts.total >= models.trained_on.saturating_add(MISSING_MODALITY_STEP));
+        if !due {
+            return false;
+        }
+        let now = now_ms();
+        let token = uuid::Uuid::new_v4().to_string();
+        match db::claim_growth_training(
+            &state.store,
+            profile_id,
+            &token,
+            now,
+            self.stale_before(now),
+            version,
+        )
+        .await
+        {
+            Ok(claim) => self.spawn_training(state, claim, TrainingKind::Grow),
+            Err(e) => {
+                tracing::warn!(profile_id, error = %e, "could not claim a growth training");
+                false
+            }
+        }
+    }
+
     fn spawn_training(
         self: &Arc<Self>,
         state: &AppState,
@@ -298,32 +373,32 @@ impl Maxidom {
         let started = Instant::now();
         let policy = self.config.retrain_policy();
         let pid = claim.profile_id.as_str();
-        let to_vectors = |rows: Vec<Vec<f64>>| -> Vec<FeatureVector> {
-            rows.iter().filter_map(|r| vector_from_slice(r)).collect()
+        let to_vectors = |rows: Vec<Vec<f64>>| -> Vec<StoredVector> {
+            rows.iter()
+                .filter_map(|r| StoredVector::from_values(r))
+                .collect()
         };
-        let (vectors, pool_cutoff) = match kind {
-            TrainingKind::Initial => (
-                to_vectors(db::newest_vectors(store, pid, INITIAL_TRAINING_MAX_VECTORS).await?),
-                None,
-            ),
-            TrainingKind::Retrain => {
-                // Everything pooled up to now is consumed by this retraining (the pool is emptied up to here).
-                let cutoff = now_ms();
-                let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-                let profiling =
-                    to_vectors(db::newest_vectors(store, pid, limit(policy.max_profiling)).await?);
-                let pool = to_vectors(db::newest_pool(store, pid, limit(policy.max_pool)).await?);
-                (
-                    retraining_set(&profiling, &pool, policy.max_profiling, policy.max_pool),
-                    Some(cutoff),
-                )
+        // Read before the vectors, so a vector stored meanwhile counts as new for the next growth check.
+        let trained_on = db::profile(store, pid)
+            .await?
+            .map_or(0, |p| u64::try_from(p.counts.total).unwrap_or(0));
+        let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        // Everything pooled up to now is consumed by a pool retraining (the pool is emptied up to here).
+        let pool_cutoff = (kind == TrainingKind::Retrain).then(now_ms);
+        let profiling =
+            to_vectors(db::newest_vectors(store, pid, limit(policy.max_profiling)).await?);
+        let pool = match kind {
+            TrainingKind::Initial => Vec::new(),
+            TrainingKind::Retrain | TrainingKind::Grow => {
+                to_vectors(db::newest_pool(store, pid, limit(policy.max_pool)).await?)
             }
         };
+        let vectors = retraining_set(&profiling, &pool, policy.max_profiling, policy.max_pool);
         let params = self.train_params();
         let version = u64::try_from(claim.next_version).unwrap_or(0);
         let trained_at = now_ms();
         let (models, blob) = tokio::task::spawn_blocking(move || {
-            train_models(&vectors, &params, trained_at, version).map(|m| {
+            train_models(&vectors, &params, trained_on, trained_at, version).map(|m| {
                 let blob = m.to_bytes();
                 (m, blob)
             })
@@ -336,6 +411,7 @@ impl Maxidom {
             let name = match kind {
                 TrainingKind::Initial => "maxidom_trainings_total",
                 TrainingKind::Retrain => "maxidom_retrainings_total",
+                TrainingKind::Grow => "maxidom_growth_trainings_total",
             };
             metrics::counter!(name).increment(1);
             metrics::histogram!("maxidom_training_duration_seconds")

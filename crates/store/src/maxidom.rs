@@ -10,7 +10,8 @@
 //!   confused with a later one;
 //! * a password attempt is charged *before* the hash is checked, so concurrent guesses cannot slip past the limit.
 //!
-//! Feature vectors are stored as little-endian `f64` blobs; this module does not interpret them.
+//! Feature vectors are stored as little-endian `f64` blobs (the 15 contract features, then the rich mouse vector when
+//! the server extracted one; `vigil_biometrics::model::StoredVector`); this module does not interpret them.
 
 use sqlx::Row;
 
@@ -576,7 +577,8 @@ fn claim_from(
 }
 
 /// Takes the training slot for the first model: succeeds for exactly one caller, and only while the profile is
-/// ready, has no model, and no live claim exists (claims older than `stale_before` are presumed dead).
+/// ready, has no model, and no live claim exists (claims older than `stale_before` are presumed dead). Ready:
+/// `total` vectors and at least one modality at its quota (mouse; or keyboard together with digraph).
 pub async fn claim_initial_training(
     store: &Store,
     profile_id: &str,
@@ -589,7 +591,7 @@ pub async fn claim_initial_training(
         "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 \
          WHERE profile_id = $1 AND model_trained_at IS NULL \
            AND (training_claim IS NULL OR training_claimed_at < $4) \
-           AND total_count >= $5 AND keyboard_count >= $6 AND mouse_count >= $7 AND digraph_count >= $8 \
+           AND total_count >= $5 AND (mouse_count >= $7 OR (keyboard_count >= $6 AND digraph_count >= $8)) \
          RETURNING model_version",
     )
     .bind(profile_id)
@@ -626,6 +628,33 @@ pub async fn claim_retraining(
     .bind(now)
     .bind(stale_before)
     .bind(pool_trigger)
+    .fetch_optional(store.pool())
+    .await?;
+    claim_from(row, profile_id, token)
+}
+
+/// Takes the training slot for a training on a grown profile (more vectors, or a modality that became ready
+/// since): only while the model `trained_version` is still the active one, so a growth is trained once however
+/// many `/train` calls notice it, and no live claim exists.
+pub async fn claim_growth_training(
+    store: &Store,
+    profile_id: &str,
+    token: &str,
+    now: i64,
+    stale_before: i64,
+    trained_version: i64,
+) -> Result<Option<Claim>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 \
+         WHERE profile_id = $1 AND model_trained_at IS NOT NULL AND model_version = $5 \
+           AND (training_claim IS NULL OR training_claimed_at < $4) \
+         RETURNING model_version",
+    )
+    .bind(profile_id)
+    .bind(token)
+    .bind(now)
+    .bind(stale_before)
+    .bind(trained_version)
     .fetch_optional(store.pool())
     .await?;
     claim_from(row, profile_id, token)
@@ -1172,6 +1201,72 @@ mod tests {
                     .unwrap()
                     .is_empty()
             );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_needs_one_modality_and_growth_is_claimed_once_per_model_version() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            let l = db.label;
+            enroll(s, P, "h", 1).await.unwrap();
+            let mouse_only = VectorKinds {
+                keyboard: false,
+                mouse: true,
+                digraph: false,
+            };
+            for i in 0..2 {
+                add_vector(s, P, &format!("v{i}"), &[1.0; 15], mouse_only, 2 + i)
+                    .await
+                    .unwrap();
+            }
+            let ready = Thresholds {
+                total: 2,
+                keyboard: 2,
+                mouse: 2,
+                digraph: 1,
+            };
+            // No typing at all: the mouse quota alone makes the profile ready.
+            let claim = claim_initial_training(s, P, "t", 3, 0, ready)
+                .await
+                .unwrap()
+                .expect("ready on the mouse alone");
+            assert!(
+                claim_growth_training(s, P, "g0", 3, 0, 0)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}: no growth training without an active model"
+            );
+            assert!(publish_model(s, &claim, b"m1", 4, None).await.unwrap());
+            assert!(
+                claim_growth_training(s, P, "g1", 5, 0, 0)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}: only for the active version"
+            );
+            let g = claim_growth_training(s, P, "g2", 5, 0, 1)
+                .await
+                .unwrap()
+                .expect("growth claim");
+            assert_eq!(g.next_version, 2);
+            assert!(
+                claim_growth_training(s, P, "g3", 6, 0, 1)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}: the slot is taken"
+            );
+            assert!(publish_model(s, &g, b"m2", 7, None).await.unwrap());
+            assert!(
+                claim_growth_training(s, P, "g4", 8, 0, 1)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}: that growth is trained"
+            );
+            assert_eq!(active_model_version(s, P).await.unwrap(), Some(2));
         }
     }
 
