@@ -6,12 +6,11 @@
 //! caller re-reads and recomputes ([`save`] returns [`Saved::Conflict`]). The model column is rewritten only when
 //! the caller says it changed, so the per-event write stays a few kilobytes.
 //!
-//! Contention: a writer that loses the race once takes the stream's [`StreamLock`] (on PostgreSQL a session
-//! advisory lock keyed by the stream name, so every replica's contended writers queue for it) and re-reads,
-//! recomputes and writes on the lock's own connection. Contention then costs a wait instead of an error, and a
-//! pool of one connection cannot deadlock on it.
+//! Contention: a writer that loses the race once retries in a [`StreamLock`] turn (on PostgreSQL a transaction
+//! that reads the row `FOR UPDATE` and writes it on the same connection): other writers' updates wait for the turn
+//! and then miss, so the turn's write lands. Contention costs a wait instead of an error, and a pool of one
+//! connection cannot deadlock on it.
 
-use vigil_store::sqlx::pool::PoolConnection;
 use vigil_store::sqlx::{self, Any, Executor};
 use vigil_store::time::now_ms;
 use vigil_store::{Backend, Store, StoreError};
@@ -72,69 +71,55 @@ async fn load_on<'e, E: Executor<'e, Database = Any>>(
     Ok(row.map(from_row))
 }
 
-/// One writer's exclusive turn at a stream across all replicas (see the module docs). On SQLite, where one
-/// process owns the database, it holds nothing. Release it with [`StreamLock::release`]; dropped without that
-/// (a cancelled request), its connection is closed instead of returned to the pool, which ends the lock.
+/// One writer's exclusive turn at a stream across all replicas (see the module docs): on PostgreSQL a transaction
+/// that reads the row `FOR UPDATE`, so a concurrent optimistic `UPDATE` waits for it and then misses, and the turn's
+/// own write cannot. On SQLite, where one process owns the database, it holds nothing. One turn covers one read and
+/// one write; dropping it uncommitted rolls back.
 pub struct StreamLock {
     stream: String,
-    conn: Option<PoolConnection<Any>>,
+    tx: Option<sqlx::Transaction<'static, Any>>,
 }
 
-/// Waits for `stream`'s lock.
+/// Starts a turn at `stream`.
 pub async fn lock(store: &Store, stream: &str) -> Result<StreamLock, StoreError> {
-    let conn = match store.backend() {
+    let tx = match store.backend() {
         Backend::Sqlite => None,
-        Backend::Postgres => {
-            let mut conn = store.pool().acquire().await?;
-            sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-                .bind(stream)
-                .execute(&mut *conn)
-                .await?;
-            Some(conn)
-        }
+        Backend::Postgres => Some(store.pool().begin().await?),
     };
     Ok(StreamLock {
         stream: stream.to_owned(),
-        conn,
+        tx,
     })
 }
 
 impl StreamLock {
-    /// [`load`] under the lock.
+    /// [`load`], locking the row until [`StreamLock::save`].
     pub async fn load(&mut self, store: &Store) -> Result<Option<StoredStream>, StoreError> {
-        match self.conn.as_mut() {
-            Some(conn) => load_on(&mut **conn, &self.stream).await,
+        match self.tx.as_mut() {
+            Some(tx) => {
+                let row: Option<Row> = sqlx::query_as(&format!(
+                    "SELECT {COLUMNS} FROM stream_states WHERE stream = $1 FOR UPDATE"
+                ))
+                .bind(&self.stream)
+                .fetch_optional(&mut **tx)
+                .await?;
+                Ok(row.map(from_row))
+            }
             None => load(store, &self.stream).await,
         }
     }
 
-    /// [`save`] under the lock.
-    pub async fn save(&mut self, store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
-        match self.conn.as_mut() {
-            Some(conn) => save_on(&mut **conn, w).await,
-            None => save(store, w).await,
-        }
-    }
-
-    /// Gives the lock up and returns the connection to the pool.
-    pub async fn release(mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-                .bind(&self.stream)
-                .execute(&mut *conn)
-                .await;
-            if let Err(e) = unlocked {
-                tracing::warn!(stream = %self.stream, error = %e, "could not release a stream lock; closing its connection");
-                conn.close_on_drop();
+    /// [`save`], committing the turn when it wrote.
+    pub async fn save(mut self, store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
+        match self.tx.take() {
+            Some(mut tx) => {
+                let saved = save_on(&mut *tx, w).await?;
+                if saved != Saved::Conflict {
+                    tx.commit().await?;
+                }
+                Ok(saved)
             }
-        }
-    }
-}
-
-impl Drop for StreamLock {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.close_on_drop();
+            None => save(store, w).await,
         }
     }
 }

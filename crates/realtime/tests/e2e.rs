@@ -569,22 +569,29 @@ async fn replicas_share_stream_state_through_the_database() {
     }
 }
 
-/// The hardening review's two-replica contention, kept: writers of one stream on two replicas (separate caches,
-/// separate pools, one PostgreSQL) used to get 503 after 4 lost races (14 of 160 batches). Contended writers now
-/// queue on the stream's advisory lock: every batch is answered and stored exactly once.
-#[tokio::test]
-async fn contended_replicas_wait_instead_of_failing() {
+/// Two replicas over one PostgreSQL database: separate pools, separate process-local caches and hubs, one JWT
+/// secret. `None` (after saying so) without `TEST_DATABASE_URL`.
+async fn two_replicas(test: &str) -> Option<((TestApp, Realtime), (TestApp, Realtime))> {
     let Some(db) = vigil_store::testing::TestDb::postgres().await else {
-        eprintln!(
-            "skipping the replica contention test: it needs PostgreSQL (set TEST_DATABASE_URL)"
-        );
-        return;
+        eprintln!("skipping {test}: it needs PostgreSQL (set TEST_DATABASE_URL)");
+        return None;
     };
     let replica = db.replica().await;
     let (rt_a, rt_b) = (Realtime::new(open()), Realtime::new(open()));
     let (a2, b2) = (rt_a.clone(), rt_b.clone());
     let a = TestApp::start(db, move |_| router_with(a2.clone())).await;
     let b = TestApp::start(replica, move |_| router_with(b2.clone())).await;
+    Some(((a, rt_a), (b, rt_b)))
+}
+
+/// The hardening review's two-replica contention, kept: writers of one stream on two replicas (separate caches,
+/// separate pools, one PostgreSQL) used to get 503 after 4 lost races (14 of 160 batches). Contended writers now
+/// retry in locked turns (the row read FOR UPDATE): every batch is answered and stored exactly once.
+#[tokio::test]
+async fn contended_replicas_wait_instead_of_failing() {
+    let Some(((a, rt_a), (b, rt_b))) = two_replicas("the replica contention test").await else {
+        return;
+    };
     const WRITERS: usize = 8;
     const BATCHES: usize = 20;
     let started = std::time::Instant::now();
@@ -1042,18 +1049,9 @@ async fn drain_texts(ws: &mut Ws, first_wait: Duration, quiet: Duration) -> Vec<
 
 #[tokio::test]
 async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
-    let Some(db) = vigil_store::testing::TestDb::postgres().await else {
-        eprintln!(
-            "skipping the cross-replica fan-out test: it needs PostgreSQL (set TEST_DATABASE_URL)"
-        );
+    let Some(((a, rt_a), (b, rt_b))) = two_replicas("the cross-replica fan-out test").await else {
         return;
     };
-    // Two replicas over one database: separate pools, separate process-local hubs, one JWT secret.
-    let replica_db = db.replica().await;
-    let (rt_a, rt_b) = (Realtime::new(open()), Realtime::new(open()));
-    let (a2, b2) = (rt_a.clone(), rt_b.clone());
-    let a = TestApp::start(db, move |_| router_with(a2.clone())).await;
-    let b = TestApp::start(replica_db, move |_| router_with(b2.clone())).await;
 
     let (user_id, analyst) = a.user_with_role("fanout", Role::Analyst).await;
     vigil_store::sqlx::query(
