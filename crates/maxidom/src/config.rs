@@ -89,11 +89,14 @@ pub struct MaxidomConfig {
         default_value_t = 900
     )]
     pub lockout_window_secs: u64,
-    /// A training claim older than this is presumed dead (its process crashed) and may be taken over.
+    /// A training claim not refreshed for this long is presumed dead (its process crashed) and is taken over;
+    /// live trainings refresh theirs every quarter of it. It bounds how long a crash mid-training leaves a
+    /// profile without its model.
     #[arg(
         long = "maxidom-claim-ttl-secs",
         env = "MAXIDOM_CLAIM_TTL_SECS",
-        default_value_t = 300
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub claim_ttl_secs: u64,
     /// Seed of legacy Isolation Forests (kept for configuration compatibility: the k-NN models are deterministic).
@@ -125,7 +128,7 @@ impl Default for MaxidomConfig {
             retrain_pool: 300,
             lockout_failures: 5,
             lockout_window_secs: 900,
-            claim_ttl_secs: 300,
+            claim_ttl_secs: 30,
             seed: 42,
             cache_profiles: 10_000,
             static_dir: None,

@@ -14,7 +14,10 @@
 //!   only typical accepted sessions feed the retraining pool, and `--maxidom-feedback false` turns that off.
 //!   Scores are calibrated p-values, comparable across profiles (ARCHITECTURE.md, "MaxiDOM detection").
 //! - Training runs off the request path, at most once at a time per profile across all processes (a
-//!   compare-and-set claim row), and publishes atomically; a reset during training discards its result.
+//!   compare-and-set claim row), and publishes atomically; a reset during training discards its result. A live
+//!   trainer refreshes its claim every quarter TTL; a claim left by a dead process expires after one TTL and
+//!   every process's recovery sweeper (and a `/score` answering 404) claims the training again, so a crash costs
+//!   one TTL (30 s by default), not the model until the next `/train`.
 //! - `/train` costs the same whatever the number of stored vectors (counters, not counts).
 //! - Passwords are Argon2id; reference bcrypt hashes verify and are upgraded on the first success; at most
 //!   `lockout_failures` password checks per window are admitted, counted before the hash is checked.
@@ -36,8 +39,12 @@ pub use config::MaxidomConfig;
 pub use service::Maxidom;
 
 /// The MaxiDOM routes, ready to merge into the application.
-pub fn router(_state: &AppState, config: MaxidomConfig) -> OpenApiRouter<AppState> {
+///
+/// Also starts this process's recovery sweeper ([`Maxidom::spawn_recovery`]), so it must be called inside the
+/// Tokio runtime that serves the application.
+pub fn router(state: &AppState, config: MaxidomConfig) -> OpenApiRouter<AppState> {
     let svc = Arc::new(Maxidom::new(config));
+    svc.spawn_recovery(state);
     OpenApiRouter::new()
         .routes(routes!(routes::enroll))
         .routes(routes!(routes::verify_password))

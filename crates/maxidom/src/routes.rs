@@ -279,8 +279,16 @@ pub async fn score(
             LoadError::Store(e) | LoadError::Pool(PoolError::Store(e)) => Error::Store(e),
             LoadError::ModelChurn(_) => Error::Unavailable(e.to_string()),
             other => Error::internal(other),
-        })?
-        .ok_or_else(|| Error::not_found(MODEL_NOT_FOUND))?;
+        })?;
+    let Some(result) = result else {
+        // A ready profile can be without a model and without a live training: its training failed, or its process
+        // died and the claim has expired. The extension keeps scoring, so this is where it gets retried at once
+        // instead of at the next `/train` (one conditional UPDATE that matches nothing for an unready profile).
+        if let Err(e) = svc.maybe_start_training(&state, &profile_id).await {
+            tracing::warn!(profile_id, error = %e, "could not start a missing training");
+        }
+        return Err(Error::not_found(MODEL_NOT_FOUND));
+    };
     metrics::counter!("maxidom_scores_total").increment(1);
     if result.is_anomaly {
         metrics::counter!("maxidom_anomalies_total").increment(1);

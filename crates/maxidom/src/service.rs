@@ -5,10 +5,14 @@
 //! version before it is answered, so a replica never answers with a model another replica has replaced or a
 //! reset removed: an accepted session is pooled by a write that is conditional on that version (see
 //! [`crate::pool`]), an anomaly reads the version. A mismatch drops the cached model and scores again.
+//!
+//! A training's claim is the only record that someone is working on it, so this process keeps the claims it
+//! holds fresh while their trainings queue and run (a heartbeat), and sweeps for claims nobody refreshed for a
+//! TTL (their process died) to train those profiles itself: a crash costs one TTL, not the model.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use vigil_biometrics::lifecycle::{Counts, VectorKinds, growth_due, retraining_set};
 use vigil_biometrics::model::{
@@ -16,7 +20,7 @@ use vigil_biometrics::model::{
 };
 use vigil_biometrics::{FeatureVector, ModelError, Payload, RICH_COUNT};
 use vigil_http::AppState;
-use vigil_store::maxidom::{self as db, Claim, Thresholds};
+use vigil_store::maxidom::{self as db, Claim, ExpiredClaim, Thresholds};
 use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
 
@@ -26,6 +30,12 @@ use crate::pool::{PoolError, PoolPolicy, PoolWriter};
 /// Times a score is redone because the model changed under it before the request gives up (503). Models
 /// change once per retraining, so even two in a row means something is badly wrong.
 const MAX_MODEL_RACES: usize = 4;
+
+/// Expired claims one recovery sweep handles; more wait for the next sweep (a few seconds later).
+const SWEEP_BATCH: i64 = 64;
+
+/// Shortest heartbeat and sweep period, whatever the TTL (a zero period would spin).
+const MIN_BEAT: Duration = Duration::from_millis(100);
 
 /// Process-local pieces of the MaxiDOM routes (shared through an axum `Extension`).
 #[derive(Debug)]
@@ -149,6 +159,13 @@ impl Maxidom {
         now.saturating_sub(
             i64::try_from(self.config.claim_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         )
+    }
+
+    /// How often a live training refreshes its claim, and how often this process looks for claims whose owner
+    /// died: a quarter of the TTL, so a live claim survives three missed beats (a slow database) before another
+    /// process may take it over, and a dead one is noticed within a quarter TTL of expiring.
+    fn beat_period(&self) -> Duration {
+        (Duration::from_secs(self.config.claim_ttl_secs) / 4).max(MIN_BEAT)
     }
 
     fn train_params(&self) -> TrainParams {
@@ -350,9 +367,12 @@ impl Maxidom {
         let svc = self.clone();
         let store = state.store.clone();
         state.spawn(async move {
-            // Queued trainings wait here holding their claim (its TTL is minutes; a training takes tens of ms).
-            let _slot = svc.training_slots.acquire().await;
-            if let Err(e) = svc.run_training(&store, &claim, kind).await {
+            let training = async {
+                // Queued trainings wait here holding their claim; the heartbeat keeps it live meanwhile.
+                let _slot = svc.training_slots.acquire().await;
+                svc.run_training(&store, &claim, kind).await
+            };
+            if let Err(e) = svc.beating(&store, &claim, training).await {
                 metrics::counter!("maxidom_training_failures_total").increment(1);
                 tracing::warn!(profile_id = %claim.profile_id, ?kind, error = %e, "training failed");
                 if let Err(e) = db::release_claim(&store, &claim).await {
@@ -361,6 +381,119 @@ impl Maxidom {
             }
         });
         true
+    }
+
+    /// Runs `work` while refreshing `claim` every [`Self::beat_period`], so the claim stays live for as long as
+    /// this process is alive and working on it, and expires one TTL after the process dies. Beats stop once the
+    /// claim is no longer held (reset, or taken over after a stall); the work's publish then fails harmlessly.
+    async fn beating<T>(
+        &self,
+        store: &Store,
+        claim: &Claim,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let period = self.beat_period();
+        // Polled alongside the work, never in a `select!` arm's body: a beat waiting for a connection must not
+        // stop the work from finishing the query that holds it (SQLite has one).
+        let heartbeat = async {
+            let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beat.tick().await;
+                match db::refresh_claim(store, claim, now_ms()).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    // Transient: the next beat tries again, and the TTL covers three missed ones.
+                    Err(e) => {
+                        tracing::warn!(profile_id = %claim.profile_id, error = %e, "could not refresh the training claim");
+                    }
+                }
+            }
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        tokio::select! {
+            out = work => out,
+            never = heartbeat => match never {},
+        }
+    }
+
+    /// Starts the recovery sweeper: at start and then every [`Self::beat_period`], trainings whose claim expired
+    /// (the process that held it died, or lost the database for a whole TTL) are claimed again and retrained
+    /// here, so a crash mid-training costs one TTL, not a model until the next `/train`. Every replica sweeps;
+    /// the claims' compare-and-set decides which one retrains. Ends when the server shuts down.
+    pub fn spawn_recovery(self: &Arc<Self>, state: &AppState) {
+        let svc = self.clone();
+        let st = state.clone();
+        state.spawn(async move {
+            let mut tick = tokio::time::interval(svc.beat_period());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = st.shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = svc.recover_expired(&st).await {
+                    tracing::warn!(error = %e, "could not look for abandoned trainings");
+                }
+            }
+        });
+    }
+
+    /// One recovery sweep: each expired claim is taken over for the training its profile needs now (the first
+    /// model, a pool retraining or a growth training), or cleared when none is due. Returns how many trainings
+    /// it started.
+    pub async fn recover_expired(self: &Arc<Self>, state: &AppState) -> Result<usize, StoreError> {
+        let store = &state.store;
+        let stale_before = self.stale_before(now_ms());
+        let mut started = 0;
+        for expired in db::expired_claims(store, stale_before, SWEEP_BATCH).await? {
+            let restarted = match self.restart(state, &expired).await {
+                Ok(restarted) => restarted,
+                Err(e) => {
+                    tracing::warn!(profile_id = %expired.profile_id, error = %e, "could not restart an abandoned training");
+                    continue;
+                }
+            };
+            if restarted {
+                metrics::counter!("maxidom_trainings_recovered_total").increment(1);
+                tracing::info!(profile_id = %expired.profile_id, "restarted a training whose process stopped");
+                started += 1;
+            } else if let Err(e) = db::release_expired_claim(store, &expired, stale_before).await {
+                tracing::warn!(profile_id = %expired.profile_id, error = %e, "could not clear an abandoned claim");
+            }
+        }
+        Ok(started)
+    }
+
+    /// Claims the training an expired claim's profile needs (each claim takes the expired one over) and starts it.
+    async fn restart(
+        self: &Arc<Self>,
+        state: &AppState,
+        expired: &ExpiredClaim,
+    ) -> Result<bool, StoreError> {
+        let pid = expired.profile_id.as_str();
+        let Some(p) = db::profile(&state.store, pid).await? else {
+            return Ok(false);
+        };
+        if !p.model_active {
+            return self.maybe_start_training(state, pid).await;
+        }
+        let trigger = i64::try_from(self.config.pool_size).unwrap_or(i64::MAX);
+        if p.pool_count >= trigger {
+            let now = now_ms();
+            let token = uuid::Uuid::new_v4().to_string();
+            let claim = db::claim_retraining(
+                &state.store,
+                pid,
+                &token,
+                now,
+                self.stale_before(now),
+                trigger,
+            )
+            .await?;
+            return Ok(self.spawn_training(state, claim, TrainingKind::Retrain));
+        }
+        Ok(self.maybe_grow(state, pid, counts_of(p.counts)).await)
     }
 
     /// Trains under `claim` and publishes the models. Public for tests and tools that train synchronously.
@@ -453,5 +586,106 @@ pub fn counts_of(c: db::Counts) -> Counts {
         keyboard: u(c.keyboard),
         mouse: u(c.mouse),
         digraph: u(c.digraph),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vigil_store::testing::TestDb;
+
+    use super::*;
+
+    const P: &str = "3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_claim_outlives_its_ttl_while_its_owner_beats_and_expires_once_it_stops() {
+        let svc = Maxidom::new(MaxidomConfig {
+            claim_ttl_secs: 1,
+            quota_total: 1,
+            quota_keyboard: 1,
+            quota_mouse: 1,
+            quota_digraph: 1,
+            ..MaxidomConfig::default()
+        });
+        let all = db::VectorKinds {
+            keyboard: true,
+            mouse: true,
+            digraph: true,
+        };
+        for test_db in TestDb::all().await {
+            let (s, l) = (&test_db.store, test_db.label);
+            db::enroll(s, P, "h", 1).await.unwrap();
+            db::add_vector(s, P, "v", &[1.0; 15], all, 2).await.unwrap();
+            let claim = db::claim_initial_training(s, P, "owner", now_ms(), 0, svc.thresholds())
+                .await
+                .unwrap()
+                .unwrap();
+            // The owner works for three TTLs (a queued or slow training); nobody may presume it dead meanwhile.
+            let watcher = async {
+                for _ in 0..12 {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let now = now_ms();
+                    let cut = svc.stale_before(now);
+                    assert!(
+                        db::expired_claims(s, cut, 10).await.unwrap().is_empty(),
+                        "{l}"
+                    );
+                    let thief =
+                        db::claim_initial_training(s, P, "thief", now, cut, svc.thresholds())
+                            .await
+                            .unwrap();
+                    assert!(thief.is_none(), "{l}: a live training was taken over");
+                }
+            };
+            svc.beating(s, &claim, watcher).await;
+            // Its process gone, the claim expires one TTL after the last beat.
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            let expired = db::expired_claims(s, svc.stale_before(now_ms()), 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                expired,
+                vec![ExpiredClaim {
+                    profile_id: P.into(),
+                    token: "owner".into()
+                }],
+                "{l}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heartbeat_never_stalls_work_that_holds_the_only_connection() {
+        let svc = Maxidom::new(MaxidomConfig {
+            claim_ttl_secs: 1,
+            ..MaxidomConfig::default()
+        });
+        for test_db in TestDb::all().await {
+            let (s, l) = (&test_db.store, test_db.label);
+            db::enroll(s, P, "h", 1).await.unwrap();
+            let claim = Claim {
+                profile_id: P.into(),
+                token: "owner".into(),
+                next_version: 1,
+            };
+            // SQLite's pool has one connection: a beat that waited for it with the work unpolled would wait for
+            // the acquire timeout (10 s).
+            let started = Instant::now();
+            let work = async {
+                let mut tx = s.pool().begin().await.unwrap();
+                tokio::time::sleep(svc.beat_period() * 3).await;
+                vigil_store::sqlx::query("SELECT 1")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            };
+            svc.beating(s, &claim, work).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{l}: {:?}",
+                started.elapsed()
+            );
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! conditional statements or transactions, so several replicas sharing one PostgreSQL stay correct:
 //! * readiness counters move in the same transaction as the vector they count (no `COUNT(*)` per request);
 //! * the training slot is a compare-and-set on `training_claim`: exactly one caller wins it, and only the
-//!   winner can publish a model (a reset in the meantime clears the claim, so the stale model is dropped);
+//!   winner can publish a model (a reset in the meantime clears the claim, so the stale model is dropped); a live
+//!   owner refreshes the claim's time (heartbeat), so a claim whose time is older than the TTL belongs to a dead
+//!   process and is taken over ([`expired_claims`] finds them);
 //! * `model_version` only grows, also across resets, so a cached model keyed by (profile, version) is never
 //!   confused with a later one;
 //! * a password attempt is charged *before* the hash is checked, so concurrent guesses cannot slip past the limit.
@@ -673,6 +675,74 @@ pub async fn release_claim(store: &Store, claim: &Claim) -> Result<(), StoreErro
     Ok(())
 }
 
+/// The heartbeat of a live training: moves the claim's time to `now`, so other processes (whose TTL counts from
+/// it) keep presuming its owner alive. Returns `false` when the claim is no longer held (published, reset or
+/// taken over), so the owner stops beating.
+pub async fn refresh_claim(store: &Store, claim: &Claim, now: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE maxidom_profiles SET training_claimed_at = $3 WHERE profile_id = $1 AND training_claim = $2",
+    )
+    .bind(&claim.profile_id)
+    .bind(&claim.token)
+    .bind(now)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A training claim whose owner stopped beating: its process died (or lost the database) mid-training.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredClaim {
+    pub profile_id: String,
+    pub token: String,
+}
+
+/// Up to `limit` claims last refreshed before `stale_before`, oldest first (a range scan of the claim-time index,
+/// migration `0009`).
+pub async fn expired_claims(
+    store: &Store,
+    stale_before: i64,
+    limit: i64,
+) -> Result<Vec<ExpiredClaim>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT profile_id, training_claim FROM maxidom_profiles \
+         WHERE training_claimed_at < $1 AND training_claim IS NOT NULL \
+         ORDER BY training_claimed_at LIMIT $2",
+    )
+    .bind(stale_before)
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ExpiredClaim {
+                profile_id: r.try_get("profile_id")?,
+                token: r.try_get("training_claim")?,
+            })
+        })
+        .collect()
+}
+
+/// Clears an expired claim that nothing needs to take over (the training it stood for is no longer due), so it is
+/// not found again. Conditional on the same token and on still being expired: a claim another process took or
+/// refreshed meanwhile is left alone. Returns whether it was cleared.
+pub async fn release_expired_claim(
+    store: &Store,
+    expired: &ExpiredClaim,
+    stale_before: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE maxidom_profiles SET training_claim = NULL, training_claimed_at = NULL \
+         WHERE profile_id = $1 AND training_claim = $2 AND training_claimed_at < $3",
+    )
+    .bind(&expired.profile_id)
+    .bind(&expired.token)
+    .bind(stale_before)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 async fn load_blobs(
     store: &Store,
     sql: &str,
@@ -1295,6 +1365,71 @@ mod tests {
                 db.label
             );
             assert_eq!(active_model_version(s, P).await.unwrap(), None);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_beating_claim_stays_live_and_a_silent_one_expires() {
+        for db in TestDb::all().await {
+            let (s, l) = (&db.store, db.label);
+            enroll(s, P, "h", 1).await.unwrap();
+            add_vector(s, P, "v", &[1.0; 15], kinds(true), 2)
+                .await
+                .unwrap();
+            let ready = Thresholds {
+                total: 1,
+                keyboard: 1,
+                mouse: 1,
+                digraph: 1,
+            };
+            let claim = claim_initial_training(s, P, "t", 100, 0, ready)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(expired_claims(s, 100, 10).await.unwrap().is_empty(), "{l}");
+            let expired = expired_claims(s, 101, 10).await.unwrap();
+            assert_eq!(
+                expired,
+                vec![ExpiredClaim {
+                    profile_id: P.into(),
+                    token: "t".into()
+                }],
+                "{l}"
+            );
+            // A heartbeat moves the claim out of reach of the same cut-off, and of a takeover.
+            assert!(refresh_claim(s, &claim, 200).await.unwrap(), "{l}");
+            assert!(expired_claims(s, 101, 10).await.unwrap().is_empty(), "{l}");
+            assert!(
+                claim_initial_training(s, P, "x", 201, 150, ready)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{l}"
+            );
+            assert!(
+                !release_expired_claim(s, &expired[0], 150).await.unwrap(),
+                "{l}: a refreshed claim is not released"
+            );
+            // Once silent past the cut-off it is released (and only with its own token).
+            let wrong = ExpiredClaim {
+                profile_id: P.into(),
+                token: "other".into(),
+            };
+            assert!(!release_expired_claim(s, &wrong, 300).await.unwrap(), "{l}");
+            assert!(
+                release_expired_claim(s, &expired[0], 300).await.unwrap(),
+                "{l}"
+            );
+            assert!(
+                !refresh_claim(s, &claim, 301).await.unwrap(),
+                "{l}: the owner stops beating"
+            );
+            let p = profile(s, P).await.unwrap().unwrap();
+            assert_eq!(
+                (p.training_claim, p.training_claimed_at),
+                (None, None),
+                "{l}"
+            );
         }
     }
 
