@@ -406,7 +406,12 @@ async fn idle_and_trickling_connections_are_bounded() {
             .await
             .expect("write");
     }
-    let http = reqwest::Client::new();
+    // No pooled connections: the server closes idle ones after the timeout this test sets, and a reused one could
+    // be closed under the request.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
     let started = std::time::Instant::now();
     let health = http
         .get(server.url("/health"))
