@@ -72,18 +72,22 @@ pub mod analysis;
 pub mod bench_data;
 pub mod classifier;
 pub mod config;
+pub mod detector;
 pub mod error;
 pub mod event;
 pub mod model;
+pub mod nab;
 pub mod state;
 pub mod stats;
 pub mod window;
 
 pub use analysis::{
-    Analysis, AnalysisResult, BettiNumbers, Buffering, Persistence, Scores, TopologyFeatures,
+    Analysis, AnalysisResult, BettiNumbers, Buffering, DetectorReport, Persistence, Scores,
+    TopologyFeatures,
 };
 pub use classifier::{RiskLevel, SecurityAnalysis, Threat, ThreatClassifier, ThreatEvidence};
 pub use config::{BettiRuleConfig, ConfigError, ScoreWeights, StreamConfig};
+pub use detector::{DetectorParams, Verdict};
 pub use error::StreamError;
 pub use event::{Event, EventError};
 pub use state::{STATE_VERSION, StateParts, StreamState, squash};
