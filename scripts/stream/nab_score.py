@@ -404,7 +404,8 @@ def main():
     ap.add_argument("--vigil", help="start this vigil binary on a free port with a temp data dir")
     ap.add_argument("--offline", action="store_true", help="baseline only, no server")
     ap.add_argument("--batch", type=int, default=500, help="events per POST /api/ingest")
-    ap.add_argument("--z-window", type=int, default=100, help="rolling z-score window (points)")
+    # 400 was the best of 20/50/100/400/2000 on the dev set: the baseline is shown at its strongest.
+    ap.add_argument("--z-window", type=int, default=400, help="rolling z-score window (points)")
     ap.add_argument("--probation-cap", type=int, default=None, help="cap probation at this many points")
     ap.add_argument("--save", help="write the per-point scores (JSON) here")
     ap.add_argument("--load", action="append", default=[], help="score saved per-point scores (JSON) too")

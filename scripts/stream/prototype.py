@@ -38,6 +38,37 @@ class Ew:
         self.var = (1 - a) * (self.var + a * d * d)
 
 
+_KNN_CACHE = {}
+
+
+def knn_series(values, D, M, K):
+    """Shape evidence per point (None before it exists), cached per (series, D, M, K)."""
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view as swv
+
+    key = (id(values), D, M, K)
+    if key in _KNN_CACHE:
+        return _KNN_CACHE[key]
+    vals = np.asarray(values, dtype=float)
+    run = Ew()
+    out = []
+    for t, x in enumerate(values):
+        e = None
+        if t >= 2 * D + K:
+            sc = max(math.sqrt(run.var), 1e-9 * max(abs(run.mean), 1.0))
+            cur = vals[t - D + 1 : t + 1]
+            lo = max(0, t - D + 1 - M)
+            hi = t - D + 1 - D
+            if hi - lo >= K:
+                past = swv(vals[lo : hi + D - 1], D)
+                d = np.sqrt(((past - cur) ** 2).sum(axis=1)) / sc
+                e = float(np.partition(d, K - 1)[:K].mean())
+        out.append(e)
+        run.update(x, 2000)
+    _KNN_CACHE[key] = out
+    return out
+
+
 def detect(values, p):
     hist = p["hist"]  # horizon of the evidence distributions (points)
     short = p["short"]  # short-term average of evidence (points)
@@ -58,17 +89,9 @@ def detect(values, p):
     hists = {k: deque(maxlen=p["hist"]) for k in comps}
     for t, x in enumerate(values):
         ev = {}
-        if "knn" in comps and t >= D + D + K:
-            sc = max(math.sqrt(run.var), 1e-9 * max(abs(run.mean), 1.0))
-            cur = vals[t - D + 1 : t + 1]
-            lo = max(0, t - D + 1 - M)
-            hi = t - D + 1 - D  # exclude windows overlapping the current one
-            if hi - lo >= K:
-                from numpy.lib.stride_tricks import sliding_window_view as swv
-                past = swv(vals[lo : hi + D - 1], D)
-                d = np.sqrt(((past - cur) ** 2).sum(axis=1)) / sc
-                kk = np.partition(d, K - 1)[:K]
-                e = float(kk.mean())
+        if "knn" in comps:
+            e = knn_series(values, D, M, K)[t]
+            if e is not None:
                 ev["knn"] = math.log(e + p["knn_eps"]) if p["knn_log"] else e
         run.update(x, p["level_h"])
         # evidence before learning x

@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p vigil-stream --example nab_report [-- DATA_DIR] [-- key=value ...]`
 //! where `key=value` overrides a detector parameter (`dim`, `k`, `memory`, `history`, `incident_events`) or
-//! `threshold` (anomaly_threshold), for ablations.
+//! `threshold` (anomaly_threshold), for ablations; `save=PATH` writes the per-point scores as JSON (for
+//! `scripts/stream/nab_score.py --load`).
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/streams-dev");
     let mut cfg = StreamConfig::default();
+    let mut save: Option<PathBuf> = None;
     for arg in std::env::args().skip(1) {
         match arg.split_once('=') {
             Some((k, v)) => {
@@ -26,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "history" => d.history = v.parse()?,
                     "incident_events" => d.incident_events = v.parse()?,
                     "topology" => d.topology = v.parse()?,
+                    "shape" => d.shape = v.parse()?,
+                    "save" => save = Some(PathBuf::from(v)),
                     "threshold" => cfg.anomaly_threshold = v.parse()?,
                     _ => return Err(format!("unknown parameter {k}").into()),
                 }
@@ -38,6 +42,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|s| nab::replay(s, &cfg))
         .collect::<Result<_, _>>()?;
+    if let Some(path) = save {
+        let map: serde_json::Map<String, serde_json::Value> = corpus
+            .iter()
+            .zip(&scores)
+            .map(|(s, sc)| (s.name.clone(), serde_json::json!(sc)))
+            .collect();
+        std::fs::write(path, serde_json::to_vec(&map)?)?;
+    }
     let mut cats: Vec<String> = corpus.iter().map(|s| s.category().to_owned()).collect();
     cats.dedup();
     cats.push("overall".into());
