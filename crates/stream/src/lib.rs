@@ -71,10 +71,10 @@
 //!    `forgetting_factor`, 0.005), refits the forest every `refit_period` (100) normal windows, and
 //!    recalibrates after `relearn_after` (150) consecutive unusual windows (a new regime).
 //! 10. **Threats**: [`ThreatClassifier`] (risk level from `anomaly_score`, MITRE mappings from measured
-//!    deviations, confidence, mitigation steps); see [`classifier`]. Each result carries a `detector` object:
-//!    p-value, shape distance, the value's z against the learned level, T, the incident flag and one sentence
-//!    of explanation ("Recent shape is 6.20σ from its nearest earlier matches (tail probability 1.2e-5);
-//!    value 5.1σ above the learned level.").
+//!     deviations, confidence, mitigation steps); see [`classifier`]. Each result carries a `detector` object:
+//!     p-value, shape distance, the value's z against the learned level, T, the incident flag and one sentence
+//!     of explanation ("Recent shape is 6.20σ from its nearest earlier matches (tail probability 1.2e-5);
+//!     value 5.1σ above the learned level.").
 //!
 //! ## Detection quality
 //! Measured on real labelled streams (NAB dev set, `shared/data/streams-dev`): `python3
