@@ -264,16 +264,15 @@ impl Detector {
 
     /// Mean distance (in `scale` units) of the newest `dim` values to the `k` nearest earlier shapes that do
     /// not overlap them; `None` until there are `k` such shapes.
-    fn knn_evidence(&self, p: &DetectorParams, scale: f64) -> Option<f64> {
+    fn knn_evidence(&mut self, p: &DetectorParams, scale: f64) -> Option<f64> {
         let n = self.values.len();
         let d = p.dim;
         if n < 2 * d + p.k - 1 {
             return None;
         }
-        let (a, b) = self.values.as_slices();
-        let at = |i: usize| if i < a.len() { a[i] } else { b[i - a.len()] };
-        let cur: Vec<f64> = (n - d..n).map(at).collect();
-        let flat: Vec<f64> = (0..n - d).map(at).collect();
+        // One contiguous slice (a no-op unless the ring wrapped since the last event).
+        let all: &[f64] = self.values.make_contiguous();
+        let (flat, cur) = all.split_at(n - d);
         // Shapes starting at 0..=n−2d end before the current one starts.
         let mut best = vec![f64::INFINITY; p.k];
         for s in 0..=(n - 2 * d) {
