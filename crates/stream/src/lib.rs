@@ -54,14 +54,14 @@
 //!    * the topology deviation T = (0.4·betti + 0.3·entropy + 0.3·ml) (weights configurable), reported as
 //!      `detector.topology_score`.
 //! 7. **Score** ([`detector`], parameters `StreamConfig::detector`): two evidences per event — the
-//!    distance of the last 10 values' shape to its 3 nearest earlier shapes in the last 4,000 events (in
+//!    distance of the last 20 values' shape to its 3 nearest earlier shapes in the last 4,000 events (in
 //!    value σ), and T — each ranked against its own last 2,000 values (a conformal p-value, extended by an
 //!    exponential tail beyond the history's maximum) and combined by Bonferroni, p = min(1, 2·min(p₁, p₂)).
 //!    `anomaly_score` = min(1, log10(1/p)/4) and `scores.total` = 100·`anomaly_score`: score s ⇔ p = 10^(−4s),
 //!    so a score ≥ 0.99 on normal data happens at most at rate 10^(−3.96) by construction (in practice
 //!    far less, 0.015% on the dev set's artificialNoAnomaly). `is_anomaly` = total > `anomaly_threshold`
 //!    (80: p < 6.3·10⁻⁴, beyond nearly all of the last 2,000 events). **Warm-up**: the first score comes
-//!    with event 31 (shape evidence from event 22, then 10 evidences of history); T joins once the
+//!    with event 52 (shape evidence from event 42, then 10 evidences of history); T joins once the
 //!    topology baseline exists (event 149).
 //! 8. **Incidents**: an alarm opens an incident of `detector.incident_events` (100) events; their scores are
 //!    capped at 0.5 and `detector.in_incident` is set, so one excursion alarms (and is stored) once.

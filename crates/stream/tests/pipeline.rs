@@ -210,9 +210,9 @@ fn calibration_then_scores() {
         .iter()
         .position(|a| a.result().is_some_and(|r| r.calibrated))
         .unwrap();
-    // The detector's first evidence comes with event 2·dim + k − 1 (index 21), its first score once it has
+    // The detector's first evidence comes with event 2·dim + k − 1 (index 41), its first score once it has
     // `min_history` (10) evidences to rank against.
-    assert_eq!(first_calibrated, 21 + 10);
+    assert_eq!(first_calibrated, 41 + 10);
     for a in &out[..first_calibrated] {
         if let Some(r) = a.result() {
             assert_eq!(r.scores.total, 0.0);
