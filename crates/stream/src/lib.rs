@@ -2,9 +2,9 @@
 //!
 //! A pure, deterministic engine (no I/O, no clock, no global state): every event updates its stream's
 //! sliding window and its detector; the window's shape is measured with persistent homology against the
-//! stream's topology baseline and its own Isolation Forest; the detector turns the recent shape of the
-//! values and that topological deviation into a calibrated tail probability, which is the score; the
-//! evidence is mapped to MITRE ATT&CK. The HTTP layer (`vigil-realtime`) stores [`StreamState`] in the
+//! stream's topology baseline and its own Isolation Forest; the detector turns how novel the recent values'
+//! shape is into a calibrated tail probability, which is the score; the evidence is mapped to MITRE ATT&CK.
+//! The HTTP layer (`vigil-realtime`) stores [`StreamState`] in the
 //! database and serialises [`Analysis`] as is.
 //!
 //! ```
@@ -53,16 +53,17 @@
 //!    * S(z) = 100·(L(|z|) − L(0))/(1 − L(0)), L(z) = 1/(1 + e^{−(z−2.75)/0.75}) ([`squash`]);
 //!    * the topology deviation T = (0.4·betti + 0.3·entropy + 0.3·ml) (weights configurable), reported as
 //!      `detector.topology_score`.
-//! 7. **Score** ([`detector`], parameters `StreamConfig::detector`): two evidences per event — the
-//!    distance of the last 20 values' shape to its 3 nearest earlier shapes in the last 4,000 events (in
-//!    value σ), and T — each ranked against its own last 2,000 values (a conformal p-value, extended by an
-//!    exponential tail beyond the history's maximum) and combined by Bonferroni, p = min(1, 2·min(p₁, p₂)).
-//!    `anomaly_score` = min(1, log10(1/p)/4) and `scores.total` = 100·`anomaly_score`: score s ⇔ p = 10^(−4s),
-//!    so a score ≥ 0.99 on normal data happens at most at rate 10^(−3.96) by construction (in practice
-//!    far less, 0.015% on the dev set's artificialNoAnomaly). `is_anomaly` = total > `anomaly_threshold`
-//!    (80: p < 6.3·10⁻⁴, beyond nearly all of the last 2,000 events). **Warm-up**: the first score comes
-//!    with event 52 (shape evidence from event 42, then 10 evidences of history); T joins once the
-//!    topology baseline exists (event 149).
+//! 7. **Score** ([`detector`], parameters `StreamConfig::detector`): the evidence is the distance of the
+//!    last 20 values' shape to its 3 nearest earlier shapes in the last 4,000 events (in value σ), ranked
+//!    against its own last 2,000 values (a conformal p-value, extended by an exponential tail beyond the
+//!    history's maximum). T can be a second evidence (`detector.topology`, Bonferroni-combined); it is off
+//!    by default because it did not earn its place on the dev set (see [`detector::DetectorParams`]).
+//!    `anomaly_score` = min(1, log10(1/p)/4) and `scores.total` = 100·`anomaly_score`: score s ⇔ p = 10^(−4s).
+//!    A score above 0.825 needs an evidence beyond every one in the history, so on normal (exchangeable)
+//!    behaviour scores ≥ 0.99 occur at a rate below 1/2001 by construction (0.015% of the dev set's
+//!    artificialNoAnomaly points, all in the first day of its daily cycles). `is_anomaly` = total >
+//!    `anomaly_threshold` (80: p < 6.3·10⁻⁴, beyond nearly all of the last 2,000 events). **Warm-up**: the
+//!    first score comes with event 52 (shape evidence from event 42, then 10 evidences of history).
 //! 8. **Incidents**: an alarm opens an incident of `detector.incident_events` (100) events; their scores are
 //!    capped at 0.5 and `detector.in_incident` is set, so one excursion alarms (and is stored) once.
 //! 9. **Learning**: the detector learns every event (the shapes and evidences slide; a new regime becomes

@@ -79,9 +79,8 @@ fn default_config_holds_the_dev_set_floor() {
     );
 }
 
-// Floors a little below the values measured when last reported (standard overall 51.4, realKnownCause 45.3,
-// low-FP overall 46.9; the forests' seeds follow the stream names, so another naming moves them by about ±1),
-// so a regression fails and a renaming does not.
-const STANDARD_FLOOR: f64 = 49.0;
+// Floors a little below the values measured when last reported (standard overall 52.8, realKnownCause 45.0,
+// low-FP overall 49.1), so a regression fails and harmless float noise does not.
+const STANDARD_FLOOR: f64 = 50.0;
 const REAL_FLOOR: f64 = 42.0;
-const LOW_FP_FLOOR: f64 = 44.0;
+const LOW_FP_FLOOR: f64 = 46.0;
