@@ -262,7 +262,9 @@ impl Engine {
                     let thr = threshold.unwrap_or(
                         slot.cached
                             .as_ref()
-                            .map_or(65.0, |c| c.config.anomaly_threshold),
+                            .map_or(StreamConfig::default().anomaly_threshold, |c| {
+                                c.config.anomaly_threshold
+                            }),
                     );
                     return Ok(indices
                         .into_iter()

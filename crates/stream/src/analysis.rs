@@ -97,9 +97,29 @@ pub struct AnalysisResult {
     /// `scores.total > anomaly_threshold`; always false before calibration.
     pub is_anomaly: bool,
     pub security_analysis: SecurityAnalysis,
-    /// Whether the stream had a calibrated baseline when this window was scored (scores are 0 before).
+    /// Whether the stream's detector had enough history to score this event (scores are 0 before).
     /// An addition to the contract's fields; clients that do not know it ignore it.
     pub calibrated: bool,
+    /// Why the score is what it is (an addition to the contract's fields).
+    pub detector: DetectorReport,
+}
+
+/// The detector's evidence for one event (see [`crate::detector`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorReport {
+    /// Calibrated tail probability of the recent behaviour under the stream's learned normal
+    /// (`anomaly_score` = min(1, log10(1/p) / 4)).
+    pub p_value: f64,
+    /// Mean distance of the last values' shape to its nearest earlier shapes, in value σ.
+    pub shape_distance: Option<f64>,
+    /// The event's value against the learned level, in value σ.
+    pub value_z: Option<f64>,
+    /// The topology components' combined deviation (0–100), the old baseline score; context only.
+    pub topology_score: f64,
+    /// Whether the event belongs to an incident that has already alarmed (its score is capped at 0.5).
+    pub in_incident: bool,
+    /// One sentence saying what drove the score.
+    pub explanation: String,
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@
 //!
 //! Periodic beaconing and coordinated oscillation put loops into the delay embedding, hence H1 → C2.
 //!
+//! The score is the detector's calibrated one (score s ⇔ tail probability 10^(−4s), see [`crate::detector`]), so
+//! the risk levels read as tail probabilities: Low p > 0.16, Medium p > 0.01, High p > 6.3·10⁻⁴, Critical
+//! rarer. Events of an incident that already alarmed are capped at 0.5 and keep their evidence-based mappings.
+//!
 //! Confidence (0–1) is the confidence in the verdict (anomalous or not): 0 before calibration; otherwise
 //! 0.5 + 0.5·|total − threshold| / (distance from the threshold to the far end of the 0–100 scale), so a
 //! score on the threshold is a coin flip and a score at 0 or 100 is certain.

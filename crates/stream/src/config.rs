@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::detector::DetectorParams;
+
 /// How Betti numbers are read off the barcodes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
@@ -62,7 +64,9 @@ pub struct StreamConfig {
     pub betti_rule: BettiRuleConfig,
     /// Component weights (default 0.4 / 0.3 / 0.3).
     pub weights: ScoreWeights,
-    /// `is_anomaly` is `scores.total > anomaly_threshold`; 0–100 (default 65).
+    /// `is_anomaly` is `scores.total > anomaly_threshold`; 0–100 (default 80: a tail probability below
+    /// 10^(−3.2), i.e. beyond nearly everything in the stream's last 2,000 events; see [`crate::detector`]).
+    /// Crossing it opens an incident.
     pub anomaly_threshold: f64,
     /// Full windows collected to calibrate the baseline and train the first model (default 100).
     pub calibration_windows: usize,
@@ -81,6 +85,8 @@ pub struct StreamConfig {
     pub relearn_after: usize,
     /// Trees in each stream's Isolation Forest (default 100).
     pub trees: usize,
+    /// The scoring detector's parameters (see [`crate::detector`]).
+    pub detector: DetectorParams,
 }
 
 impl Default for StreamConfig {
@@ -93,13 +99,14 @@ impl Default for StreamConfig {
             max_homology_dim: 2,
             betti_rule: BettiRuleConfig::default(),
             weights: ScoreWeights::default(),
-            anomaly_threshold: 65.0,
+            anomaly_threshold: 80.0,
             calibration_windows: 100,
             forgetting_factor: 0.005,
             learn_threshold: 40.0,
             refit_period: 100,
             relearn_after: 150,
             trees: 100,
+            detector: DetectorParams::default(),
         }
     }
 }
@@ -184,6 +191,7 @@ impl StreamConfig {
         if !(1..=1000).contains(&self.trees) {
             return Err(ConfigError("trees must be 1 to 1000"));
         }
+        self.detector.validate().map_err(ConfigError)?;
         Ok(())
     }
 }
@@ -206,7 +214,7 @@ mod tests {
             (50, 10, 2, 1)
         );
         assert_eq!(c.max_homology_dim, 2);
-        assert_eq!(c.anomaly_threshold, 65.0);
+        assert_eq!(c.anomaly_threshold, 80.0);
         assert_eq!(
             c.weights,
             ScoreWeights {

@@ -6,11 +6,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{
-    Analysis, AnalysisResult, BettiNumbers, Buffering, LandscapeJson, Pair, Persistence, Scores,
-    TopologyFeatures,
+    Analysis, AnalysisResult, BettiNumbers, Buffering, DetectorReport, LandscapeJson, Pair,
+    Persistence, Scores, TopologyFeatures,
 };
 use crate::classifier::{ThreatClassifier, ThreatEvidence};
 use crate::config::{BettiRuleConfig, StreamConfig};
+use crate::detector::{Detector, Verdict};
 use crate::error::StreamError;
 use crate::event::Event;
 use crate::model::Model;
@@ -19,7 +20,8 @@ use crate::window::{self, N_FEATURES, WindowTopology, Z_FLOOR, feat};
 
 /// Version of the serialised [`StreamState`]. Bump it whenever the layout or the meaning of a field
 /// changes; a state of another version is refused by [`StreamState::from_json`] and the stream starts over.
-pub const STATE_VERSION: u32 = 1;
+/// Version 2 added the scoring detector; a version-1 state is refused and the stream starts over.
+pub const STATE_VERSION: u32 = 2;
 
 /// Centre and width of the squashing curve that maps a deviation z (in baseline σ) to a 0–100 score.
 const SQUASH_CENTER: f64 = 2.75;
@@ -115,6 +117,8 @@ pub struct StreamState {
     refits: u64,
     /// The most recent normal windows, for refitting the model.
     recent_normal: VecDeque<[f64; N_FEATURES]>,
+    /// The scoring detector (see [`crate::detector`]).
+    detector: Detector,
     /// Reused embedding buffer (not state).
     #[serde(skip)]
     coords: Vec<f64>,
@@ -138,6 +142,7 @@ impl StreamState {
             normal_since_refit: 0,
             refits: 0,
             recent_normal: VecDeque::new(),
+            detector: Detector::new(),
             coords: Vec::new(),
         }
     }
@@ -289,6 +294,9 @@ impl StreamState {
         }
         let n = self.values.len();
         if n < cfg.min_events {
+            // The detector learns from the first event on.
+            self.detector
+                .observe(event.value, &cfg.detector, cfg.anomaly_threshold / 100.0);
             return Ok(Analysis::Buffering(Buffering {
                 status: "buffering".into(),
                 count: usize::try_from(self.events).unwrap_or(usize::MAX),
@@ -322,7 +330,7 @@ impl StreamState {
         let log_rate = self.window_log_rate();
         let full = n == cfg.window_size;
 
-        let (scores, evidence) = match &self.baseline {
+        let (topo_scores, mut evidence) = match &self.baseline {
             Some(b) => score(b, &row, &values, log_rate, cfg),
             None => (
                 Scores {
@@ -331,19 +339,35 @@ impl StreamState {
                     entropy: 0.0,
                     ml: 0.0,
                 },
-                ThreatEvidence {
-                    threshold: cfg.anomaly_threshold,
-                    ..Default::default()
-                },
+                ThreatEvidence::default(),
             ),
         };
-        let calibrated = self.baseline.is_some();
+        let verdict = self.detector.observe_with(
+            event.value,
+            self.baseline.is_some().then_some(topo_scores.total),
+            &cfg.detector,
+            cfg.anomaly_threshold / 100.0,
+        );
+        let calibrated = verdict.ready;
+        // The topology baseline's own total decides what it learns from; the reported total is the detector's.
+        let topology_total = topo_scores.total;
+        let scores = Scores {
+            total: (100.0 * verdict.score).clamp(0.0, 100.0),
+            ..topo_scores
+        };
         let is_anomaly = calibrated && scores.total > cfg.anomaly_threshold;
+        evidence.total = scores.total;
+        evidence.threshold = cfg.anomaly_threshold;
+        evidence.calibrated = calibrated;
+        if evidence.max_value_dev.is_none() {
+            evidence.max_value_dev = verdict.value_z.map(f64::abs);
+        }
 
         if full {
-            let normal = scores.total <= cfg.learn_threshold;
+            let normal = topology_total <= cfg.learn_threshold;
             self.learn(cfg, &row, log_rate, normal, &values)?;
         }
+        let report = report(&verdict, topology_total, cfg);
 
         let security_analysis = ThreatClassifier::default().classify(&evidence);
         let timestamp = time_ms
@@ -359,6 +383,7 @@ impl StreamState {
             is_anomaly,
             security_analysis,
             calibrated,
+            report,
         ))))
     }
 
@@ -623,6 +648,7 @@ fn build_result(
     is_anomaly: bool,
     security_analysis: crate::classifier::SecurityAnalysis,
     calibrated: bool,
+    detector: DetectorReport,
 ) -> AnalysisResult {
     let pairs = |d: usize| -> Vec<Pair> {
         t.barcodes
@@ -662,6 +688,46 @@ fn build_result(
         is_anomaly,
         security_analysis,
         calibrated,
+        detector,
+    }
+}
+
+/// The detector's part of a result, with a sentence naming what drove the score.
+fn report(v: &Verdict, topology_total: f64, cfg: &StreamConfig) -> DetectorReport {
+    let explanation = if !v.ready {
+        format!(
+            "Learning the stream's normal behaviour: a score needs {} events of history.",
+            2 * cfg.detector.dim + cfg.detector.k - 1 + cfg.detector.min_history
+        )
+    } else {
+        let shape = v.shape_text();
+        let level = v
+            .value_z
+            .map(|z| {
+                format!(
+                    "; value {:.1}σ {} the learned level",
+                    z.abs(),
+                    if z >= 0.0 { "above" } else { "below" }
+                )
+            })
+            .unwrap_or_default();
+        let incident = if v.suppressed {
+            " Part of an incident that already alarmed: score capped."
+        } else {
+            ""
+        };
+        format!(
+            "Recent shape {shape} (tail probability {:.2e}){level}.{incident}",
+            v.p_value
+        )
+    };
+    DetectorReport {
+        p_value: v.p_value,
+        shape_distance: v.evidence,
+        value_z: v.value_z,
+        topology_score: topology_total,
+        in_incident: v.suppressed,
+        explanation,
     }
 }
 

@@ -210,8 +210,9 @@ fn calibration_then_scores() {
         .iter()
         .position(|a| a.result().is_some_and(|r| r.calibrated))
         .unwrap();
-    // The 100th full window (event index 49 + 99) completes calibration; the next event is scored.
-    assert_eq!(first_calibrated, 49 + 100);
+    // The detector's first evidence comes with event 2·dim + k − 1 (index 41), its first score once it has
+    // `min_history` (10) evidences to rank against.
+    assert_eq!(first_calibrated, 41 + 10);
     for a in &out[..first_calibrated] {
         if let Some(r) = a.result() {
             assert_eq!(r.scores.total, 0.0);
@@ -319,10 +320,12 @@ fn coordinated_oscillation_maps_to_command_and_control() {
     }
     let mut s = StreamState::new("osc");
     let out = run(&mut s, &events, &cfg);
+    // The mapping follows the evidence of every scored window (High risk or not), so the events of an
+    // incident that alarmed once keep it too.
     let c2 = out[300..]
         .iter()
         .filter_map(Analysis::result)
-        .filter(|r| r.is_anomaly)
+        .filter(|r| r.anomaly_score > 0.2)
         .any(|r| {
             r.security_analysis
                 .threats
