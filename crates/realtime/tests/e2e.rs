@@ -452,6 +452,19 @@ async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
             .0,
             422
         );
+        // A window whose homology would hold an analysis thread for seconds per event is refused with the limit.
+        let (status, body) = put(
+            &app,
+            &analyst,
+            "/api/streams/net/config",
+            &json!({"window_size": 500, "min_events": 10, "embedding_dim": 5, "max_homology_dim": 2}),
+        )
+        .await;
+        assert_eq!(status, 422, "{}: {body}", app.label);
+        assert!(
+            body["detail"].as_str().unwrap_or("").contains("4,000,000"),
+            "{body}"
+        );
 
         let mut sub = connect(&app, "").await;
         sub.send(Message::text(r#"{"type":"subscribe"}"#))

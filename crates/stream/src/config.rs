@@ -119,6 +119,28 @@ pub struct ConfigError(pub &'static str);
 /// Largest window accepted: Rips up to H2 grows with the fourth power of the point count.
 pub const MAX_WINDOW: usize = 500;
 
+/// The most (d+2)-point subsets of a window's points that a configuration may ask homology up to H_d to consider
+/// ([`window_cost`]): the cost bound that keeps one stream from holding an analysis thread for seconds per event.
+///
+/// Cost model: the reduction's work grows with the number of (d+1)-simplices, binomial(n, d + 2) for n points.
+/// Measured with `vigil tda --format point-cloud` on delay-embedded random walks (2 cores, process start
+/// included): 4.5e6 (H1, 300 points) about 15 ms, 3.9e6 (H2, 100 points) about 5 ms, 6.5e7 (H2, 200 points)
+/// 60–130 ms; the default (H2, 49 points) is 2.1e5. The bound, about 20 times the default's cost, keeps every
+/// accepted window within roughly 15 ms; the review's window of 500 with H2 (2.6e9) took over 60 s per batch.
+pub const MAX_WINDOW_COST: u128 = 4_000_000;
+
+/// binomial(points, max_homology_dim + 2): the size of the largest simplex family homology up to that dimension
+/// reduces (see [`MAX_WINDOW_COST`]).
+pub fn window_cost(points: usize, max_homology_dim: usize) -> u128 {
+    let k = max_homology_dim + 2;
+    if points < k {
+        return 0;
+    }
+    (0..k).fold(1_u128, |acc, i| {
+        acc * (points - i) as u128 / (i as u128 + 1)
+    })
+}
+
 impl StreamConfig {
     /// Checks every field. The engine only ever runs on validated configurations (see
     /// [`crate::StreamState::push`]), so an API can reject bad input with this error.
@@ -143,6 +165,15 @@ impl StreamConfig {
         }
         if self.max_homology_dim > 2 {
             return Err(ConfigError("max_homology_dim must be 0, 1 or 2"));
+        }
+        if window_cost(self.window_size.saturating_sub(span), self.max_homology_dim)
+            > MAX_WINDOW_COST
+        {
+            return Err(ConfigError(
+                "window too costly to analyse per event: binomial(points, max_homology_dim + 2) must stay \
+                 <= 4,000,000, where points = window_size - (embedding_dim - 1) * embedding_delay \
+                 (at most 100 points with H2, 289 with H1)",
+            ));
         }
         match self.betti_rule {
             BettiRuleConfig::Fixed { threshold }
@@ -199,6 +230,28 @@ impl StreamConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hardening review's starvation attack, kept: a window of 500 with H2 and embedding dimension 5 held an
+    /// analysis thread past 60 s per batch; it is refused, while the cost bound still admits useful windows.
+    #[test]
+    fn windows_are_bounded_by_their_homology_cost() {
+        assert_eq!(window_cost(49, 2), 211_876);
+        assert_eq!(window_cost(3, 2), 0);
+        let with = |window_size, embedding_dim, max_homology_dim| StreamConfig {
+            window_size,
+            embedding_dim,
+            max_homology_dim,
+            ..StreamConfig::default()
+        };
+        let err = with(500, 5, 2).validate().expect_err("the attack");
+        assert!(err.0.contains("4,000,000"), "{}", err.0);
+        with(101, 2, 2).validate().expect("H2 on 100 points");
+        with(102, 2, 2).validate().expect_err("H2 on 101 points");
+        with(290, 2, 1).validate().expect("H1 on 289 points");
+        with(291, 2, 1).validate().expect_err("H1 on 290 points");
+        with(500, 2, 0).validate().expect("H0 on any window");
+        StreamConfig::default().validate().expect("the default");
+    }
 
     #[test]
     fn defaults_are_valid_and_per_spec() {
