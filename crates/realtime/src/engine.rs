@@ -24,6 +24,7 @@
 //! the async threads that read sockets only copy bytes; a megabyte-sized ingest answer never stalls a socket.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
@@ -192,6 +193,8 @@ impl Engine {
         let slot = self.slot(&stream);
         let mut slot = slot.lock().await;
         let (indices, mut batch): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel_when_dropped = CancelOnDrop(cancelled.clone());
         // After a lost race every attempt is a locked turn: it reads the row under the lock and writes it.
         let mut contended = false;
         for attempt in 0..MAX_ATTEMPTS {
@@ -219,8 +222,9 @@ impl Engine {
                 config,
             } = cached;
             // The events travel to the blocking pool and back (a lost race recomputes them) instead of being cloned.
+            let flag = cancelled.clone();
             let job = move || {
-                let computed = compute(state, &batch, &cfg, stored_generation);
+                let computed = compute(state, &batch, &cfg, stored_generation, &flag);
                 (computed, batch)
             };
             let (computed, events) = match lane {
@@ -296,6 +300,17 @@ impl Engine {
     }
 }
 
+/// Set when the future waiting for a batch is dropped (the HTTP client went away): the analysis stops at its next
+/// event instead of holding an analysis thread for work nobody will read. Nothing of it is stored, so the stream
+/// is as if the batch never came.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One stream's batch: its outcomes tagged with their input positions, or why it failed.
 type StreamRun = Result<Vec<(usize, Outcome)>, Error>;
 
@@ -311,9 +326,16 @@ fn compute(
     batch: &[Event],
     cfg: &StreamConfig,
     stored_generation: i64,
+    cancelled: &AtomicBool,
 ) -> Result<Computed, Error> {
     let mut analyses = Vec::with_capacity(batch.len());
     for e in batch {
+        if cancelled.load(Ordering::Relaxed) {
+            metrics::counter!("topoforge_batches_abandoned_total").increment(1);
+            return Err(Error::Unavailable(
+                "the request was abandoned; its batch was not analysed".into(),
+            ));
+        }
         let started = Instant::now();
         let a = state
             .push(e, cfg)
@@ -372,5 +394,38 @@ fn cached_from(stream: &str, row: Option<streams::StoredStream>) -> Cached {
         version: Some(row.version),
         stored_generation: row.model_generation,
         config,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dropped request stops its batch at the next event: nothing is analysed after the flag is set.
+    #[test]
+    fn an_abandoned_batch_stops_before_its_next_event() {
+        let flag = Arc::new(AtomicBool::new(false));
+        drop(CancelOnDrop(flag.clone()));
+        assert!(flag.load(Ordering::Relaxed));
+        let events: Vec<Event> = (0..100)
+            .map(|i| Event::new("s", f64::from(i), None))
+            .collect();
+        let done = compute(
+            StreamState::new("s"),
+            &events,
+            &StreamConfig::default(),
+            0,
+            &flag,
+        );
+        assert!(matches!(done, Err(Error::Unavailable(_))));
+        let kept = compute(
+            StreamState::new("s"),
+            &events,
+            &StreamConfig::default(),
+            0,
+            &AtomicBool::new(false),
+        )
+        .expect("not abandoned");
+        assert_eq!(kept.1.len(), 100);
     }
 }
