@@ -89,7 +89,9 @@ impl<B> tower_http::trace::MakeSpan<B> for AccessSpan {
             Some(q) => format!("{}?{}", uri.path(), crate::ticket::redact_query(q)),
             None => uri.path().to_owned(),
         };
+        // tower-http's own target, so `RUST_LOG=tower_http=debug` shows request spans as it always did.
         tracing::debug_span!(
+            target: "tower_http::trace::make_span",
             "request",
             method = %request.method(),
             uri = %shown,
