@@ -433,5 +433,44 @@ async fn dashboard_pages_and_access_log() {
             !log.contains("a rotated refresh token was replayed"),
             "{l}: a logout is not a theft"
         );
+
+        // The routes the clients need are in the OpenAPI document with the statuses they answer.
+        let spec: Value = http
+            .get(server.url("/openapi.json"))
+            .send()
+            .await
+            .expect("spec")
+            .json()
+            .await
+            .expect("json");
+        let paths = &spec["paths"];
+        for (path, method, statuses) in [
+            (
+                "/api/anomalies/export/link",
+                "post",
+                &["200", "401", "422"][..],
+            ),
+            (
+                "/api/anomalies/export",
+                "get",
+                &["200", "401", "403", "422"][..],
+            ),
+            ("/verify-email", "get", &["200", "400"][..]),
+            ("/verify-email", "post", &["200", "400"][..]),
+            ("/static/{file}", "get", &["200", "404"][..]),
+            ("/api/sources", "get", &["200"][..]),
+        ] {
+            let responses = &paths[path][method]["responses"];
+            for st in statuses {
+                assert!(
+                    responses[*st].is_object(),
+                    "{l}: {method} {path} documents {st}: {responses}"
+                );
+            }
+        }
+        assert!(
+            paths["/api/sources"]["get"]["security"].is_null(),
+            "{l}: GET /api/sources needs no token"
+        );
     }
 }
