@@ -1,4 +1,14 @@
-//! `GET /api/anomalies/export`: every matching row as CSV or JSON, streamed.
+//! `GET /api/anomalies/export`: every matching row as CSV or JSON, streamed; `POST /api/anomalies/export/link`:
+//! the same download as a short-lived signed link, for browsers.
+//!
+//! A browser download (`window.open(url)`, an `<a href>`) cannot carry a bearer header, so the export also accepts
+//! a `ticket` ([`vigil_http::ticket`]) in place of one: the link endpoint, called with the bearer header and the
+//! export's own parameters, answers with the export URL plus `ticket=…`. The ticket is bound to those parameters
+//! (another filter or format is refused), expires after `EXPORT_LINK_TTL_SECS` (60 s by default, never after the
+//! access token it was made with) and is checked against the session on use, so a logout, a deactivation or a
+//! demotion below viewer refuses it. It can be opened more than once within its minute (a browser may retry a
+//! download). Access tokens are not accepted in this URL: a token in a URL lands in browser history and proxy
+//! logs, and this one would be worth the whole account for a day.
 //!
 //! The body is produced page by page: each page is one short keyset query (`ts` descending, then `id`), rendered to
 //! one chunk and handed to the connection before the next query runs. Nothing holds a database connection or a
@@ -9,13 +19,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
-use vigil_http::auth::Viewer;
+use vigil_http::auth::{Viewer, bearer_token};
 use vigil_http::axum::Extension;
 use vigil_http::axum::body::Body;
 use vigil_http::axum::extract::rejection::QueryRejection;
+use vigil_http::axum::extract::{FromRef, FromRequestParts};
 use vigil_http::axum::extract::{Query, State};
+use vigil_http::axum::http::Uri;
+use vigil_http::axum::http::request::Parts;
 use vigil_http::axum::http::{HeaderValue, header};
 use vigil_http::axum::response::{IntoResponse, Response};
+use vigil_http::ticket;
+use vigil_http::{ApiJson, Role};
 use vigil_http::{ApiResult, AppState, Error};
 use vigil_store::Store;
 use vigil_store::anomalies::{self as db, Anomaly, Cursor, Filter};
@@ -42,28 +57,130 @@ pub(crate) struct FormatQuery {
     format: Option<String>,
 }
 
-/// Export every anomaly matching the filters, streamed as CSV or a JSON array.
-#[utoipa::path(get, path = "/api/anomalies/export", tag = "anomalies",
+/// What export tickets are for; part of what their signature covers.
+const TICKET_PURPOSE: &str = "anomalies-export";
+
+/// `ticket=…`: a signed download link's ticket, instead of a bearer header.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TicketQuery {
+    /// From `POST /api/anomalies/export/link`; only when no `Authorization` header is sent.
+    #[allow(dead_code)]
+    // read from the raw query by `Downloader`; declared here for the OpenAPI document
+    ticket: Option<String>,
+}
+
+/// The caller of a download: a viewer by bearer header as on every route, or, without one, by a ticket bound to
+/// this request's other query parameters.
+pub(crate) struct Downloader;
+
+impl<S> FromRequestParts<S> for Downloader
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        if bearer_token(parts).is_some() {
+            Viewer::from_request_parts(parts, state).await?;
+            return Ok(Downloader);
+        }
+        let raw = parts.uri.query();
+        let Some(t) = ticket::query_param(raw, "ticket") else {
+            return Err(Error::Unauthorized("Not authenticated".into()));
+        };
+        let app = AppState::from_ref(state);
+        let user = ticket::redeem(&app, &t, TICKET_PURPOSE, &ticket::canonical_query(raw)).await?;
+        user.require(Role::Viewer)?;
+        Ok(Downloader)
+    }
+}
+
+fn parse_format(q: &FormatQuery) -> Result<Format, Error> {
+    match q.format.as_deref().map(str::trim) {
+        None | Some("") => Ok(Format::Csv),
+        Some(f) if f.eq_ignore_ascii_case("csv") => Ok(Format::Csv),
+        Some(f) if f.eq_ignore_ascii_case("json") => Ok(Format::Json),
+        Some(_) => Err(Error::unprocessable("format: expected csv or json")),
+    }
+}
+
+/// A signed download link.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ExportLink {
+    /// Absolute, from `PUBLIC_URL`: open it with `window.open(url)`.
+    url: String,
+    /// The same, relative to the API's origin (for a client that knows the API's address better than the server).
+    path: String,
+    /// When the link stops working (ISO 8601).
+    expires_at: String,
+    /// Seconds from now until then.
+    expires_in: i64,
+}
+
+/// A short-lived link to the export with these parameters, for a browser download (no bearer header needed to
+/// open it); see the module notes.
+#[utoipa::path(post, path = "/api/anomalies/export/link", tag = "anomalies",
     params(FormatQuery, FilterQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "CSV (`Timestamp,Source,Is Anomaly,Score,Severity,Betti H0,Betti H1,Betti H2,Entropy`) or a JSON array of anomaly documents, as an attachment", content_type = "text/csv"),
+        (status = 200, description = "The signed link", body = ExportLink),
         (status = 401, description = "Not signed in"),
+        (status = 422, description = "A parameter is invalid"),
+    ))]
+pub(crate) async fn export_link(
+    State(state): State<AppState>,
+    Extension(settings): Extension<Arc<Settings>>,
+    Viewer(user): Viewer,
+    uri: Uri,
+    format: Result<Query<FormatQuery>, QueryRejection>,
+    filter: Result<Query<FilterQuery>, QueryRejection>,
+) -> ApiResult<ApiJson<ExportLink>> {
+    // Refuse a bad parameter now, not when the browser opens the link.
+    parse_format(&query(format)?)?;
+    query(filter)?.to_filter()?;
+    let bound = ticket::canonical_query(uri.query());
+    let now = vigil_store::time::now_ms();
+    let expires_at = now
+        .saturating_add(settings.export_link_ttl_ms)
+        .min(user.token_expires_at);
+    let t = state
+        .tokens
+        .ticket_key()
+        .issue(&user, TICKET_PURPOSE, &bound, expires_at);
+    let path = if bound.is_empty() {
+        format!("/api/anomalies/export?ticket={t}")
+    } else {
+        format!("/api/anomalies/export?{bound}&ticket={t}")
+    };
+    Ok(ApiJson(ExportLink {
+        url: format!("{}{path}", state.config.public_url.trim_end_matches('/')),
+        path,
+        expires_at: format_ts(expires_at),
+        expires_in: (expires_at - now).max(0).saturating_add(999) / 1000,
+    }))
+}
+
+/// Export every anomaly matching the filters, streamed as CSV or a JSON array. Authorised by the bearer header,
+/// or by `ticket` from `POST /api/anomalies/export/link` (for browser downloads).
+#[utoipa::path(get, path = "/api/anomalies/export", tag = "anomalies",
+    params(FormatQuery, FilterQuery, TicketQuery),
+    security(("bearer" = []), ()),
+    responses(
+        (status = 200, description = "CSV (`Timestamp,Source,Is Anomaly,Score,Severity,Betti H0,Betti H1,Betti H2,Entropy`) or a JSON array of anomaly documents, as an attachment", content_type = "text/csv"),
+        (status = 401, description = "Not signed in, or the link's ticket is invalid, expired, made for other parameters or of an ended session"),
+        (status = 403, description = "The link's account is no longer a viewer"),
         (status = 422, description = "A parameter is invalid"),
     ))]
 pub(crate) async fn export(
     State(state): State<AppState>,
     Extension(settings): Extension<Arc<Settings>>,
-    _viewer: Viewer,
+    _caller: Downloader,
     format: Result<Query<FormatQuery>, QueryRejection>,
     filter: Result<Query<FilterQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let format = match query(format)?.format.as_deref().map(str::trim) {
-        None | Some("") => Format::Csv,
-        Some(f) if f.eq_ignore_ascii_case("csv") => Format::Csv,
-        Some(f) if f.eq_ignore_ascii_case("json") => Format::Json,
-        Some(_) => return Err(Error::unprocessable("format: expected csv or json")),
-    };
+    let format = parse_format(&query(format)?)?;
     let filter = query(filter)?.to_filter()?;
     let now = time::OffsetDateTime::now_utc();
     let stamp = now

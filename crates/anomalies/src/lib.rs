@@ -1,13 +1,15 @@
 //! TopoForge's anomaly log over HTTP, its alert configurations, and alert delivery.
 //!
-//! Routes (all require a signed-in account; roles are checked against the database on every request):
+//! Routes (all require a signed-in account, by bearer token or, for the export, a signed link's ticket; roles are
+//! checked against the database on every request):
 //!
 //! | Route | Role | |
 //! |---|---|---|
 //! | `GET /api/anomalies` | viewer | filters `start_date`, `end_date`, `source`, `is_anomaly`, `risk_level`, `min_score`; `page` (1-based), `limit` (1–100, default 20); newest first; `{data, page, limit, total}` |
 //! | `POST /api/anomalies` | analyst | 201 with the stored document; fires the alert configs |
 //! | `GET /api/anomalies/stats` | viewer | same filters; totals, by source, by risk level, timeline — all grouped by the database |
-//! | `GET /api/anomalies/export?format=csv\|json` | viewer | every matching row, streamed |
+//! | `GET /api/anomalies/export?format=csv\|json` | viewer | every matching row, streamed; a `ticket` from the link route stands in for the bearer header |
+//! | `POST /api/anomalies/export/link?format=…&<filters>` | viewer | a signed link to that export, for browser downloads (`EXPORT_LINK_TTL_SECS`, 60 s) |
 //! | `GET /api/anomalies/{id}` | viewer | |
 //! | `DELETE /api/anomalies/{id}` | admin | 204 |
 //! | `GET, POST /api/alerts`, `GET, PUT, DELETE /api/alerts/{id}` | analyst | an analyst sees and edits their own configs; an admin all |
@@ -76,6 +78,9 @@ pub struct AnomaliesConfig {
     /// Rows fetched per export page (each page is one short keyset query).
     #[arg(long, env = "EXPORT_PAGE_ROWS", default_value_t = 1000)]
     pub export_page_rows: i64,
+    /// Seconds a signed export link (`POST /api/anomalies/export/link`) works (1–3600).
+    #[arg(long, env = "EXPORT_LINK_TTL_SECS", default_value_t = 60)]
+    pub export_link_ttl_secs: u64,
 }
 
 impl Default for AnomaliesConfig {
@@ -89,6 +94,7 @@ impl Default for AnomaliesConfig {
             webhook_allow_private: false,
             webhook_secret: None,
             export_page_rows: 1000,
+            export_link_ttl_secs: 60,
         }
     }
 }
@@ -121,6 +127,7 @@ impl AnomaliesConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub export_page_rows: i64,
+    pub export_link_ttl_ms: i64,
 }
 
 /// The anomaly and alert-config routes, with a dispatcher of their own.
@@ -142,11 +149,14 @@ pub fn router_with_dispatcher(
         export_page_rows: config
             .export_page_rows
             .clamp(1, vigil_store::anomalies::MAX_PAGE),
+        export_link_ttl_ms: i64::try_from(config.export_link_ttl_secs.clamp(1, 3600) * 1000)
+            .unwrap_or(60_000),
     });
     OpenApiRouter::new()
         .routes(routes!(routes::list, routes::create))
         .routes(routes!(routes::stats))
         .routes(routes!(export::export))
+        .routes(routes!(export::export_link))
         .routes(routes!(routes::get_one, routes::delete_one))
         .routes(routes!(alerts::list, alerts::create))
         .routes(routes!(alerts::get_one, alerts::update, alerts::delete_one))

@@ -72,8 +72,32 @@ pub fn build(state: AppState, features: OpenApiRouter<AppState>) -> Router {
         .layer(CompressionLayer::new().gzip(true))
         .layer(cors(&state.config.cors_origins))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(AccessSpan))
         .with_state(state)
+}
+
+/// The request span of the access log: tower-http's default fields (method, URI, version), with the values of
+/// credential parameters (`?token=` on stream endpoints, `?ticket=` on downloads) redacted from the URI, so a
+/// debug log or a logged failure never holds a usable credential.
+#[derive(Clone, Copy, Debug)]
+struct AccessSpan;
+
+impl<B> tower_http::trace::MakeSpan<B> for AccessSpan {
+    fn make_span(&mut self, request: &axum::http::Request<B>) -> tracing::Span {
+        let uri = request.uri();
+        let shown = match uri.query() {
+            Some(q) => format!("{}?{}", uri.path(), crate::ticket::redact_query(q)),
+            None => uri.path().to_owned(),
+        };
+        // tower-http's own target, so `RUST_LOG=tower_http=debug` shows request spans as it always did.
+        tracing::debug_span!(
+            target: "tower_http::trace::make_span",
+            "request",
+            method = %request.method(),
+            uri = %shown,
+            version = ?request.version(),
+        )
+    }
 }
 
 /// Refuses a path or query that decodes to a NUL character (U+0000), before routing: PostgreSQL cannot store one

@@ -103,6 +103,8 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Signs download tickets ([`crate::ticket`]); derived from the same secret.
+    ticket_key: crate::ticket::TicketKey,
     /// Access-token lifetime in seconds.
     pub access_ttl_secs: i64,
 }
@@ -124,8 +126,14 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            ticket_key: crate::ticket::TicketKey::derive(secret),
             access_ttl_secs,
         }
+    }
+
+    /// The key of download tickets ([`crate::ticket`]).
+    pub fn ticket_key(&self) -> &crate::ticket::TicketKey {
+        &self.ticket_key
     }
 
     /// A signed access token for this user, valid from now for `access_ttl_secs`. `generation` is the account's
@@ -173,6 +181,8 @@ pub struct AuthUser {
     /// The presented token's id and expiry (Unix ms), for revoking it at logout.
     pub token_id: String,
     pub token_expires_at: i64,
+    /// The session generation the token was issued in (equal to the account's, or the token was refused).
+    pub session_generation: i64,
 }
 
 impl AuthUser {
@@ -190,28 +200,49 @@ impl AuthUser {
     /// Resolves a bearer token to a live account whose sessions it still belongs to.
     pub async fn from_token(state: &AppState, token: &str) -> Result<AuthUser, Error> {
         let claims = state.tokens.verify(token)?;
+        Self::from_session(
+            state,
+            &claims.sub,
+            &claims.jti,
+            claims.generation,
+            claims.exp.saturating_mul(1000),
+        )
+        .await
+    }
+
+    /// The live account behind a session that a verified credential (an access token, a download ticket) names:
+    /// user `sub`, token id `jti`, session generation `generation`, valid until `expires_at` (Unix ms). Refused
+    /// when the account is gone or disabled, the token was revoked, or the account's sessions were ended since.
+    pub async fn from_session(
+        state: &AppState,
+        sub: &str,
+        jti: &str,
+        generation: i64,
+        expires_at: i64,
+    ) -> Result<AuthUser, Error> {
         let row: Option<(String, String, i64, i64, i64)> = vigil_store::sqlx::query_as(
             "SELECT u.username, u.role, u.is_active, u.session_generation, \
              (SELECT CAST(COUNT(*) AS BIGINT) FROM revoked_access_tokens r WHERE r.jti = $2) \
              FROM users u WHERE u.id = $1",
         )
-        .bind(&claims.sub)
-        .bind(&claims.jti)
+        .bind(sub)
+        .bind(jti)
         .fetch_optional(state.store.pool())
         .await
         .map_err(vigil_store::StoreError::from)?;
         match row {
-            Some((username, role, active, generation, revoked)) if active != 0 => {
-                if revoked != 0 || generation != claims.generation {
+            Some((username, role, active, current, revoked)) if active != 0 => {
+                if revoked != 0 || current != generation {
                     return Err(Error::Unauthorized("Token has been revoked".into()));
                 }
                 let role = role.parse().map_err(Error::internal)?;
                 Ok(AuthUser {
-                    id: claims.sub,
+                    id: sub.to_owned(),
                     username,
                     role,
-                    token_id: claims.jti,
-                    token_expires_at: claims.exp.saturating_mul(1000),
+                    token_id: jti.to_owned(),
+                    token_expires_at: expires_at,
+                    session_generation: generation,
                 })
             }
             _ => Err(Error::Unauthorized("Could not validate credentials".into())),

@@ -6,6 +6,7 @@
 //! * [`ApiJson`]: the JSON body extractor (schema failures are 422 naming the field; oversize bodies 413).
 //! * [`auth`]: HS256 access tokens, [`Role`]s, and the extractors [`auth::Viewer`], [`auth::Analyst`],
 //!   [`auth::Admin`] that every protected route takes as an argument.
+//! * [`ticket`]: signed, short-lived, query-bound download links for browsers that cannot send a bearer header.
 //! * [`password`]: Argon2id hashing, with bcrypt hashes from the Python originals still verifying.
 //! * [`app::build`]: merges the feature routers with `/health`, `/metrics`, `/openapi.json`, `/docs`, `/redoc` and the
 //!   middleware stack (CORS, gzip, body limit, panic → 500, tracing, per-route metrics).
@@ -28,6 +29,7 @@ pub mod serve;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod ticket;
 
 pub use auth::{AuthUser, Role};
 pub use client_ip::ClientIp;

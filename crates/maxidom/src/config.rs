@@ -109,7 +109,7 @@ pub struct MaxidomConfig {
         default_value_t = 10_000
     )]
     pub cache_profiles: usize,
-    /// Folder served at /api/static/update.xml and /api/static/extension.crx (extension self-update).
+    /// Folder served at /static/update.xml and /static/extension.crx (extension self-update; also under /api/static/).
     #[arg(long = "maxidom-static-dir", env = "MAXIDOM_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 }

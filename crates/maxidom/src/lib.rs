@@ -1,8 +1,8 @@
 //! MaxiDOM over HTTP: a drop-in replacement for the browser extension's Python backend.
 //!
-//! Routes (all under `/api`, see `spec/maxidom.md`): `POST /enroll/{id}`, `POST /verify_password/{id}`,
+//! Routes (under `/api` but for the updater's files, see `spec/maxidom.md`): `POST /enroll/{id}`, `POST /verify_password/{id}`,
 //! `PUT /profile/{id}/password`, `DELETE /reset_profile/{id}`, `POST /train/{id}`, `POST /score/{id}`,
-//! `GET /profile/{id}/status` and `GET /static/{update.xml|extension.crx}`.
+//! `GET /profile/{id}/status` and `GET /static/{update.xml|extension.crx}` (also under `/api/static/`).
 //!
 //! Invariants:
 //! - Profile ids are canonical lower-case UUIDs (anything else is a 422 before storage is touched).
@@ -54,5 +54,6 @@ pub fn router(state: &AppState, config: MaxidomConfig) -> OpenApiRouter<AppState
         .routes(routes!(routes::score))
         .routes(routes!(routes::status))
         .routes(routes!(routes::static_file))
+        .routes(routes!(routes::static_file_root))
         .layer(Extension(svc))
 }

@@ -351,11 +351,25 @@ pub async fn status(
     }))
 }
 
-/// The extension's self-update files, from the configured folder.
+/// The extension's self-update files, from the configured folder, where the extension's manifest points
+/// (`update_url` = `<server>/static/update.xml`, which names `<server>/static/extension.crx`).
+#[utoipa::path(get, path = "/static/{file}", tag = "maxidom",
+    params(("file" = String, Path, description = "update.xml or extension.crx")),
+    responses((status = 200, description = "The file"), (status = 404, description = "Not configured or missing")))]
+pub async fn static_file_root(svc: Svc, file: Path<String>) -> Result<Response, Error> {
+    serve_static(svc, file).await
+}
+
+/// The same files under `/api/static/` (where this service first served them, kept for existing setups).
 #[utoipa::path(get, path = "/api/static/{file}", tag = "maxidom",
     params(("file" = String, Path, description = "update.xml or extension.crx")),
     responses((status = 200, description = "The file"), (status = 404, description = "Not configured or missing")))]
-pub async fn static_file(Extension(svc): Svc, Path(file): Path<String>) -> Result<Response, Error> {
+pub async fn static_file(svc: Svc, file: Path<String>) -> Result<Response, Error> {
+    serve_static(svc, file).await
+}
+
+/// Only the two names the updater asks for, so the folder's other files (and `..`) are never reachable.
+async fn serve_static(Extension(svc): Svc, Path(file): Path<String>) -> Result<Response, Error> {
     let content_type = match file.as_str() {
         "update.xml" => "application/xml",
         "extension.crx" => "application/x-chrome-extension",

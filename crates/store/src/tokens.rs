@@ -22,13 +22,23 @@ impl Purpose {
     }
 }
 
+/// `refresh_tokens.revoked`: 0 live; [`ROTATED`] used once to obtain a new pair; [`ENDED`] revoked by a logout
+/// or by ending the account's sessions. Only a rotated token coming back is a theft signal: its legitimate holder
+/// has the successor, so someone else kept a copy. A logged-out token coming back is an ordinary stale client
+/// (a second tab, a retry) and is simply refused. (Rows written before this distinction have 1 for both.)
+pub const ROTATED: i64 = 1;
+/// See [`ROTATED`].
+pub const ENDED: i64 = 2;
+
 /// The outcome of presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshUse {
     /// Valid: it is now revoked, and the caller issues a new one for this user.
     Rotated { user_id: String },
-    /// Known but already revoked: a replay of a rotated token, a sign that it was stolen.
+    /// Known and already rotated: a replay of a used token, a sign that it was stolen.
     Replayed { user_id: String },
+    /// Known but ended by a logout (or by ending every session): refused, nothing else happens.
+    Ended,
     /// Unknown or expired.
     Invalid,
 }
@@ -61,23 +71,26 @@ pub async fn use_refresh(
     now: i64,
 ) -> Result<RefreshUse, StoreError> {
     let rotated: Option<(String,)> = sqlx::query_as(
-        "UPDATE refresh_tokens SET revoked = 1 \
+        "UPDATE refresh_tokens SET revoked = $3 \
          WHERE token_hash = $1 AND revoked = 0 AND expires_at > $2 RETURNING user_id",
     )
     .bind(token_hash)
     .bind(now)
+    .bind(ROTATED)
     .fetch_optional(store.pool())
     .await?;
     if let Some((user_id,)) = rotated {
         return Ok(RefreshUse::Rotated { user_id });
     }
-    let revoked: Option<(String,)> =
-        sqlx::query_as("SELECT user_id FROM refresh_tokens WHERE token_hash = $1 AND revoked = 1")
-            .bind(token_hash)
-            .fetch_optional(store.pool())
-            .await?;
+    let revoked: Option<(String, i64)> = sqlx::query_as(
+        "SELECT user_id, revoked FROM refresh_tokens WHERE token_hash = $1 AND revoked <> 0",
+    )
+    .bind(token_hash)
+    .fetch_optional(store.pool())
+    .await?;
     Ok(match revoked {
-        Some((user_id,)) => RefreshUse::Replayed { user_id },
+        Some((user_id, ROTATED)) => RefreshUse::Replayed { user_id },
+        Some(_) => RefreshUse::Ended,
         None => RefreshUse::Invalid,
     })
 }
@@ -89,10 +102,11 @@ pub async fn revoke_refresh(
     user_id: &str,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE refresh_tokens SET revoked = 1 WHERE token_hash = $1 AND user_id = $2 AND revoked = 0",
+        "UPDATE refresh_tokens SET revoked = $3 WHERE token_hash = $1 AND user_id = $2 AND revoked = 0",
     )
     .bind(token_hash)
     .bind(user_id)
+    .bind(ENDED)
     .execute(store.pool())
     .await?;
     Ok(done.rows_affected() > 0)
@@ -104,8 +118,9 @@ pub async fn revoke_refresh(
 pub async fn end_sessions(store: &Store, user_id: &str) -> Result<u64, StoreError> {
     let mut tx = store.pool().begin().await?;
     let done =
-        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1 AND revoked = 0")
+        sqlx::query("UPDATE refresh_tokens SET revoked = $2 WHERE user_id = $1 AND revoked = 0")
             .bind(user_id)
+            .bind(ENDED)
             .execute(&mut *tx)
             .await?;
     sqlx::query("UPDATE users SET session_generation = session_generation + 1 WHERE id = $1")
@@ -293,7 +308,32 @@ mod tests {
                     .await
                     .expect("revoke")
             );
+            // Logged out, then presented: refused without being taken for a stolen copy.
+            insert_refresh(s, "r4", "u1", 1000, 0)
+                .await
+                .expect("insert");
+            assert!(revoke_refresh(s, "r4", "u1").await.expect("logout"));
+            assert_eq!(
+                use_refresh(s, "r4", 12).await.expect("logged out"),
+                RefreshUse::Ended,
+                "{}",
+                db.label
+            );
             assert_eq!(end_sessions(s, "u1").await.expect("all"), 2, "{}", db.label);
+            assert_eq!(
+                use_refresh(s, "r3", 13).await.expect("ended"),
+                RefreshUse::Ended,
+                "{}: ending every session is not a rotation",
+                db.label
+            );
+            assert_eq!(
+                use_refresh(s, "r1", 13).await.expect("still a replay"),
+                RefreshUse::Replayed {
+                    user_id: "u1".into()
+                },
+                "{}: a rotated token stays a replay after the sessions end",
+                db.label
+            );
             let user = users::by_id(s, "u1").await.expect("read").expect("user");
             assert_eq!(user.session_generation, 1, "{}", db.label);
             revoke_access(s, "j1", "u1", 1500).await.expect("revoke");
@@ -301,7 +341,7 @@ mod tests {
                 .await
                 .expect("twice is harmless");
             revoke_access(s, "j2", "u1", 5000).await.expect("revoke");
-            assert_eq!(purge_expired(s, 2000).await.expect("purge"), 4);
+            assert_eq!(purge_expired(s, 2000).await.expect("purge"), 5);
             let (left,): (i64,) =
                 sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM revoked_access_tokens")
                     .fetch_one(s.pool())

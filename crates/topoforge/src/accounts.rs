@@ -49,8 +49,16 @@ impl Accounts {
         format!("{base}{sep}token={token}")
     }
 
-    fn verify_link(&self, token: &str) -> String {
-        format!("{}/api/auth/verify-email?token={token}", self.public_url)
+    /// The verification page's link: `EMAIL_VERIFY_URL`, or this server's own page (`verify_page`), never the
+    /// JSON route (a person clicking it would see raw JSON, and a mail scanner's prefetch would use the token).
+    pub(crate) fn verify_link(&self, token: &str) -> String {
+        let base = self
+            .config
+            .email_verify_url
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", self.public_url, crate::verify_page::PATH));
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}token={token}")
     }
 
     /// Mints a random single-use token for `purpose`, stores only its hash with an expiry `ttl_ms` from now, and

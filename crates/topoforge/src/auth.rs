@@ -231,7 +231,8 @@ pub struct RefreshBody {
 }
 
 /// Exchanges a refresh token for a new pair; the old refresh token stops working. Presenting an already rotated
-/// token revokes every refresh token of the account (it was copied by someone).
+/// token revokes every session of the account (it was copied by someone); a token that a logout revoked is only
+/// refused (401).
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshBody,
     responses((status = 200, body = TokenPair), (status = 401, description = "Invalid refresh token"),
         (status = 422, description = "Malformed body")))]
@@ -252,7 +253,10 @@ pub async fn refresh(
             );
             return Err(Error::Unauthorized(INVALID_REFRESH.into()));
         }
-        RefreshUse::Invalid => return Err(Error::Unauthorized(INVALID_REFRESH.into())),
+        // Logged out (or every session ended): refused, and not a theft signal; see `tokens::ROTATED`.
+        RefreshUse::Ended | RefreshUse::Invalid => {
+            return Err(Error::Unauthorized(INVALID_REFRESH.into()));
+        }
     };
     let user = users::by_id(&state.store, &user_id)
         .await?
@@ -300,7 +304,8 @@ pub struct TokenQuery {
     pub token: String,
 }
 
-/// Confirms an email address with the token mailed at registration.
+/// Confirms an email address with the token mailed at registration (for a client's own verification page; the
+/// mailed link opens the server's page `/verify-email` unless `EMAIL_VERIFY_URL` says otherwise).
 #[utoipa::path(get, path = "/api/auth/verify-email", tag = "auth", params(TokenQuery),
     responses((status = 200, description = r#"{"message": "Email verified successfully"}"#),
         (status = 400, description = "Invalid or expired verification token"),
@@ -311,19 +316,11 @@ pub async fn verify_email(
 ) -> ApiResult<Json<Value>> {
     let Query(q) =
         query.map_err(|_| Error::unprocessable("Query parameter 'token' is required"))?;
-    let hash = policy::token_hash(&q.token);
-    let Some(user_id) =
-        tokens::consume_mailed(&state.store, &hash, Purpose::VerifyEmail, now_ms()).await?
-    else {
+    if !crate::verify_page::verify(&state, &q.token).await? {
         return Err(Error::BadRequest(
             "Invalid or expired verification token".into(),
         ));
-    };
-    let patch = UserPatch {
-        is_verified: Some(true),
-        ..UserPatch::default()
-    };
-    users::update(&state.store, &user_id, &patch).await?;
+    }
     Ok(Json(json!({"message": "Email verified successfully"})))
 }
 

@@ -37,6 +37,11 @@ pub struct AccountsConfig {
     /// Where reset links point (the dashboard's reset page); default `<PUBLIC_URL>/reset-password`.
     #[arg(long, env = "PASSWORD_RESET_URL")]
     pub password_reset_url: Option<String>,
+    /// Where email-verification links point; default `<PUBLIC_URL>/verify-email`, a confirmation page this server
+    /// serves (the token is used only when the page's button is pressed, never by opening the link). Point it at
+    /// the dashboard's verification page instead if it has one; `?token=…` is appended either way.
+    #[arg(long, env = "EMAIL_VERIFY_URL")]
+    pub email_verify_url: Option<String>,
 
     /// SMTP server; without it, mails are not sent and their links are logged instead.
     #[arg(long, env = "MAIL_SERVER")]
@@ -94,6 +99,7 @@ impl Default for AccountsConfig {
             reset_token_expire_minutes: 15,
             verify_token_expire_hours: 24,
             password_reset_url: None,
+            email_verify_url: None,
             mail_server: None,
             mail_port: 587,
             mail_username: None,

@@ -2,20 +2,21 @@
 //!
 //! Routes (see `spec/topoforge.md`): `/api/auth/{register, login, me, refresh, logout, verify-email,
 //! forgot-password, reset-password, verify-reset-token/{token}}`, `/api/users`, `/api/users/{id}`,
-//! `/api/sources`, `/api/sources/{id}`; [`bootstrap_admin`] at start; [`catalog::load_catalog`] for the CLI.
+//! `/api/sources`, `/api/sources/{id}`, and the verification page `/verify-email` ([`verify_page`]) that mailed
+//! links open by default; [`bootstrap_admin`] at start; [`catalog::load_catalog`] for the CLI.
 //!
 //! Invariants:
-//! - Every route but the anonymous auth flows (register, login, refresh, email verification, password reset)
-//!   takes a role extractor (`viewer < analyst < admin`), and the role comes from the database, not the token.
+//! - Every route but the anonymous auth flows (register, login, refresh, email verification, password reset) and
+//!   the public catalogue listing (`GET /api/sources`) takes a role extractor (`viewer < analyst < admin`), and the role comes from the database, not the token.
 //!   New accounts are `viewer` whatever the request says; only an admin changes roles.
 //! - Passwords are hashed (Argon2id) before any transaction opens; a password is never stored, logged or returned.
 //! - Refresh, verification and reset tokens are 32 random bytes of which only the SHA-256 is stored; each use is one
 //!   conditional update, so a token works once even across replicas. Refresh rotates; replaying a rotated token
-//!   revokes all of the account's sessions. Reset tokens expire after 15 minutes (configurable) and a reset signs
+//!   revokes all of the account's sessions, while a token that a logout revoked is only refused. Reset tokens expire after 15 minutes (configurable) and a reset signs
 //!   the account out everywhere.
 //! - Rate limits are fixed windows counted in the database ([`ratelimit`]), so they hold across replicas: login per
 //!   account+address, register and forgot-password per address, and a general limit per address on every route
-//!   of this router. Refusals are 429 with `Retry-After`.
+//!   of this router but `GET /api/sources`. Refusals are 429 with `Retry-After`.
 //! - Forgot-password answers identically whether or not the email exists, and mail is sent in the background.
 //! - No admin can delete themself or demote/deactivate the last active admin, so the system never loses its
 //!   last administrator through the API.
@@ -30,6 +31,7 @@ pub mod prompt;
 pub mod ratelimit;
 pub mod sources;
 pub mod users;
+pub mod verify_page;
 
 use std::sync::Arc;
 
@@ -56,6 +58,7 @@ pub fn router(state: &AppState, config: AccountsConfig) -> OpenApiRouter<AppStat
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::verify_email))
+        .routes(routes!(verify_page::page, verify_page::confirm))
         .routes(routes!(auth::forgot_password))
         .routes(routes!(auth::reset_password))
         .routes(routes!(auth::verify_reset_token))
@@ -65,11 +68,14 @@ pub fn router(state: &AppState, config: AccountsConfig) -> OpenApiRouter<AppStat
             users::update_user,
             users::delete_user
         ))
-        .routes(routes!(sources::list_sources, sources::create_source))
+        .routes(routes!(sources::create_source))
         .routes(routes!(sources::delete_source))
         .route_layer(axum::middleware::from_fn_with_state(
             limit,
             ratelimit::api_limit,
         ))
+        // Public and outside the per-address limit (see `sources`); merged after the limit's `route_layer`, so
+        // the layer does not reach it.
+        .routes(routes!(sources::list_sources))
         .layer(Extension(svc))
 }

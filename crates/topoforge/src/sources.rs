@@ -1,10 +1,15 @@
-//! `/api/sources`: the catalogue of event feeds (read: any signed-in user; write: analysts).
+//! `/api/sources`: the catalogue of event feeds (read: anyone, no token; write: analysts).
+//!
+//! The listing is public as the contract says (the dashboard's Data Sources page sends no token) and is served
+//! outside the per-address API limit: the dashboard re-fetches it on every stream event, and a read of a small
+//! catalogue that reveals nothing private is not what that limit protects (it guards the credential and account
+//! routes). It stays cheap: one indexed read of a table of tens of rows.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use vigil_http::auth::{Analyst, Viewer};
+use vigil_http::auth::Analyst;
 use vigil_http::{ApiJson, ApiResult, AppState, Error};
 use vigil_store::StoreError;
 use vigil_store::sources::{self, Source};
@@ -37,7 +42,8 @@ impl From<Source> for SourceView {
     }
 }
 
-/// A new feed. Without an `id`, one is generated.
+/// A new feed. Without an `id`, one is generated; without a `protocol` (the dashboard never sends one), it is
+/// derived from the URL's scheme by [`default_protocol`].
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewSource {
     pub id: Option<String>,
@@ -45,21 +51,33 @@ pub struct NewSource {
     #[serde(rename = "type")]
     pub kind: String,
     pub url: String,
-    pub protocol: String,
+    /// Default from the URL: `ws`/`wss` → `websocket`, `http` → `http-poll`, `https` → `https-poll`, any other
+    /// scheme → the scheme itself (lower case).
+    pub protocol: Option<String>,
     #[serde(default)]
     pub description: String,
     pub active: Option<bool>,
 }
 
-/// Every feed in the catalogue, by name.
-#[utoipa::path(get, path = "/api/sources", tag = "sources", security(("bearer" = [])),
-    responses((status = 200, body = [SourceView]), (status = 401)))]
-pub async fn list_sources(
-    State(state): State<AppState>,
-    Viewer(_caller): Viewer,
-) -> ApiResult<Json<Vec<SourceView>>> {
+/// Every feed in the catalogue, by name. Public: no token needed, and not counted against the per-address API
+/// limit.
+#[utoipa::path(get, path = "/api/sources", tag = "sources",
+    responses((status = 200, body = [SourceView])))]
+pub async fn list_sources(State(state): State<AppState>) -> ApiResult<Json<Vec<SourceView>>> {
     let all = sources::list(&state.store).await?;
     Ok(Json(all.into_iter().map(SourceView::from).collect()))
+}
+
+/// The protocol of a feed whose creator did not name one, from its URL's scheme (`scheme` as validated by
+/// [`create_source`]): the catalogue's own vocabulary for the common cases (`websocket`, `https-poll`), the scheme
+/// itself otherwise. Server-Sent Events cannot be told from a plain HTTP URL, so `sse` must be given explicitly.
+pub fn default_protocol(scheme: &str) -> String {
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
+        "ws" | "wss" => "websocket".into(),
+        "http" | "https" => format!("{scheme}-poll"),
+        _ => scheme,
+    }
 }
 
 fn field(value: &str, name: &str, max: usize) -> Result<String, Error> {
@@ -97,23 +115,28 @@ pub async fn create_source(
         None => uuid::Uuid::new_v4().to_string(),
     };
     let url = field(&body.url, "url", 2048)?;
-    if !url.split_once("://").is_some_and(|(scheme, rest)| {
-        !scheme.is_empty()
+    let Some(scheme) = url.split_once("://").and_then(|(scheme, rest)| {
+        (!scheme.is_empty()
             && scheme
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-            && !rest.is_empty()
-    }) {
+            && !rest.is_empty())
+        .then_some(scheme)
+    }) else {
         return Err(Error::unprocessable(
             "url must be an absolute URL such as https://host/path",
         ));
-    }
+    };
+    let protocol = match body.protocol.as_deref() {
+        Some(p) => field(p, "protocol", 50)?,
+        None => field(&default_protocol(scheme), "protocol", 50)?,
+    };
     let source = Source {
         id,
         name: field(&body.name, "name", 200)?,
         kind: field(&body.kind, "type", 100)?,
         url,
-        protocol: field(&body.protocol, "protocol", 50)?,
+        protocol,
         description: body.description.trim().chars().take(2000).collect(),
         active: body.active.unwrap_or(true),
         created_at: now_ms(),
@@ -137,5 +160,19 @@ pub async fn delete_source(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::not_found("Source not found"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_protocol;
+
+    #[test]
+    fn protocol_defaults_follow_the_scheme() {
+        assert_eq!(default_protocol("wss"), "websocket");
+        assert_eq!(default_protocol("WS"), "websocket");
+        assert_eq!(default_protocol("https"), "https-poll");
+        assert_eq!(default_protocol("http"), "http-poll");
+        assert_eq!(default_protocol("mqtt"), "mqtt");
     }
 }

@@ -381,7 +381,13 @@ async fn register_login_me_refresh_logout() {
         .await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
 
-        // Logout revokes the given refresh token.
+        // Logout revokes the given refresh token. Presenting it afterwards (a second tab, a retry) is refused and
+        // is not taken for a stolen copy: the account's other sessions live on.
+        let other: Value = login_form(&app, "ada", PASSWORD)
+            .await
+            .json()
+            .await
+            .expect("json");
         let r = login_form(&app, "ada", PASSWORD).await;
         let session: Value = r.json().await.expect("json");
         let (access, refresh) = (
@@ -410,15 +416,47 @@ async fn register_login_me_refresh_logout() {
         )
         .await;
         assert_eq!(s, StatusCode::OK, "{l}: {b}");
+        for _ in 0..2 {
+            let (s, b) = call(
+                &app,
+                Method::POST,
+                "/api/auth/refresh",
+                None,
+                Some(json!({"refresh_token": refresh})),
+            )
+            .await;
+            assert_eq!(
+                (s, b["detail"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("Invalid refresh token")),
+                "{l}"
+            );
+        }
         let (s, _) = call(
+            &app,
+            Method::GET,
+            "/api/auth/me",
+            other["access_token"].as_str(),
+            None,
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{l}: a logged-out refresh token presented again does not end the other sessions"
+        );
+        let (s, b) = call(
             &app,
             Method::POST,
             "/api/auth/refresh",
             None,
-            Some(json!({"refresh_token": refresh})),
+            Some(json!({"refresh_token": other["refresh_token"]})),
         )
         .await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{l}: the other session still refreshes: {b}"
+        );
         let (s, b) = call(&app, Method::GET, "/api/auth/me", Some(access), None).await;
         assert_eq!(
             (s, b["detail"].as_str()),
@@ -938,12 +976,12 @@ async fn role_matrix_and_token_tampering() {
             "{l}"
         );
 
-        // Sources: read for everyone signed in, write for analysts.
+        // Sources: read for everyone (no token needed), write for analysts.
         let source = json!({"id": "usgs", "name": "USGS", "type": "seismic", "url": "https://earthquake.usgs.gov/feed", "protocol": "https-poll"});
         expect(
             "none",
             call(&app, Method::GET, "/api/sources", None, None).await.0,
-            StatusCode::UNAUTHORIZED,
+            StatusCode::OK,
             "GET sources",
         );
         expect(
@@ -980,8 +1018,36 @@ async fn role_matrix_and_token_tampering() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad url",
         );
-        let (_, list) = call(&app, Method::GET, "/api/sources", v, None).await;
-        assert_eq!(list.as_array().map(Vec::len), Some(2), "{l}: {list}");
+        // No protocol: derived from the URL's scheme (the dashboard's form has no protocol field).
+        let (s, b) = call(
+            &app,
+            Method::POST,
+            "/api/sources",
+            a,
+            Some(json!({"id": "jet", "name": "Jetstream", "type": "social", "url": "wss://jetstream.example/subscribe"})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["protocol"].as_str()),
+            (StatusCode::CREATED, Some("websocket")),
+            "{l}: {b}"
+        );
+        let (s, b) = call(&app, Method::POST, "/api/sources", a, Some(json!({"id": "blank", "name": "n", "type": "t", "url": "https://x.io", "protocol": " "}))).await;
+        assert_eq!(
+            s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{l}: an empty protocol is still refused: {b}"
+        );
+        let (_, list) = call(&app, Method::GET, "/api/sources", None, None).await;
+        assert_eq!(list.as_array().map(Vec::len), Some(3), "{l}: {list}");
+        expect(
+            "analyst",
+            call(&app, Method::DELETE, "/api/sources/jet", a, None)
+                .await
+                .0,
+            StatusCode::NO_CONTENT,
+            "DELETE source",
+        );
         let (_, viewer2) = app.user_with_role("vince", Role::Viewer).await;
         expect(
             "viewer",
@@ -1199,10 +1265,18 @@ async fn rate_limits_trip_with_retry_after() {
         assert_eq!(forgot().await.0, StatusCode::OK);
         assert_eq!(forgot().await.0, StatusCode::TOO_MANY_REQUESTS);
 
-        // The general limit: 15 per window across every route of the router, 11 used above.
+        // The public catalogue listing is outside the general limit: any number of reads, no token.
+        for _ in 0..20 {
+            assert_eq!(
+                call(&app, Method::GET, "/api/sources", None, None).await.0,
+                StatusCode::OK,
+                "{l}"
+            );
+        }
+        // The general limit: 15 per window across every other route of the router, 11 used above.
         let mut statuses = Vec::new();
         for _ in 0..5 {
-            statuses.push(call(&app, Method::GET, "/api/sources", None, None).await.0);
+            statuses.push(call(&app, Method::GET, "/api/auth/me", None, None).await.0);
         }
         assert_eq!(
             statuses[..4],
@@ -1366,6 +1440,116 @@ async fn expired_rows_are_purged_periodically() {
         }
         let (s, _) = call(&app, Method::GET, "/api/auth/me", Some(&token), None).await;
         assert_eq!(s, StatusCode::OK, "{l}: live sessions are untouched");
+        app.stop().await;
+    }
+}
+
+/// The mailed verification link opens a page (not the JSON route); opening it, as a mail scanner's prefetch does,
+/// uses nothing; the page's button verifies, once.
+#[tokio::test]
+async fn verification_link_opens_a_page_that_prefetching_does_not_consume() {
+    let (inbox, port) = Inbox::start().await;
+    let config = AccountsConfig {
+        mail_server: Some("127.0.0.1".into()),
+        mail_port: port,
+        mail_starttls: false,
+        mail_from: "TopoForge <no-reply@example.com>".into(),
+        ..lax_limits()
+    };
+    for app in apps(config).await {
+        let l = app.label;
+        let (s, reg) = register(&app, "hedy", "hedy@example.com").await;
+        assert_eq!(s, StatusCode::CREATED, "{l}");
+        let access = reg["access_token"].as_str().expect("access").to_owned();
+        // The test configuration's PUBLIC_URL is the default, so the link names this server's page.
+        let token = inbox
+            .token_for("hedy@example.com", "/verify-email?token=")
+            .await;
+        let page = format!("/verify-email?token={token}");
+        for _ in 0..3 {
+            let r = app.client.get(app.url(&page)).send().await.expect("page");
+            assert_eq!(r.status(), StatusCode::OK, "{l}");
+            assert!(
+                r.headers()["content-type"]
+                    .to_str()
+                    .expect("ascii")
+                    .starts_with("text/html")
+            );
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+            let html = r.text().await.expect("html");
+            assert!(html.contains("method=\"post\""), "{l}: {html}");
+            assert!(html.contains(&token), "{l}");
+        }
+        let (_, me) = call(&app, Method::GET, "/api/auth/me", Some(&access), None).await;
+        assert_eq!(
+            me["is_verified"], false,
+            "{l}: opening the link verifies nothing"
+        );
+
+        let confirm = |t: String| {
+            app.client
+                .post(app.url("/verify-email"))
+                .form(&[("token", t)])
+                .send()
+        };
+        let r = confirm(token.clone()).await.expect("confirm");
+        assert_eq!(r.status(), StatusCode::OK, "{l}");
+        assert!(r.text().await.expect("html").contains("verified"));
+        let (_, me) = call(&app, Method::GET, "/api/auth/me", Some(&access), None).await;
+        assert_eq!(me["is_verified"], true, "{l}");
+        let r = confirm(token.clone()).await.expect("again");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{l}: single use");
+        assert!(r.text().await.expect("html").contains("invalid"));
+
+        // Hostile input is escaped, never executed; missing tokens are a 400 page.
+        let r = app
+            .client
+            .get(app.url("/verify-email?token=%22%3E%3Cscript%3Ealert(1)%3C/script%3E"))
+            .send()
+            .await
+            .expect("page");
+        let html = r.text().await.expect("html");
+        assert!(!html.contains("<script>"), "{l}: {html}");
+        assert!(html.contains("&quot;&gt;&lt;script&gt;"), "{l}: {html}");
+        let r = app
+            .client
+            .get(app.url("/verify-email"))
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{l}");
+        let r = app
+            .client
+            .post(app.url("/verify-email"))
+            .body("garbage")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{l}");
+        app.stop().await;
+    }
+
+    // EMAIL_VERIFY_URL sends the link to another page (the dashboard's), query strings kept.
+    let (inbox, port) = Inbox::start().await;
+    let config = AccountsConfig {
+        mail_server: Some("127.0.0.1".into()),
+        mail_port: port,
+        mail_starttls: false,
+        mail_from: "TopoForge <no-reply@example.com>".into(),
+        email_verify_url: Some("https://dash.example/#/verify?lang=en".into()),
+        ..lax_limits()
+    };
+    for app in apps(config).await {
+        let (s, _) = register(&app, "ida", "ida@example.com").await;
+        assert_eq!(s, StatusCode::CREATED);
+        let token = inbox
+            .token_for(
+                "ida@example.com",
+                "https://dash.example/#/verify?lang=en&token=",
+            )
+            .await;
+        assert_eq!(token.len(), 64);
         app.stop().await;
     }
 }
