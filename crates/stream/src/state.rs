@@ -94,6 +94,20 @@ pub struct StateParts {
     pub model_generation: u64,
 }
 
+/// A read-only view of a stored state (see [`StreamState::view`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateView {
+    /// Events the stream has seen.
+    pub events: u64,
+    /// The window's values, oldest first.
+    pub values: Vec<f64>,
+    /// The window's client timestamps (ms since epoch), aligned with `values`.
+    pub times: Vec<Option<i64>>,
+    /// Whether the detector's history is long enough to score the next event (before that, results carry
+    /// `calibrated: false` and score 0).
+    pub detector_ready: bool,
+}
+
 /// All the state of one stream: its window, calibration, baseline and model. Streams never share state.
 /// Serialisable (with a [`STATE_VERSION`]) so it can be stored and moved between replicas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +207,32 @@ impl StreamState {
             core,
             model,
             model_generation: self.refits,
+        })
+    }
+
+    /// What the stored core of a state (the `core` of [`Self::to_parts`]) shows, without its model: the window,
+    /// the event count and whether the next event is scored under `cfg`. For read-only views (the console's
+    /// stream list); analysis always goes through [`Self::from_parts`].
+    pub fn view(core: &[u8], cfg: &StreamConfig) -> Result<StateView, StreamError> {
+        #[derive(Deserialize)]
+        struct V {
+            version: u32,
+        }
+        let v: V =
+            serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        if v.version != STATE_VERSION {
+            return Err(StreamError::StateVersion {
+                found: v.version,
+                expected: STATE_VERSION,
+            });
+        }
+        let state: Self =
+            serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        Ok(StateView {
+            events: state.events,
+            detector_ready: state.detector.is_ready(&cfg.detector),
+            values: state.values.into(),
+            times: state.times.into(),
         })
     }
 
