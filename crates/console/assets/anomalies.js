@@ -72,7 +72,13 @@ export async function render(main, params, signal) {
     }
     clear(charts);
     const bucket = Number(stats?.bucket_seconds) || 0;
-    const timeline = (stats?.timeline || []).map((b) => [fmtTime(b.bucket), Number(b.count) || 0]);
+    // Bucket labels: the time of day for buckets under a day, the date otherwise (full time in each bar's title).
+    const label = (iso) => {
+      const d = new Date(iso);
+      if (Number.isNaN(d.getTime())) return String(iso);
+      return bucket >= 86400 ? d.toLocaleDateString() : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+    };
+    const timeline = (stats?.timeline || []).map((b) => [label(b.bucket), Number(b.count) || 0]);
     charts.append(
       h('figure', { class: 'card' }, bars(timeline, { label: `Anomalies over time, ${timeline.length} buckets` }),
         h('figcaption', {}, `Over time${bucket ? ` (buckets of ${bucket >= 3600 ? `${bucket / 3600} h` : `${bucket / 60} min`})` : ''}`)),

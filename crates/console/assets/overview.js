@@ -50,7 +50,7 @@ export async function render(main, _params, signal) {
           h('dt', {}, 'Last anomaly'), h('dd', { class: 'last-anomaly' }, a
             ? [h('span', { class: riskClass(a.risk) }, a.risk), ` ${fmtNum(a.score * 100, 0)} · ${ago(a.ms)}`]
             : 'none'),
-          h('dt', {}, 'Threshold'), h('dd', {}, fmtNum(st.anomaly_threshold, 0)))));
+          h('dt', {}, 'Threshold'), h('dd', {}, fmtNum(st.anomaly_threshold, 1)))));
     }
   };
 

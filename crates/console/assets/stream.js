@@ -162,7 +162,7 @@ export async function render(main, name, params, signal) {
     const r = await api.get(`/api/streams${api.query({ stream: name })}`, { signal });
     win = Array.isArray(r) ? r[0] || null : null;
     status.textContent = win
-      ? `${win.status} · ${win.events} events · threshold ${fmtNum(win.anomaly_threshold, 0)} · updated ${fmtTime(win.updated_at)}`
+      ? `${win.status} · ${win.events} events · threshold ${fmtNum(win.anomaly_threshold, 1)} · updated ${fmtTime(win.updated_at)}`
       : 'No events yet.';
     drawWindow();
   };
