@@ -1,5 +1,5 @@
-// The console's shell: sign-in, the hash router (#/streams, #/streams/<name>, #/anomalies, #/alerts) and the
-// header. Each page module exports `render(main, params, signal)`; `signal` aborts when the page is left, which
+// The console's shell: sign-in, the hash router (#/streams, #/streams/<name>, #/anomalies, #/alerts, #/users)
+// and the header. Each page module exports `render(main, params, signal)`; `signal` aborts when the page is left, which
 // stops its polling and its event stream.
 import * as api from './api.js';
 import { h, clear, toast, field } from './dom.js';
@@ -7,6 +7,7 @@ import * as overview from './overview.js';
 import * as stream from './stream.js';
 import * as anomalies from './anomalies.js';
 import * as alerts from './alerts.js';
+import * as users from './users.js';
 
 const main = document.getElementById('main');
 const top = document.getElementById('top');
@@ -33,6 +34,8 @@ async function route() {
   top.hidden = false;
   document.getElementById('who').textContent = `${session.user?.username ?? ''} · ${session.user?.role ?? ''}`;
   const { parts, params } = parseHash();
+  // The Users page is for admins (the API refuses others anyway).
+  top.querySelector('[data-nav="users"]').hidden = session.user?.role !== 'admin';
   for (const a of top.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === parts[0]) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -41,6 +44,7 @@ async function route() {
     if (parts[0] === 'streams' && parts[1]) await stream.render(main, parts[1], params, signal);
     else if (parts[0] === 'anomalies') await anomalies.render(main, params, signal);
     else if (parts[0] === 'alerts') await alerts.render(main, params, signal);
+    else if (parts[0] === 'users') await users.render(main, params, signal);
     else await overview.render(main, params, signal);
   } catch (e) {
     if (signal.aborted) return;

@@ -158,13 +158,17 @@ export async function render(main, name, params, signal) {
       mitigation.length ? [h('h3', {}, 'Mitigation'), h('ul', {}, mitigation.map((m) => h('li', {}, String(m))))] : null]);
   };
 
+  // Each update is measured with the User Timing API (`stream-update`: from the answer to the drawn chart), so
+  // its cost can be read in the browser's own timeline.
   const poll = async () => {
     const r = await api.get(`/api/streams${api.query({ stream: name })}`, { signal });
+    const t0 = performance.now();
     win = Array.isArray(r) ? r[0] || null : null;
     status.textContent = win
       ? `${win.status} · ${win.events} events · threshold ${fmtNum(win.anomaly_threshold, 1)} · updated ${fmtTime(win.updated_at)}`
       : 'No events yet.';
     drawWindow();
+    performance.measure('stream-update', { start: t0, end: performance.now() });
   };
 
   await Promise.all([poll(), loadAnomalies()]);

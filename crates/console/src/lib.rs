@@ -60,6 +60,7 @@ static ASSETS: &[Asset] = &[
     asset!("stream.js", JS),
     asset!("anomalies.js", JS),
     asset!("alerts.js", JS),
+    asset!("users.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
