@@ -196,7 +196,7 @@ async function main() {
       await analyst.screenshot({ path: join(shots, 'overview.png') });
       await analyst.getByRole('link', { name: 'cpu' }).click();
       await analyst.getByRole('heading', { name: /Anomaly at/ }).waitFor();
-      const points = await analyst.locator('svg.diagram .pt').count();
+      const points = await analyst.locator('svg.diagram').first().locator('.pt').count();
       assert.ok(points > 0, 'the diagram has points');
       const stored = (await api(base, token, '/api/anomalies?source=cpu&limit=1')).body.data[0];
       const p = stored.metadata.analysis.persistence;

@@ -159,10 +159,11 @@ function pairs(persistence, d) {
 
 // Persistence diagram: each class a point (birth, death); essential classes (death null) on a dashed line at
 // the top, labelled ∞; the diagonal birth = death.
-export function diagram(persistence, { w = 320, h = 320 } = {}) {
-  const byDim = DIMS.map((d) => pairs(persistence, d));
+// `dims` limits the drawing (and its scale) to some dimensions: H0's long bars can squash H1/H2 into a corner.
+export function diagram(persistence, { w = 320, h = 320, dims = DIMS } = {}) {
+  const byDim = DIMS.map((d) => (dims.includes(d) ? pairs(persistence, d) : []));
   const total = byDim.reduce((n, l) => n + l.length, 0);
-  const svg = root(w, h, `Persistence diagram: ${DIMS.map((d, i) => `${byDim[i].length} ${d.toUpperCase()} classes`).join(', ')}`, 'diagram');
+  const svg = root(w, h, `Persistence diagram: ${DIMS.filter((d) => dims.includes(d)).map((d) => `${byDim[DIMS.indexOf(d)].length} ${d.toUpperCase()} classes`).join(', ')}`, 'diagram');
   const box = [40, 14, w - 12, h - 28];
   const vals = byDim.flat().flatMap(([b, d]) => (d === null ? [b] : [b, d]));
   let hi = vals.length ? Math.max(...vals, 0) : 1;

@@ -141,6 +141,9 @@ export async function render(main, name, params, signal) {
     if (r?.persistence) {
       detail.append(h('div', { class: 'topo' },
         h('figure', {}, diagram(r.persistence), h('figcaption', {}, 'Persistence diagram (H0 ●, H1 ■, H2 ▲; standardised units)')),
+        (r.persistence.h1?.length || r.persistence.h2?.length)
+          ? h('figure', {}, diagram(r.persistence, { dims: ['h1', 'h2'] }), h('figcaption', {}, 'H1 and H2 alone, on their own scale'))
+          : null,
         h('figure', {}, barcode(r.persistence), h('figcaption', {}, 'Barcode')),
         h('figure', {}, landscape(r.topology_features?.landscape), h('figcaption', {},
           `H1 landscape · entropy ${fmtNum(r.topology_features?.entropy, 3)} · total lifetime ${fmtNum(r.topology_features?.total_lifetime, 3)}`))));

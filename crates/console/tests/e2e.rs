@@ -24,7 +24,10 @@ async fn serves_the_console_with_csp_and_cached_assets() {
         assert!(etag.starts_with('"'));
         let html = page.text().await.expect("body");
         let app_js = vigil_console::asset_path("app.js");
-        assert!(html.contains(&app_js), "the page links this build's modules");
+        assert!(
+            html.contains(&app_js),
+            "the page links this build's modules"
+        );
 
         // Unchanged page: 304 without a body.
         let again = app
