@@ -123,3 +123,47 @@ pub(crate) async fn list(
     .map_err(Error::internal)?;
     Ok(ApiJson(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_stream::Event;
+
+    fn core_after(n: usize, cfg: &StreamConfig) -> Vec<u8> {
+        let mut s = StreamState::new("s");
+        for i in 0..n {
+            let e = Event::new("s", (i % 7) as f64, None);
+            s.push(&e, cfg).expect("push");
+        }
+        s.to_parts().expect("parts").core
+    }
+
+    #[test]
+    fn status_follows_the_state_and_config() {
+        let cfg = StreamConfig::default();
+        let fresh = summarise("s".into(), &core_after(3, &cfg), None, 1);
+        assert_eq!(
+            (fresh.status, fresh.events, fresh.values.len()),
+            ("buffering", 3, 3)
+        );
+        assert_eq!(fresh.values, vec![0.0, 1.0, 2.0]);
+        let analysed = summarise("s".into(), &core_after(20, &cfg), None, 1);
+        assert_eq!(analysed.status, "calibrating");
+        // A stored configuration's threshold and `min_events` apply.
+        let stored = r#"{"min_events": 30, "anomaly_threshold": 55}"#;
+        let own = summarise("s".into(), &core_after(20, &cfg), Some(stored), 1);
+        assert_eq!((own.status, own.anomaly_threshold), ("buffering", 55.0));
+    }
+
+    #[test]
+    fn unreadable_state_is_reported_not_an_error() {
+        let s = summarise("s".into(), b"{\"version\": 999}", Some("not json"), 7);
+        assert_eq!(s.status, "unreadable");
+        assert!(s.values.is_empty());
+        assert_eq!(
+            s.anomaly_threshold,
+            StreamConfig::default().anomaly_threshold
+        );
+        assert_eq!(s.updated_at, 7);
+    }
+}
