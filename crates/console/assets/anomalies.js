@@ -65,7 +65,7 @@ export async function render(main, params, signal) {
       api.get(`/api/anomalies${api.query({ ...q, page, limit: LIMIT })}`, { signal }),
       api.get(`/api/anomalies/stats${api.query(q)}`, { signal }),
     ]);
-    // Sources for the filter come from the unfiltered-by-source stats, so choosing one keeps the others listed.
+    // Sources for the filter come from the stats; options are only added, so choosing one keeps the others listed.
     const known = new Set([...f.source.options].map((o) => o.value));
     for (const s of Object.keys(stats?.by_source || {})) {
       if (!known.has(s)) f.source.append(h('option', { value: s }, s));

@@ -20,7 +20,9 @@ function parseHash() {
   return { parts, params: new URLSearchParams(qs || '') };
 }
 
-async function route() {
+// `moved`: the user navigated (not the first load), so focus goes to the new page for keyboard and screen-reader
+// users instead of staying on the link they left.
+async function route(moved = false) {
   page?.abort();
   page = new AbortController();
   const signal = page.signal;
@@ -46,6 +48,7 @@ async function route() {
     else if (parts[0] === 'alerts') await alerts.render(main, params, signal);
     else if (parts[0] === 'users') await users.render(main, params, signal);
     else await overview.render(main, params, signal);
+    if (moved && !signal.aborted) main.focus({ preventScroll: true });
   } catch (e) {
     if (signal.aborted) return;
     if (e?.status === 401) return; // the session listener shows the sign-in
@@ -87,5 +90,5 @@ document.getElementById('logout').addEventListener('click', async () => {
 });
 
 api.onSession((s) => { if (!s) route(); });
-window.addEventListener('hashchange', () => { if (location.hash.startsWith('#/') || !location.hash) route(); });
+window.addEventListener('hashchange', () => { if (location.hash.startsWith('#/') || !location.hash) route(true); });
 route();

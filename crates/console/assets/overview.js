@@ -58,14 +58,17 @@ export async function render(main, _params, signal) {
     const now = Date.now();
     const fresh = await api.get('/api/streams', { signal });
     if (!Array.isArray(fresh)) return;
+    const unseen = [];
     for (const st of fresh) {
       const prev = rates.get(st.stream);
       const events = Number(st.events) || 0;
       // Events per second between two polls, from the server's own counts.
       const rate = prev && now > prev.at ? Math.max(0, (events - prev.events) / ((now - prev.at) / 1000)) : undefined;
       rates.set(st.stream, { events, at: now, rate });
-      if (!prev) await lookupLast(st.stream);
+      if (!prev) unseen.push(st.stream);
     }
+    // A stream's last anomaly is looked up once, when the stream first appears; the live feed keeps it current.
+    await Promise.all(unseen.map(lookupLast));
     streams = fresh;
     draw();
   };
