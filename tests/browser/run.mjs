@@ -177,6 +177,8 @@ async function main() {
       assert.equal(r.status, 200);
       await analyst.locator('[data-stream="cpu"][data-status="live"]').waitFor({ timeout: 10000 });
       await analyst.locator('[data-stream="cpu"] .events', { hasText: '300' }).waitFor();
+      const listed = (await api(base, token, '/api/streams?stream=cpu')).body[0];
+      assert.equal(await analyst.locator('[data-stream="cpu"] .score').textContent(), listed.score.toFixed(1));
       // Interactive: a reload (session kept in sessionStorage) until the stream cards are drawn from the API.
       await analyst.reload();
       await analyst.locator('[data-stream="cpu"]').waitFor();
@@ -193,6 +195,7 @@ async function main() {
       // The overview learns of it over the live feed.
       await analyst.locator('[data-stream="cpu"] .last-anomaly .risk').waitFor({ timeout: 10000 });
       await api(base, token, '/api/ingest', { method: 'POST', body: events(normal.slice(300, 330), 304) });
+      await analyst.locator('[data-stream="cpu"] .events', { hasText: '334' }).waitFor();
       await analyst.screenshot({ path: join(shots, 'overview.png') });
       await analyst.getByRole('link', { name: 'cpu' }).click();
       await analyst.getByRole('heading', { name: /Anomaly at/ }).waitFor();

@@ -46,6 +46,11 @@ export function ago(ms) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
+// The contract's colouring of 0–100 scores: < 40, < 70, ≥ 70.
+export function scoreClass(score) {
+  return score >= 70 ? 'risk risk-high' : score >= 40 ? 'risk risk-medium' : 'risk risk-low';
+}
+
 export function riskClass(level) {
   return `risk risk-${String(level || 'low').toLowerCase()}`;
 }

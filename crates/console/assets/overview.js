@@ -2,7 +2,7 @@
 // The window and counts come from GET /api/streams (polled: the broadcast carries anomalies only); anomalies
 // arrive live over the SSE feed and update the cards at once.
 import * as api from './api.js';
-import { h, clear, ago, fmtNum, riskClass } from './dom.js';
+import { h, clear, ago, fmtNum, riskClass, scoreClass } from './dom.js';
 import { sparkline } from './charts.js';
 
 const POLL_MS = 2000;
@@ -44,6 +44,9 @@ export async function render(main, _params, signal) {
         sparkline(st.values || [], `Last ${st.values?.length ?? 0} values of ${st.stream}`),
         h('dl', { class: 'facts' },
           h('dt', {}, 'Status'), h('dd', {}, h('span', { class: `badge status-${st.status}`, title: STATUS_TEXT[st.status] || '' }, st.status)),
+          h('dt', {}, 'Score'), h('dd', { class: 'score' }, typeof st.score === 'number'
+            ? h('span', { class: scoreClass(st.score), title: 'scores.total of the last analysed event (0–100)' }, fmtNum(st.score, 1))
+            : '—'),
           h('dt', {}, 'Events'), h('dd', { class: 'events' }, String(st.events ?? 0)),
           h('dt', {}, 'Rate'), h('dd', {}, rate === undefined ? '—' : `${fmtNum(rate, 1)} /s`),
           h('dt', {}, 'Latest value'), h('dd', {}, fmtNum(st.values?.[st.values.length - 1], 3)),

@@ -168,7 +168,7 @@ export async function render(main, name, params, signal) {
     const t0 = performance.now();
     win = Array.isArray(r) ? r[0] || null : null;
     status.textContent = win
-      ? `${win.status} · ${win.events} events · threshold ${fmtNum(win.anomaly_threshold, 1)} · updated ${fmtTime(win.updated_at)}`
+      ? `${win.status} · ${win.events} events · score ${fmtNum(win.score, 1)} · threshold ${fmtNum(win.anomaly_threshold, 1)} · updated ${fmtTime(win.updated_at)}`
       : 'No events yet.';
     drawWindow();
     performance.measure('stream-update', { start: t0, end: performance.now() });

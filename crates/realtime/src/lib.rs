@@ -6,7 +6,7 @@
 //!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header).
 //! * `GET|PUT /api/streams/{stream}/config`: a stream's engine configuration (weights, threshold, window …;
 //!   viewer reads, analyst writes).
-//! * `GET /api/streams` (viewer): every stream's current window, event count and calibration status, read from
+//! * `GET /api/streams` (viewer): every stream's current window, event count, last score and calibration status, read from
 //!   the stored state ([`overview`]; the console's overview polls it, since the broadcast carries anomalies only).
 //!
 //! Each event goes through its stream's engine ([`vigil_stream`]); anomalous results are stored in `anomalies`

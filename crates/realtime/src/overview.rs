@@ -33,6 +33,8 @@ pub struct StreamSummary {
     pub values: Vec<f64>,
     /// The window's event times (ms since epoch; `null` where the event had none).
     pub times: Vec<Option<i64>>,
+    /// `scores.total` (0–100) of the stream's last analysed event; `null` before its first analysis.
+    pub score: Option<f64>,
     /// The stream's threshold on `scores.total` (0–100).
     pub anomaly_threshold: f64,
     /// Last write of the state (ms since epoch).
@@ -64,6 +66,7 @@ pub fn summarise(
                 status,
                 values: v.values,
                 times: v.times,
+                score: v.last_total,
                 anomaly_threshold: cfg.anomaly_threshold,
                 updated_at,
             }
@@ -76,6 +79,7 @@ pub fn summarise(
                 status: "unreadable",
                 values: Vec::new(),
                 times: Vec::new(),
+                score: None,
                 anomaly_threshold: cfg.anomaly_threshold,
                 updated_at,
             }
@@ -88,7 +92,7 @@ pub fn summarise(
 #[utoipa::path(get, path = "/api/streams", tag = "streams", security(("bearer" = [])),
     params(ListQuery),
     responses(
-        (status = 200, description = "`[{stream, events, status, values, times, anomaly_threshold, updated_at}]`", body = serde_json::Value),
+        (status = 200, description = "`[{stream, events, status, values, times, score, anomaly_threshold, updated_at}]`", body = serde_json::Value),
         (status = 401, description = "Not authenticated"),
     ))]
 pub(crate) async fn list(
@@ -149,6 +153,8 @@ mod tests {
         assert_eq!(fresh.values, vec![0.0, 1.0, 2.0]);
         let analysed = summarise("s".into(), &core_after(20, &cfg), None, 1);
         assert_eq!(analysed.status, "calibrating");
+        // Scores are 0 until the detector is ready, but an analysed stream has one.
+        assert_eq!((fresh.score, analysed.score), (None, Some(0.0)));
         // A stored configuration's threshold and `min_events` apply.
         let stored = r#"{"min_events": 30, "anomaly_threshold": 55}"#;
         let own = summarise("s".into(), &core_after(20, &cfg), Some(stored), 1);

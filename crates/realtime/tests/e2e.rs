@@ -1332,6 +1332,9 @@ async fn stream_overview_follows_calibration() {
         let ov = list(viewer.clone(), "?stream=ov").await;
         assert_eq!(ov[0]["status"], "live");
         assert_eq!(ov[0]["events"], 40);
+        // The current score is the last result's total.
+        let last = results.as_array().and_then(|r| r.last()).expect("a result");
+        assert_eq!(ov[0]["score"], last["scores"]["total"]);
         // The window holds the last `window_size` (20) values, oldest first, exactly as sent.
         let window: Vec<f64> = ov[0]["values"]
             .as_array()

@@ -106,6 +106,8 @@ pub struct StateView {
     /// Whether the detector's history is long enough to score the next event (before that, results carry
     /// `calibrated: false` and score 0).
     pub detector_ready: bool,
+    /// `scores.total` (0–100) of the last analysed event, when the state has one.
+    pub last_total: Option<f64>,
 }
 
 /// All the state of one stream: its window, calibration, baseline and model. Streams never share state.
@@ -133,6 +135,10 @@ pub struct StreamState {
     recent_normal: VecDeque<[f64; N_FEATURES]>,
     /// The scoring detector (see [`crate::detector`]).
     detector: Detector,
+    /// `scores.total` of the last analysed event (0–100), for read-only views; absent in states written before
+    /// it was kept, and until the first analysis.
+    #[serde(default)]
+    last_total: Option<f64>,
     /// Reused embedding buffer (not state).
     #[serde(skip)]
     coords: Vec<f64>,
@@ -157,6 +163,7 @@ impl StreamState {
             refits: 0,
             recent_normal: VecDeque::new(),
             detector: Detector::new(),
+            last_total: None,
             coords: Vec::new(),
         }
     }
@@ -231,6 +238,7 @@ impl StreamState {
         Ok(StateView {
             events: state.events,
             detector_ready: state.detector.is_ready(&cfg.detector),
+            last_total: state.last_total,
             values: state.values.into(),
             times: state.times.into(),
         })
@@ -414,6 +422,7 @@ impl StreamState {
             .and_then(DateTime::<Utc>::from_timestamp_millis)
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
             .to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        self.last_total = Some(scores.total);
         Ok(Analysis::Result(Box::new(build_result(
             &self.stream,
             n,
