@@ -6,6 +6,8 @@
 //!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header).
 //! * `GET|PUT /api/streams/{stream}/config`: a stream's engine configuration (weights, threshold, window …;
 //!   viewer reads, analyst writes).
+//! * `GET /api/streams` (viewer): every stream's current window, event count, last score and calibration status, read from
+//!   the stored state ([`overview`]; the console's overview polls it, since the broadcast carries anomalies only).
 //!
 //! Each event goes through its stream's engine ([`vigil_stream`]); anomalous results are stored in `anomalies`
 //! with the analysis in `metadata`, broadcast to subscribers, and checked against alert configurations
@@ -56,6 +58,7 @@ mod bulk;
 pub mod db;
 pub mod engine;
 pub mod hub;
+pub mod overview;
 pub mod relay;
 mod routes;
 mod session;

@@ -32,6 +32,7 @@ pub(crate) fn router(rt: Realtime) -> OpenApiRouter<AppState> {
         .routes(routes!(ingest))
         .routes(routes!(sse))
         .routes(routes!(get_config, put_config))
+        .routes(routes!(crate::overview::list))
         .routes(routes!(crate::ws::ws))
         .layer(Extension(rt))
 }

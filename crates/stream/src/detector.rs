@@ -182,6 +182,13 @@ impl Detector {
         }
     }
 
+    /// Whether the next observation is scored: the evidence history that ranks it is long enough (the same
+    /// condition `observe_with` applies).
+    pub fn is_ready(&self, p: &DetectorParams) -> bool {
+        (p.shape && self.evidence.len() >= p.min_history)
+            || (!p.shape && p.topology && self.topology.len() >= p.min_history)
+    }
+
     /// Scores `x` and learns it. `alarm_threshold` (0–1) opens an incident when the score exceeds it.
     pub fn observe(&mut self, x: f64, p: &DetectorParams, alarm_threshold: f64) -> Verdict {
         self.observe_with(x, None, p, alarm_threshold)

@@ -105,4 +105,4 @@ pub use config::{BettiRuleConfig, ConfigError, ScoreWeights, StreamConfig};
 pub use detector::{DetectorParams, Verdict};
 pub use error::StreamError;
 pub use event::{Event, EventError};
-pub use state::{STATE_VERSION, StateParts, StreamState, squash};
+pub use state::{STATE_VERSION, StateParts, StateView, StreamState, squash};

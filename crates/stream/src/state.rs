@@ -94,6 +94,22 @@ pub struct StateParts {
     pub model_generation: u64,
 }
 
+/// A read-only view of a stored state (see [`StreamState::view`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateView {
+    /// Events the stream has seen.
+    pub events: u64,
+    /// The window's values, oldest first.
+    pub values: Vec<f64>,
+    /// The window's client timestamps (ms since epoch), aligned with `values`.
+    pub times: Vec<Option<i64>>,
+    /// Whether the detector's history is long enough to score the next event (before that, results carry
+    /// `calibrated: false` and score 0).
+    pub detector_ready: bool,
+    /// `scores.total` (0–100) of the last analysed event, when the state has one.
+    pub last_total: Option<f64>,
+}
+
 /// All the state of one stream: its window, calibration, baseline and model. Streams never share state.
 /// Serialisable (with a [`STATE_VERSION`]) so it can be stored and moved between replicas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +135,10 @@ pub struct StreamState {
     recent_normal: VecDeque<[f64; N_FEATURES]>,
     /// The scoring detector (see [`crate::detector`]).
     detector: Detector,
+    /// `scores.total` of the last analysed event (0–100), for read-only views; absent in states written before
+    /// it was kept, and until the first analysis.
+    #[serde(default)]
+    last_total: Option<f64>,
     /// Reused embedding buffer (not state).
     #[serde(skip)]
     coords: Vec<f64>,
@@ -143,6 +163,7 @@ impl StreamState {
             refits: 0,
             recent_normal: VecDeque::new(),
             detector: Detector::new(),
+            last_total: None,
             coords: Vec::new(),
         }
     }
@@ -193,6 +214,33 @@ impl StreamState {
             core,
             model,
             model_generation: self.refits,
+        })
+    }
+
+    /// What the stored core of a state (the `core` of [`Self::to_parts`]) shows, without its model: the window,
+    /// the event count and whether the next event is scored under `cfg`. For read-only views (the console's
+    /// stream list); analysis always goes through [`Self::from_parts`].
+    pub fn view(core: &[u8], cfg: &StreamConfig) -> Result<StateView, StreamError> {
+        #[derive(Deserialize)]
+        struct V {
+            version: u32,
+        }
+        let v: V =
+            serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        if v.version != STATE_VERSION {
+            return Err(StreamError::StateVersion {
+                found: v.version,
+                expected: STATE_VERSION,
+            });
+        }
+        let state: Self =
+            serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        Ok(StateView {
+            events: state.events,
+            detector_ready: state.detector.is_ready(&cfg.detector),
+            last_total: state.last_total,
+            values: state.values.into(),
+            times: state.times.into(),
         })
     }
 
@@ -374,6 +422,7 @@ impl StreamState {
             .and_then(DateTime::<Utc>::from_timestamp_millis)
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
             .to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        self.last_total = Some(scores.total);
         Ok(Analysis::Result(Box::new(build_result(
             &self.stream,
             n,

@@ -461,3 +461,38 @@ async fn idle_and_trickling_connections_are_bounded() {
     assert_eq!(health.status(), 200);
     assert!(server.terminate().success());
 }
+
+/// `vigil serve` answers `/` with the console (not the JSON 404 a new user used to read), under its CSP.
+#[tokio::test]
+async fn serves_the_console_at_the_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let r = reqwest::get(server.url("/")).await.expect("GET /");
+    assert_eq!(r.status(), 200);
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = r.text().await.expect("body");
+    assert!(html.contains("<title>Vigil console</title>"));
+    let asset = html
+        .split('"')
+        .find(|s| s.starts_with("/console/assets/") && s.ends_with("/app.js"))
+        .expect("the page links app.js")
+        .to_owned();
+    let js = reqwest::get(server.url(&asset)).await.expect("GET app.js");
+    assert_eq!(js.status(), 200);
+    assert!(
+        js.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("immutable"))
+    );
+    // The API still answers JSON 404s beside it.
+    let missing = reqwest::get(server.url("/api/nothing")).await.expect("404");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(server.terminate().code(), Some(0));
+}

@@ -32,7 +32,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.anomalies.clone(),
             alerts,
         ))
-        .merge(vigil_realtime::router_with(realtime));
+        .merge(vigil_realtime::router_with(realtime))
+        .merge(vigil_console::router());
     let app = vigil_http::app::build(state.clone(), features);
 
     let listener = TcpListener::bind((args.host.as_str(), args.port))

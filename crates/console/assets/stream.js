@@ -1,0 +1,258 @@
+// Stream detail: the live window with anomalies marked, the selected anomaly's persistence diagram, barcode,
+// landscape, scores and MITRE ATT&CK mapping, Betti numbers and component scores of the stream's anomalies over
+// time, and the stream's configuration (analysts edit; the server enforces roles and cost limits).
+import * as api from './api.js';
+import { h, append, clear, fmtTime, fmtNum, riskClass, toast, field } from './dom.js';
+import { series, multi, diagram, barcode, landscape } from './charts.js';
+
+const POLL_MS = 2000;
+
+function analysisOf(a) {
+  const r = a?.metadata?.analysis;
+  return r && typeof r === 'object' ? r : null;
+}
+
+function valueOf(a) {
+  const v = a?.event_data?.value;
+  return typeof v === 'number' ? v : Number(v);
+}
+
+export async function render(main, name, params, signal) {
+  document.title = `${name} · Vigil`;
+  const status = h('p', { class: 'muted', id: 'stream-status' });
+  const windowBox = h('div', { class: 'chart-box', id: 'window-chart' });
+  const listBox = h('div', { id: 'anomaly-list' });
+  const detail = h('section', { class: 'card', id: 'anomaly-detail', 'aria-labelledby': 'sel-title' });
+  const trends = h('div', { class: 'grid2', id: 'trends' });
+  const configBox = h('section', { class: 'card', id: 'config', 'aria-labelledby': 'cfg-title' });
+  main.append(
+    h('p', {}, h('a', { href: '#/streams' }, '← All streams')),
+    h('h1', {}, `Stream ${name}`), status,
+    h('section', { class: 'card', 'aria-labelledby': 'win-title' },
+      h('h2', { id: 'win-title' }, 'Current window'), windowBox,
+      h('p', { class: 'muted small' }, 'Circles: anomalies recorded in this window (select one for its topology).')),
+    detail,
+    h('section', { class: 'card', 'aria-labelledby': 'trend-title' },
+      h('h2', { id: 'trend-title' }, 'Anomalies over time'),
+      h('p', { class: 'muted small' }, 'Betti numbers and component scores of each recorded anomaly of this stream.'),
+      trends, listBox),
+    configBox);
+
+  let anomalies = [];
+  let selected = params.get('anomaly');
+  let win = null;
+
+  const loadAnomalies = async () => {
+    const r = await api.get(`/api/anomalies${api.query({ source: name, limit: 100 })}`, { signal });
+    anomalies = Array.isArray(r?.data) ? r.data : [];
+  };
+
+  const select = (id) => {
+    selected = id;
+    drawWindow();
+    drawDetail();
+    drawList();
+  };
+
+  const drawWindow = () => {
+    clear(windowBox);
+    if (!win) {
+      windowBox.append(h('p', {}, 'This stream has no stored state yet.'));
+      return;
+    }
+    const values = win.values || [];
+    const times = win.times || [];
+    const timed = values.length > 0 && times.every((t) => typeof t === 'number');
+    const points = values.map((y, i) => ({ x: timed ? times[i] : i, y }));
+    const lo = timed ? times[0] : null;
+    const hi = timed ? times[times.length - 1] : null;
+    const marks = timed ? anomalies
+      .map((a) => ({ a, ms: Date.parse(a.timestamp) }))
+      .filter(({ ms }) => ms >= lo && ms <= hi)
+      .map(({ a, ms }) => ({ x: ms, y: valueOf(a), id: a.id, selected: a.id === selected,
+        label: `Anomaly ${fmtTime(ms)}: score ${fmtNum(a.anomaly_score * 100, 0)}, ${a.risk_level}` })) : [];
+    windowBox.append(series(points, {
+      label: `The last ${values.length} values of ${name}${marks.length ? `, ${marks.length} anomalies marked` : ''}`,
+      marks, onMark: (m) => select(m.id), xTime: timed,
+    }));
+  };
+
+  const drawList = () => {
+    clear(listBox);
+    if (!anomalies.length) {
+      listBox.append(h('p', {}, 'No anomaly recorded for this stream yet.'));
+      return;
+    }
+    const rows = anomalies.slice(0, 20).map((a) => h('tr', { class: a.id === selected ? 'selected' : '' },
+      h('td', {}, h('button', { type: 'button', class: 'link', onclick: () => select(a.id),
+        'aria-pressed': a.id === selected ? 'true' : 'false' }, fmtTime(a.timestamp))),
+      h('td', { class: 'num' }, fmtNum(a.anomaly_score * 100, 0)),
+      h('td', {}, h('span', { class: riskClass(a.risk_level) }, a.risk_level)),
+      h('td', { class: 'num' }, `${a.betti_h0}/${a.betti_h1}/${a.betti_h2}`)));
+    listBox.append(h('table', {},
+      h('caption', {}, `Latest ${rows.length} of this stream's anomalies`),
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Time'), h('th', { scope: 'col' }, 'Score'),
+        h('th', { scope: 'col' }, 'Risk'), h('th', { scope: 'col' }, 'Betti H0/H1/H2'))),
+      h('tbody', {}, rows)));
+  };
+
+  const drawTrends = () => {
+    clear(trends);
+    const rs = anomalies.map((a) => ({ ms: Date.parse(a.timestamp), r: analysisOf(a), a })).reverse();
+    const pts = (f) => rs.map(({ ms, r, a }) => ({ x: ms, y: f(r, a) }));
+    trends.append(
+      multi([
+        { name: 'H0', cls: 'h0', points: pts((_, a) => a.betti_h0) },
+        { name: 'H1', cls: 'h1', points: pts((_, a) => a.betti_h1) },
+        { name: 'H2', cls: 'h2', points: pts((_, a) => a.betti_h2) },
+      ], { label: `Betti numbers of ${rs.length} anomalies over time`, w: 420 }),
+      multi([
+        { name: 'total', cls: 's-total', points: pts((r) => r?.scores?.total) },
+        { name: 'betti', cls: 's-betti', points: pts((r) => r?.scores?.betti) },
+        { name: 'entropy', cls: 's-entropy', points: pts((r) => r?.scores?.entropy) },
+        { name: 'ml', cls: 's-ml', points: pts((r) => r?.scores?.ml) },
+      ], { label: `Component scores of ${rs.length} anomalies over time`, w: 420 }));
+  };
+
+  const drawDetail = async () => {
+    clear(detail);
+    let a = anomalies.find((x) => x.id === selected) || null;
+    if (!a && selected) {
+      try { a = await api.get(`/api/anomalies/${encodeURIComponent(selected)}`, { signal }); } catch { a = null; }
+    }
+    if (!a) a = anomalies[0] || null;
+    if (!a) {
+      detail.append(h('h2', { id: 'sel-title' }, 'Topology of an anomaly'),
+        h('p', {}, 'When this stream has an anomaly, its persistence diagram, barcode and landscape appear here.'));
+      return;
+    }
+    const r = analysisOf(a);
+    const sa = r?.security_analysis || {};
+    const threats = Array.isArray(sa.threats) ? sa.threats : [];
+    const mitigation = Array.isArray(sa.mitigation) ? sa.mitigation : [];
+    append(detail, [
+      h('h2', { id: 'sel-title' }, `Anomaly at ${fmtTime(a.timestamp)}`),
+      h('p', {}, h('span', { class: riskClass(a.risk_level) }, a.risk_level),
+        ` score ${fmtNum(a.anomaly_score * 100, 1)}`,
+        r?.scores ? ` (betti ${fmtNum(r.scores.betti, 0)}, entropy ${fmtNum(r.scores.entropy, 0)}, ml ${fmtNum(r.scores.ml, 0)})` : '',
+        ` · value ${fmtNum(valueOf(a), 3)} · Betti ${a.betti_h0}/${a.betti_h1}/${a.betti_h2}`,
+        r?.window_size ? ` · window of ${r.window_size}` : ''),
+      r?.detector?.explanation ? h('p', { class: 'explain' }, r.detector.explanation) : null]);
+    if (r?.persistence) {
+      detail.append(h('div', { class: 'topo' },
+        h('figure', {}, diagram(r.persistence), h('figcaption', {}, 'Persistence diagram (H0 ●, H1 ■, H2 ▲; standardised units)')),
+        (r.persistence.h1?.length || r.persistence.h2?.length)
+          ? h('figure', {}, diagram(r.persistence, { dims: ['h1', 'h2'] }), h('figcaption', {}, 'H1 and H2 alone, on their own scale'))
+          : null,
+        h('figure', {}, barcode(r.persistence), h('figcaption', {}, 'Barcode')),
+        h('figure', {}, landscape(r.topology_features?.landscape), h('figcaption', {},
+          `H1 landscape · entropy ${fmtNum(r.topology_features?.entropy, 3)} · total lifetime ${fmtNum(r.topology_features?.total_lifetime, 3)}`))));
+    } else {
+      detail.append(h('p', { class: 'muted' }, 'This anomaly was recorded without an analysis (no persistence to draw).'));
+    }
+    append(detail, [h('h3', {}, 'MITRE ATT&CK mapping'),
+      h('p', {}, `Confidence ${fmtNum((sa.confidence ?? NaN) * 100, 0)} %`),
+      threats.length
+        ? h('table', { class: 'threats' },
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Tactic'), h('th', { scope: 'col' }, 'Technique'), h('th', { scope: 'col' }, 'Why'))),
+          h('tbody', {}, threats.map((t) => h('tr', {}, h('td', {}, t.tactic ?? ''),
+            h('td', {}, `${t.technique_id ?? ''} ${t.technique ?? ''}`), h('td', {}, t.description ?? '')))))
+        : h('p', { class: 'muted' }, 'No technique mapped.'),
+      mitigation.length ? [h('h3', {}, 'Mitigation'), h('ul', {}, mitigation.map((m) => h('li', {}, String(m))))] : null]);
+  };
+
+  // Each update is measured with the User Timing API (`stream-update`: from the answer to the drawn chart), so
+  // its cost can be read in the browser's own timeline.
+  const poll = async () => {
+    const r = await api.get(`/api/streams${api.query({ stream: name })}`, { signal });
+    const t0 = performance.now();
+    win = Array.isArray(r) ? r[0] || null : null;
+    status.textContent = win
+      ? `${win.status} · ${win.events} events · score ${fmtNum(win.score, 1)} · threshold ${fmtNum(win.anomaly_threshold, 1)} · updated ${fmtTime(win.updated_at)}`
+      : 'No events yet.';
+    drawWindow();
+    performance.measure('stream-update', { start: t0, end: performance.now() });
+  };
+
+  await Promise.all([poll(), loadAnomalies()]);
+  if (!selected) selected = anomalies[0]?.id ?? null;
+  drawWindow();
+  drawTrends();
+  drawList();
+  await drawDetail();
+  await renderConfig(configBox, name, signal);
+
+  const timer = setInterval(() => { poll().catch(() => {}); }, POLL_MS);
+  signal.addEventListener('abort', () => clearInterval(timer));
+  api.sse('/api/realtime/stream', async (ev, data) => {
+    if (ev !== 'anomaly') return;
+    let r;
+    try { r = JSON.parse(data); } catch { return; }
+    if (r?.stream !== name) return;
+    await loadAnomalies().catch(() => {});
+    drawTrends();
+    drawList();
+    drawWindow();
+    if (!params.get('anomaly')) { selected = anomalies[0]?.id ?? null; drawDetail(); }
+  }, signal);
+}
+
+// The editable part of a stream's configuration. The whole stored configuration is sent back with the edits
+// (a PUT replaces it); fields not shown keep their stored values.
+async function renderConfig(box, name, signal) {
+  clear(box);
+  const path = `/api/streams/${encodeURIComponent(name)}/config`;
+  const cfg = await api.get(path, { signal });
+  const editable = api.can('analyst');
+  const num = (key, value, attrs) => h('input', { type: 'number', name: key, value, required: true, disabled: !editable, ...attrs });
+  const inputs = {
+    anomaly_threshold: num('anomaly_threshold', cfg.anomaly_threshold, { min: 0, max: 100, step: 'any' }),
+    window_size: num('window_size', cfg.window_size, { min: 1, step: 1 }),
+    embedding_dim: num('embedding_dim', cfg.embedding_dim, { min: 1, step: 1 }),
+    embedding_delay: num('embedding_delay', cfg.embedding_delay, { min: 1, step: 1 }),
+    max_homology_dim: num('max_homology_dim', cfg.max_homology_dim, { min: 0, max: 2, step: 1 }),
+    w_betti: num('w_betti', cfg.weights?.betti, { min: 0, step: 'any' }),
+    w_entropy: num('w_entropy', cfg.weights?.entropy, { min: 0, step: 'any' }),
+    w_ml: num('w_ml', cfg.weights?.ml, { min: 0, step: 'any' }),
+  };
+  const msg = h('p', { role: 'status', class: 'muted' });
+  const form = h('form', { class: 'config-form', 'aria-describedby': 'cfg-note' },
+    h('div', { class: 'fields' },
+      field('Anomaly threshold (0–100)', inputs.anomaly_threshold, 'total score above which an event is an anomaly'),
+      field('Window (events)', inputs.window_size),
+      field('Embedding dimension', inputs.embedding_dim),
+      field('Embedding delay', inputs.embedding_delay),
+      field('Highest homology dimension', inputs.max_homology_dim),
+      field('Weight: Betti', inputs.w_betti),
+      field('Weight: entropy', inputs.w_entropy),
+      field('Weight: ML', inputs.w_ml)),
+    editable ? h('button', { type: 'submit' }, 'Save configuration') : null, msg);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const n = (k) => Number(inputs[k].value);
+    const body = {
+      ...cfg,
+      anomaly_threshold: n('anomaly_threshold'),
+      window_size: n('window_size'),
+      embedding_dim: n('embedding_dim'),
+      embedding_delay: n('embedding_delay'),
+      max_homology_dim: n('max_homology_dim'),
+      weights: { ...(cfg.weights || {}), betti: n('w_betti'), entropy: n('w_entropy'), ml: n('w_ml') },
+    };
+    try {
+      const saved = await api.put(path, body);
+      Object.assign(cfg, saved);
+      msg.className = 'ok';
+      msg.textContent = `Saved: threshold ${saved.anomaly_threshold}, window ${saved.window_size}.`;
+      toast('Configuration saved.');
+    } catch (x) {
+      msg.className = 'error';
+      msg.textContent = `Not saved: ${x.message}`;
+    }
+  });
+  box.append(h('h2', { id: 'cfg-title' }, 'Configuration'),
+    h('p', { id: 'cfg-note', class: 'muted small' }, editable
+      ? 'Changing the window, embedding or homology dimension makes the stream recalibrate. The server refuses windows whose homology would cost too much.'
+      : `Your role (${api.role()}) can read this configuration; analysts and admins change it.`),
+    form);
+}
