@@ -52,10 +52,12 @@
 //! and the relay's (see [`relay`]).
 
 pub mod alerts;
+pub mod answer;
 mod bulk;
 pub mod db;
 pub mod engine;
 pub mod hub;
+pub mod incident;
 pub mod relay;
 mod routes;
 mod session;
@@ -66,6 +68,7 @@ use std::sync::{Arc, OnceLock};
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 
+pub use answer::Detail;
 pub use engine::{Engine, Lane, Outcome};
 pub use hub::Hub;
 

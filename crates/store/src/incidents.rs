@@ -10,7 +10,19 @@ use serde_json::Value;
 use crate::anomalies::Anomaly;
 use crate::StoreError;
 
-/// An incident's row as it should be after a batch.
+/// What an incident's row shows of its peak event (the highest score, the first of equals).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peak {
+    pub event_data: Value,
+    pub betti: [i64; 3],
+    pub anomaly_score: f64,
+    pub risk_level: String,
+    pub entropy: Option<f64>,
+    /// `{"analysis": <the peak event's analysis>, "anomaly_threshold": t}`.
+    pub metadata: Value,
+}
+
+/// An incident's whole row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentRow {
     /// Also the incident's id.
@@ -21,14 +33,7 @@ pub struct IncidentRow {
     pub started_at: i64,
     /// Unix ms the row was first written (its `created_at`).
     pub created_at: i64,
-    /// The peak event (highest score, the first of equals).
-    pub event_data: Value,
-    pub betti: [i64; 3],
-    pub anomaly_score: f64,
-    pub risk_level: String,
-    pub entropy: Option<f64>,
-    /// `{"analysis": <the peak event's analysis>, "anomaly_threshold": t}`.
-    pub metadata: Value,
+    pub peak: Peak,
     /// Events from the first to the last anomalous event.
     pub event_count: i64,
     /// Unix ms of the last anomalous event, once closed.
@@ -39,17 +44,18 @@ pub struct IncidentRow {
 impl IncidentRow {
     /// The row as an anomaly-log entry (for alerts and broadcasts).
     pub fn to_anomaly(&self) -> Anomaly {
+        let p = &self.peak;
         Anomaly {
             id: self.id.clone(),
             ts: self.started_at,
             source_type: self.source_type.clone(),
-            event_data: self.event_data.clone(),
-            betti: self.betti,
-            anomaly_score: self.anomaly_score,
+            event_data: p.event_data.clone(),
+            betti: p.betti,
+            anomaly_score: p.anomaly_score,
             is_anomaly: true,
-            risk_level: self.risk_level.clone(),
-            entropy: self.entropy,
-            metadata: self.metadata.clone(),
+            risk_level: p.risk_level.clone(),
+            entropy: p.entropy,
+            metadata: p.metadata.clone(),
             created_by: None,
             created_at: self.created_at,
             event_count: Some(self.event_count),
@@ -64,8 +70,14 @@ impl IncidentRow {
 pub enum IncidentWrite {
     /// The incident opened in this batch: insert its row.
     Insert(IncidentRow),
-    /// The incident was already stored: update its counters, its end, and its peak when `peak_changed`.
-    Update { row: IncidentRow, peak_changed: bool },
+    /// The incident was already stored: update its counters and end, and its peak when `peak` is set.
+    Update {
+        id: String,
+        event_count: i64,
+        ended_at: Option<i64>,
+        open: bool,
+        peak: Option<Peak>,
+    },
 }
 
 /// The `incident_open` column of a row (NULL when closed, so the partial unique index ignores it).
@@ -105,14 +117,14 @@ pub async fn apply(
                 .bind(&r.id)
                 .bind(r.started_at)
                 .bind(&r.source_type)
-                .bind(r.event_data.to_string())
-                .bind(r.betti[0])
-                .bind(r.betti[1])
-                .bind(r.betti[2])
-                .bind(r.anomaly_score)
-                .bind(&r.risk_level)
-                .bind(r.entropy)
-                .bind(r.metadata.to_string())
+                .bind(r.peak.event_data.to_string())
+                .bind(r.peak.betti[0])
+                .bind(r.peak.betti[1])
+                .bind(r.peak.betti[2])
+                .bind(r.peak.anomaly_score)
+                .bind(&r.peak.risk_level)
+                .bind(r.peak.entropy)
+                .bind(r.peak.metadata.to_string())
                 .bind(r.created_at)
                 .bind(r.event_count)
                 .bind(r.ended_at)
@@ -121,22 +133,28 @@ pub async fn apply(
                 .await?;
             }
             IncidentWrite::Update {
-                row: r,
-                peak_changed: false,
+                id,
+                event_count,
+                ended_at,
+                open,
+                peak: None,
             } => {
                 sqlx::query(
                     "UPDATE anomalies SET event_count = $1, ended_at = $2, incident_open = $3 WHERE id = $4",
                 )
-                .bind(r.event_count)
-                .bind(r.ended_at)
-                .bind(open_flag(r.open))
-                .bind(&r.id)
+                .bind(*event_count)
+                .bind(*ended_at)
+                .bind(open_flag(*open))
+                .bind(id)
                 .execute(&mut *conn)
                 .await?;
             }
             IncidentWrite::Update {
-                row: r,
-                peak_changed: true,
+                id,
+                event_count,
+                ended_at,
+                open,
+                peak: Some(p),
             } => {
                 sqlx::query(
                     "UPDATE anomalies SET event_count = $1, ended_at = $2, incident_open = $3, event_data = $4, \
@@ -144,18 +162,18 @@ pub async fn apply(
                      entropy = $10, metadata = $11 WHERE id = $12",
                 )
                 .persistent(false)
-                .bind(r.event_count)
-                .bind(r.ended_at)
-                .bind(open_flag(r.open))
-                .bind(r.event_data.to_string())
-                .bind(r.betti[0])
-                .bind(r.betti[1])
-                .bind(r.betti[2])
-                .bind(r.anomaly_score)
-                .bind(&r.risk_level)
-                .bind(r.entropy)
-                .bind(r.metadata.to_string())
-                .bind(&r.id)
+                .bind(*event_count)
+                .bind(*ended_at)
+                .bind(open_flag(*open))
+                .bind(p.event_data.to_string())
+                .bind(p.betti[0])
+                .bind(p.betti[1])
+                .bind(p.betti[2])
+                .bind(p.anomaly_score)
+                .bind(&p.risk_level)
+                .bind(p.entropy)
+                .bind(p.metadata.to_string())
+                .bind(id)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -189,15 +207,21 @@ mod tests {
             source_type: stream.into(),
             started_at: 1_000,
             created_at: 5,
+            peak: peak(score),
+            event_count: count,
+            ended_at: (!open).then_some(2_000),
+            open,
+        }
+    }
+
+    fn peak(score: f64) -> Peak {
+        Peak {
             event_data: json!({"value": score}),
             betti: [1, 0, 0],
             anomaly_score: score,
             risk_level: "Critical".into(),
             entropy: Some(0.5),
             metadata: json!({"analysis": {"anomaly_score": score}}),
-            event_count: count,
-            ended_at: (!open).then_some(2_000),
-            open,
         }
     }
 
@@ -221,8 +245,11 @@ mod tests {
             write(
                 &db,
                 &[IncidentWrite::Update {
-                    row: row("i1", "s", 0.95, 30, true),
-                    peak_changed: true,
+                    id: "i1".into(),
+                    event_count: 30,
+                    ended_at: None,
+                    open: true,
+                    peak: Some(peak(0.95)),
                 }],
             )
             .await
@@ -230,8 +257,11 @@ mod tests {
             write(
                 &db,
                 &[IncidentWrite::Update {
-                    row: row("i1", "s", 0.95, 42, false),
-                    peak_changed: false,
+                    id: "i1".into(),
+                    event_count: 42,
+                    ended_at: Some(2_000),
+                    open: false,
+                    peak: None,
                 }],
             )
             .await
