@@ -226,3 +226,230 @@ fn event_ms(e: &Event, now_ms: i64) -> i64 {
         .or(e.received_at)
         .map_or(now_ms, |t| t.timestamp_millis())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, Utc};
+    use vigil_stream::bench_data::SplitMix;
+    use vigil_stream::{Analysis, StreamConfig, StreamState};
+
+    use super::*;
+
+    /// 1,200 events of noise, a 50-event excursion 8σ up, then 300 events of noise; one event a minute.
+    fn spike_series() -> Vec<Event> {
+        let mut r = SplitMix::new(11);
+        let t0 = 1_767_225_600_000_i64;
+        (0..1550)
+            .map(|i| {
+                let level = if (1200..1250).contains(&i) { 8.0 } else { 0.0 };
+                let t = DateTime::<Utc>::from_timestamp_millis(t0 + 60_000 * i64::from(i));
+                Event::new("s", level + r.normal(), t)
+            })
+            .collect()
+    }
+
+    /// An incident row as an in-memory anomaly log keeps it.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Logged {
+        started_at: i64,
+        event_count: i64,
+        ended_at: Option<i64>,
+        open: bool,
+        peak_score: f64,
+    }
+
+    /// What a run produced: the log (by incident id), every event's incident id, is_anomaly flags, and notices.
+    #[derive(Debug, Default)]
+    struct Run {
+        log: BTreeMap<String, Logged>,
+        ids: Vec<Option<String>>,
+        flags: Vec<bool>,
+        opened: usize,
+        closed: usize,
+    }
+
+    impl Run {
+        fn apply(&mut self, writes: &[IncidentWrite]) {
+            for w in writes {
+                match w {
+                    IncidentWrite::Insert(r) => {
+                        assert!(!self.log.contains_key(&r.id), "inserted twice");
+                        self.log.insert(
+                            r.id.clone(),
+                            Logged {
+                                started_at: r.started_at,
+                                event_count: r.event_count,
+                                ended_at: r.ended_at,
+                                open: r.open,
+                                peak_score: r.peak.anomaly_score,
+                            },
+                        );
+                    }
+                    IncidentWrite::Update {
+                        id,
+                        event_count,
+                        ended_at,
+                        open,
+                        peak,
+                    } => {
+                        let row = self.log.get_mut(id).expect("update of a stored row");
+                        row.event_count = *event_count;
+                        row.ended_at = *ended_at;
+                        row.open = *open;
+                        if let Some(p) = peak {
+                            row.peak_score = p.anomaly_score;
+                        }
+                    }
+                }
+            }
+        }
+
+        /// The incidents without their random ids, in start order.
+        fn shape(&self) -> Vec<Logged> {
+            let mut v: Vec<Logged> = self.log.values().cloned().collect();
+            v.sort_by_key(|l| l.started_at);
+            v
+        }
+    }
+
+    /// Feeds `events` in batches of `batch` events; with `restart`, the stream's state and tracker go through
+    /// their stored form between batches (a new process picking the stream up).
+    fn run(events: &[Event], batch: usize, restart: bool) -> Run {
+        let cfg = StreamConfig::default();
+        let mut state = StreamState::new("s");
+        let mut tracker = Tracker::default();
+        let mut out = Run::default();
+        for chunk in events.chunks(batch) {
+            let mut analyses: Vec<Analysis> = chunk
+                .iter()
+                .map(|e| state.push(e, &cfg).expect("push"))
+                .collect();
+            let mut results: Vec<Option<&mut AnalysisResult>> = analyses
+                .iter_mut()
+                .map(|a| match a {
+                    Analysis::Result(r) => Some(&mut **r),
+                    Analysis::Buffering(_) => None,
+                })
+                .collect();
+            let b = track(
+                &mut tracker,
+                "s",
+                chunk,
+                &mut results,
+                cfg.anomaly_threshold,
+                cfg.detector.dim as u64,
+                1,
+            );
+            out.apply(&b.writes);
+            for n in &b.notices {
+                match n {
+                    Notice::Opened { row } => {
+                        out.opened += 1;
+                        assert_eq!(row.event_count, Some(1));
+                        assert!(row.incident_open);
+                        let analysis = &row.metadata["analysis"];
+                        assert_eq!(analysis["incident_id"], row.id.as_str());
+                        assert_eq!(analysis["is_anomaly"], true);
+                    }
+                    Notice::Closed { id } => {
+                        out.closed += 1;
+                        assert!(!out.log[id].open);
+                    }
+                }
+            }
+            for a in &analyses {
+                out.ids
+                    .push(a.result().and_then(|r| r.incident_id.clone()));
+                out.flags.push(a.is_anomaly());
+            }
+            if restart {
+                let parts = state.to_parts_after(None).expect("parts");
+                state = StreamState::from_parts(&parts.core, parts.model.as_deref()).expect("state");
+                let json = serde_json::to_string(&tracker).expect("tracker");
+                tracker = serde_json::from_str(&json).expect("tracker back");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_fifty_event_excursion_is_one_incident_opened_and_closed_once() {
+        let events = spike_series();
+        let r = run(&events, events.len(), false);
+        let alarms: Vec<usize> = (0..r.flags.len()).filter(|&i| r.flags[i]).collect();
+        assert!(!alarms.is_empty(), "the excursion alarms");
+        let incidents = r.shape();
+        assert_eq!(incidents.len(), 1, "{incidents:?}; alarms at {alarms:?}");
+        assert_eq!((r.opened, r.closed), (1, 1));
+        let inc = &incidents[0];
+        assert!(!inc.open);
+        let t0 = events[0].timestamp.unwrap().timestamp_millis();
+        let start = usize::try_from((inc.started_at - t0) / 60_000).unwrap();
+        assert!((1200..1220).contains(&start), "starts at event {start}");
+        // The excursion's 50 events and the shape horizon after it, at most.
+        assert!(
+            (1..=50 + 20).contains(&inc.event_count),
+            "{} events",
+            inc.event_count
+        );
+        let end = usize::try_from((inc.ended_at.unwrap() - t0) / 60_000).unwrap();
+        assert_eq!(end + 1 - start, usize::try_from(inc.event_count).unwrap());
+        // Every alarm is inside it and carries its id; nothing before it does.
+        let id = r.log.keys().next().unwrap().clone();
+        for &i in &alarms {
+            assert_eq!(r.ids[i].as_deref(), Some(id.as_str()), "event {i}");
+        }
+        assert!(r.ids[..start].iter().all(Option::is_none));
+        // The close comes `dim` quiet events after the last hot one; later events are in no incident.
+        assert!(r.ids[end + 21..].iter().all(Option::is_none));
+        assert_eq!(r.ids[end + 20].as_deref(), Some(id.as_str()));
+    }
+
+    #[test]
+    fn incidents_do_not_depend_on_batching_restarts_or_replays() {
+        let events = spike_series();
+        let whole = run(&events, events.len(), false);
+        let flags_ids = |r: &Run| -> Vec<(bool, bool)> {
+            r.flags
+                .iter()
+                .zip(&r.ids)
+                .map(|(f, i)| (*f, i.is_some()))
+                .collect()
+        };
+        for (batch, restart) in [(1, false), (7, true), (50, true), (333, false), (1550, false)] {
+            let other = run(&events, batch, restart);
+            assert_eq!(other.shape(), whole.shape(), "batch {batch}, restart {restart}");
+            assert_eq!(flags_ids(&other), flags_ids(&whole), "batch {batch}");
+            assert_eq!((other.opened, other.closed), (whole.opened, whole.closed));
+        }
+    }
+
+    #[test]
+    fn every_alarm_is_in_an_incident_and_incidents_open_only_at_alarms() {
+        let mut r = SplitMix::new(3);
+        // Noise with three short bursts; the first events are still buffering.
+        let events: Vec<Event> = (0..900)
+            .map(|i| {
+                let burst = if i % 300 == 250 { 9.0 } else { 0.0 };
+                Event::new("s", burst + r.normal(), None)
+            })
+            .collect();
+        let run = run(&events, 64, true);
+        assert!(run.ids[..10].iter().all(Option::is_none), "buffering events");
+        assert!(run.opened >= 1, "the bursts alarm: {}", run.opened);
+        assert_eq!(run.opened, run.log.len());
+        for (i, (flag, id)) in run.flags.iter().zip(&run.ids).enumerate() {
+            if *flag {
+                assert!(id.is_some(), "alarm {i} outside any incident");
+            }
+            // An incident's first event is an alarm.
+            let opens_here = id.is_some() && (i == 0 || run.ids[i - 1] != *id);
+            if opens_here {
+                assert!(*flag, "incident opened at a quiet event {i}");
+            }
+        }
+        assert!(run.log.values().all(|l| l.event_count >= 1));
+    }
+}
