@@ -11,8 +11,8 @@
 //! and then miss, so the turn's write lands. Contention costs a wait instead of an error, and a pool of one
 //! connection cannot deadlock on it.
 
-use vigil_store::sqlx::{self, Any, Executor};
 use vigil_store::incidents::{self, IncidentWrite};
+use vigil_store::sqlx::{self, Any, Executor};
 use vigil_store::time::now_ms;
 use vigil_store::{Backend, Store, StoreError};
 
@@ -42,7 +42,8 @@ type Row = (
     Option<String>,
 );
 
-const COLUMNS: &str = "stream, version, state, model, model_generation, config, updated_at, incident";
+const COLUMNS: &str =
+    "stream, version, state, model, model_generation, config, updated_at, incident";
 
 fn from_row(r: Row) -> StoredStream {
     let (stream, version, state, model, model_generation, config, updated_at, incident) = r;

@@ -111,8 +111,8 @@ pub fn track(
             continue;
         };
         let ts = event_ms(event, now_ms);
-        let hot = r.is_anomaly
-            || (r.calibrated && 100.0 * score_of(r.detector.p_value) > threshold);
+        let hot =
+            r.is_anomaly || (r.calibrated && 100.0 * score_of(r.detector.p_value) > threshold);
         match work.as_mut() {
             None => {
                 if !r.is_anomaly {
@@ -360,13 +360,13 @@ mod tests {
                 }
             }
             for a in &analyses {
-                out.ids
-                    .push(a.result().and_then(|r| r.incident_id.clone()));
+                out.ids.push(a.result().and_then(|r| r.incident_id.clone()));
                 out.flags.push(a.is_anomaly());
             }
             if restart {
                 let parts = state.to_parts_after(None).expect("parts");
-                state = StreamState::from_parts(&parts.core, parts.model.as_deref()).expect("state");
+                state =
+                    StreamState::from_parts(&parts.core, parts.model.as_deref()).expect("state");
                 let json = serde_json::to_string(&tracker).expect("tracker");
                 tracker = serde_json::from_str(&json).expect("tracker back");
             }
@@ -418,9 +418,19 @@ mod tests {
                 .map(|(f, i)| (*f, i.is_some()))
                 .collect()
         };
-        for (batch, restart) in [(1, false), (7, true), (50, true), (333, false), (1550, false)] {
+        for (batch, restart) in [
+            (1, false),
+            (7, true),
+            (50, true),
+            (333, false),
+            (1550, false),
+        ] {
             let other = run(&events, batch, restart);
-            assert_eq!(other.shape(), whole.shape(), "batch {batch}, restart {restart}");
+            assert_eq!(
+                other.shape(),
+                whole.shape(),
+                "batch {batch}, restart {restart}"
+            );
             assert_eq!(flags_ids(&other), flags_ids(&whole), "batch {batch}");
             assert_eq!((other.opened, other.closed), (whole.opened, whole.closed));
         }
@@ -437,7 +447,10 @@ mod tests {
             })
             .collect();
         let run = run(&events, 64, true);
-        assert!(run.ids[..10].iter().all(Option::is_none), "buffering events");
+        assert!(
+            run.ids[..10].iter().all(Option::is_none),
+            "buffering events"
+        );
         assert!(run.opened >= 1, "the bursts alarm: {}", run.opened);
         assert_eq!(run.opened, run.log.len());
         for (i, (flag, id)) in run.flags.iter().zip(&run.ids).enumerate() {

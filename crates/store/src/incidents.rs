@@ -7,8 +7,8 @@
 
 use serde_json::Value;
 
-use crate::anomalies::Anomaly;
 use crate::StoreError;
+use crate::anomalies::Anomaly;
 
 /// What an incident's row shows of its peak event (the highest score, the first of equals).
 #[derive(Debug, Clone, PartialEq)]
@@ -267,7 +267,10 @@ mod tests {
             .await
             .unwrap();
             assert!(open_of(&db.store, "s").await.unwrap().is_empty(), "{l}");
-            let stored = crate::anomalies::get(&db.store, "i1").await.unwrap().unwrap();
+            let stored = crate::anomalies::get(&db.store, "i1")
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(stored, row("i1", "s", 0.95, 42, false).to_anomaly(), "{l}");
             let stats = crate::anomalies::stats(&db.store, &Default::default())
                 .await
@@ -301,8 +304,15 @@ mod tests {
             let open = open_of(&db.store, "s").await.unwrap();
             assert_eq!(open.len(), 1, "{l}");
             assert_eq!(open[0].id, "c", "{l}");
-            let stale = crate::anomalies::get(&db.store, "a").await.unwrap().unwrap();
-            assert_eq!((stale.incident_open, stale.ended_at), (false, Some(1_000)), "{l}");
+            let stale = crate::anomalies::get(&db.store, "a")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (stale.incident_open, stale.ended_at),
+                (false, Some(1_000)),
+                "{l}"
+            );
             // Other streams are independent.
             write(&db, &[IncidentWrite::Insert(row("d", "t", 0.9, 1, true))])
                 .await
