@@ -80,9 +80,23 @@ impl vigil_anomalies::SocketAlerts for SocketSink {
             Item::Alert {
                 id: stored.id.clone(),
                 users,
+                opening: stored.incident_open,
             },
         );
     }
+}
+
+/// An incident's row as its opening message showed it (open, one event, no end), for a replica that reads the
+/// row after it grew. The peak fields are the row's: the same as at the opening unless a later event of the
+/// incident scored higher before the row was read (rare: the detector caps scores after an alarm).
+pub(crate) fn as_opened(row: &Anomaly) -> Anomaly {
+    let mut a = row.clone();
+    if a.event_count.is_some() {
+        a.event_count = Some(1);
+        a.ended_at = None;
+        a.incident_open = true;
+    }
+    a
 }
 
 /// The broadcast message of a stored pipeline anomaly: its analysis result (the `analysis` of its metadata), as
