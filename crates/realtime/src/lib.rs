@@ -1,15 +1,19 @@
 //! # vigil-realtime: TopoForge streams over HTTP
 //!
-//! * `POST /api/ingest` (analyst): one event or an array → one analysis per event, in order.
+//! * `POST /api/ingest` (analyst): one event or an array → one analysis per event, in order; `?detail=compact`
+//!   (or `scores`) answers each event with stream, score, `is_anomaly` and incident id only, with the whole
+//!   analysis for anomalous events (or none) ([`answer`]).
 //! * `WS /ws/stream`: the dashboard's socket (protocol below); `?token=` optional unless `STREAM_REQUIRE_AUTH`.
 //! * `GET /api/realtime/stream`: Server-Sent Events, event `anomaly`, data = the analysis result (same auth rule
 //!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header).
 //! * `GET|PUT /api/streams/{stream}/config`: a stream's engine configuration (weights, threshold, window …;
 //!   viewer reads, analyst writes).
 //!
-//! Each event goes through its stream's engine ([`vigil_stream`]); anomalous results are stored in `anomalies`
-//! with the analysis in `metadata`, broadcast to subscribers, and checked against alert configurations
-//! ([`alerts`]).
+//! Each event goes through its stream's engine ([`vigil_stream`]); consecutive anomalous events of a stream form
+//! an incident ([`incident`]: when it opens, grows and closes), stored as one row of `anomalies` (the peak's
+//! analysis in `metadata`) in the same transaction as the stream's state, broadcast to subscribers when it opens,
+//! and checked against alert configurations when it opens and when it closes ([`alerts`]). Each result carries
+//! its `incident_id`.
 //!
 //! ## WebSocket protocol
 //! Client → server text frames: `{"type":"config","payload":{"anomaly_threshold":0–100}}` (per socket, no
@@ -44,7 +48,8 @@
 //! * A client that disconnects frees everything it held (its broadcast receiver, its alert registration, its
 //!   task); sockets and SSE streams end when the server shuts down.
 //!
-//! Metrics: `topoforge_events_total`, `topoforge_windows_analysed_total`, `topoforge_anomalies_total`,
+//! Metrics: `topoforge_events_total`, `topoforge_windows_analysed_total`, `topoforge_anomalies_total` (incidents
+//! opened), `topoforge_incidents_total{event="opened"|"closed"}`,
 //! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_ws_reply_seconds` (histogram, from
 //! reading a WebSocket event to flushing its analysis), `topoforge_state_conflicts_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
