@@ -11,7 +11,7 @@
 //!
 //! Each answer is serialised on the analysis thread in the chosen form, so a compact answer also skips the cost of
 //! serialising the full results nobody will read. Measured with `cargo run --release -p vigil-realtime --example
-//! load -- --ingest-only …` (see the README of that example and ARCHITECTURE.md for the figures).
+//! load -- --one-client …` (figures in ARCHITECTURE.md, "Stream incidents and compact ingest answers").
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
