@@ -96,6 +96,20 @@ pub struct AnomalyDoc {
     pub risk_level: String,
     #[schema(value_type = Object)]
     pub metadata: Value,
+    /// For a stream incident (an addition to the contract's fields): its id, the same as `id`. Absent for
+    /// anomalies recorded by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    /// For a stream incident: `open` while it lasts, `closed` once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// For a stream incident: events from its first to its last anomalous event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_count: Option<i64>,
+    /// For a closed stream incident: the time of its last anomalous event (ISO 8601, UTC). `timestamp` is its
+    /// start; the row's score, risk level, Betti numbers, event and analysis are its peak's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
 }
 
 impl From<&Anomaly> for AnomalyDoc {
@@ -112,6 +126,12 @@ impl From<&Anomaly> for AnomalyDoc {
             is_anomaly: a.is_anomaly,
             risk_level: a.risk_level.clone(),
             metadata: a.metadata.clone(),
+            incident_id: a.event_count.map(|_| a.id.clone()),
+            status: a
+                .event_count
+                .map(|_| if a.incident_open { "open" } else { "closed" }.to_owned()),
+            event_count: a.event_count,
+            ended_at: a.ended_at.map(format_ts),
         }
     }
 }

@@ -369,6 +369,9 @@ mod tests {
             metadata: json!({}),
             created_by: None,
             created_at: 0,
+            event_count: None,
+            ended_at: None,
+            incident_open: false,
         }
     }
 

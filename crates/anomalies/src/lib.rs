@@ -26,6 +26,13 @@
 //!   written (IP literals, `localhost`) and enforced at connect time by the client's resolver (names).
 //! * Every delivery carries an `X-Vigil-Delivery` id (the same on retries); with `WEBHOOK_SECRET` it is also signed
 //!   ([`signing`]: HMAC-SHA256 over timestamp and body).
+//! * Stream incidents (issue #13) are rows of the log like any anomaly: the stream pipeline writes one row per
+//!   incident (consecutive anomalous events of a stream; see `vigil_realtime::incident`), updated as it grows, and
+//!   its document adds `incident_id` (= `id`), `status` (`open` | `closed`), `event_count` and, once closed,
+//!   `ended_at`; `timestamp` is its start and the score, risk level, Betti numbers, event and analysis are its peak's.
+//!   Listing, statistics and exports therefore count incidents, not events. Webhook payloads are these documents:
+//!   one POST when an incident opens (`status: open`, `event_count: 1`) and one when it closes (`status: closed`,
+//!   the final peak and count), each signed like any delivery; receivers tell them apart by `status`.
 //! * The timeline bucket width is chosen from the filter's time range (or the matched rows' range when a bound is
 //!   open): the smallest of 1 min, 5 min, 15 min, 1 h, 6 h, 1 day, 7 days, 30 days giving at most 100 buckets.
 

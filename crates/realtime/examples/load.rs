@@ -15,6 +15,11 @@
 //!    counts the analyses → events/s through one socket, for one stream and for `streams` streams in turn.
 //!
 //! Streams are calibrated before timing (200 events each), so timed events get full, scored analyses.
+//!
+//! `… --example load -- --one-client [streams] [total_events]` instead measures one client end to end: it posts
+//! sequential batches of 50 and of 8,000 events (spread over `streams` streams, default 8), waits for each answer
+//! and parses it into a JSON tree, as a client reading the answers would, once per answer form of
+//! `POST /api/ingest` (`?detail=full`, the default, then `compact` and `scores`) → events/s and answer bytes/event.
 
 use std::time::{Duration, Instant};
 
@@ -256,8 +261,87 @@ async fn paced(app: &TestApp, token: &str, streams: usize, rate: usize) {
     );
 }
 
+/// `--one-client`: sequential batches of `batch` events over `streams` streams, `total` events in all, answers in the
+/// `detail` form parsed by the client → (events/s, answer bytes per event).
+async fn one_client(
+    app: &TestApp,
+    token: &str,
+    streams: usize,
+    batch: usize,
+    total: usize,
+    detail: &str,
+    seed: u64,
+) -> (f64, f64) {
+    let vals = values(total, seed);
+    let url = app.url(&format!("/api/ingest?detail={detail}"));
+    let started = Instant::now();
+    let (mut done, mut bytes) = (0usize, 0usize);
+    for (k, chunk) in vals.chunks(batch).enumerate() {
+        let body: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| json!({"stream": format!("c{}", (k * batch + i) % streams), "value": v}))
+            .collect();
+        let r = app
+            .client
+            .post(&url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await;
+        let Ok(r) = r else {
+            eprintln!("ingest failed");
+            continue;
+        };
+        if !r.status().is_success() {
+            eprintln!("ingest failed: {}", r.status());
+            continue;
+        }
+        let Ok(text) = r.bytes().await else { continue };
+        bytes += text.len();
+        // The client reads what it asked for.
+        match serde_json::from_slice::<Value>(&text) {
+            Ok(Value::Array(a)) => done += a.len(),
+            _ => eprintln!("unexpected answer"),
+        }
+    }
+    (
+        done as f64 / started.elapsed().as_secs_f64(),
+        bytes as f64 / done.max(1) as f64,
+    )
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == "--one-client") {
+        let args: Vec<usize> = std::env::args()
+            .skip(1)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let streams = args.first().copied().unwrap_or(8).max(1);
+        let total = args.get(1).copied().unwrap_or(32_000);
+        let db = vigil_store::testing::TestDb::sqlite().await;
+        let rt = Realtime::new(RealtimeConfig::default());
+        let rt2 = rt.clone();
+        let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
+        let (_, token) = app.user_with_role("loader", Role::Analyst).await;
+        for s in 0..streams {
+            ingest(&app, &token, &format!("c{s}"), &values(200, s as u64)).await;
+        }
+        let mut seed = 10_000;
+        for batch in [50, 8000] {
+            for detail in ["full", "compact", "scores"] {
+                seed += 1;
+                let (rate, per_event) =
+                    one_client(&app, &token, streams, batch, total, detail, seed).await;
+                println!(
+                    "one client, batches of {batch}, detail={detail}: {rate:.0} events/s, {per_event:.0} answer bytes/event ({total} events, {streams} streams)"
+                );
+            }
+        }
+        app.stop().await;
+        return;
+    }
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

@@ -1,9 +1,13 @@
-//! What happens to an anomalous result: it is stored in `anomalies` (with the whole analysis in `metadata`),
-//! broadcast to subscribers, and checked against the alert configurations through the shared
-//! [`vigil_anomalies::AlertDispatcher`] — `webhook:<url>` channels get an HTTP POST of the anomaly document (queued
-//! and retried by the dispatcher), `websocket` channels a push to the owner's open stream sockets.
-//! Storing happens before the event is answered; alerting runs in a background task (tracked, so graceful shutdown
-//! waits for it) and never holds up ingestion.
+//! What happens when an incident opens or closes (see [`crate::incident`]). Its row is already stored, in the
+//! transaction of the stream's state; here it is broadcast to subscribers (once, when it opens: the opening
+//! event's analysis result) and checked against the alert configurations through the shared
+//! [`vigil_anomalies::AlertDispatcher`] — once when it opens (the row as first written, `"status":"open"`) and once
+//! when it closes (the final row: peak, `event_count`, `ended_at`, `"status":"closed"`). A config fires for an
+//! incident's message when the message's `anomaly_score` reaches its threshold: the opening score for the open
+//! message, the peak for the close, so a config whose threshold only the peak reaches gets the close alone.
+//! `webhook:<url>` channels get an HTTP POST of the anomaly document (queued, signed and retried by the
+//! dispatcher), `websocket` channels a push to the owner's open stream sockets. Alerting runs in background tasks
+//! (tracked, so graceful shutdown waits for them) and never holds up ingestion.
 //!
 //! Broadcasts and socket pushes reach this replica's sockets directly and the other replicas' through the
 //! [`crate::relay`] (PostgreSQL only); both build their messages from the stored row with [`broadcast_text`] and
@@ -12,57 +16,45 @@
 use std::sync::{Arc, Weak};
 
 use serde_json::json;
-use vigil_http::{AppState, Error};
-use vigil_store::anomalies::{self, Anomaly, NewAnomaly};
+use vigil_http::AppState;
+use vigil_store::anomalies::{self, Anomaly};
 
 use crate::Realtime;
-use crate::engine::Outcome;
 use crate::hub::Shared;
+use crate::incident::Notice;
 use crate::relay::Item;
 
-/// Stores, broadcasts and alerts on every anomalous outcome of a batch.
-pub async fn handle_anomalies<'a>(
-    app: &AppState,
-    rt: &Realtime,
-    outcomes: impl IntoIterator<Item = &'a Outcome>,
-) -> Result<(), Error> {
-    for o in outcomes {
-        let Some(r) = o.analysis.result() else {
-            continue;
-        };
-        if !r.is_anomaly {
-            continue;
+/// Broadcasts and alerts on the incidents a stored batch opened or closed, in order.
+pub fn handle_incidents(app: &AppState, rt: &Realtime, notices: Vec<Notice>) {
+    for notice in notices {
+        match notice {
+            Notice::Opened { row } => {
+                metrics::counter!("topoforge_anomalies_total").increment(1);
+                metrics::counter!("topoforge_incidents_total", "event" => "opened").increment(1);
+                if let Some(text) = broadcast_text(&row) {
+                    rt.inner.hub.publish(text);
+                }
+                rt.announce(app, Item::Anomaly(row.id.clone()));
+                let (app2, rt2) = (app.clone(), rt.clone());
+                // Webhooks are queued by the dispatcher; its `websocket` channels come back to [`SocketSink`].
+                app.spawn(async move { rt2.inner.dispatcher.fire_and_push(&app2, &row).await });
+            }
+            Notice::Closed { id } => {
+                metrics::counter!("topoforge_incidents_total", "event" => "closed").increment(1);
+                let (app2, rt2) = (app.clone(), rt.clone());
+                app.spawn(async move {
+                    match anomalies::get(&app2.store, &id).await {
+                        Ok(Some(row)) => rt2.inner.dispatcher.fire_and_push(&app2, &row).await,
+                        // Deleted by an admin since: nothing left to report.
+                        Ok(None) => tracing::debug!(incident = %id, "closed incident's row is gone"),
+                        Err(e) => {
+                            tracing::warn!(incident = %id, error = %e, "closed incident not read; no alerts sent")
+                        }
+                    }
+                });
+            }
         }
-        metrics::counter!("topoforge_anomalies_total").increment(1);
-        let result_json = serde_json::to_value(r).map_err(Error::internal)?;
-        let ts = o
-            .event
-            .timestamp
-            .or(o.event.received_at)
-            .map_or_else(vigil_store::time::now_ms, |t| t.timestamp_millis());
-        let new = NewAnomaly {
-            ts,
-            source_type: r.stream.clone(),
-            event_data: o.event.raw.clone(),
-            betti: [r.betti_numbers.h0, r.betti_numbers.h1, r.betti_numbers.h2]
-                .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
-            anomaly_score: r.anomaly_score,
-            is_anomaly: true,
-            risk_level: r.security_analysis.risk_level.as_str().to_owned(),
-            entropy: Some(r.topology_features.entropy),
-            metadata: json!({"analysis": result_json, "anomaly_threshold": o.threshold}),
-            created_by: None,
-        };
-        let stored = anomalies::insert(&app.store, &new).await?;
-        if let Some(text) = broadcast_text(&stored) {
-            rt.inner.hub.publish(text);
-        }
-        rt.announce(app, Item::Anomaly(stored.id.clone()));
-        let (app2, rt2) = (app.clone(), rt.clone());
-        // Webhooks are queued by the dispatcher; its `websocket` channels come back to [`SocketSink`].
-        app.spawn(async move { rt2.inner.dispatcher.fire_and_push(&app2, &stored).await });
     }
-    Ok(())
 }
 
 /// Delivers `websocket` alert channels, for the pipeline's anomalies and for those recorded through
@@ -88,9 +80,23 @@ impl vigil_anomalies::SocketAlerts for SocketSink {
             Item::Alert {
                 id: stored.id.clone(),
                 users,
+                opening: stored.incident_open,
             },
         );
     }
+}
+
+/// An incident's row as its opening message showed it (open, one event, no end), for a replica that reads the
+/// row after it grew. The peak fields are the row's: the same as at the opening unless a later event of the
+/// incident scored higher before the row was read (rare: the detector caps scores after an alarm).
+pub(crate) fn as_opened(row: &Anomaly) -> Anomaly {
+    let mut a = row.clone();
+    if a.event_count.is_some() {
+        a.event_count = Some(1);
+        a.ended_at = None;
+        a.incident_open = true;
+    }
+    a
 }
 
 /// The broadcast message of a stored pipeline anomaly: its analysis result (the `analysis` of its metadata), as

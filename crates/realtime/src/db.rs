@@ -11,6 +11,7 @@
 //! and then miss, so the turn's write lands. Contention costs a wait instead of an error, and a pool of one
 //! connection cannot deadlock on it.
 
+use vigil_store::incidents::{self, IncidentWrite};
 use vigil_store::sqlx::{self, Any, Executor};
 use vigil_store::time::now_ms;
 use vigil_store::{Backend, Store, StoreError};
@@ -25,6 +26,8 @@ pub struct StoredStream {
     pub model_generation: i64,
     pub config: Option<String>,
     pub updated_at: i64,
+    /// The incident tracker (JSON, see [`crate::incident`]); `None` when no incident is open.
+    pub incident: Option<String>,
 }
 
 /// A row as selected by [`COLUMNS`] (tuples: the derive macro would need sqlx as a direct dependency).
@@ -36,12 +39,14 @@ type Row = (
     i64,
     Option<String>,
     i64,
+    Option<String>,
 );
 
-const COLUMNS: &str = "stream, version, state, model, model_generation, config, updated_at";
+const COLUMNS: &str =
+    "stream, version, state, model, model_generation, config, updated_at, incident";
 
 fn from_row(r: Row) -> StoredStream {
-    let (stream, version, state, model, model_generation, config, updated_at) = r;
+    let (stream, version, state, model, model_generation, config, updated_at, incident) = r;
     StoredStream {
         stream,
         version,
@@ -50,6 +55,7 @@ fn from_row(r: Row) -> StoredStream {
         model_generation,
         config,
         updated_at,
+        incident,
     }
 }
 
@@ -115,6 +121,7 @@ impl StreamLock {
             Some(mut tx) => {
                 let saved = save_on(&mut *tx, w).await?;
                 if saved != Saved::Conflict {
+                    incidents::apply(&mut tx, w.incidents).await?;
                     tx.commit().await?;
                 }
                 Ok(saved)
@@ -144,11 +151,27 @@ pub struct Write<'a> {
     pub state: &'a [u8],
     /// `Some` when the model changed (or is stored for the first time).
     pub model: Option<(&'a [u8], i64)>,
+    /// The incident tracker after the batch (`stream_states.incident`; `None`: no open incident).
+    pub incident: Option<&'a str>,
+    /// The batch's anomaly-log incident rows, written in the state's transaction and only if the state write lands.
+    pub incidents: &'a [IncidentWrite],
 }
 
-/// Writes a stream's state if nobody else wrote since `expected_version` was read.
+/// Writes a stream's state if nobody else wrote since `expected_version` was read, and with it, in one
+/// transaction, the batch's incident rows: both are stored, or (a lost race, a crash) neither.
 pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
-    save_on(store.pool(), w).await
+    if w.incidents.is_empty() {
+        return save_on(store.pool(), w).await;
+    }
+    let mut tx = store.pool().begin().await?;
+    let saved = save_on(&mut *tx, w).await?;
+    if saved == Saved::Conflict {
+        // Dropping the transaction rolls it back; nothing of the batch is stored.
+        return Ok(saved);
+    }
+    incidents::apply(&mut tx, w.incidents).await?;
+    tx.commit().await?;
+    Ok(saved)
 }
 
 async fn save_on<'e, E: Executor<'e, Database = Any>>(
@@ -162,24 +185,26 @@ async fn save_on<'e, E: Executor<'e, Database = Any>>(
         (None, model) => {
             // Insert-if-absent: a concurrent first writer makes this a no-op, which we report as a conflict.
             sqlx::query(
-                "INSERT INTO stream_states (stream, version, state, model, model_generation, updated_at) \
-                 VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (stream) DO NOTHING",
+                "INSERT INTO stream_states (stream, version, state, model, model_generation, updated_at, incident) \
+                 VALUES ($1, 1, $2, $3, $4, $5, $6) ON CONFLICT (stream) DO NOTHING",
             )
             .bind(w.stream)
             .bind(state)
             .bind(model.map(|m| m.0.to_vec()))
             .bind(model.map_or(0, |m| m.1))
             .bind(now)
+            .bind(w.incident)
             .execute(exec)
             .await?
         }
         (Some(v), None) => {
             sqlx::query(
-                "UPDATE stream_states SET version = version + 1, state = $1, updated_at = $2 \
-                 WHERE stream = $3 AND version = $4",
+                "UPDATE stream_states SET version = version + 1, state = $1, updated_at = $2, incident = $3 \
+                 WHERE stream = $4 AND version = $5",
             )
             .bind(state)
             .bind(now)
+            .bind(w.incident)
             .bind(w.stream)
             .bind(v)
             .execute(exec)
@@ -188,12 +213,13 @@ async fn save_on<'e, E: Executor<'e, Database = Any>>(
         (Some(v), Some((model, generation))) => {
             sqlx::query(
                 "UPDATE stream_states SET version = version + 1, state = $1, model = $2, model_generation = $3, \
-                 updated_at = $4 WHERE stream = $5 AND version = $6",
+                 updated_at = $4, incident = $5 WHERE stream = $6 AND version = $7",
             )
             .bind(state)
             .bind(model.to_vec())
             .bind(generation)
             .bind(now)
+            .bind(w.incident)
             .bind(w.stream)
             .bind(v)
             .execute(exec)
@@ -270,6 +296,8 @@ mod tests {
                 expected_version: None,
                 state: b"{\"n\":1}",
                 model: None,
+                incident: None,
+                incidents: &[],
             };
             assert_eq!(save(s, first).await.unwrap(), Saved::Ok(1), "{}", db.label);
             // A second "first" writer loses.
@@ -284,6 +312,8 @@ mod tests {
                 expected_version: Some(1),
                 state: b"{\"n\":2}",
                 model: Some((&[1, 2, 3], 1)),
+                incident: None,
+                incidents: &[],
             };
             assert_eq!(save(s, next).await.unwrap(), Saved::Ok(2), "{}", db.label);
             // A writer still holding version 1 loses.
@@ -312,6 +342,8 @@ mod tests {
                 expected_version: Some(2),
                 state: b"{\"n\":3}",
                 model: None,
+                incident: None,
+                incidents: &[],
             };
             assert_eq!(save(s, third).await.unwrap(), Saved::Ok(3), "{}", db.label);
             assert_eq!(

@@ -28,8 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
+use crate::answer::{self, Detail};
 use crate::bulk::BulkPool;
 use crate::db::{self as streams, Saved, Write};
+use crate::incident::{self, Notice, Tracker};
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
@@ -53,6 +55,8 @@ struct Cached {
     /// Model generation stored in the database.
     stored_generation: i64,
     config: StreamConfig,
+    /// The stream's open incident, as stored with `state`.
+    incidents: Tracker,
 }
 
 /// The per-stream caches of this process.
@@ -66,11 +70,19 @@ pub struct Engine {
 pub struct Outcome {
     pub event: Event,
     pub analysis: Analysis,
-    /// `analysis` as JSON, serialised on the blocking pool with the analysis itself, so the async threads only
-    /// copy it into replies (a 100-event batch answers with about a megabyte).
+    /// `analysis` as JSON in the requested [`Detail`] form (the whole result unless an ingest asked for less),
+    /// serialised on the blocking pool with the analysis itself, so the async threads only copy it into replies
+    /// (a 100-event batch answers with about a megabyte in full).
     pub json: Box<RawValue>,
     /// The threshold `is_anomaly` was decided with.
     pub threshold: f64,
+}
+
+/// One stream's stored batch: its outcomes tagged with their input positions, and the incidents it opened or
+/// closed (committed with it).
+pub struct StreamBatch {
+    pub outcomes: Vec<(usize, Outcome)>,
+    pub notices: Vec<Notice>,
 }
 
 /// Where an analysis runs.
@@ -116,7 +128,8 @@ impl Engine {
 
     /// Analyses `events` (any mix of streams) in order per stream and returns one outcome per event, in input
     /// order. `threshold` overrides the streams' own `anomaly_threshold` (a WebSocket's per-socket threshold).
-    /// Fails if any stream's batch failed (the other streams' batches are stored all the same).
+    /// Fails if any stream's batch failed (the other streams' batches are stored all the same). The incidents the
+    /// batches opened or closed are stored with them; see [`Self::process_incidents`] to announce them.
     pub async fn process(
         &self,
         app: &AppState,
@@ -124,28 +137,63 @@ impl Engine {
         threshold: Option<f64>,
         lane: Lane,
     ) -> Result<Vec<Outcome>, Error> {
+        self.process_incidents(app, events, threshold, lane, Detail::Full)
+            .await
+            .0
+    }
+
+    /// [`process`](Self::process), also returning the incident boundaries the stored batches crossed (in each
+    /// stream's event order), for the caller to broadcast and alert on — also when another stream's batch
+    /// failed, since the stored ones' incident rows are committed. Each outcome's `json` is in the `detail` form.
+    pub async fn process_incidents(
+        &self,
+        app: &AppState,
+        events: Vec<Event>,
+        threshold: Option<f64>,
+        lane: Lane,
+        detail: Detail,
+    ) -> (Result<Vec<Outcome>, Error>, Vec<Notice>) {
         let mut out = Vec::with_capacity(events.len());
-        for (_, result) in self.run_streams(app, events, threshold, lane).await {
-            out.extend(result?);
+        let mut notices = Vec::new();
+        let mut failed = None;
+        for (_, result) in self.run_streams(app, events, threshold, lane, detail).await {
+            match result {
+                Ok(b) => {
+                    out.extend(b.outcomes);
+                    notices.extend(b.notices);
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            return (Err(e), notices);
         }
         out.sort_unstable_by_key(|(i, _)| *i);
-        Ok(out.into_iter().map(|(_, o)| o).collect())
+        (Ok(out.into_iter().map(|(_, o)| o).collect()), notices)
     }
 
     /// [`process`](Self::process), answering each event on its own: its outcome, or the error of its stream's
     /// batch (which stored nothing). A failing stream does not hide that the others' events were analysed and
-    /// stored, so a caller answering per event (the WebSocket) never reports a stored event as failed.
+    /// stored, so a caller answering per event (the WebSocket) never reports a stored event as failed. Also
+    /// returns the stored batches' incident boundaries.
     pub async fn process_each(
         &self,
         app: &AppState,
         events: Vec<Event>,
         threshold: Option<f64>,
         lane: Lane,
-    ) -> Vec<Result<Outcome, String>> {
+    ) -> (Vec<Result<Outcome, String>>, Vec<Notice>) {
         let mut out: Vec<(usize, Result<Outcome, String>)> = Vec::with_capacity(events.len());
-        for (indices, result) in self.run_streams(app, events, threshold, lane).await {
+        let mut notices = Vec::new();
+        for (indices, result) in self
+            .run_streams(app, events, threshold, lane, Detail::Full)
+            .await
+        {
             match result {
-                Ok(outcomes) => out.extend(outcomes.into_iter().map(|(i, o)| (i, Ok(o)))),
+                Ok(b) => {
+                    out.extend(b.outcomes.into_iter().map(|(i, o)| (i, Ok(o))));
+                    notices.extend(b.notices);
+                }
                 Err(e) => {
                     let detail = e.to_string();
                     out.extend(indices.into_iter().map(|i| (i, Err(detail.clone()))));
@@ -153,7 +201,7 @@ impl Engine {
             }
         }
         out.sort_unstable_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, r)| r).collect()
+        (out.into_iter().map(|(_, r)| r).collect(), notices)
     }
 
     /// Runs each stream's events as one batch, the streams in parallel; per stream, the input positions of its
@@ -164,6 +212,7 @@ impl Engine {
         events: Vec<Event>,
         threshold: Option<f64>,
         lane: Lane,
+        detail: Detail,
     ) -> Vec<(Vec<usize>, StreamRun)> {
         let mut groups: Vec<(String, Vec<(usize, Event)>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -176,7 +225,9 @@ impl Engine {
         }
         let runs = groups.into_iter().map(|(stream, evs)| async move {
             let indices: Vec<usize> = evs.iter().map(|(i, _)| *i).collect();
-            let result = self.process_stream(app, stream, evs, threshold, lane).await;
+            let result = self
+                .process_stream(app, stream, evs, threshold, lane, detail)
+                .await;
             (indices, result)
         });
         futures_util::future::join_all(runs).await
@@ -189,7 +240,8 @@ impl Engine {
         events: Vec<(usize, Event)>,
         threshold: Option<f64>,
         lane: Lane,
-    ) -> Result<Vec<(usize, Outcome)>, Error> {
+        detail: Detail,
+    ) -> StreamRun {
         let slot = self.slot(&stream);
         let mut slot = slot.lock().await;
         let (indices, mut batch): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
@@ -220,11 +272,20 @@ impl Engine {
                 version,
                 stored_generation,
                 config,
+                incidents,
             } = cached;
             // The events travel to the blocking pool and back (a lost race recomputes them) instead of being cloned.
             let flag = cancelled.clone();
             let job = move || {
-                let computed = compute(state, &batch, &cfg, stored_generation, &flag);
+                let computed = compute(
+                    state,
+                    incidents,
+                    &batch,
+                    &cfg,
+                    stored_generation,
+                    &flag,
+                    detail,
+                );
                 (computed, batch)
             };
             let (computed, events) = match lane {
@@ -234,7 +295,14 @@ impl Engine {
                     .map_err(|e| Error::internal(format!("analysis task failed: {e}")))?,
             };
             batch = events;
-            let (state, analyses, parts) = computed?;
+            let Computed {
+                state,
+                analyses,
+                parts,
+                incidents,
+                tracker_json,
+                batch_incidents,
+            } = computed?;
             let model_changed =
                 i64::try_from(parts.model_generation).unwrap_or(i64::MAX) != stored_generation;
             let model = match (&parts.model, model_changed) {
@@ -249,6 +317,8 @@ impl Engine {
                 expected_version: version,
                 state: &parts.core,
                 model,
+                incident: tracker_json.as_deref(),
+                incidents: &batch_incidents.writes,
             };
             let saved = match lock {
                 Some(l) => l.save(&app.store, write).await?,
@@ -262,6 +332,7 @@ impl Engine {
                         version: Some(v),
                         stored_generation: generation,
                         config,
+                        incidents,
                     });
                     let thr = threshold.unwrap_or(
                         slot.cached
@@ -270,7 +341,7 @@ impl Engine {
                                 c.config.anomaly_threshold
                             }),
                     );
-                    return Ok(indices
+                    let outcomes = indices
                         .into_iter()
                         .zip(batch)
                         .zip(analyses)
@@ -285,7 +356,11 @@ impl Engine {
                                 },
                             )
                         })
-                        .collect());
+                        .collect();
+                    return Ok(StreamBatch {
+                        outcomes,
+                        notices: batch_incidents.notices,
+                    });
                 }
                 Saved::Conflict => {
                     metrics::counter!("topoforge_state_conflicts_total").increment(1);
@@ -311,24 +386,32 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// One stream's batch: its outcomes tagged with their input positions, or why it failed.
-type StreamRun = Result<Vec<(usize, Outcome)>, Error>;
+/// One stream's batch, or why it failed.
+type StreamRun = Result<StreamBatch, Error>;
 
-type Computed = (
-    StreamState,
-    Vec<(Analysis, Box<RawValue>)>,
-    vigil_stream::StateParts,
-);
+/// What [`compute`] produces for one stream's batch.
+struct Computed {
+    state: StreamState,
+    analyses: Vec<(Analysis, Box<RawValue>)>,
+    parts: vigil_stream::StateParts,
+    /// The incident tracker after the batch, and its JSON for `stream_states.incident` (`None`: nothing open).
+    incidents: Tracker,
+    tracker_json: Option<String>,
+    batch_incidents: incident::BatchIncidents,
+}
 
-/// The CPU-bound part: pushes the batch, serialises each analysis and the new state. Runs on the blocking pool.
+/// The CPU-bound part: pushes the batch, runs the results through the incident tracker, serialises each
+/// analysis and the new state. Runs on the blocking pool.
 fn compute(
     mut state: StreamState,
+    mut incidents: Tracker,
     batch: &[Event],
     cfg: &StreamConfig,
     stored_generation: i64,
     cancelled: &AtomicBool,
+    detail: Detail,
 ) -> Result<Computed, Error> {
-    let mut analyses = Vec::with_capacity(batch.len());
+    let mut pushed = Vec::with_capacity(batch.len());
     for e in batch {
         if cancelled.load(Ordering::Relaxed) {
             metrics::counter!("topoforge_batches_abandoned_total").increment(1);
@@ -346,14 +429,46 @@ fn compute(
         if a.result().is_some() {
             metrics::counter!("topoforge_windows_analysed_total").increment(1);
         }
-        let json = serde_json::value::to_raw_value(&a).map_err(Error::internal)?;
+        pushed.push(a);
+    }
+    let mut results: Vec<Option<&mut vigil_stream::AnalysisResult>> = pushed
+        .iter_mut()
+        .map(|a| match a {
+            Analysis::Result(r) => Some(&mut **r),
+            Analysis::Buffering(_) => None,
+        })
+        .collect();
+    let batch_incidents = incident::track(
+        &mut incidents,
+        state.stream(),
+        batch,
+        &mut results,
+        cfg.anomaly_threshold,
+        u64::try_from(cfg.detector.dim).unwrap_or(u64::MAX),
+        vigil_store::time::now_ms(),
+    );
+    drop(results);
+    let mut analyses = Vec::with_capacity(pushed.len());
+    for (a, e) in pushed.into_iter().zip(batch) {
+        let json = answer::to_json(&a, &e.stream, detail).map_err(Error::internal)?;
         analyses.push((a, json));
     }
     // The model is serialised only when it changed since the stored one (its JSON dominates the state's size).
     let parts = state
         .to_parts_after(u64::try_from(stored_generation).ok())
         .map_err(Error::internal)?;
-    Ok((state, analyses, parts))
+    let tracker_json = match &incidents.open {
+        Some(_) => Some(serde_json::to_string(&incidents).map_err(Error::internal)?),
+        None => None,
+    };
+    Ok(Computed {
+        state,
+        analyses,
+        parts,
+        incidents,
+        tracker_json,
+        batch_incidents,
+    })
 }
 
 async fn load(app: &AppState, stream: &str) -> Result<Cached, Error> {
@@ -371,6 +486,7 @@ fn cached_from(stream: &str, row: Option<streams::StoredStream>) -> Cached {
             version: None,
             stored_generation: 0,
             config: StreamConfig::default(),
+            incidents: Tracker::default(),
         };
     };
     let config = match row.config.as_deref() {
@@ -389,11 +505,20 @@ fn cached_from(stream: &str, row: Option<streams::StoredStream>) -> Cached {
             StreamState::new(stream)
         })
     };
+    let incidents = match row.incident.as_deref() {
+        Some(t) => serde_json::from_str::<Tracker>(t).unwrap_or_else(|e| {
+            // The open incident's row is closed where it stands when the stream's next incident opens.
+            tracing::warn!(%stream, error = %e, "stored incident tracker unusable; starting without an open incident");
+            Tracker::default()
+        }),
+        None => Tracker::default(),
+    };
     Cached {
         state,
         version: Some(row.version),
         stored_generation: row.model_generation,
         config,
+        incidents,
     }
 }
 
@@ -412,20 +537,24 @@ mod tests {
             .collect();
         let done = compute(
             StreamState::new("s"),
+            Tracker::default(),
             &events,
             &StreamConfig::default(),
             0,
             &flag,
+            Detail::Full,
         );
         assert!(matches!(done, Err(Error::Unavailable(_))));
         let kept = compute(
             StreamState::new("s"),
+            Tracker::default(),
             &events,
             &StreamConfig::default(),
             0,
             &AtomicBool::new(false),
+            Detail::Full,
         )
         .expect("not abandoned");
-        assert_eq!(kept.1.len(), 100);
+        assert_eq!(kept.analyses.len(), 100);
     }
 }

@@ -1,6 +1,8 @@
 //! # vigil-realtime: TopoForge streams over HTTP
 //!
-//! * `POST /api/ingest` (analyst): one event or an array → one analysis per event, in order.
+//! * `POST /api/ingest` (analyst): one event or an array → one analysis per event, in order; `?detail=compact`
+//!   (or `scores`) answers each event with stream, score, `is_anomaly` and incident id only, with the whole
+//!   analysis for anomalous events (or none) ([`answer`]).
 //! * `WS /ws/stream`: the dashboard's socket (protocol below); `?token=` optional unless `STREAM_REQUIRE_AUTH`.
 //! * `GET /api/realtime/stream`: Server-Sent Events, event `anomaly`, data = the analysis result (same auth rule
 //!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header).
@@ -9,9 +11,11 @@
 //! * `GET /api/streams` (viewer): every stream's current window, event count, last score and calibration status, read from
 //!   the stored state ([`overview`]; the console's overview polls it, since the broadcast carries anomalies only).
 //!
-//! Each event goes through its stream's engine ([`vigil_stream`]); anomalous results are stored in `anomalies`
-//! with the analysis in `metadata`, broadcast to subscribers, and checked against alert configurations
-//! ([`alerts`]).
+//! Each event goes through its stream's engine ([`vigil_stream`]); consecutive anomalous events of a stream form
+//! an incident ([`incident`]: when it opens, grows and closes), stored as one row of `anomalies` (the peak's
+//! analysis in `metadata`) in the same transaction as the stream's state, broadcast to subscribers when it opens,
+//! and checked against alert configurations when it opens and when it closes ([`alerts`]). Each result carries
+//! its `incident_id`.
 //!
 //! ## WebSocket protocol
 //! Client → server text frames: `{"type":"config","payload":{"anomaly_threshold":0–100}}` (per socket, no
@@ -46,7 +50,8 @@
 //! * A client that disconnects frees everything it held (its broadcast receiver, its alert registration, its
 //!   task); sockets and SSE streams end when the server shuts down.
 //!
-//! Metrics: `topoforge_events_total`, `topoforge_windows_analysed_total`, `topoforge_anomalies_total`,
+//! Metrics: `topoforge_events_total`, `topoforge_windows_analysed_total`, `topoforge_anomalies_total` (incidents
+//! opened), `topoforge_incidents_total{event="opened"|"closed"}`,
 //! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_ws_reply_seconds` (histogram, from
 //! reading a WebSocket event to flushing its analysis), `topoforge_state_conflicts_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
@@ -54,10 +59,12 @@
 //! and the relay's (see [`relay`]).
 
 pub mod alerts;
+pub mod answer;
 mod bulk;
 pub mod db;
 pub mod engine;
 pub mod hub;
+pub mod incident;
 pub mod overview;
 pub mod relay;
 mod routes;
@@ -69,6 +76,7 @@ use std::sync::{Arc, OnceLock};
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 
+pub use answer::Detail;
 pub use engine::{Engine, Lane, Outcome};
 pub use hub::Hub;
 

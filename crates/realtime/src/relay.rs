@@ -63,8 +63,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub enum Item {
     /// The anomaly with this id went to the broadcast (`{"type":"anomaly"}` on subscribed sockets, SSE).
     Anomaly(String),
-    /// The anomaly with this id fired `websocket` alert configs of these users.
-    Alert { id: String, users: Vec<String> },
+    /// The anomaly with this id fired `websocket` alert configs of these users. `opening`: the alert announced an
+    /// incident's opening, so the receiving replica shows the row as it was when it opened (open, one event)
+    /// whatever it has grown into since; otherwise the row as read.
+    Alert {
+        id: String,
+        users: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        opening: bool,
+    },
 }
 
 /// One notification's payload.
@@ -161,12 +168,12 @@ pub fn pack(origin: &str, items: Vec<Item>) -> Vec<String> {
 
 /// Splits an alert whose user list would not fit in `budget` bytes into alerts of the same anomaly.
 fn split(item: Item, budget: usize) -> Vec<Item> {
-    let Item::Alert { id, users } = item else {
+    let Item::Alert { id, users, opening } = item else {
         return vec![item];
     };
     let json_len = |s: &str| serde_json::to_string(s).map_or(usize::MAX / 4, |t| t.len());
-    // `{"alert":{"id":…,"users":[…]}}` around the users.
-    let fixed = json_len(&id) + 27;
+    // `{"alert":{"id":…,"users":[…],"opening":true}}` around the users.
+    let fixed = json_len(&id) + 27 + 15;
     let mut out = Vec::new();
     let mut chunk: Vec<String> = Vec::new();
     let mut size = fixed;
@@ -176,6 +183,7 @@ fn split(item: Item, budget: usize) -> Vec<Item> {
             out.push(Item::Alert {
                 id: id.clone(),
                 users: std::mem::take(&mut chunk),
+                opening,
             });
             size = fixed;
         }
@@ -183,7 +191,11 @@ fn split(item: Item, budget: usize) -> Vec<Item> {
         chunk.push(u);
     }
     if !chunk.is_empty() {
-        out.push(Item::Alert { id, users: chunk });
+        out.push(Item::Alert {
+            id,
+            users: chunk,
+            opening,
+        });
     }
     out
 }
@@ -323,7 +335,7 @@ async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
     for item in &envelope.items {
         let id = match item {
             Item::Anomaly(id) if broadcast => id,
-            Item::Alert { id, users } if users.iter().any(|u| hub.has_sockets(u)) => id,
+            Item::Alert { id, users, .. } if users.iter().any(|u| hub.has_sockets(u)) => id,
             _ => continue,
         };
         if seen.insert(id.as_str()) {
@@ -369,9 +381,16 @@ async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
                     hub.publish(text);
                 }
             }
-            Item::Alert { id, users } => {
+            Item::Alert { id, users, opening } => {
                 let Some(row) = rows.get(id.as_str()) else {
                     continue;
+                };
+                let opened;
+                let row = if *opening {
+                    opened = crate::alerts::as_opened(row);
+                    &opened
+                } else {
+                    row
                 };
                 let Some(text) = crate::alerts::alert_text(row) else {
                     continue;
@@ -407,6 +426,7 @@ mod tests {
             Item::Alert {
                 id: "a".into(),
                 users: vec!["u1".into(), "u2".into()],
+                opening: false,
             },
             Item::Anomaly("b".into()),
         ];
@@ -431,6 +451,7 @@ mod tests {
         let item = Item::Alert {
             id: "x".repeat(36),
             users: users.clone(),
+            opening: true,
         };
         let payloads = pack("me", vec![Item::Anomaly("first".into()), item]);
         assert!(payloads.len() > 4);
@@ -439,8 +460,9 @@ mod tests {
         let mut back = Vec::new();
         for i in &got[1..] {
             match i {
-                Item::Alert { id, users } => {
+                Item::Alert { id, users, opening } => {
                     assert_eq!(id, &"x".repeat(36));
+                    assert!(opening);
                     back.extend(users.iter().cloned());
                 }
                 other => panic!("unexpected {other:?}"),

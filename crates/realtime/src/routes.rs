@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -22,6 +23,7 @@ use vigil_http::{ApiJson, ApiResult, AppState, Error};
 use vigil_stream::{Event, StreamConfig};
 
 use crate::Realtime;
+use crate::answer::Detail;
 use crate::engine::Lane;
 use crate::session::{
     Caller, header_token, presented_token, recheck_interval, still_valid, stream_caller,
@@ -53,22 +55,39 @@ pub(crate) fn parse_event(v: &Value, index: Option<usize>) -> Result<Event, Erro
     Ok(e.received(chrono::Utc::now()))
 }
 
+/// `?detail=` of `POST /api/ingest`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct IngestQuery {
+    /// `full` (default: the whole analysis per event), `compact` (stream, `anomaly_score`, `is_anomaly`,
+    /// `incident_id` per event, and the whole analysis only for anomalous events) or `scores` (compact without any
+    /// whole analysis).
+    pub detail: Option<Detail>,
+}
+
 /// Analyses one event (a JSON object) or a batch (an array of objects), in order; answers with one analysis per
 /// event (an object for an object, an array for an array). Events of different streams run in parallel.
+/// `?detail=compact|scores` answers each event with its score, flag and incident only (see [`crate::answer`]).
 #[utoipa::path(post, path = "/api/ingest", tag = "streams", security(("bearer" = [])),
+    params(IngestQuery),
     request_body(content = Value, description = "An event object, or an array of them"),
     responses(
-        (status = 200, description = "The analysis of each event", body = Value),
+        (status = 200, description = "The analysis of each event, in the `detail` form", body = Value),
         (status = 401, description = "Not authenticated"),
         (status = 403, description = "Not an analyst"),
-        (status = 422, description = "An event is not usable"),
+        (status = 422, description = "An event is not usable, or `detail` is not full, compact or scores"),
     ))]
 async fn ingest(
     State(app): State<AppState>,
     Extension(rt): Extension<Realtime>,
     Analyst(_user): Analyst,
+    query: Result<Query<IngestQuery>, QueryRejection>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
+    let detail = query
+        .map_err(|e| Error::unprocessable(e.body_text()))?
+        .0
+        .detail
+        .unwrap_or_default();
     let (events, single) = match &body {
         Value::Array(items) => {
             if items.len() > rt.inner.config.stream_max_batch {
@@ -86,12 +105,14 @@ async fn ingest(
         }
         other => (vec![parse_event(other, None)?], true),
     };
-    let outcomes = rt
+    let (outcomes, notices) = rt
         .inner
         .engine
-        .process(&app, events, None, Lane::Bulk)
-        .await?;
-    crate::alerts::handle_anomalies(&app, &rt, &outcomes).await?;
+        .process_incidents(&app, events, None, Lane::Bulk, detail)
+        .await;
+    // Announced even if another stream's batch failed: the stored streams' incidents are committed.
+    crate::alerts::handle_incidents(&app, &rt, notices);
+    let outcomes = outcomes?;
     // The analyses were serialised on the blocking pool; here they are only copied into the body.
     let body = if single {
         outcomes

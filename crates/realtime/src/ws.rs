@@ -350,15 +350,12 @@ async fn analyse(
         .into_iter()
         .map(|(e, v, t)| (e, (v, t)))
         .unzip();
-    let results = rt
+    let (results, notices) = rt
         .inner
         .engine
         .process_each(app, events, threshold, lane)
         .await;
-    let analysed: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    if let Err(e) = crate::alerts::handle_anomalies(app, rt, analysed).await {
-        tracing::error!(error = %e, "storing an anomaly failed");
-    }
+    crate::alerts::handle_incidents(app, rt, notices);
     for (result, (original, received)) in results.iter().zip(&frames) {
         replies.push(match result {
             Ok(o) => analysis_reply(o, original, *received),

@@ -26,6 +26,13 @@ pub struct Anomaly {
     pub metadata: Value,
     pub created_by: Option<String>,
     pub created_at: i64,
+    /// For a pipeline incident (see [`crate::incidents`]): events from its first to its last anomalous event.
+    /// `None` for anomalies recorded by hand.
+    pub event_count: Option<i64>,
+    /// For a closed incident: Unix ms of its last anomalous event.
+    pub ended_at: Option<i64>,
+    /// Whether this is an incident that is still open.
+    pub incident_open: bool,
 }
 
 /// An anomaly about to be stored; the store assigns `id` and `created_at`.
@@ -59,11 +66,14 @@ pub(crate) struct AnomalyRow {
     metadata: String,
     created_by: Option<String>,
     created_at: i64,
+    event_count: Option<i64>,
+    ended_at: Option<i64>,
+    incident_open: Option<i64>,
 }
 
 /// The column list every anomaly query selects, in [`AnomalyRow`]'s order.
 pub(crate) const COLUMNS: &str = "id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
-     is_anomaly, risk_level, entropy, metadata, created_by, created_at";
+     is_anomaly, risk_level, entropy, metadata, created_by, created_at, event_count, ended_at, incident_open";
 
 impl TryFrom<AnomalyRow> for Anomaly {
     type Error = StoreError;
@@ -82,6 +92,9 @@ impl TryFrom<AnomalyRow> for Anomaly {
             metadata: serde_json::from_str(&r.metadata)?,
             created_by: r.created_by,
             created_at: r.created_at,
+            event_count: r.event_count,
+            ended_at: r.ended_at,
+            incident_open: r.incident_open == Some(1),
         })
     }
 }
@@ -135,6 +148,9 @@ pub async fn insert(store: &Store, new: &NewAnomaly) -> Result<Anomaly, StoreErr
         metadata: new.metadata.clone(),
         created_by: new.created_by.clone(),
         created_at,
+        event_count: None,
+        ended_at: None,
+        incident_open: false,
     })
 }
 

@@ -27,6 +27,7 @@ pub mod alert_configs;
 pub mod anomalies;
 mod checkpoint;
 mod error;
+pub mod incidents;
 pub mod maxidom;
 pub mod sources;
 mod store;

@@ -102,6 +102,10 @@ pub struct AnalysisResult {
     pub calibrated: bool,
     /// Why the score is what it is (an addition to the contract's fields).
     pub detector: DetectorReport,
+    /// The incident this event belongs to (the id of its anomaly-log row), set by the service that stores
+    /// incidents; absent when the event is in none (an addition to the contract's fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
 }
 
 /// The detector's evidence for one event (see [`crate::detector`]).

@@ -738,6 +738,7 @@ fn build_result(
         security_analysis,
         calibrated,
         detector,
+        incident_id: None,
     }
 }
 
