@@ -39,6 +39,7 @@ use crate::features::{FEATURE_COUNT, FeatureVector, idx};
 use crate::lifecycle::{MIN_MODEL_ROWS, MOUSE_COLUMNS, Matrix, TYPING_COLUMNS};
 use crate::payload::Payload;
 use crate::rich::{RICH_COUNT, RichVector, extract_rich, groups};
+use crate::sequential::Run;
 
 /// The mouse model votes only with at least this many mouse points in the session.
 pub const MIN_MOUSE_POINTS: usize = 30;
@@ -383,12 +384,43 @@ pub struct ProfileModels {
 /// The `/score` response body; field order is the wire order.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Score {
+    /// A legacy forest's answer (not a p-value): not part of the wire.
+    #[serde(skip)]
+    pub legacy: bool,
     pub is_anomaly: bool,
     pub score: f64,
     pub typing_threshold: f64,
     pub mouse_threshold: f64,
     pub mouse_score: f64,
     pub typing_score: f64,
+    /// This payload's own calibrated score (the modalities' combination), before the run's evidence.
+    pub payload_score: f64,
+    /// Payloads whose evidence `score` combines: 1 for a payload scored on its own, more inside a run
+    /// ([`Score::in_run`]), 0 when no modality voted (or the model is a legacy forest).
+    pub run_payloads: usize,
+}
+
+impl Score {
+    /// Folds this payload into the profile's run (see [`crate::sequential`]): `score` becomes the run's
+    /// combined score and `is_anomaly` compares it with `alpha`; `payload_score` keeps the payload's own.
+    /// A payload without any voter adds no evidence but still moves the run on in time. Legacy forest
+    /// scores are not p-values and do not enter runs.
+    pub fn in_run(self, run: &mut Run, span: Option<(f64, f64)>, alpha: f64) -> Score {
+        if self.legacy {
+            return self;
+        }
+        let voted = self.run_payloads > 0;
+        let step = run.push(span, voted.then_some(self.score));
+        match step.score {
+            Some(score) => Score {
+                is_anomaly: score < alpha,
+                score,
+                run_payloads: step.payloads,
+                ..self
+            },
+            None => self,
+        }
+    }
 }
 
 /// Trains the models of every modality that has enough rows. Deterministic for given vectors.
@@ -512,12 +544,15 @@ impl ProfileModels {
         let (mouse_score, mouse_threshold) = report(mouse);
         let (typing_score, typing_threshold) = report(typing);
         Score {
+            legacy: false,
             is_anomaly: !voters.is_empty() && score < self.alpha,
             score,
             typing_threshold,
             mouse_threshold,
             mouse_score,
             typing_score,
+            payload_score: score,
+            run_payloads: usize::from(!voters.is_empty()),
         }
     }
 
@@ -546,13 +581,17 @@ impl ProfileModels {
         let flags = |v: Option<(f64, f64)>| v.is_some_and(|(s, t)| s < t);
         let (mouse_score, mouse_threshold) = mouse.unwrap_or((ABSTAIN_SCORE, ABSTAIN_THRESHOLD));
         let (typing_score, typing_threshold) = typing.unwrap_or((ABSTAIN_SCORE, ABSTAIN_THRESHOLD));
+        let score = mouse_score.min(typing_score);
         Score {
+            legacy: true,
             is_anomaly: flags(mouse) || flags(typing),
-            score: mouse_score.min(typing_score),
+            score,
             typing_threshold,
             mouse_threshold,
             mouse_score,
             typing_score,
+            payload_score: score,
+            run_payloads: 0,
         }
     }
 
@@ -953,12 +992,15 @@ mod tests {
         assert_eq!(
             s,
             Score {
+                legacy: false,
                 is_anomaly: false,
                 score: NO_EVIDENCE_SCORE,
                 typing_threshold: 0.0,
                 mouse_threshold: 0.0,
                 mouse_score: 0.1,
-                typing_score: 0.1
+                typing_score: 0.1,
+                payload_score: NO_EVIDENCE_SCORE,
+                run_payloads: 0,
             }
         );
         // Mouse gate open only: the mouse p-value is the score; the abstaining typing model does not clip it.
