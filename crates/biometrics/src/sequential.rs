@@ -75,20 +75,28 @@ impl Run {
         }
     }
 
-    /// Adds a payload: its event span (`None`: no event times, the run is left as it is) and its own p-value
-    /// (`None`: no modality voted, so it is no evidence; the run still moves on in time). Returns the run's
-    /// score after it.
+    /// Adds a payload: its event span and its own p-value (`None`: no modality voted, so it is no evidence;
+    /// the run still moves on in time). Returns the run's score after it. A payload without event times cannot
+    /// be placed in any run: it is answered on its own and the run is left as it is.
     pub fn push(&mut self, span: Option<(f64, f64)>, p: Option<f64>) -> RunStep {
-        let mut started = false;
-        if let Some((first, last)) = span {
-            if !self.continues(first) {
-                self.z.clear();
-                started = true;
-            }
-            self.last_event_ms = Some(last);
+        let Some((first, last)) = span else {
+            return RunStep {
+                score: p,
+                payloads: usize::from(p.is_some()),
+                started: false,
+            };
+        };
+        let started = !self.continues(first);
+        if started {
+            self.z.clear();
         }
+        self.last_event_ms = Some(last);
         let current = p.map(z_of);
-        let (score, payloads) = self.combined(current);
+        let (mut score, payloads) = self.combined(current);
+        if payloads == 1 {
+            // A run of one is the payload itself: its p-value exactly, not Φ(Φ⁻¹(p)) with its rounding.
+            score = p.or(score);
+        }
         if let Some(z) = current {
             if self.z.len() == RUN_WINDOW {
                 self.z.remove(0);
@@ -331,10 +339,17 @@ mod tests {
             None,
         );
         assert!(s.started && s.score.is_none() && s.payloads == 0);
-        // No event times: the run is kept as it is.
+        // No event times: answered on its own, the run is kept as it is.
+        run.push(
+            span(80_000.0 + 2.0 * RUN_GAP_MS, 90_000.0 + 2.0 * RUN_GAP_MS),
+            Some(0.01),
+        );
         let before = run.clone();
         let s = run.push(None, None);
-        assert!(!s.started && run == before);
+        assert!(!s.started && s.score.is_none() && run == before);
+        let s = run.push(None, Some(0.7));
+        assert_eq!((s.score, s.payloads), (Some(0.7), 1));
+        assert_eq!(run, before);
     }
 
     #[test]
