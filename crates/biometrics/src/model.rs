@@ -21,7 +21,8 @@
 //! therefore means the same for every profile: 0.05 is "as unusual as the owner's most unusual 5 %".
 //!
 //! **Scoring.** A modality votes when the session carries its signal (≥ 30 mouse points, ≥ 6 key events)
-//! and its model exists. `score` combines the voting modalities' p-values (one: itself; two: Fisher's
+//! and its model exists. A payload's `score` (kept as `payload_score` once [`Score::in_run`] folds it into the
+//! profile's run, see [`crate::sequential`]) combines the voting modalities' p-values (one: itself; two: Fisher's
 //! method, q(1 − ln q) with q the product); a modality that does not vote is no evidence and does not enter
 //! it. `is_anomaly = score < α` (α = [`TrainParams::alpha`], reported as both thresholds, so about α of the
 //! owner's sessions are flagged). Per-modality fields keep the reference's wire meaning: `mouse_score` and
