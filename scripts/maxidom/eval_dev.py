@@ -26,8 +26,19 @@ the other fields' AUCs are printed beside it. Metrics: AUC, EER, false-reject ra
 (FRR@1%FAR), per user and pooled (all profiles' scores in one ranking, which only works when scores mean the same
 for every profile).
 
-Curve: `--curve 20,30,50,100,150` repeats the run with profiles that received only the first N enrolment payloads
-(server started with every quota at 20, the smallest model the service trains), giving accuracy versus payloads.
+Curve: `--curve 20,30,50,100,150` repeats the chunk protocol with profiles that received only the first N enrolment
+payloads (server started with every quota at 20, the smallest model the service trains), giving accuracy versus
+payloads.
+
+Chunk protocol (`--protocol chunks`, and the first part of the default `both`): the hidden benchmark's test sessions
+are short (a few payloads) and each starts its clock at 0, so the held-out sessions are cut into contiguous chunks of
+1..`--chunk-max` payloads (uniform, seeded), each chunk's times shifted to start at 0 as a new session's would. Every
+profile scores every chunk, a chunk's payloads in order and back to back, chunks of all profiles interleaved in a
+seeded random order. Reported per payload (`score`, which combines the run so far, and `payload_score`, the payload
+alone), per chunk (the last payload's `score`; the mean `score`; the mean ln `score`) and per payload by its position
+in the chunk (1, 2-3, 4+), with the seed's IF scored on the same chunks (per payload; last; mean), and the calibration
+of `score` on genuine chunks. The payload protocol (`--protocol payloads`) is the earlier one, kept for comparison: it
+shuffles single payloads of all sessions, so it ranks by `payload_score`.
 
 Baseline: the seed's method, scikit-learn IsolationForest (100 trees, contamination 0.01, random_state 42) on the
 15 contract features (`features.py`) of the same enrolment payloads, ranked by `decision_function`, on exactly the
@@ -95,6 +106,34 @@ def split(sessions):
         else:
             test.append((name, payloads))
     return train, test
+
+
+def shift_payload(p, dt):
+    """The payload with every time moved by -dt (a new session's clock)."""
+    return {
+        **p,
+        "startTimestamp": p["startTimestamp"] - dt,
+        "endTimestamp": p["endTimestamp"] - dt,
+        "keyEvents": [{**k, "downTime": k["downTime"] - dt, "upTime": k["upTime"] - dt} for k in p["keyEvents"]],
+        "mousePaths": [[{**pt, "t": pt["t"] - dt} for pt in path] for path in p["mousePaths"]],
+        "clicks": [{**c, "t": c["t"] - dt} for c in p["clicks"]],
+    }
+
+
+def cut_chunks(test, rng, max_len):
+    """Held-out sessions cut into contiguous test-like sessions of 1..max_len payloads (uniform), each chunk's
+    clock restarting at 0 as a new session's would. [(session, chunk index, [payload, ...]), ...]"""
+    out = []
+    for sname, payloads in test:
+        i, c = 0, 0
+        while i < len(payloads):
+            n = rng.randint(1, max_len)
+            chunk = payloads[i:i + n]
+            t0 = chunk[0]["startTimestamp"]
+            out.append((sname, c, [shift_payload(p, t0) for p in chunk]))
+            i += n
+            c += 1
+    return out
 
 
 # ---------------------------------------------------------------- metrics
@@ -204,24 +243,12 @@ def settle(server, pid, timeout=30.0):
 def run_service(server, splits, n_train, order_seed, label):
     """Enrols every user on the first n_train enrolment payloads (all when None) and scores the held-out ones.
     Returns {user: {"ready_at": int|None, "rows": [(is_genuine, session_key, response), ...]}}."""
-    results = {}
     bodies = {}
     for user, (_, test) in splits.items():
         for sname, payloads in test:
             for j, p in enumerate(payloads):
                 bodies[(user, sname, j)] = json.dumps(p).encode()
-    for user, (train, _) in splits.items():
-        pid = str(uuid.uuid4())
-        status, body = server.call("POST", f"/api/enroll/{pid}", {"password": "dev-protocol"})
-        assert status == 200, (status, body)
-        ready_at = None
-        for k, p in enumerate(train[:n_train] if n_train else train, start=1):
-            status, body = server.call("POST", f"/api/train/{pid}", p)
-            assert status == 200, (status, body)
-            if ready_at is None and body["progress"]["is_ready"]:
-                ready_at = k
-        st = settle(server, pid) if ready_at is not None else None
-        results[user] = {"pid": pid, "ready_at": ready_at, "status": st, "rows": []}
+    results = enrol_all(server, splits, n_train)
     # Interleaved scoring over all profiles and all held-out payloads.
     jobs = [(u, key) for u in splits for key in bodies if results[u]["ready_at"] is not None]
     random.Random(order_seed).shuffle(jobs)
@@ -236,8 +263,118 @@ def run_service(server, splits, n_train, order_seed, label):
     return results
 
 
+def enrol_all(server, splits, n_train):
+    results = {}
+    for user, (train, _) in splits.items():
+        pid = str(uuid.uuid4())
+        status, body = server.call("POST", f"/api/enroll/{pid}", {"password": "dev-protocol"})
+        assert status == 200, (status, body)
+        ready_at = None
+        for k, p in enumerate(train[:n_train] if n_train else train, start=1):
+            status, body = server.call("POST", f"/api/train/{pid}", p)
+            assert status == 200, (status, body)
+            if ready_at is None and body["progress"]["is_ready"]:
+                ready_at = k
+        st = settle(server, pid) if ready_at is not None else None
+        results[user] = {"pid": pid, "ready_at": ready_at, "status": st, "rows": []}
+    return results
+
+
+def run_chunks(server, splits, chunks, order_seed, n_train=None, enrolled=None):
+    """The test-like protocol: every profile scores every held-out chunk (the owner's genuine, the others'
+    impostors); a chunk's payloads are sent in order, one after the other, as one session would be; chunks of all
+    profiles are interleaved in a seeded random order. Returns {user: {..., "chunks": [(is_genuine, chunk key,
+    [response, ...]), ...]}}."""
+    results = enrolled or enrol_all(server, splits, n_train)
+    for r in results.values():
+        r["chunks"] = []
+    bodies = {(u, s, c): [json.dumps(p).encode() for p in ps] for u, cs in chunks.items() for s, c, ps in cs}
+    jobs = [(u, key) for u in splits for key in bodies if results[u]["ready_at"] is not None]
+    random.Random(order_seed).shuffle(jobs)
+    t0, n = time.time(), 0
+    for user, key in jobs:
+        responses = []
+        for b in bodies[key]:
+            status, body = server.call("POST", f"/api/score/{results[user]['pid']}", b)
+            if status != 200:
+                raise SystemExit(f"score {status}: {body}")
+            responses.append(body)
+            n += 1
+            if n % 5000 == 0:
+                print(f"  [chunks] {n} scored ({n / (time.time() - t0):.0f}/s)", file=sys.stderr)
+        results[user]["chunks"].append((key[0] == user, key, responses))
+    return results
+
+
+def chunk_metrics(results, field="score"):
+    """Per payload, per chunk (last payload's field; mean of ln field), and per payload by position in its chunk."""
+    out = {}
+    get = FIELDS[field]
+    views = {
+        "per_payload": lambda rs: [get(r) for r in rs],
+        "chunk_last": lambda rs: [get(rs[-1])],
+        "chunk_mean": lambda rs: [float(np.mean([get(r) for r in rs]))],
+        "chunk_mean_ln": lambda rs: [float(np.mean([np.log(max(get(r), 1e-300)) for r in rs]))],
+        "position_1": lambda rs: [get(rs[0])],
+        "position_2_3": lambda rs: [get(r) for r in rs[1:3]],
+        "position_4_plus": lambda rs: [get(r) for r in rs[3:]],
+    }
+    for name, view in views.items():
+        per_user = {}
+        for user, res in results.items():
+            if res["ready_at"] is None:
+                continue
+            g = [x for ok, _, rs in res["chunks"] if ok for x in view(rs)]
+            i = [x for ok, _, rs in res["chunks"] if not ok for x in view(rs)]
+            per_user[user] = (g, i)
+        out[name] = summarise(per_user)
+    return out
+
+
+def chunk_calibration(results, alpha=0.05):
+    """On genuine chunks: the share of payloads whose `score` falls below q (uniform scores: q), per q."""
+    g = np.array([r["score"] for res in results.values() for ok, _, rs in res.get("chunks", []) if ok for r in rs])
+    i = np.array([r["score"] for res in results.values() for ok, _, rs in res.get("chunks", []) if not ok for r in rs])
+    if len(g) == 0:
+        return {}
+    return {
+        "genuine_below": {str(q): float(np.mean(g < q)) for q in (0.01, 0.05, 0.1, 0.25, 0.5)},
+        "genuine_flagged": float(np.mean([r["is_anomaly"] for res in results.values() for ok, _, rs in res["chunks"] if ok for r in rs])),
+        "impostor_flagged": float(np.mean([r["is_anomaly"] for res in results.values() for ok, _, rs in res["chunks"] if not ok for r in rs])) if len(i) else None,
+        "genuine_chunks_with_any_flag": float(np.mean([any(r["is_anomaly"] for r in rs) for res in results.values() for ok, _, rs in res["chunks"] if ok])),
+    }
+
+
+def baseline_chunks(splits, chunks, n_train):
+    """The seed's IF, scored per payload of the same chunks; the same views as `chunk_metrics`."""
+    models = {}
+    for user, (train, _) in splits.items():
+        rows = train[:n_train] if n_train else train
+        models[user] = IsolationForest(n_estimators=100, contamination=0.01, random_state=42).fit(
+            np.array([contract_features(p) for p in rows]))
+    feats = {(u, s, c): np.array([contract_features(p) for p in ps]) for u, cs in chunks.items() for s, c, ps in cs}
+    results = {}
+    for user, model in models.items():
+        rows = []
+        for key, fx in feats.items():
+            d = model.decision_function(fx)
+            rows.append((key[0] == user, key, [{"score": float(x)} for x in d]))
+        results[user] = {"ready_at": 1, "chunks": rows}
+    out = {}
+    for name, view in {
+        "per_payload": lambda rs: [r["score"] for r in rs],
+        "chunk_last": lambda rs: [rs[-1]["score"]],
+        "chunk_mean": lambda rs: [float(np.mean([r["score"] for r in rs]))],
+    }.items():
+        per_user = {u: ([x for ok, _, rs in res["chunks"] if ok for x in view(rs)],
+                        [x for ok, _, rs in res["chunks"] if not ok for x in view(rs)]) for u, res in results.items()}
+        out[name] = summarise(per_user)
+    return out
+
+
 FIELDS = {
     "score": lambda r: r["score"],
+    "payload_score": lambda r: r.get("payload_score", r["score"]),
     "mouse_score": lambda r: r["mouse_score"],
     "mouse_threshold-mouse_score": lambda r: r["mouse_threshold"] - r["mouse_score"],
     "-is_anomaly": lambda r: -float(r["is_anomaly"]),
@@ -316,6 +453,77 @@ def per_user_table(service, baseline, ready):
     return "\n".join(lines)
 
 
+def run_chunk_protocol(args, splits, serve_args, log_dir, report):
+    rng = random.Random(args.seed)
+    chunks = {u: cut_chunks(test, rng, args.chunk_max) for u, (_, test) in splits.items()}
+    n_chunks = sum(len(c) for c in chunks.values())
+    server = Server(args.vigil, serve_args, log_dir)
+    try:
+        t0 = time.time()
+        res = run_chunks(server, splits, chunks, args.seed)
+        elapsed = time.time() - t0
+    finally:
+        server.stop()
+    svc = chunk_metrics(res, "score")
+    own = chunk_metrics(res, "payload_score")
+    cal = chunk_calibration(res)
+    base = None if args.no_baseline else baseline_chunks(splits, chunks, None)
+    print(f"\n## Chunk protocol: {n_chunks} held-out chunks of 1-{args.chunk_max} payloads, each scored by every "
+          f"profile ({elapsed:.0f} s through the API)")
+    print("| view | `score` AUC | EER | FRR@1%FAR | `payload_score` AUC | EER | seed's IF AUC | EER | FRR@1%FAR |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    v = lambda m, k: "n/a" if m is None or m["pooled"][k] is None else f"{m['pooled'][k]:.3f}"  # noqa: E731
+    for name in svc:
+        b = base.get(name) if base else None
+        print(f"| {name} | {v(svc[name], 'auc')} | {v(svc[name], 'eer')} | {v(svc[name], 'frr_at_1far')} | "
+              f"{v(own[name], 'auc')} | {v(own[name], 'eer')} | {v(b, 'auc')} | {v(b, 'eer')} | {v(b, 'frr_at_1far')} |")
+    print(f"calibration on genuine chunks (share of payloads with `score` < q): {cal.get('genuine_below')}")
+    print(f"is_anomaly: genuine payloads {cal.get('genuine_flagged')}, impostor payloads {cal.get('impostor_flagged')}, "
+          f"genuine chunks with any flag {cal.get('genuine_chunks_with_any_flag')}")
+    if base:
+        print()
+        print(per_user_table(svc["chunk_last"], base["chunk_last"], {u: r["ready_at"] for u, r in res.items()})
+              .replace("| user |", "| user (chunk_last) |", 1))
+    report["chunks"] = {"service": svc, "payload_score": own, "calibration": cal, "baseline": base,
+                        "n_chunks": n_chunks}
+    if args.dump_chunks:
+        Path(args.dump_chunks).write_text(json.dumps(
+            {u: [(ok, list(k), [[r["score"], r.get("payload_score", r["score"])] for r in rs])
+                 for ok, k, rs in r_["chunks"]] for u, r_ in res.items()}))
+
+
+def run_curve(args, splits, serve_args, log_dir, report):
+    """Accuracy versus enrolment payloads on the chunk protocol: profiles get only their first N enrolment payloads
+    (server quotas 20, the smallest model it trains), the baseline is fitted on the same N."""
+    curve = [int(x) for x in args.curve.split(",") if x]
+    if not curve:
+        return
+    report["curve"] = {}
+    rng = random.Random(args.seed)
+    chunks = {u: cut_chunks(test, rng, args.chunk_max) for u, (_, test) in splits.items()}
+    small = ["--maxidom-quota-total", "20", "--maxidom-quota-mouse", "20",
+             "--maxidom-quota-keyboard", "20", "--maxidom-quota-digraph", "0"]
+    print("\n## Accuracy versus enrolment payloads (chunk protocol, pooled; service quotas 20)")
+    print("| payloads | per payload `score` AUC | EER | FRR@1%FAR | per chunk (last) AUC | EER | "
+          "seed's IF per payload AUC | EER | FRR@1%FAR | per chunk (last) AUC | EER |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in curve:
+        server = Server(args.vigil, serve_args + small, log_dir)
+        try:
+            r = run_chunks(server, splits, chunks, args.seed, n_train=n)
+        finally:
+            server.stop()
+        s = chunk_metrics(r)
+        b = None if args.no_baseline else baseline_chunks(splits, chunks, n)
+        v = lambda m, k: "n/a" if m is None or m["pooled"][k] is None else f"{m['pooled'][k]:.3f}"  # noqa: E731
+        sp, sl = s["per_payload"], s["chunk_last"]
+        bp, bl = (b["per_payload"], b["chunk_last"]) if b else (None, None)
+        print(f"| {n} | {v(sp, 'auc')} | {v(sp, 'eer')} | {v(sp, 'frr_at_1far')} | {v(sl, 'auc')} | {v(sl, 'eer')} | "
+              f"{v(bp, 'auc')} | {v(bp, 'eer')} | {v(bp, 'frr_at_1far')} | {v(bl, 'auc')} | {v(bl, 'eer')} |",
+              flush=True)
+        report["curve"][n] = {"service": s, "baseline": b}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vigil", default="target/release/vigil")
@@ -328,6 +536,11 @@ def main():
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--seed", type=int, default=7, help="seed of the scoring order")
     ap.add_argument("--out", help="write every number as JSON here")
+    ap.add_argument("--protocol", choices=["chunks", "payloads", "both"], default="both",
+                    help="chunks: held-out sessions cut into test-like sessions (default part of both); "
+                         "payloads: the earlier protocol (every held-out payload on its own, shuffled)")
+    ap.add_argument("--dump-chunks", help="write every chunk's (score, payload_score) sequence as JSON here")
+    ap.add_argument("--chunk-max", type=int, default=10, help="chunks have 1..N payloads (uniform)")
     args = ap.parse_args()
 
     data = Path(args.data)
@@ -344,6 +557,13 @@ def main():
     report = {"serve_args": serve_args, "splits": {u: [len(tr), sum(len(p) for _, p in te)] for u, (tr, te) in splits.items()}}
 
     log_dir = tempfile.mkdtemp(prefix="vigil-eval-")
+    if args.protocol in ("chunks", "both"):
+        run_chunk_protocol(args, splits, serve_args, log_dir, report)
+    if args.protocol == "chunks":
+        run_curve(args, splits, serve_args, log_dir, report)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
+        return
     server = Server(args.vigil, serve_args, log_dir)
     try:
         t0 = time.time()
@@ -352,13 +572,15 @@ def main():
     finally:
         server.stop()
     ready = {u: r["ready_at"] for u, r in res.items()}
-    service = service_metrics(res)
+    # Scores of a run combine a session's payloads; this protocol shuffles the payloads of different sessions,
+    # so it ranks by each payload's own score (what `score` was before the sequential evidence).
+    service = service_metrics(res, "payload_score")
     fields = {f: service_metrics(res, f)["pooled"]["auc"] for f in FIELDS}
     sess = session_metrics(res)
     rates = flagged_rates(res)
     baseline = None if args.no_baseline else run_baseline(splits, None)
-    print(f"\n## All enrolment payloads ({elapsed:.0f} s through the API)")
-    print(f"service (rank by `score`): {fmt(service)}")
+    print(f"\n## Payload protocol, all enrolment payloads ({elapsed:.0f} s through the API)")
+    print(f"service (rank by `payload_score`): {fmt(service)}")
     if baseline:
         print(f"baseline (sklearn IF, 15 features): {fmt(baseline)}")
     print("pooled AUC by returned field: " + ", ".join(f"{k} {v:.3f}" for k, v in fields.items() if v is not None))
@@ -373,26 +595,7 @@ def main():
     report["all"] = {"service": service, "fields": fields, "session_level": sess, "rates": rates,
                      "ready_at": ready, "baseline": baseline}
 
-    curve = [int(x) for x in args.curve.split(",") if x]
-    if curve:
-        report["curve"] = {}
-        small = ["--maxidom-quota-total", "20", "--maxidom-quota-mouse", "20",
-                 "--maxidom-quota-keyboard", "20", "--maxidom-quota-digraph", "0"]
-        print("\n## Accuracy versus enrolment payloads (pooled; service quotas 20)")
-        print("| payloads | service AUC | EER | FRR@1%FAR | baseline AUC | EER | FRR@1%FAR |")
-        print("|---|---|---|---|---|---|---|")
-        for n in curve:
-            server = Server(args.vigil, serve_args + small, log_dir)
-            try:
-                r = run_service(server, splits, n, args.seed, f"n={n}")
-            finally:
-                server.stop()
-            s = service_metrics(r)
-            b = None if args.no_baseline else run_baseline(splits, n)
-            v = lambda m, k: "n/a" if m is None or m["pooled"][k] is None else f"{m['pooled'][k]:.3f}"  # noqa: E731
-            print(f"| {n} | {v(s, 'auc')} | {v(s, 'eer')} | {v(s, 'frr_at_1far')} | "
-                  f"{v(b, 'auc')} | {v(b, 'eer')} | {v(b, 'frr_at_1far')} |", flush=True)
-            report["curve"][n] = {"service": s, "baseline": b}
+    run_curve(args, splits, serve_args, log_dir, report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
 

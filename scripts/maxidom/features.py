@@ -32,11 +32,19 @@ def features(p):
     clicks = p["clicks"]
     paths = [path for path in p["mousePaths"] if len(path) >= 2]
 
-    d = p["endTimestamp"] - p["startTimestamp"]
-    if d <= 0:
-        times = [k["downTime"] for k in keys] + [k["upTime"] for k in keys]
-        times += [pt["t"] for path in p["mousePaths"] for pt in path] + [c["t"] for c in clicks]
-        d = (max(times) - min(times)) if times else 0.0
+    # Duration: the events' own span plus at most one idle close (5 s) at each end; a declared start/end outside
+    # [first - 5 s, first] / [last, last + 5 s] is clamped to it (the extension's end is on another clock).
+    times = [k["downTime"] for k in keys] + [k["upTime"] for k in keys]
+    times += [pt["t"] for path in p["mousePaths"] for pt in path] + [c["t"] for c in clicks]
+    times = [t for t in times if math.isfinite(t)]
+    if times:
+        lo, hi = min(times), max(times)
+        s0, e0 = p["startTimestamp"], p["endTimestamp"]
+        start = min(max(s0, lo - 5000.0), lo) if math.isfinite(s0) else lo
+        end = min(max(e0, hi), hi + 5000.0) if math.isfinite(e0) else hi
+        d = end - start
+    else:
+        d = max(p["endTimestamp"] - p["startTimestamp"], 0.0)
     dur_s = max(d / 1000.0, 1.0)
 
     speeds, accels, straight, turns, strokes = [], [], [], [], []

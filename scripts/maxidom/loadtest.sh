@@ -3,7 +3,8 @@
 #   scripts/maxidom/loadtest.sh [path/to/vigil] [connections] [seconds] [runs]
 #   PACED_RATES="1600 3200 4800" (default; empty to skip): /score is also run paced at each total rate.
 # Seeds 16 trained profiles through `vigil import-maxidom` (300 synthetic vectors each), then runs wrk
-# (apt-get install wrk) on POST /api/score and POST /api/train with the ~42 KB fixture payload.
+# (apt-get install wrk) on POST /api/score and POST /api/train with the ~42 KB fixture payload (and, for /score, the
+# same payload 100 s later in turn, so every score reads and writes its profile's run state).
 # PostgreSQL instead of SQLite: DATABASE_URL=postgres://…/<fresh empty database> (import and serve both read it).
 # Each wrk line ends with the server's CPU time per request (user + system from /proc, all its threads).
 set -euo pipefail
@@ -36,6 +37,21 @@ for pid in ids:
             f.write(f"{1700000000 + 90 * i}," + ",".join(map(repr, v)) + "\n")
 db.commit()
 (work / "ids").write_text(",".join(ids))
+# The load payload 100 s later on the same clock (score.lua alternates it with the original per profile, so each
+# /score moves its profile's run on and writes it).
+p = json.loads((fixtures / "load_payload.json").read_text())
+dt = 100000.0
+p["startTimestamp"] += dt
+p["endTimestamp"] += dt
+for k in p["keyEvents"]:
+    k["downTime"] += dt
+    k["upTime"] += dt
+for path in p["mousePaths"]:
+    for pt in path:
+        pt["t"] += dt
+for c in p["clicks"]:
+    c["t"] += dt
+(work / "later.json").write_text(json.dumps(p))
 PY
 RUST_LOG=warn "$vigil" import-maxidom --user-data "$work/user_data" --data-dir "$work/data" | grep -E "vectors imported|models trained"
 RUST_LOG=warn "$vigil" serve --port 0 --data-dir "$work/data" > "$work/server.log" 2>&1 &
@@ -43,7 +59,7 @@ server=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/server.log" && break; sleep 0.1; done
 url="$(grep -o 'http://[0-9.:]*' "$work/server.log" | head -1)"
 echo "server at $url; payload $(wc -c < "$here/fixtures/load_payload.json") bytes; $conns connections, ${secs}s x $runs runs"
-export IDS="$(cat "$work/ids")" BODY="$here/fixtures/load_payload.json"
+export IDS="$(cat "$work/ids")" BODY="$here/fixtures/load_payload.json" BODY_LATER="$work/later.json"
 # The server's CPU time (user + system, all threads) in µs, from /proc: the machine is shared, so CPU per request
 # is the steadier number to compare builds with.
 cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$server/stat"; }

@@ -5,10 +5,20 @@
 -- browsers each posting now and then, instead of firing the next request at once (which measures saturation).
 local ids = {}
 for id in string.gmatch(os.getenv("IDS"), "[^,]+") do ids[#ids + 1] = id end
-local f = assert(io.open(os.getenv("BODY"), "rb"))
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("*a")
+  f:close()
+  return text
+end
 wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
+wrk.body = slurp(os.getenv("BODY"))
+-- BODY_LATER (optional): the same payload later on the same clock. Each profile then gets BODY, BODY_LATER, BODY, …:
+-- the second continues the first's run and the third goes back in time and starts a new one, so every /score
+-- changes its profile's run state and writes it, as real sessions do (an identical payload each time would not).
+local later = os.getenv("BODY_LATER")
+local bodies = { wrk.body }
+if later and later ~= "" then bodies[2] = slurp(later) end
 wrk.headers["Content-Type"] = "application/json"
 local route = os.getenv("ROUTE") or "score"
 local rate, conns = tonumber(os.getenv("RATE") or ""), tonumber(os.getenv("CONNS") or "")
@@ -30,7 +40,8 @@ if rate and conns and rate > 0 then
 end
 request = function()
   n = n + 1
-  return wrk.format(nil, "/api/" .. route .. "/" .. ids[(n % #ids) + 1])
+  local body = bodies[(math.floor(n / #ids) % #bodies) + 1]
+  return wrk.format(nil, "/api/" .. route .. "/" .. ids[(n % #ids) + 1], nil, body)
 end
 done = function(summary, latency, requests)
   local codes = summary.errors.status

@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: readiness quotas, the `/train` progress object, training-matrix split, retraining set.
 //! - [`model`]: training the calibrated mouse and typing k-NN models, scoring with vote gates, and the
 //!   serialised [`model::ProfileModels`] blob stored in the database.
+//! - [`sequential`]: evidence across a session's payloads (a profile's run and its combined score).
 //! - [`synth`]: seeded realistic synthetic sessions for two distinct users, for tests and load generation.
 //!
 //! Invariants: feature extraction never panics and always yields 15 finite numbers; training is
@@ -20,6 +21,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod payload;
 pub mod rich;
+pub mod sequential;
 pub mod synth;
 
 pub use error::{ModelError, PayloadError};

@@ -113,6 +113,9 @@ async fn check_password(
                 None
             };
             db::password_succeeded(&state.store, profile_id, upgraded.as_deref()).await?;
+            // The owner just proved themselves: the evidence of the run before (which may be what raised
+            // the prompt) is stale, and the next payload starts a new run.
+            db::end_run(&state.store, profile_id).await?;
             Ok(true)
         }
     }

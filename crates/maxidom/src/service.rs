@@ -18,6 +18,7 @@ use vigil_biometrics::lifecycle::{Counts, VectorKinds, growth_due, retraining_se
 use vigil_biometrics::model::{
     Parallelism, ProfileModels, Score, StoredVector, TrainParams, train_models,
 };
+use vigil_biometrics::sequential::{Run, event_span};
 use vigil_biometrics::{FeatureVector, ModelError, Payload, RICH_COUNT};
 use vigil_http::AppState;
 use vigil_store::maxidom::{self as db, Claim, ExpiredClaim, Thresholds};
@@ -191,6 +192,9 @@ impl Maxidom {
     /// Only sessions that are typical for the owner (calibrated score ≥ `pool_min_score`, not merely above
     /// the anomaly threshold) enter the pool, and none when the feedback loop is off: a pool that took every
     /// accepted session would let an impostor who stays just under the threshold become the owner.
+    ///
+    /// The answer's `score` is the profile's run's combined evidence (`vigil_biometrics::sequential`): the run
+    /// state is read before and written after, so any replica continues any run (last writer wins).
     pub async fn score(
         self: &Arc<Self>,
         state: &AppState,
@@ -198,6 +202,31 @@ impl Maxidom {
         payload: &Payload,
     ) -> Result<Option<Score>, LoadError> {
         let store = &state.store;
+        let prior = db::run_state(store, profile_id)
+            .await?
+            .and_then(|b| Run::from_bytes(&b))
+            .unwrap_or_default();
+        let Some((result, run)) = self
+            .score_in_run(state, profile_id, payload, &prior)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if run != prior {
+            db::put_run_state(store, profile_id, &run.to_bytes(), now_ms()).await?;
+        }
+        Ok(Some(result))
+    }
+
+    async fn score_in_run(
+        self: &Arc<Self>,
+        state: &AppState,
+        profile_id: &str,
+        payload: &Payload,
+        prior: &Run,
+    ) -> Result<Option<(Score, Run)>, LoadError> {
+        let store = &state.store;
+        let span = event_span(payload);
         let vector = StoredVector::of(payload);
         let rich = vector.rich.unwrap_or([0.0; RICH_COUNT]);
         let (mouse_points, key_events) = (payload.mouse_point_count(), payload.key_event_count());
@@ -211,18 +240,22 @@ impl Maxidom {
                     None => return Ok(None),
                 },
             };
-            let result = models.score(&vector.contract, &rich, mouse_points, key_events);
+            let mut run = prior.clone();
+            let result = models
+                .score(&vector.contract, &rich, mouse_points, key_events)
+                .in_run(&mut run, span, models.alpha);
             // A legacy model's score is a raw forest decision, not a p-value: its accepted sessions are pooled as
-            // before, so its pool fills and the retraining replaces it with a calibrated model.
+            // before, so its pool fills and the retraining replaces it with a calibrated model. Otherwise the
+            // payload must be typical on its own and its run not flagged.
             let pooled = self.config.feedback
                 && !result.is_anomaly
-                && (models.is_legacy() || result.score >= self.config.pool_min_score);
+                && (models.is_legacy() || result.payload_score >= self.config.pool_min_score);
             if !pooled {
                 if fresh {
-                    return Ok(Some(result));
+                    return Ok(Some((result, run)));
                 }
                 match db::active_model_version(store, profile_id).await? {
-                    Some(active) if active == version => return Ok(Some(result)),
+                    Some(active) if active == version => return Ok(Some((result, run))),
                     Some(_) => continue,
                     None => {
                         self.cache.remove(profile_id);
@@ -237,7 +270,7 @@ impl Maxidom {
             {
                 db::Pooled::Added { claim, .. } => {
                     self.spawn_training(state, claim, TrainingKind::Retrain);
-                    return Ok(Some(result));
+                    return Ok(Some((result, run)));
                 }
                 // Replaced or reset meanwhile: the next round reads what is active now.
                 db::Pooled::Stale => continue,

@@ -476,13 +476,16 @@ async fn profile_becomes_ready_exactly_at_the_quotas_trains_once_and_scores() {
                     "typing_threshold",
                     "mouse_threshold",
                     "mouse_score",
-                    "typing_score"
+                    "typing_score",
+                    "payload_score",
+                    "run_payloads"
                 ]
             );
             let v: Value = serde_json::from_str(&text).unwrap();
             own_flags += usize::from(v["is_anomaly"] == json!(true));
-            typical +=
-                usize::from(v["is_anomaly"] == json!(false) && v["score"].as_f64() >= Some(0.5));
+            typical += usize::from(
+                v["is_anomaly"] == json!(false) && v["payload_score"].as_f64() >= Some(0.5),
+            );
             // Both modalities vote: `score` is their combined p-value, never clipped to an abstain value.
             assert_ne!(v["score"], json!(0.1), "{l}: {v}");
         }
@@ -507,7 +510,7 @@ async fn profile_becomes_ready_exactly_at_the_quotas_trains_once_and_scores() {
         assert_eq!(
             st["pool_size"],
             json!(typical),
-            "{l}: typical accepted sessions (score ≥ 0.5) join the pool: {st}"
+            "{l}: typical accepted sessions (payload_score ≥ 0.5, run not flagged) join the pool: {st}"
         );
 
         // Abstention: too few points and keys.
@@ -521,8 +524,8 @@ async fn profile_becomes_ready_exactly_at_the_quotas_trains_once_and_scores() {
         let (_, text) = post_raw(&app, &score_path, serde_json::to_vec(&tiny).unwrap()).await;
         assert_eq!(
             text,
-            r#"{"is_anomaly":false,"score":0.5,"typing_threshold":0.0,"mouse_threshold":0.0,"mouse_score":0.1,"typing_score":0.1}"#,
-            "{l}: no modality votes: no evidence either way"
+            r#"{"is_anomaly":false,"score":0.5,"typing_threshold":0.0,"mouse_threshold":0.0,"mouse_score":0.1,"typing_score":0.1,"payload_score":0.5,"run_payloads":0}"#,
+            "{l}: no modality votes (and no event places it in a run): no evidence either way"
         );
 
         // Reset drops the model: scoring is 404 again, training starts over.
@@ -656,7 +659,7 @@ async fn a_mouse_only_profile_is_ready_at_30_retrains_as_it_grows_and_never_pool
             .await;
             assert_eq!(s, StatusCode::OK);
             assert_eq!(
-                v["score"], v["mouse_score"],
+                v["payload_score"], v["mouse_score"],
                 "{l}: the typing model abstains: {v}"
             );
             assert_eq!(
@@ -683,6 +686,114 @@ async fn a_mouse_only_profile_is_ready_at_30_retrains_as_it_grows_and_never_pool
         })
         .await;
         assert_eq!(st["vectors_stored"], json!(62), "{l}: {st}");
+        app.stop().await;
+    }
+}
+
+/// The payload with every time moved so that its first event is at `t0` (a session's clock).
+fn at(mut p: Payload, t0: f64) -> Payload {
+    let (lo, _) = vigil_biometrics::sequential::event_span(&p).expect("events");
+    let dt = t0 - lo;
+    p.start_timestamp += dt;
+    p.end_timestamp += dt;
+    for k in &mut p.key_events {
+        k.down_time += dt;
+        k.up_time += dt;
+    }
+    for path in &mut p.mouse_paths {
+        for pt in path {
+            pt.t += dt;
+        }
+    }
+    for c in &mut p.clicks {
+        c.t += dt;
+    }
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_accumulates_evidence_and_ends_on_a_backward_clock_a_long_gap_and_a_password() {
+    let config = MaxidomConfig {
+        feedback: false,
+        ..MaxidomConfig::default()
+    };
+    for app in apps(config).await {
+        let l = app.label;
+        let id = new_id();
+        enroll(&app, &id, "pw").await;
+        let mut alice = SessionGenerator::new(Persona::alice(), 43);
+        let shape = Shape {
+            mouse_points: 150,
+            key_events: 0,
+        };
+        for _ in 0..30 {
+            let (s, body) = post(
+                &app,
+                &format!("/api/train/{id}"),
+                &serde_json::to_value(alice.payload(shape)).unwrap(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{l}: {body}");
+        }
+        wait_for(&app, &id, "the first model", |s| {
+            s["model_active"] == json!(true)
+        })
+        .await;
+        let score = |p: Payload| {
+            let app = &app;
+            let id = id.clone();
+            async move {
+                let (s, v) = post(
+                    app,
+                    &format!("/api/score/{id}"),
+                    &serde_json::to_value(p).unwrap(),
+                )
+                .await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                v
+            }
+        };
+        // The owner, payloads 90 s apart: one run; `score` combines them, `payload_score` is each one's own.
+        let mut t = 1000.0;
+        for n in 1..=4 {
+            let v = score(at(alice.payload(shape), t)).await;
+            assert_eq!(v["run_payloads"], json!(n), "{l}: {v}");
+            if n == 1 {
+                assert_eq!(v["score"], v["payload_score"], "{l}: {v}");
+            }
+            t += 90_000.0;
+        }
+        // The clock goes backwards (another page): a new run.
+        let v = score(at(alice.payload(shape), 500.0)).await;
+        assert_eq!(v["run_payloads"], json!(1), "{l}: {v}");
+        // A gap longer than the limit: a new run.
+        let gap = vigil_biometrics::sequential::RUN_GAP_MS + 100_000.0;
+        let v = score(at(alice.payload(shape), gap)).await;
+        assert_eq!(v["run_payloads"], json!(1), "{l}: {v}");
+        // An impostor sitting down and staying: each payload far from the owner, the run sinks and stays flagged.
+        let mut bob = SessionGenerator::new(Persona::bob(), 44);
+        let mut t = 3.0 * gap;
+        let mut last = f64::INFINITY;
+        for n in 1..=5 {
+            let v = score(at(bob.payload(shape), t)).await;
+            assert_eq!(v["run_payloads"], json!(n), "{l}: {v}");
+            assert_eq!(v["is_anomaly"], json!(true), "{l}: {v}");
+            let s = v["score"].as_f64().unwrap();
+            assert!(s <= last, "{l}: {v}");
+            last = s;
+            t += 90_000.0;
+        }
+        // The owner proves themselves: the run ends, the next payload starts anew.
+        let (s, v) = post(
+            &app,
+            &format!("/api/verify_password/{id}"),
+            &json!({"password": "pw"}),
+        )
+        .await;
+        assert_eq!((s, v), (StatusCode::OK, json!({"verified": true})), "{l}");
+        let v = score(at(alice.payload(shape), t)).await;
+        assert_eq!(v["run_payloads"], json!(1), "{l}: {v}");
+        assert_eq!(v["score"], v["payload_score"], "{l}: {v}");
         app.stop().await;
     }
 }

@@ -889,7 +889,7 @@ pub async fn model(store: &Store, profile_id: &str) -> Result<Option<StoredModel
     }))
 }
 
-/// Deletes the profile's vectors, pool and model and zeroes its counters; keeps the password (and the
+/// Deletes the profile's vectors, pool, model and run and zeroes its counters; keeps the password (and the
 /// guessing state). `model_version` is kept so versions stay unique. Returns whether the profile exists.
 pub async fn reset(store: &Store, profile_id: &str) -> Result<bool, StoreError> {
     let mut tx = store.pool().begin().await?;
@@ -897,6 +897,7 @@ pub async fn reset(store: &Store, profile_id: &str) -> Result<bool, StoreError> 
         "DELETE FROM maxidom_vectors WHERE profile_id = $1",
         "DELETE FROM maxidom_pool WHERE profile_id = $1",
         "DELETE FROM maxidom_models WHERE profile_id = $1",
+        "DELETE FROM maxidom_runs WHERE profile_id = $1",
     ] {
         sqlx::query(sql).bind(profile_id).execute(&mut *tx).await?;
     }
@@ -910,6 +911,49 @@ pub async fn reset(store: &Store, profile_id: &str) -> Result<bool, StoreError> 
     .await?;
     tx.commit().await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The profile's current run state (an opaque `vigil_biometrics::sequential::Run` encoding), if any.
+pub async fn run_state(store: &Store, profile_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let row = sqlx::query("SELECT state FROM maxidom_runs WHERE profile_id = $1")
+        .bind(profile_id)
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get("state")?),
+        None => None,
+    })
+}
+
+/// Stores the profile's run state (last writer wins: two payloads of one profile scored at the same instant
+/// are not one person's sequence anyway, and losing one payload's evidence is harmless). Nothing is stored
+/// for a profile that does not exist (a reset or deletion meanwhile).
+pub async fn put_run_state(
+    store: &Store,
+    profile_id: &str,
+    state: &[u8],
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO maxidom_runs (profile_id, state, updated_at) \
+         SELECT profile_id, $2, $3 FROM maxidom_profiles WHERE profile_id = $1 \
+         ON CONFLICT (profile_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+    )
+    .bind(profile_id)
+    .bind(state)
+    .bind(now)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// Ends the profile's run (after a successful password verification): the next payload starts a new one.
+pub async fn end_run(store: &Store, profile_id: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM maxidom_runs WHERE profile_id = $1")
+        .bind(profile_id)
+        .execute(store.pool())
+        .await?;
+    Ok(())
 }
 
 /// Stored vector and pool row counts (for checks and the import report; not on a request path).
@@ -947,6 +991,30 @@ mod tests {
         let v = [1.5, -0.0, f64::MAX, 0.1];
         assert_eq!(decode_vector(&encode_vector(&v)), Some(v.to_vec()));
         assert_eq!(decode_vector(&[0u8; 7]), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_state_is_stored_replaced_ended_and_reset() {
+        for db in TestDb::all().await {
+            let (s, l) = (&db.store, db.label);
+            // No profile: nothing is stored.
+            put_run_state(s, P, &[1, 2], 1).await.unwrap();
+            assert_eq!(run_state(s, P).await.unwrap(), None, "{l}");
+            enroll(s, P, "h", 1).await.unwrap();
+            put_run_state(s, P, &[1, 2], 2).await.unwrap();
+            assert_eq!(run_state(s, P).await.unwrap(), Some(vec![1, 2]), "{l}");
+            put_run_state(s, P, &[3], 3).await.unwrap();
+            assert_eq!(run_state(s, P).await.unwrap(), Some(vec![3]), "{l}");
+            end_run(s, P).await.unwrap();
+            assert_eq!(run_state(s, P).await.unwrap(), None, "{l}");
+            put_run_state(s, P, &[4], 4).await.unwrap();
+            assert!(reset(s, P).await.unwrap());
+            assert_eq!(
+                run_state(s, P).await.unwrap(),
+                None,
+                "{l}: a reset ends the run"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
