@@ -29,6 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "incident_events" => d.incident_events = v.parse()?,
                     "topology" => d.topology = v.parse()?,
                     "shape" => d.shape = v.parse()?,
+                    "level" => d.level = v.parse()?,
+                    "spread" => d.spread = v.parse()?,
+                    "combine" => {
+                        d.combine = serde_json::from_value(serde_json::Value::String(v.into()))?
+                    }
+                    "kind" => d.kind = serde_json::from_value(serde_json::Value::String(v.into()))?,
                     "save" => save = Some(PathBuf::from(v)),
                     "threshold" => cfg.anomaly_threshold = v.parse()?,
                     _ => return Err(format!("unknown parameter {k}").into()),

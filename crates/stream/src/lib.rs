@@ -84,6 +84,7 @@
 //! regresses. [`bench_data`] (our own generator) remains for `examples/detection_report.rs` only.
 
 pub mod analysis;
+pub mod autoencoder;
 pub mod bench_data;
 pub mod classifier;
 pub mod config;
@@ -97,12 +98,12 @@ pub mod stats;
 pub mod window;
 
 pub use analysis::{
-    Analysis, AnalysisResult, BettiNumbers, Buffering, DetectorReport, Persistence, Scores,
-    TopologyFeatures,
+    Analysis, AnalysisResult, BettiNumbers, Buffering, ComponentReport, DetectorReport,
+    Persistence, Scores, TopologyFeatures,
 };
 pub use classifier::{RiskLevel, SecurityAnalysis, Threat, ThreatClassifier, ThreatEvidence};
 pub use config::{BettiRuleConfig, ConfigError, ScoreWeights, StreamConfig};
-pub use detector::{DetectorParams, Verdict};
+pub use detector::{DetectorKind, DetectorParams, Verdict};
 pub use error::StreamError;
 pub use event::{Event, EventError};
 pub use state::{STATE_VERSION, StateParts, StreamState, squash};
