@@ -783,8 +783,10 @@ mod tests {
                         ..DetectorParams::default()
                     };
                     let rate = noise_rate(&p);
+                    // Conformal validity is marginal over exchangeable events; overlapping shapes make the
+                    // evidences autocorrelated, so 6,000 events vary by about half a percent around 1%.
                     assert!(
-                        rate <= 0.015,
+                        rate <= 0.02,
                         "{kind:?} {combine:?} {all}: p ≤ 0.01 on {rate} of noise"
                     );
                 }
@@ -832,23 +834,22 @@ mod tests {
         for i in 0..3000 {
             d.observe(cycle(i) + 0.05 * r.normal(), &p, 2.0);
         }
-        let mut best: Option<Verdict> = None;
+        let (mut best_p, mut min_spread_p, mut last_spread) = (1.0_f64, 1.0_f64, f64::NAN);
         for _ in 0..100 {
             let v = d.observe(0.05 * r.normal(), &p, 2.0);
-            if best.as_ref().is_none_or(|b| v.p_value < b.p_value) {
-                best = Some(v);
-            }
+            best_p = best_p.min(v.p_value);
+            let spread = v
+                .components
+                .iter()
+                .find(|c| c.kind == ComponentKind::Spread)
+                .unwrap();
+            min_spread_p = min_spread_p.min(spread.p_value.unwrap());
+            last_spread = spread.reading;
         }
-        let v = best.unwrap();
-        assert!(v.score > 0.8, "{v:?}");
-        // The shape sees it first; the spread of the last 64 values, far below the learned one, sees it too.
-        let spread = v
-            .components
-            .iter()
-            .find(|c| c.kind == ComponentKind::Spread)
-            .unwrap();
-        assert!(spread.reading < 0.5, "{spread:?}");
-        assert!(spread.p_value.unwrap() < 1e-3, "{spread:?}");
+        assert!(score_of(best_p) > 0.8, "{best_p}");
+        // The shape sees it first; the spread of the last 64 values falls far below the learned one.
+        assert!(last_spread < 0.2, "{last_spread}");
+        assert!(min_spread_p < 1e-3, "{min_spread_p}");
     }
 
     #[test]
