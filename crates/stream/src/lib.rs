@@ -94,8 +94,8 @@
 //! Through the HTTP API with the defaults (2026-12-06, the same run's rolling z-score in brackets), standard /
 //! reward-low-FP / reward-low-FN: dev overall 52.8 / 49.1 / 55.2 (21.9 / 12.3 / 26.6); artificialWithAnomaly
 //! 78.4 / 78.0 / 80.0; realKnownCause 45.0 / 40.6 / 47.5; scores ≥ 0.99 on 0.015% of artificialNoAnomaly points.
-//! A corpus nobody on the team designed, GutenTAG (`scripts/stream/gutentag_corpus.py`, 57 series, offline
-//! replay): 24.3 / 5.4 / 36.9 (z-score 23.6 / 21.1 / 25.1); point-AUC 0.72 (0.50), range-F1 0.73 (0.30). By
+//! A corpus nobody on the team designed, GutenTAG (`scripts/stream/gutentag_corpus.py`, 57 series, HTTP and
+//! offline replay alike): 24.3 / 5.4 / 36.9 (z-score 23.6 / 21.1 / 25.1); point-AUC 0.72 (0.50), range-F1 0.73 (0.30). By
 //! NAB rules the default is below the z-score on GutenTAG's amplitude (−7.2 vs 13.4), extremum (46.8 vs 53.2)
 //! and platform (−6.1 vs 17.5) kinds: 35 of its 40 highest false alarms fall at points 2,500–3,000 of the
 //! 3,000-point series, well after the anomaly (cause not yet understood). See the ablation in [`detector`].
