@@ -3,8 +3,9 @@
 //! the HTTP API (`scripts/stream/nab_score.py`); this is the fast loop, and gives the same scores.
 //!
 //! `cargo run --release -p vigil-stream --example nab_report [-- DATA_DIR] [-- key=value ...]`
-//! where `key=value` overrides a detector parameter (`dim`, `k`, `memory`, `history`, `incident_events`) or
-//! `threshold` (anomaly_threshold), for ablations; `save=PATH` writes the per-point scores as JSON (for
+//! where `key=value` overrides a detector parameter (`dim`, `k`, `memory`, `history`, `incident_events`,
+//! `topology`, `shape`, `level`, `spread` as true/false, `kind` = shape|autoencoder, `combine` =
+//! bonferroni|conformal) or `threshold` (anomaly_threshold), for ablations; `save=PATH` writes the per-point scores as JSON (for
 //! `scripts/stream/nab_score.py --load`).
 
 use std::path::PathBuf;
@@ -29,6 +30,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "incident_events" => d.incident_events = v.parse()?,
                     "topology" => d.topology = v.parse()?,
                     "shape" => d.shape = v.parse()?,
+                    "level" => d.level = v.parse()?,
+                    "spread" => d.spread = v.parse()?,
+                    "combine" => {
+                        d.combine = serde_json::from_value(serde_json::Value::String(v.into()))?
+                    }
+                    "kind" => d.kind = serde_json::from_value(serde_json::Value::String(v.into()))?,
                     "save" => save = Some(PathBuf::from(v)),
                     "threshold" => cfg.anomaly_threshold = v.parse()?,
                     _ => return Err(format!("unknown parameter {k}").into()),

@@ -124,6 +124,30 @@ pub struct DetectorReport {
     pub in_incident: bool,
     /// One sentence saying what drove the score.
     pub explanation: String,
+    /// Name of the evidence with the smallest tail probability (`shape`, `autoencoder`, `level`, `spread`,
+    /// `volatility`, `topology`): what drove the score; `null` before the first one is calibrated.
+    pub driver: Option<String>,
+    /// Every evidence measured for this event, with its own tail probability.
+    pub components: Vec<ComponentReport>,
+}
+
+/// One evidence of the detector for one event (see [`crate::detector`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentReport {
+    /// `shape`, `autoencoder`, `level`, `spread`, `volatility` or `topology`.
+    pub name: String,
+    /// The window (events) the evidence looks at.
+    pub window: usize,
+    /// Its reading: level deviation in σ (signed, + above), spread or volatility ratio, shape distance in σ,
+    /// reconstruction error in σ², topology deviation 0–100.
+    pub value: f64,
+    /// Its own conformal tail probability (`null` while its history is short, or when it is not scored).
+    pub p_value: Option<f64>,
+    /// Whether the evidence is part of the score (`detector.level` / `detector.spread` in the stream config);
+    /// evidences that are off are still measured, to explain the result.
+    pub in_score: bool,
+    /// The reading in words ("mean of the last 8 values 6.2σ above the learned level").
+    pub text: String,
 }
 
 #[cfg(test)]

@@ -94,6 +94,12 @@ pub struct ThreatEvidence {
     pub max_value_dev: Option<f64>,
     /// Window event rate / baseline event rate.
     pub rate_ratio: Option<f64>,
+    /// The detector evidence that drove the score, its reading (level: signed σ; spread and volatility: ratio
+    /// to the learned size) and its sentence.
+    pub driver: Option<crate::detector::ComponentKind>,
+    pub driver_reading: f64,
+    /// The detector's level reading of largest magnitude over its scales (signed σ, + above the learned level).
+    pub level_z: Option<f64>,
 }
 
 /// Thresholds of the mappings. Defaults are documented in the module doc.
@@ -110,6 +116,10 @@ pub struct ThreatClassifier {
     pub exfil_range_sigmas: f64,
     /// Rate ratio for the denial-of-service mapping.
     pub dos_rate_ratio: f64,
+    /// Minimum anomaly score (0–1) for the service-stop mapping.
+    pub stop_min_score: f64,
+    /// Largest spread (or volatility) ratio to the learned one that counts as a stopped stream.
+    pub stop_max_ratio: f64,
 }
 
 impl Default for ThreatClassifier {
@@ -120,6 +130,8 @@ impl Default for ThreatClassifier {
             exfil_min_score: 0.5,
             exfil_range_sigmas: 4.0,
             dos_rate_ratio: 5.0,
+            stop_min_score: 0.5,
+            stop_max_ratio: 0.2,
         }
     }
 }
@@ -147,6 +159,11 @@ impl ThreatClassifier {
             };
         }
 
+        use crate::detector::ComponentKind;
+        let because = match ev.driver {
+            Some(k) => format!(" The score was driven by the {} evidence.", k.name()),
+            None => String::new(),
+        };
         let h1_z = ev.h1_count_z.max(ev.h1_life_z);
         if score > self.c2_min_score && h1_z >= self.c2_min_z && (ev.h1 as f64) > ev.h1_baseline {
             threats.push(Threat {
@@ -154,8 +171,8 @@ impl ThreatClassifier {
                 technique_id: "T1071".into(),
                 technique: "Application Layer Protocol".into(),
                 description: format!(
-                    "{} persistent loop(s) (H1) against a baseline of {:.2} (deviation z = {:.1}): periodic, \
-                     coordinated activity such as beaconing.",
+                    "{} persistent loop(s) (H1) against a baseline of {:.2} (H1 {:.1}σ above baseline): periodic, \
+                     coordinated activity such as beaconing.{because}",
                     ev.h1, ev.h1_baseline, h1_z
                 ),
             });
@@ -168,16 +185,22 @@ impl ThreatClassifier {
                 .map(String::from),
             );
         }
+        // Only values above the learned level are data leaving: a drop (the level evidence's strongest reading
+        // below the level, or the level evidence driving the score downwards) is not exfiltration.
+        let level_down = (matches!(ev.driver, Some(ComponentKind::Level(_)))
+            && ev.driver_reading < 0.0)
+            || ev.level_z.is_some_and(|z| z < 0.0);
         if let Some(dev) = ev.max_value_dev
             && score > self.exfil_min_score
             && dev > self.exfil_range_sigmas
+            && !level_down
         {
             threats.push(Threat {
                 tactic: "Exfiltration".into(),
                 technique_id: "T1048".into(),
                 technique: "Exfiltration Over Alternative Protocol".into(),
                 description: format!(
-                    "Values reach {dev:.1} baseline standard deviations from the baseline mean (range limit {:.1}).",
+                    "Values reach {dev:.1} baseline standard deviations from the baseline mean (range limit {:.1}).{because}",
                     self.exfil_range_sigmas
                 ),
             });
@@ -204,6 +227,33 @@ impl ThreatClassifier {
                     "Apply rate limiting or traffic shaping in front of the affected endpoint.",
                     "Identify the top sources of the surge and block or throttle them upstream.",
                     "Verify the endpoint's capacity headroom and enable autoscaling or failover if available.",
+                ]
+                .map(String::from),
+            );
+        }
+        let flat = matches!(
+            ev.driver,
+            Some(ComponentKind::Spread | ComponentKind::Volatility)
+        ) && ev.driver_reading.is_finite()
+            && ev.driver_reading <= self.stop_max_ratio;
+        if flat && score > self.stop_min_score {
+            threats.push(Threat {
+                tactic: "Impact".into(),
+                technique_id: "T1489".into(),
+                technique: "Service Stop".into(),
+                description: format!(
+                    "The stream stopped varying: its {} is {:.2} × the learned size.",
+                    match ev.driver {
+                        Some(ComponentKind::Volatility) => "step-to-step change",
+                        _ => "spread",
+                    },
+                    ev.driver_reading
+                ),
+            });
+            mitigation.extend(
+                [
+                    "Check that the service and the agent reporting this stream are running and reachable.",
+                    "Look for stopped processes, disabled agents or cleared logs on the hosts behind this stream.",
                 ]
                 .map(String::from),
             );
@@ -317,6 +367,39 @@ mod tests {
             ..calibrated(90.0)
         };
         assert!(c.classify(&ev).threats.is_empty());
+    }
+
+    #[test]
+    fn driver_shapes_the_mappings() {
+        use crate::detector::ComponentKind;
+        let c = ThreatClassifier::default();
+        // A drop below the level, driven by the level evidence, is not exfiltration.
+        let ev = ThreatEvidence {
+            max_value_dev: Some(9.0),
+            driver: Some(ComponentKind::Level(8)),
+            driver_reading: -9.0,
+            ..calibrated(90.0)
+        };
+        assert!(c.classify(&ev).threats.is_empty());
+        let up = ThreatEvidence {
+            driver_reading: 9.0,
+            ..ev
+        };
+        let a = c.classify(&up);
+        assert_eq!(a.threats[0].technique_id, "T1048");
+        assert!(a.threats[0].description.contains("level evidence"));
+        // A flat-lined stream maps to a stopped service.
+        let flat = ThreatEvidence {
+            driver: Some(ComponentKind::Spread),
+            driver_reading: 0.05,
+            ..calibrated(90.0)
+        };
+        assert_eq!(c.classify(&flat).threats[0].technique_id, "T1489");
+        let busy = ThreatEvidence {
+            driver_reading: 3.0,
+            ..flat
+        };
+        assert!(c.classify(&busy).threats.is_empty());
     }
 
     #[test]

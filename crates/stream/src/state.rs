@@ -6,12 +6,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{
-    Analysis, AnalysisResult, BettiNumbers, Buffering, DetectorReport, LandscapeJson, Pair,
-    Persistence, Scores, TopologyFeatures,
+    Analysis, AnalysisResult, BettiNumbers, Buffering, ComponentReport, DetectorReport,
+    LandscapeJson, Pair, Persistence, Scores, TopologyFeatures,
 };
 use crate::classifier::{ThreatClassifier, ThreatEvidence};
 use crate::config::{BettiRuleConfig, StreamConfig};
-use crate::detector::{Detector, Verdict};
+use crate::detector::{ComponentKind, Detector, Verdict};
 use crate::error::StreamError;
 use crate::event::Event;
 use crate::model::Model;
@@ -20,8 +20,9 @@ use crate::window::{self, N_FEATURES, WindowTopology, Z_FLOOR, feat};
 
 /// Version of the serialised [`StreamState`]. Bump it whenever the layout or the meaning of a field
 /// changes; a state of another version is refused by [`StreamState::from_json`] and the stream starts over.
-/// Version 2 added the scoring detector; a version-1 state is refused and the stream starts over.
-pub const STATE_VERSION: u32 = 2;
+/// Version 2 added the scoring detector; version 3 its multi-scale evidences and the autoencoder. An older state is
+/// refused and the stream starts over.
+pub const STATE_VERSION: u32 = 3;
 
 /// Centre and width of the squashing curve that maps a deviation z (in baseline σ) to a 0–100 score.
 const SQUASH_CENTER: f64 = 2.75;
@@ -410,6 +411,13 @@ impl StreamState {
         if evidence.max_value_dev.is_none() {
             evidence.max_value_dev = verdict.value_z.map(f64::abs);
         }
+        if let Some(c) = verdict.driver() {
+            evidence.driver = Some(c.kind);
+            evidence.driver_reading = c.reading;
+        }
+        if let Some(c) = verdict.strongest_level() {
+            evidence.level_z = Some(c.reading);
+        }
 
         if full {
             let normal = topology_total <= cfg.learn_threshold;
@@ -675,6 +683,7 @@ fn score(
         h1_life_z: z(feat::LIFE_H1),
         max_value_dev,
         rate_ratio,
+        ..ThreatEvidence::default()
     };
     (
         Scores {
@@ -744,30 +753,70 @@ fn build_result(
 
 /// The detector's part of a result, with a sentence naming what drove the score.
 fn report(v: &Verdict, topology_total: f64, cfg: &StreamConfig) -> DetectorReport {
+    let d = &cfg.detector;
+    let window_of = |k: ComponentKind| match k {
+        ComponentKind::Shape | ComponentKind::Autoencoder => d.dim,
+        ComponentKind::Level(w) => w,
+        ComponentKind::Spread => crate::detector::SPREAD_WINDOW,
+        ComponentKind::Volatility => crate::detector::VOLATILITY_WINDOW,
+        ComponentKind::Topology => cfg.window_size,
+    };
+    let components: Vec<ComponentReport> = v
+        .components
+        .iter()
+        .map(|c| ComponentReport {
+            name: c.kind.name().into(),
+            window: window_of(c.kind),
+            value: c.reading,
+            p_value: c.p_value,
+            in_score: c.in_score,
+            text: c.text(d.dim),
+        })
+        .collect();
     let explanation = if !v.ready {
         format!(
-            "Learning the stream's normal behaviour: a score needs {} events of history.",
-            2 * cfg.detector.dim + cfg.detector.k - 1 + cfg.detector.min_history
+            "Learning the stream's normal behaviour: a score needs {} evidences of history.",
+            2 * d.min_history
         )
     } else {
-        let shape = v.shape_text();
-        let level = v
-            .value_z
-            .map(|z| {
+        let driver = v
+            .driver()
+            .map(|c| {
                 format!(
-                    "; value {:.1}σ {} the learned level",
-                    z.abs(),
-                    if z >= 0.0 { "above" } else { "below" }
+                    "Driven by the {}: {} (its tail probability {:.1e})",
+                    c.kind.name(),
+                    c.text(d.dim),
+                    c.p_value.unwrap_or(1.0)
                 )
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| "No evidence calibrated yet".into());
+        // Context: the level reading of largest magnitude, and the spread when it is far from the learned one.
+        let mut context = Vec::new();
+        if let Some(c) = v.strongest_level()
+            && v.driver().map(|d| d.kind) != Some(c.kind)
+        {
+            context.push(c.text(d.dim));
+        }
+        if let Some(c) = v
+            .components
+            .iter()
+            .find(|c| c.kind == ComponentKind::Spread && !(0.5..=2.0).contains(&c.reading))
+            && v.driver().map(|d| d.kind) != Some(c.kind)
+        {
+            context.push(c.text(d.dim));
+        }
+        let context = if context.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", context.join("; "))
+        };
         let incident = if v.suppressed {
             " Part of an incident that already alarmed: score capped."
         } else {
             ""
         };
         format!(
-            "Recent shape {shape} (tail probability {:.2e}){level}.{incident}",
+            "{driver}; combined tail probability {:.2e}{context}.{incident}",
             v.p_value
         )
     };
@@ -778,6 +827,8 @@ fn report(v: &Verdict, topology_total: f64, cfg: &StreamConfig) -> DetectorRepor
         topology_score: topology_total,
         in_incident: v.suppressed,
         explanation,
+        driver: v.driver().map(|c| c.kind.name().to_owned()),
+        components,
     }
 }
 
