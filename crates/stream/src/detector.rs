@@ -389,8 +389,12 @@ impl Detector {
     /// Whether the next observation is scored: the evidence history that ranks it is long enough (the same
     /// condition `observe_with` applies).
     pub fn is_ready(&self, p: &DetectorParams) -> bool {
-        (p.shape && self.evidence.len() >= p.min_history)
-            || (!p.shape && p.topology && self.topology.len() >= p.min_history)
+        // Evidences that are off keep no history, so any history this long belongs to a scored evidence.
+        let any_evidence = self.evidence.iter().any(|h| h.0.len() >= p.min_history);
+        match p.combine {
+            Combine::Bonferroni => any_evidence,
+            Combine::Conformal => any_evidence && self.combined.0.len() >= p.min_history,
+        }
     }
 
     /// Scores `x` and learns it. `alarm_threshold` (0–1) opens an incident when the score exceeds it.
