@@ -132,27 +132,36 @@ pub struct AnomalyList {
 pub struct CreateAnomaly {
     /// ISO 8601; now when omitted.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
+    /// 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub source_type: String,
     #[serde(default)]
     #[schema(value_type = Object)]
     pub event_data: Map<String, Value>,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub betti_h0: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub betti_h1: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub betti_h2: i64,
     /// 0–1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub anomaly_score: f64,
     /// Defaults to `anomaly_score > 0.65` (the pipeline's default threshold).
     #[serde(default)]
     pub is_anomaly: Option<bool>,
-    /// Low, Medium, High or Critical; derived from the score when omitted.
+    /// Low, Medium, High or Critical (any case); derived from the score when omitted.
     #[serde(default)]
+    #[schema(pattern = r"^\s*(Low|Medium|High|Critical)\s*$")]
     pub risk_level: Option<String>,
     /// Persistence entropy (exported in CSV); taken from `metadata.topology_features.entropy` when omitted.
     #[serde(default)]
+    #[schema(minimum = 0.0)]
     pub entropy: Option<f64>,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -237,16 +246,21 @@ impl CreateAnomaly {
 #[into_params(parameter_in = Query)]
 pub struct FilterQuery {
     /// ISO 8601, inclusive.
+    #[param(format = DateTime)]
     pub start_date: Option<String>,
     /// ISO 8601, inclusive. A bare date means that day's midnight.
+    #[param(format = DateTime)]
     pub end_date: Option<String>,
     /// Exact `source_type`.
     pub source: Option<String>,
     /// `true` / `false` (also `1` / `0`).
+    #[param(value_type = Option<bool>)]
     pub is_anomaly: Option<String>,
     /// Low, Medium, High or Critical.
+    #[param(pattern = r"^\s*(Low|Medium|High|Critical)?\s*$")]
     pub risk_level: Option<String>,
     /// Minimum `anomaly_score`, 0–1.
+    #[param(value_type = Option<f64>)]
     pub min_score: Option<String>,
 }
 
@@ -277,22 +291,35 @@ impl FilterQuery {
                     .ok_or_else(|| Error::unprocessable("min_score: expected a number"))?,
             ),
         };
-        let text = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+        // Any case, stored canonically; an unknown level is a mistake worth a 422, not an empty page.
+        let risk_level = match text_of(&self.risk_level) {
+            None => None,
+            Some(r) => Some(
+                RISK_LEVELS
+                    .iter()
+                    .find(|l| l.eq_ignore_ascii_case(&r))
+                    .map(|l| (*l).to_owned())
+                    .ok_or_else(|| {
+                        Error::unprocessable("risk_level: expected Low, Medium, High or Critical")
+                    })?,
+            ),
         };
         Ok(Filter {
             start_ms,
             end_ms,
-            source: text(&self.source),
+            source: text_of(&self.source),
             is_anomaly,
-            // Matched exactly as stored; an unknown level simply matches nothing.
-            risk_level: text(&self.risk_level),
+            risk_level,
             min_score,
         })
     }
+}
+
+fn text_of(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// Paging parameters of the listing.
@@ -300,8 +327,10 @@ impl FilterQuery {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based page number (default 1).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     pub page: Option<String>,
     /// Rows per page, 1–100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
 }
 

@@ -38,7 +38,8 @@ enum Format {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct FormatQuery {
-    /// `csv` (default) or `json`.
+    /// `csv` (default) or `json`, any case.
+    #[param(pattern = r"^\s*(csv|json|CSV|JSON)?\s*$")]
     format: Option<String>,
 }
 

@@ -40,11 +40,31 @@ impl From<Source> for SourceView {
 /// A new feed. Without an `id`, one is generated.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewSource {
+    /// Letters, digits, `-`, `_` and `.`; generated when absent.
+    #[schema(pattern = r"^ *[A-Za-z0-9._-]{1,100} *$")]
     pub id: Option<String>,
+    /// Printable text (no control characters), not blank.
+    #[schema(
+        max_length = 200,
+        pattern = r"^ *[^\x00-\x20\x7f-\x9f\s]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f\s])? *$"
+    )]
     pub name: String,
     #[serde(rename = "type")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^ *[^\x00-\x20\x7f-\x9f\s]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f\s])? *$"
+    )]
     pub kind: String,
+    /// An absolute URL (`scheme://…`).
+    #[schema(
+        max_length = 2048,
+        pattern = r"^ *[A-Za-z0-9+.-]+://[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f\s] *$"
+    )]
     pub url: String,
+    #[schema(
+        max_length = 50,
+        pattern = r"^ *[^\x00-\x20\x7f-\x9f\s]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f\s])? *$"
+    )]
     pub protocol: String,
     #[serde(default)]
     pub description: String,
