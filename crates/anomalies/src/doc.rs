@@ -126,13 +126,26 @@ pub struct AnomalyList {
     pub total: i64,
 }
 
+/// An ISO 8601 time as the filters and `timestamp` take it: an RFC 3339 date-time, or a bare date (midnight UTC).
+/// (An offset-less date-time is read as UTC too, for the reference's data; the document states the two portable
+/// forms.)
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documentation only
+pub enum IsoTime {
+    #[schema(format = DateTime)]
+    DateTime(String),
+    #[schema(format = Date)]
+    Date(String),
+}
+
 /// The body of `POST /api/anomalies`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAnomaly {
     /// ISO 8601; now when omitted.
     #[serde(default)]
-    #[schema(format = DateTime)]
+    #[schema(value_type = Option<IsoTime>)]
     pub timestamp: Option<String>,
     /// 1–200 characters, not only spaces.
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
@@ -246,10 +259,10 @@ impl CreateAnomaly {
 #[into_params(parameter_in = Query)]
 pub struct FilterQuery {
     /// ISO 8601, inclusive.
-    #[param(format = DateTime)]
+    #[param(value_type = Option<IsoTime>)]
     pub start_date: Option<String>,
     /// ISO 8601, inclusive. A bare date means that day's midnight.
-    #[param(format = DateTime)]
+    #[param(value_type = Option<IsoTime>)]
     pub end_date: Option<String>,
     /// Exact `source_type`.
     pub source: Option<String>,

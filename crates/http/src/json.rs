@@ -116,20 +116,56 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let what = if inner.is_syntax() || inner.is_eof() {
-            "Invalid JSON"
-        } else {
-            "Invalid request body"
-        };
-        if path.is_empty() || path == "." {
-            Error::unprocessable(format!("{what}: {inner}"))
-        } else {
-            Error::unprocessable(format!("{what} at {path}: {inner}"))
-        }
-    })
+    serde_path_to_error::deserialize(de)
+        .or_else(|err| {
+            // JSON has one number type: `2.0` is the integer 2 (JSON Schema agrees), but serde refuses it for an
+            // integer field. Only a body that failed is re-read with such numbers made integers, so the common path
+            // costs nothing.
+            let integral = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|mut v| integral_floats_to_integers(&mut v).then_some(v))
+                .and_then(|v| serde_json::from_value(v).ok());
+            integral.ok_or(err)
+        })
+        .map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let what = if inner.is_syntax() || inner.is_eof() {
+                "Invalid JSON"
+            } else {
+                "Invalid request body"
+            };
+            if path.is_empty() || path == "." {
+                Error::unprocessable(format!("{what}: {inner}"))
+            } else {
+                Error::unprocessable(format!("{what} at {path}: {inner}"))
+            }
+        })
+}
+
+/// Rewrites every number with an integral value written as a float (`2.0`, `1e3`) as an integer, within ±2^53
+/// (beyond that a float no longer holds every integer exactly); true when anything changed.
+fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
+                #[allow(clippy::cast_possible_truncation)] // integral and within ±2^53: exact
+                let i = f as i64;
+                *v = Value::from(i);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, x| integral_floats_to_integers(x) | changed),
+        Value::Object(members) => members
+            .values_mut()
+            .fold(false, |changed, x| integral_floats_to_integers(x) | changed),
+        _ => false,
+    }
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
@@ -162,6 +198,26 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn integral_floats_fill_integer_fields() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Counts {
+            n: i64,
+            x: f64,
+        }
+        assert_eq!(
+            parse::<Counts>(br#"{"n": 2.0, "x": 1.5}"#).expect("integral"),
+            Counts { n: 2, x: 1.5 }
+        );
+        assert_eq!(
+            parse::<Counts>(br#"{"n": 1e3, "x": 2.0}"#).expect("exponent"),
+            Counts { n: 1000, x: 2.0 }
+        );
+        let e = parse::<Counts>(br#"{"n": 2.5, "x": 1}"#).expect_err("fraction");
+        assert!(e.to_string().contains("at n"), "{e}");
+        assert!(parse::<Counts>(br#"{"n": 1e300, "x": 1}"#).is_err());
+    }
 
     #[test]
     fn only_json_media_types_are_json() {

@@ -1113,6 +1113,7 @@ async fn replicas_never_score_with_a_model_another_replica_reset() {
         let r = app
             .client
             .post(other_url(&format!("/api/score/{id}")))
+            .header("content-type", "application/json")
             .body(body.clone())
             .send()
             .await
@@ -1127,6 +1128,7 @@ async fn replicas_never_score_with_a_model_another_replica_reset() {
         let r = app
             .client
             .post(other_url(&format!("/api/score/{id}")))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

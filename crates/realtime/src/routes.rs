@@ -53,14 +53,23 @@ struct EventDoc {
     /// The signal (default 0); a number or a numeric string, |value| ≤ 1e100.
     #[schema(minimum = -1e100, maximum = 1e100)]
     value: Option<f64>,
-    /// RFC 3339 (an offset-less ISO time is UTC), or Unix seconds as a number.
-    #[schema(format = DateTime)]
-    timestamp: Option<String>,
+    /// RFC 3339 (an offset-less ISO time is UTC), or Unix seconds as a number (|seconds| ≤ 1e11).
+    timestamp: Option<EventTime>,
     /// The stream this event belongs to (default `default`); 1–128 bytes. `source` is read when `stream` is absent.
     #[schema(min_length = 1, max_length = 128)]
     stream: Option<String>,
     #[schema(min_length = 1, max_length = 128)]
     source: Option<String>,
+}
+
+/// An event's time: text or Unix seconds.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EventTime {
+    #[schema(format = DateTime)]
+    Text(String),
+    Seconds(f64),
 }
 
 /// The body of `POST /api/ingest`.

@@ -283,7 +283,9 @@ pub async fn logout(
     Viewer(who): Viewer,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let body: LogoutBody = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null` (no value), ends every session; an object names the refresh token to revoke.
+    let blank = std::str::from_utf8(&body).is_ok_and(|t| matches!(t.trim(), "" | "null"));
+    let body: LogoutBody = if blank {
         LogoutBody::default()
     } else {
         vigil_http::parse_json(&body)?

@@ -146,7 +146,8 @@ pub async fn create_source(
 }
 
 /// Removes a feed (analyst).
-#[utoipa::path(delete, path = "/api/sources/{id}", tag = "sources", params(("id" = String, Path, format = Uuid)),
+#[utoipa::path(delete, path = "/api/sources/{id}", tag = "sources",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,100}$", description = "A catalogue id or a generated UUID")),
     security(("bearer" = [])), responses((status = 204), (status = 401), (status = 403), (status = 404, description = "Source not found")))]
 pub async fn delete_source(
     State(state): State<AppState>,

@@ -401,3 +401,118 @@ async fn idle_and_trickling_connections_are_bounded() {
     assert_eq!(health.status(), 200);
     assert!(server.terminate().success());
 }
+
+/// The general API limit as `vigil serve` wires it: one per-address bucket over the TopoForge routes; ingest,
+/// MaxiDOM, `/health` and `/metrics` outside it, and the document saying which is which. Also: a JSON route refuses
+/// a body that is not declared as JSON, a missing `Content-Type` included.
+#[tokio::test]
+async fn the_api_limit_covers_topoforge_and_exempts_producers_and_probes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An hour-long window, so the test cannot straddle a window boundary in practice (windows are fixed).
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("ADMIN_EMAIL", "admin@example.com"),
+            ("ADMIN_PASSWORD", "Limit-test-pass1!"),
+            ("API_RATE_LIMIT", "4"),
+            ("API_RATE_WINDOW_SECS", "3600"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(server.url("/api/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": "Limit-test-pass1!"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+
+    // No Content-Type: 415, like text/plain (a cross-site page can send either without a preflight).
+    let r = http
+        .post(server.url("/api/anomalies"))
+        .bearer_auth(&token)
+        .body(r#"{"source_type":"x","anomaly_score":0.9}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 415);
+
+    // Login and that post took 2 of 4; two more pass, then every limited route answers 429 with Retry-After.
+    for _ in 0..2 {
+        let r = http
+            .get(server.url("/api/anomalies"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(r.status(), 200);
+    }
+    for path in [
+        "/api/anomalies",
+        "/api/alerts",
+        "/api/streams/s/config",
+        "/api/auth/me",
+    ] {
+        let r = http
+            .get(server.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("limited");
+        assert_eq!(r.status(), 429, "{path}");
+        assert!(r.headers().contains_key("retry-after"), "{path}");
+    }
+    // Outside the limit: the producer interface, MaxiDOM, probes.
+    let r = http
+        .post(server.url("/api/ingest"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"value": 1.0}))
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(r.status(), 200, "ingest is not limited");
+    let r = http
+        .get(server.url("/api/profile/3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f/status"))
+        .send()
+        .await
+        .expect("maxidom");
+    assert_eq!(r.status(), 404, "MaxiDOM is not limited");
+    for path in ["/health", "/metrics", "/openapi.json"] {
+        let r = http.get(server.url(path)).send().await.expect("probe");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+
+    // The document says so too.
+    let spec: serde_json::Value = http
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    let documents = |path: &str, method: &str, status: &str| {
+        spec["paths"][path][method]["responses"][status].is_object()
+    };
+    for (path, method) in [
+        ("/api/anomalies", "get"),
+        ("/api/alerts", "post"),
+        ("/api/streams/{stream}/config", "put"),
+        ("/api/users", "get"),
+        ("/ws/stream", "get"),
+    ] {
+        assert!(documents(path, method, "429"), "{method} {path}");
+    }
+    for (path, method) in [
+        ("/api/ingest", "post"),
+        ("/api/score/{profile_id}", "post"),
+        ("/health", "get"),
+    ] {
+        assert!(!documents(path, method, "429"), "{method} {path}");
+    }
+    assert!(documents("/api/ingest", "post", "413") && documents("/api/ingest", "post", "415"));
+    assert!(server.terminate().success());
+}
