@@ -98,6 +98,13 @@ impl Channel {
                 "{raw:?}: expected \"websocket\" or \"webhook:<http(s) URL>\""
             ));
         };
+        // The URL parser drops tabs and newlines inside a URL (as browsers do); a stored channel must be exactly
+        // the address that is called, so any space or control character inside is refused instead.
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{url:?}: a webhook URL contains no spaces or control characters"
+            ));
+        }
         if url.len() > MAX_URL_LEN {
             return Err(format!("webhook URL longer than {MAX_URL_LEN} characters"));
         }
@@ -292,6 +299,9 @@ mod tests {
         ));
         for bad in [
             "email:a@b.c",
+            // The URL parser would drop the tab and newline and call another address than the one stored.
+            "webhook:http://ji.org/a\t\u{b}\r\n*",
+            "webhook:http://ji.org/a b",
             "webhook:",
             "webhook:ftp://h/x",
             "webhook:file:///etc/passwd",

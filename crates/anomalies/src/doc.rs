@@ -137,7 +137,15 @@ pub enum IsoTime {
     DateTime(String),
     #[schema(format = Date)]
     Date(String),
+    /// Blank: no filter (a form's empty field).
+    Blank(Blank),
 }
+
+/// An empty or all-space value, taken as absent.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(pattern = r"^\s*$")]
+#[allow(dead_code)] // documentation only
+pub struct Blank(String);
 
 /// The body of `POST /api/anomalies`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -530,6 +538,14 @@ mod tests {
             ..FilterQuery::default()
         };
         let f = q.to_filter().expect("valid");
+        let any_case = FilterQuery {
+            risk_level: Some(" high ".into()),
+            ..FilterQuery::default()
+        };
+        assert_eq!(
+            any_case.to_filter().expect("valid").risk_level.as_deref(),
+            Some("High")
+        );
         assert_eq!(
             (f.start_ms, f.is_anomaly, f.min_score, f.source),
             (Some(1_767_225_600_000), Some(true), Some(0.5), None)
@@ -555,6 +571,13 @@ mod tests {
                     ..FilterQuery::default()
                 },
                 "min_score",
+            ),
+            (
+                FilterQuery {
+                    risk_level: Some("Severe".into()),
+                    ..FilterQuery::default()
+                },
+                "risk_level",
             ),
         ] {
             assert!(

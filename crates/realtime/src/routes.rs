@@ -55,11 +55,10 @@ struct EventDoc {
     value: Option<f64>,
     /// RFC 3339 (an offset-less ISO time is UTC), or Unix seconds as a number (|seconds| ≤ 1e11).
     timestamp: Option<EventTime>,
-    /// The stream this event belongs to (default `default`); 1–128 bytes. `source` is read when `stream` is absent.
+    /// The stream this event belongs to (default `default`); 1–128 bytes. Without `stream`, a `source` member
+    /// names it instead (the same rule).
     #[schema(min_length = 1, max_length = 128)]
     stream: Option<String>,
-    #[schema(min_length = 1, max_length = 128)]
-    source: Option<String>,
 }
 
 /// An event's time: text or Unix seconds.
@@ -69,8 +68,26 @@ struct EventDoc {
 enum EventTime {
     #[schema(format = DateTime)]
     Text(String),
-    Seconds(f64),
+    Seconds(EpochSeconds),
 }
+
+/// Unix seconds, |s| ≤ 1e11 (about ±3,000 years). Written by hand: the derive takes no bounds on a newtype.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct EpochSeconds(f64);
+
+impl utoipa::PartialSchema for EpochSeconds {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .minimum(Some(-1e11))
+            .maximum(Some(1e11))
+            .description(Some("Unix seconds, |s| ≤ 1e11"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EpochSeconds {}
 
 /// The body of `POST /api/ingest`.
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -84,7 +84,8 @@ pub async fn list_sources(
 
 fn field(value: &str, name: &str, max: usize) -> Result<String, Error> {
     let v = value.trim();
-    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+    // The length limit counts what was sent, surrounding spaces included, as the API document states it.
+    if v.is_empty() || value.chars().count() > max || v.chars().any(char::is_control) {
         return Err(Error::unprocessable(format!(
             "{name} must be 1–{max} printable characters"
         )));
