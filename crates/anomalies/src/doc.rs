@@ -151,7 +151,7 @@ pub struct Blank(String);
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAnomaly {
-    /// ISO 8601; now when omitted.
+    /// ISO 8601; now when omitted or blank.
     #[serde(default)]
     #[schema(value_type = Option<IsoTime>)]
     pub timestamp: Option<String>,
@@ -194,7 +194,8 @@ const MAX_SOURCE_LEN: usize = 200;
 impl CreateAnomaly {
     /// Validates the body into a row for the store (422 naming the field otherwise).
     pub(crate) fn into_new(self, created_by: &str, now_ms: i64) -> Result<NewAnomaly, Error> {
-        let ts = match self.timestamp.as_deref() {
+        // Blank is absent, as in the filters (a form's empty field).
+        let ts = match self.timestamp.as_deref().filter(|t| !t.trim().is_empty()) {
             None => now_ms,
             Some(raw) => parse_ts(raw).ok_or_else(|| {
                 Error::unprocessable(format!("timestamp: {raw:?} is not an ISO 8601 date-time"))

@@ -48,7 +48,8 @@ pub(crate) struct FormatQuery {
     params(FormatQuery, FilterQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "CSV (`Timestamp,Source,Is Anomaly,Score,Severity,Betti H0,Betti H1,Betti H2,Entropy`) or a JSON array of anomaly documents, as an attachment", content_type = "text/csv"),
+        (status = 200, description = "CSV (`Timestamp,Source,Is Anomaly,Score,Severity,Betti H0,Betti H1,Betti H2,Entropy`) or a JSON array of anomaly documents, as an attachment",
+            content((String = "text/csv"), (Vec<AnomalyDoc> = "application/json"))),
         (status = 401, description = "Not signed in"),
         (status = 422, description = "A parameter is invalid"),
     ))]
