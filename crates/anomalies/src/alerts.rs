@@ -45,7 +45,7 @@ impl From<AlertConfig> for AlertConfigDoc {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // documentation only
 #[schema(
-    pattern = r"^\s*(websocket|webhook:https?://[a-z]{1,20}(\.[a-z]{1,20}){0,3}\.(com|org|net|example)(/[A-Za-z0-9._~-]{0,40}){0,4})\s*$"
+    pattern = r"^\s*(websocket|webhook:https?://[a-z]{1,20}(\.[a-z]{1,20}){0,3}\.(com|org|net|example)(/[^\s\x00-\x1f\x7f-\x9f]*)?)\s*$"
 )]
 pub struct ChannelDoc(String);
 
