@@ -93,6 +93,10 @@ run_one() {
     "$VENV/bin/st" --config-file scripts/api-fuzz/schemathesis.toml run "$base/openapi.json" --checks all --max-examples "$MAX_EXAMPLES" --seed "$SEED" \
       --workers 1 --no-color --request-timeout 30 --suppress-health-check all \
       --report junit --report-junit-path "$OUT/junit-$db.xml" || rc=$?
+  # The server's own count of what it answered (its Prometheus counters), for the record.
+  curl -fsS "$base/metrics" | awk -v db="$db" '
+    /^http_requests_total\{/ { n += $NF; if ($0 ~ /status="5/) e += $NF }
+    END { printf "%s: the server answered %d requests on its routes (metrics), %d of them 5xx\n", db, n, e }'
   if grep -q '"level":"ERROR"' "$OUT/server-$db.log"; then
     echo "$db: the server logged errors:" >&2
     grep '"level":"ERROR"' "$OUT/server-$db.log" | head -20 >&2
