@@ -40,11 +40,23 @@ impl From<AlertConfig> for AlertConfigDoc {
     }
 }
 
+/// One notification channel as the document states it: `websocket`, or `webhook:` and an http(s) URL whose host
+/// is a name (the server also takes public IP literals; private ones and `localhost` are refused with 422).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only
+#[schema(
+    pattern = r"^\s*(websocket|webhook:https?://[a-z]{1,20}(\.[a-z]{1,20}){0,3}\.(com|org|net|example)(/[^\s\x00-\x1f\x7f-\x9f]*)?)\s*$"
+)]
+pub struct ChannelDoc(String);
+
 /// `POST /api/alerts`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAlertConfig {
+    /// Fires for anomalies whose score is at least this.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub threshold: f64,
+    #[schema(value_type = Vec<ChannelDoc>, min_items = 1, max_items = 16)]
     pub notification_channels: Vec<String>,
     #[serde(default = "yes")]
     pub is_active: bool,
@@ -58,7 +70,9 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAlertConfig {
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub threshold: Option<f64>,
+    #[schema(value_type = Option<Vec<ChannelDoc>>, min_items = 1, max_items = 16)]
     pub notification_channels: Option<Vec<String>>,
     pub is_active: Option<bool>,
 }
@@ -84,6 +98,13 @@ impl Channel {
                 "{raw:?}: expected \"websocket\" or \"webhook:<http(s) URL>\""
             ));
         };
+        // The URL parser drops tabs and newlines inside a URL (as browsers do); a stored channel must be exactly
+        // the address that is called, so any space or control character inside is refused instead.
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{url:?}: a webhook URL contains no spaces or control characters"
+            ));
+        }
         if url.len() > MAX_URL_LEN {
             return Err(format!("webhook URL longer than {MAX_URL_LEN} characters"));
         }
@@ -278,6 +299,9 @@ mod tests {
         ));
         for bad in [
             "email:a@b.c",
+            // The URL parser would drop the tab and newline and call another address than the one stored.
+            "webhook:http://ji.org/a\t\u{b}\r\n*",
+            "webhook:http://ji.org/a b",
             "webhook:",
             "webhook:ftp://h/x",
             "webhook:file:///etc/passwd",

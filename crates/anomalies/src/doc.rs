@@ -146,33 +146,63 @@ pub struct AnomalyList {
     pub total: i64,
 }
 
+/// An ISO 8601 time as the filters and `timestamp` take it: an RFC 3339 date-time, or a bare date (midnight UTC).
+/// (An offset-less date-time is read as UTC too, for the reference's data; the document states the two portable
+/// forms.)
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documentation only
+pub enum IsoTime {
+    #[schema(format = DateTime)]
+    DateTime(String),
+    #[schema(format = Date)]
+    Date(String),
+    /// Blank: no filter (a form's empty field).
+    Blank(Blank),
+}
+
+/// An empty or all-space value, taken as absent.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(pattern = r"^\s*$")]
+#[allow(dead_code)] // documentation only
+pub struct Blank(String);
+
 /// The body of `POST /api/anomalies`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAnomaly {
-    /// ISO 8601; now when omitted.
+    /// ISO 8601; now when omitted or blank.
     #[serde(default)]
+    #[schema(value_type = Option<IsoTime>)]
     pub timestamp: Option<String>,
+    /// 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub source_type: String,
     #[serde(default)]
     #[schema(value_type = Object)]
     pub event_data: Map<String, Value>,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub betti_h0: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub betti_h1: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub betti_h2: i64,
     /// 0–1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub anomaly_score: f64,
     /// Defaults to `anomaly_score > 0.65` (the pipeline's default threshold).
     #[serde(default)]
     pub is_anomaly: Option<bool>,
-    /// Low, Medium, High or Critical; derived from the score when omitted.
+    /// Low, Medium, High or Critical (any case); derived from the score when omitted.
     #[serde(default)]
+    #[schema(pattern = r"^\s*(Low|Medium|High|Critical)\s*$")]
     pub risk_level: Option<String>,
     /// Persistence entropy (exported in CSV); taken from `metadata.topology_features.entropy` when omitted.
     #[serde(default)]
+    #[schema(minimum = 0.0)]
     pub entropy: Option<f64>,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -184,7 +214,8 @@ const MAX_SOURCE_LEN: usize = 200;
 impl CreateAnomaly {
     /// Validates the body into a row for the store (422 naming the field otherwise).
     pub(crate) fn into_new(self, created_by: &str, now_ms: i64) -> Result<NewAnomaly, Error> {
-        let ts = match self.timestamp.as_deref() {
+        // Blank is absent, as in the filters (a form's empty field).
+        let ts = match self.timestamp.as_deref().filter(|t| !t.trim().is_empty()) {
             None => now_ms,
             Some(raw) => parse_ts(raw).ok_or_else(|| {
                 Error::unprocessable(format!("timestamp: {raw:?} is not an ISO 8601 date-time"))
@@ -257,16 +288,21 @@ impl CreateAnomaly {
 #[into_params(parameter_in = Query)]
 pub struct FilterQuery {
     /// ISO 8601, inclusive.
+    #[param(value_type = Option<IsoTime>)]
     pub start_date: Option<String>,
     /// ISO 8601, inclusive. A bare date means that day's midnight.
+    #[param(value_type = Option<IsoTime>)]
     pub end_date: Option<String>,
     /// Exact `source_type`.
     pub source: Option<String>,
     /// `true` / `false` (also `1` / `0`).
+    #[param(value_type = Option<bool>)]
     pub is_anomaly: Option<String>,
     /// Low, Medium, High or Critical.
+    #[param(pattern = r"^\s*(Low|Medium|High|Critical)?\s*$")]
     pub risk_level: Option<String>,
     /// Minimum `anomaly_score`, 0–1.
+    #[param(value_type = Option<f64>)]
     pub min_score: Option<String>,
 }
 
@@ -297,22 +333,35 @@ impl FilterQuery {
                     .ok_or_else(|| Error::unprocessable("min_score: expected a number"))?,
             ),
         };
-        let text = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+        // Any case, stored canonically; an unknown level is a mistake worth a 422, not an empty page.
+        let risk_level = match text_of(&self.risk_level) {
+            None => None,
+            Some(r) => Some(
+                RISK_LEVELS
+                    .iter()
+                    .find(|l| l.eq_ignore_ascii_case(&r))
+                    .map(|l| (*l).to_owned())
+                    .ok_or_else(|| {
+                        Error::unprocessable("risk_level: expected Low, Medium, High or Critical")
+                    })?,
+            ),
         };
         Ok(Filter {
             start_ms,
             end_ms,
-            source: text(&self.source),
+            source: text_of(&self.source),
             is_anomaly,
-            // Matched exactly as stored; an unknown level simply matches nothing.
-            risk_level: text(&self.risk_level),
+            risk_level,
             min_score,
         })
     }
+}
+
+fn text_of(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// Paging parameters of the listing.
@@ -320,8 +369,10 @@ impl FilterQuery {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based page number (default 1).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     pub page: Option<String>,
     /// Rows per page, 1–100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
 }
 
@@ -508,6 +559,14 @@ mod tests {
             ..FilterQuery::default()
         };
         let f = q.to_filter().expect("valid");
+        let any_case = FilterQuery {
+            risk_level: Some(" high ".into()),
+            ..FilterQuery::default()
+        };
+        assert_eq!(
+            any_case.to_filter().expect("valid").risk_level.as_deref(),
+            Some("High")
+        );
         assert_eq!(
             (f.start_ms, f.is_anomaly, f.min_score, f.source),
             (Some(1_767_225_600_000), Some(true), Some(0.5), None)
@@ -533,6 +592,13 @@ mod tests {
                     ..FilterQuery::default()
                 },
                 "min_score",
+            ),
+            (
+                FilterQuery {
+                    risk_level: Some("Severe".into()),
+                    ..FilterQuery::default()
+                },
+                "risk_level",
             ),
         ] {
             assert!(

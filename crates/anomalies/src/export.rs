@@ -53,7 +53,8 @@ enum Format {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct FormatQuery {
-    /// `csv` (default) or `json`.
+    /// `csv` (default) or `json`, any case.
+    #[param(pattern = r"^\s*(csv|json|CSV|JSON)?\s*$")]
     format: Option<String>,
 }
 
@@ -168,7 +169,8 @@ pub(crate) async fn export_link(
     params(FormatQuery, FilterQuery, TicketQuery),
     security(("bearer" = []), ()),
     responses(
-        (status = 200, description = "CSV (`Timestamp,Source,Is Anomaly,Score,Severity,Betti H0,Betti H1,Betti H2,Entropy`) or a JSON array of anomaly documents, as an attachment", content_type = "text/csv"),
+        (status = 200, description = "CSV (`Timestamp,Source,Is Anomaly,Score,Severity,Betti H0,Betti H1,Betti H2,Entropy`) or a JSON array of anomaly documents, as an attachment",
+            content((String = "text/csv"), (Vec<AnomalyDoc> = "application/json"))),
         (status = 401, description = "Not signed in, or the link's ticket is invalid, expired, made for other parameters or of an ended session"),
         (status = 403, description = "The link's account is no longer a viewer"),
         (status = 422, description = "A parameter is invalid"),

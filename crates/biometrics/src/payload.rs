@@ -42,9 +42,32 @@ pub struct Click {
     pub x: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integral"
+    )]
     pub button: Option<i64>,
     pub duration: f64,
+}
+
+/// An optional integer, also when written with a zero fraction (`2.0`): JSON has one number type, and JSON Schema
+/// counts `2.0` as an integer. Beyond ±2^53 a float no longer holds every integer, so such values must be exact.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    match n.as_f64() {
+        #[allow(clippy::cast_possible_truncation)] // integral and within ±2^53: exact
+        Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Ok(Some(f as i64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected an integer, got {n}"
+        ))),
+    }
 }
 
 /// One activity session as sent by the extension. Times are ms from `performance.now()`.
@@ -259,6 +282,23 @@ mod tests {
             Payload::from_json(b""),
             Err(PayloadError::Schema(_))
         ));
+    }
+
+    #[test]
+    fn a_click_button_may_be_written_with_a_zero_fraction() {
+        let body = |button: &str| {
+            format!(
+                r#"{{"startTimestamp":0,"endTimestamp":1,"keyEvents":[],"mousePaths":[],"clicks":[{{"t":1,"duration":2,"button":{button}}}]}}"#
+            )
+        };
+        let p = Payload::from_json(body("344.0").as_bytes()).expect("integral float");
+        assert_eq!(p.clicks[0].button, Some(344));
+        let p = Payload::from_json(body("-2").as_bytes()).expect("integer");
+        assert_eq!(p.clicks[0].button, Some(-2));
+        for bad in ["0.5", "1e300", "\"1\""] {
+            let e = Payload::from_json(body(bad).as_bytes()).expect_err(bad);
+            assert!(e.to_string().contains("clicks[0].button"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn build(state: AppState, features: OpenApiRouter<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document_body_refusals(&mut api, state.config.max_body_bytes);
 
     let docs = Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api.clone()))
@@ -97,6 +98,60 @@ impl<B> tower_http::trace::MakeSpan<B> for AccessSpan {
             uri = %shown,
             version = ?request.version(),
         )
+    }
+}
+
+/// Each operation of `api`, with its path.
+pub fn operations_mut(
+    api: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = (&str, &mut utoipa::openapi::path::Operation)> {
+    api.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.options,
+            &mut item.head,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .filter_map(Option::as_mut)
+        .map(move |op| (path.as_str(), op))
+    })
+}
+
+/// Adds `status` with `description` to an operation that does not document it yet (a route's own wording wins).
+pub fn document_response(
+    op: &mut utoipa::openapi::path::Operation,
+    status: u16,
+    description: &str,
+) {
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| utoipa::openapi::Response::new(description).into());
+}
+
+/// The refusals that come from the shared body readers rather than from a handler, stated on every operation they
+/// apply to: 413 on every operation with a body (`MAX_BODY_BYTES`, [`crate::RawBody`]), 415 on every JSON body
+/// ([`crate::JsonBytes`]).
+fn document_body_refusals(api: &mut utoipa::openapi::OpenApi, max_body_bytes: usize) {
+    let too_large = format!("The body is larger than MAX_BODY_BYTES ({max_body_bytes} bytes)");
+    for (_, op) in operations_mut(api) {
+        let Some(body) = &op.request_body else {
+            continue;
+        };
+        let json = body.content.keys().any(|t| crate::json::is_json_type(t));
+        document_response(op, 413, &too_large);
+        if json {
+            document_response(
+                op,
+                415,
+                "The body is not declared as JSON (Content-Type application/json required)",
+            );
+        }
     }
 }
 

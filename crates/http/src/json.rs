@@ -2,9 +2,7 @@
 //!
 //! It differs from `axum::Json` where clients notice: a body that does not fit the schema is a 422 whose `detail`
 //! names the offending field (`keyEvents[3].downTime: invalid type: string "x", expected f64`); a body over the limit
-//! is a 413 in the same `{"detail"}` shape; a missing `Content-Type` is tolerated, because the reference servers
-//! accepted such requests and clients in the field send them, but the types a cross-site page can send without a
-//! preflight (forms, plain text) are a 415 ([`JsonBytes`]).
+//! is a 413 in the same `{"detail"}` shape; a body that is not declared as JSON is a 415 ([`JsonBytes`]).
 
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
@@ -30,44 +28,56 @@ where
     }
 }
 
-/// The raw body of a route that takes JSON: [`RawBody`], refusing with 415 the content types an HTML form or a
-/// cross-site `fetch` may send without a CORS preflight (`text/plain`, `application/x-www-form-urlencoded`,
-/// `multipart/form-data`), so another site's page cannot post to these routes behind its visitor's back. A body
-/// with no `Content-Type` is still read as JSON: command-line clients in the field send none.
+/// The raw body of a route that takes JSON: [`RawBody`], read only when the request declares it as JSON
+/// (`application/json`, or a `+json` type such as `application/merge-patch+json`); anything else, a missing
+/// `Content-Type` included, is a 415.
+///
+/// Why a missing type is refused too: the point is that another site's page must not be able to post to these
+/// routes behind its visitor's back, and a browser sends a cross-site request without a CORS preflight only when
+/// its content type is one of the Fetch standard's three "simple" types, or when there is no `Content-Type` at all
+/// (`fetch(url, {method: "POST", mode: "no-cors", body: new Blob([json])})` or `navigator.sendBeacon(url,
+/// arrayBuffer)` send none). Bearer tokens cannot ride along on such a request, but the unauthenticated routes
+/// (registration, password reset, the MaxiDOM extension's routes) would still be reachable through a visitor's
+/// browser on an internal network. Requiring a JSON type forces the preflight, which CORS then answers. Every
+/// client we ship or know of declares its JSON (the TopoForge dashboard, the MaxiDOM extension, `curl --json`,
+/// Python `requests` with `json=`); `curl -d` without a type sends a form type and was already refused.
 pub struct JsonBytes(pub axum::body::Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        if let Some(kind) = req
+        let declared = req
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-        {
-            let media = kind
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if SIMPLE_REQUEST_TYPES.contains(&media.as_str()) {
-                return Err(Error::UnsupportedMediaType(format!(
-                    "Content-Type {media} is not accepted here; send the body as application/json."
-                )));
-            }
+            .and_then(|v| v.to_str().ok());
+        if !declared.is_some_and(is_json_type) {
+            let got = declared.map_or_else(
+                || "no Content-Type".to_owned(),
+                |t| format!("Content-Type {t}"),
+            );
+            return Err(Error::UnsupportedMediaType(format!(
+                "{got} is not accepted here; send the body as application/json."
+            )));
         }
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
         Ok(JsonBytes(bytes))
     }
 }
 
-/// The request content types that browsers send cross-site without a preflight (the Fetch standard's list).
-const SIMPLE_REQUEST_TYPES: [&str; 3] = [
-    "text/plain",
-    "application/x-www-form-urlencoded",
-    "multipart/form-data",
-];
+/// `application/json` or any `…/…+json` media type, parameters (`; charset=utf-8`) ignored.
+pub fn is_json_type(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json"
+        || media
+            .split_once('/')
+            .is_some_and(|(top, sub)| !top.is_empty() && sub.len() > 5 && sub.ends_with("+json"))
+}
 
 /// The raw request body: the one body reader, so every route answers an oversized body with 413 and a failed read
 /// with 400, in the `{"detail"}` shape.
@@ -106,20 +116,56 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let what = if inner.is_syntax() || inner.is_eof() {
-            "Invalid JSON"
-        } else {
-            "Invalid request body"
-        };
-        if path.is_empty() || path == "." {
-            Error::unprocessable(format!("{what}: {inner}"))
-        } else {
-            Error::unprocessable(format!("{what} at {path}: {inner}"))
-        }
-    })
+    serde_path_to_error::deserialize(de)
+        .or_else(|err| {
+            // JSON has one number type: `2.0` is the integer 2 (JSON Schema agrees), but serde refuses it for an
+            // integer field. Only a body that failed is re-read with such numbers made integers, so the common path
+            // costs nothing.
+            let integral = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|mut v| integral_floats_to_integers(&mut v).then_some(v))
+                .and_then(|v| serde_json::from_value(v).ok());
+            integral.ok_or(err)
+        })
+        .map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let what = if inner.is_syntax() || inner.is_eof() {
+                "Invalid JSON"
+            } else {
+                "Invalid request body"
+            };
+            if path.is_empty() || path == "." {
+                Error::unprocessable(format!("{what}: {inner}"))
+            } else {
+                Error::unprocessable(format!("{what} at {path}: {inner}"))
+            }
+        })
+}
+
+/// Rewrites every number with an integral value written as a float (`2.0`, `1e3`) as an integer, within ±2^53
+/// (beyond that a float no longer holds every integer exactly); true when anything changed.
+fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
+                #[allow(clippy::cast_possible_truncation)] // integral and within ±2^53: exact
+                let i = f as i64;
+                *v = Value::from(i);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, x| integral_floats_to_integers(x) | changed),
+        Value::Object(members) => members
+            .values_mut()
+            .fold(false, |changed, x| integral_floats_to_integers(x) | changed),
+        _ => false,
+    }
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
@@ -152,6 +198,51 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn integral_floats_fill_integer_fields() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Counts {
+            n: i64,
+            x: f64,
+        }
+        assert_eq!(
+            parse::<Counts>(br#"{"n": 2.0, "x": 1.5}"#).expect("integral"),
+            Counts { n: 2, x: 1.5 }
+        );
+        assert_eq!(
+            parse::<Counts>(br#"{"n": 1e3, "x": 2.0}"#).expect("exponent"),
+            Counts { n: 1000, x: 2.0 }
+        );
+        let e = parse::<Counts>(br#"{"n": 2.5, "x": 1}"#).expect_err("fraction");
+        assert!(e.to_string().contains("at n"), "{e}");
+        assert!(parse::<Counts>(br#"{"n": 1e300, "x": 1}"#).is_err());
+    }
+
+    #[test]
+    fn only_json_media_types_are_json() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+            " application/json ;",
+        ] {
+            assert!(is_json_type(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/octet-stream",
+            "application/+json",
+            "+json",
+            "application/jsonp",
+        ] {
+            assert!(!is_json_type(bad), "{bad}");
+        }
+    }
 
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]

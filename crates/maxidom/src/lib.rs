@@ -23,6 +23,7 @@
 //!   `lockout_failures` password checks per window are admitted, counted before the hash is checked.
 
 pub mod config;
+mod doc;
 pub mod import;
 pub mod pool;
 pub mod routes;

@@ -1224,6 +1224,7 @@ async fn replicas_never_score_with_a_model_another_replica_reset() {
         let r = app
             .client
             .post(other_url(&format!("/api/score/{id}")))
+            .header("content-type", "application/json")
             .body(body.clone())
             .send()
             .await
@@ -1238,6 +1239,7 @@ async fn replicas_never_score_with_a_model_another_replica_reset() {
         let r = app
             .client
             .post(other_url(&format!("/api/score/{id}")))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

@@ -41,9 +41,65 @@ pub(crate) fn router(rt: Realtime) -> OpenApiRouter<AppState> {
 
 /// `?token=` on the stream endpoints.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct TokenQuery {
     /// An access token, for clients that cannot send an `Authorization` header.
     pub token: Option<String>,
+}
+
+/// An event as `/openapi.json` states it: any JSON object; these members have a meaning, any other is kept and
+/// echoed in the analysis (documentation only: events are read by [`vigil_stream::Event::from_json`]).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = StreamEvent)]
+#[allow(dead_code)]
+struct EventDoc {
+    /// The signal (default 0); a number or a numeric string, |value| ≤ 1e100.
+    #[schema(minimum = -1e100, maximum = 1e100)]
+    value: Option<f64>,
+    /// RFC 3339 (an offset-less ISO time is UTC), or Unix seconds as a number (|seconds| ≤ 1e11).
+    timestamp: Option<EventTime>,
+    /// The stream this event belongs to (default `default`); 1–128 bytes. Without `stream`, a `source` member
+    /// names it instead (the same rule).
+    #[schema(min_length = 1, max_length = 128)]
+    stream: Option<String>,
+}
+
+/// An event's time: text or Unix seconds.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EventTime {
+    #[schema(format = DateTime)]
+    Text(String),
+    Seconds(EpochSeconds),
+}
+
+/// Unix seconds, |s| ≤ 1e11 (about ±3,000 years). Written by hand: the derive takes no bounds on a newtype.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct EpochSeconds(f64);
+
+impl utoipa::PartialSchema for EpochSeconds {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .minimum(Some(-1e11))
+            .maximum(Some(1e11))
+            .description(Some("Unix seconds, |s| ≤ 1e11"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EpochSeconds {}
+
+/// The body of `POST /api/ingest`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum IngestBody {
+    One(EventDoc),
+    /// At most `STREAM_MAX_BATCH` events (413 beyond).
+    Many(Vec<EventDoc>),
 }
 
 /// Parses one event (with the server's receive time), naming its position in a batch on error.
@@ -69,11 +125,12 @@ pub(crate) struct IngestQuery {
 /// `?detail=compact|scores` answers each event with its score, flag and incident only (see [`crate::answer`]).
 #[utoipa::path(post, path = "/api/ingest", tag = "streams", security(("bearer" = [])),
     params(IngestQuery),
-    request_body(content = Value, description = "An event object, or an array of them"),
+    request_body(content = IngestBody, description = "An event object, or an array of them"),
     responses(
         (status = 200, description = "The analysis of each event, in the `detail` form", body = Value),
         (status = 401, description = "Not authenticated"),
         (status = 403, description = "Not an analyst"),
+        (status = 413, description = "More events than `STREAM_MAX_BATCH` (10,000) in one batch"),
         (status = 422, description = "An event is not usable, or `detail` is not full, compact or scores"),
     ))]
 async fn ingest(
@@ -229,7 +286,7 @@ async fn get_config(
 /// embedding, the homology dimension or the Betti rule makes the stream recalibrate.
 #[utoipa::path(put, path = "/api/streams/{stream}/config", tag = "streams", security(("bearer" = [])),
     params(("stream" = String, Path, description = "Stream name")),
-    request_body(content = Value, description = "StreamConfig fields"),
+    request_body(content = Object, description = "StreamConfig fields (see `GET`); members left out take their defaults, unknown members are refused. The ranges couple fields (window_size ≥ min_events ≥ (embedding_dim − 1) · embedding_delay + 3, and the homology cost bound: at most 100 points with H2, 289 with H1), and the 422 names the rule broken."),
     responses(
         (status = 200, description = "The stored configuration", body = Value),
         (status = 401),

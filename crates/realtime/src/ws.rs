@@ -35,6 +35,7 @@ const MAX_PIPELINED: usize = 100;
 #[utoipa::path(get, path = "/ws/stream", tag = "streams", params(TokenQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request (plain text body, from the WebSocket library)"),
         (status = 401, description = "A token is required (STREAM_REQUIRE_AUTH) or the given one is invalid"),
     ))]
 pub(crate) async fn ws(

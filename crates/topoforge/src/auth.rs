@@ -28,8 +28,14 @@ const FORGOT_ANSWER: &str = "If the email is registered, a password reset link h
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
+    /// 3–50 characters; no `@`, spaces or control characters.
+    #[schema(pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{3,50}$")]
     pub username: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    /// At least 8 characters (`PASSWORD_MIN_LENGTH`), at most 128, with an upper-case letter, a lower-case letter,
+    /// a digit and a symbol (`PASSWORD_REQUIRE_CLASSES`).
+    #[schema(pattern = r"^(?=.*[A-Z])(?=.*[a-z])(?=.*[0-9])(?=.*[!-/:-@\[-`{-~]).{8,128}$")]
     pub password: String,
     pub full_name: Option<String>,
     pub organization: Option<String>,
@@ -273,15 +279,17 @@ pub struct LogoutBody {
 /// Revokes the calling access token and the given refresh token; with no body, ends every session of the account
 /// (all refresh tokens and all access tokens issued so far).
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
-    request_body(content = LogoutBody, description = "Optional"),
+    request_body(content = Option<LogoutBody>, description = "Optional: without a body every session of the account ends"),
     responses((status = 200, description = r#"{"message": "Successfully logged out"}"#),
-        (status = 401, description = "Not signed in")))]
+        (status = 401, description = "Not signed in"), (status = 422, description = "Malformed body")))]
 pub async fn logout(
     State(state): State<AppState>,
     Viewer(who): Viewer,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let body: LogoutBody = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null` (no value), ends every session; an object names the refresh token to revoke.
+    let blank = std::str::from_utf8(&body).is_ok_and(|t| matches!(t.trim(), "" | "null"));
+    let body: LogoutBody = if blank {
         LogoutBody::default()
     } else {
         vigil_http::parse_json(&body)?
@@ -300,6 +308,7 @@ pub async fn logout(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     pub token: String,
 }
@@ -361,6 +370,8 @@ pub async fn forgot_password(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ResetBody {
     pub token: String,
+    /// The password policy of registration.
+    #[schema(pattern = r"^(?=.*[A-Z])(?=.*[a-z])(?=.*[0-9])(?=.*[!-/:-@\[-`{-~]).{8,128}$")]
     pub new_password: String,
 }
 

@@ -15,8 +15,10 @@
 //!   revokes all of the account's sessions, while a token that a logout revoked is only refused. Reset tokens expire after 15 minutes (configurable) and a reset signs
 //!   the account out everywhere.
 //! - Rate limits are fixed windows counted in the database ([`ratelimit`]), so they hold across replicas: login per
-//!   account+address, register and forgot-password per address, and a general limit per address on every route
-//!   of this router but `GET /api/sources`. Refusals are 429 with `Retry-After`.
+//!   account+address, register and forgot-password per address, and a general limit per address
+//!   ([`ratelimit::ApiLimit`]) on every route of this router but `GET /api/sources` and, applied by `vigil serve`,
+//!   on the other TopoForge routers (anomalies, alerts, streams; ingest and MaxiDOM are exempt, see there).
+//!   Refusals are 429 with `Retry-After`.
 //! - Forgot-password answers identically whether or not the email exists, and mail is sent in the background.
 //! - No admin can delete themself or demote/deactivate the last active admin, so the system never loses its
 //!   last administrator through the API.
@@ -45,13 +47,10 @@ pub use config::AccountsConfig;
 
 /// The accounts, users and sources routes, ready to merge into the application.
 pub fn router(state: &AppState, config: AccountsConfig) -> OpenApiRouter<AppState> {
-    let limit = ratelimit::ApiLimit {
-        state: state.clone(),
-        limit: ratelimit::Limit::new(config.api_rate_limit, config.api_rate_window_secs),
-    };
+    let limit = ratelimit::ApiLimit::new(state, &config);
     accounts::spawn_purges(state, config.token_purge_interval_secs);
     let svc = Arc::new(accounts::Accounts::new(state, config));
-    OpenApiRouter::new()
+    let routes = OpenApiRouter::new()
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
         .routes(routes!(auth::me))
@@ -69,13 +68,10 @@ pub fn router(state: &AppState, config: AccountsConfig) -> OpenApiRouter<AppStat
             users::delete_user
         ))
         .routes(routes!(sources::create_source))
-        .routes(routes!(sources::delete_source))
-        .route_layer(axum::middleware::from_fn_with_state(
-            limit,
-            ratelimit::api_limit,
-        ))
-        // Public and outside the per-address limit (see `sources`); merged after the limit's `route_layer`, so
-        // the layer does not reach it.
+        .routes(routes!(sources::delete_source));
+    // `GET /api/sources` is public and outside the per-address limit (see `sources`): added after the limit's
+    // route layer, which therefore does not reach it.
+    ratelimit::limited(routes, &limit)
         .routes(routes!(sources::list_sources))
         .layer(Extension(svc))
 }

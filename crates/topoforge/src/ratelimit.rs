@@ -9,9 +9,10 @@
 //! Why the database and not an in-process limiter: replicas behind a load balancer would each grant the full
 //! allowance, multiplying the login-guessing budget by the number of replicas.
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use vigil_http::utoipa_axum::router::OpenApiRouter;
 use vigil_http::{AppState, ClientIp, Error};
 use vigil_store::StoreError;
 use vigil_store::time::now_ms;
@@ -73,14 +74,66 @@ pub async fn purge_ended(store: &vigil_store::Store, now: i64) -> Result<u64, St
     Ok(done.rows_affected())
 }
 
-/// The shared per-address limit of every accounts/users/sources route (a `route_layer`).
+/// The general per-address limit of the TopoForge API (the spec's "everything else 100 per minute",
+/// `API_RATE_LIMIT` per `API_RATE_WINDOW_SECS`): one bucket per client address, shared by every route it covers.
+///
+/// What it covers and what it does not, and why:
+/// - every accounts, users and sources route (this crate's router), every anomaly-log and alert-config route, the
+///   stream configuration, the SSE stream and the WebSocket handshake ([`limited`] is applied to those routers in
+///   `vigil serve`);
+/// - not `POST /api/ingest` ([`UNLIMITED_ROUTES`]): it is the pipeline's producer interface, a single collector
+///   posts thousands of events a second from one address, and each request may carry a batch; it takes an
+///   analyst token, so who may produce is decided by roles, not by a request count;
+/// - not the MaxiDOM routes (`/api/score` must serve 1,500 requests a second from one host; the MaxiDOM contract
+///   sets no general limit, and password checks there have their own lockout), nor `/health`, `/metrics` and the
+///   API documents, which monitoring and load balancers poll: `vigil serve` never applies the layer to them.
 #[derive(Clone)]
-pub(crate) struct ApiLimit {
-    pub state: AppState,
-    pub limit: Limit,
+pub struct ApiLimit {
+    state: AppState,
+    limit: Limit,
 }
 
-pub(crate) async fn api_limit(State(l): State<ApiLimit>, req: Request, next: Next) -> Response {
+impl ApiLimit {
+    pub fn new(state: &AppState, config: &crate::AccountsConfig) -> ApiLimit {
+        ApiLimit {
+            state: state.clone(),
+            limit: Limit::new(config.api_rate_limit, config.api_rate_window_secs),
+        }
+    }
+}
+
+/// Routes (as matched, e.g. `/api/ingest`) of a router given to [`limited`] that the general limit leaves alone.
+pub const UNLIMITED_ROUTES: [&str; 1] = ["/api/ingest"];
+
+/// `router` with the general limit on each of its routes except [`UNLIMITED_ROUTES`], and the 429 it can answer
+/// stated in the API document for exactly those operations.
+pub fn limited(mut router: OpenApiRouter<AppState>, limit: &ApiLimit) -> OpenApiRouter<AppState> {
+    if limit.limit.max > 0 {
+        let detail = format!(
+            "Too many requests from this address (API_RATE_LIMIT, {} per {} s); see Retry-After",
+            limit.limit.max,
+            limit.limit.window_ms / 1000
+        );
+        for (path, op) in vigil_http::app::operations_mut(router.get_openapi_mut()) {
+            if !UNLIMITED_ROUTES.contains(&path) {
+                vigil_http::app::document_response(op, 429, &detail);
+            }
+        }
+    }
+    router.route_layer(axum::middleware::from_fn_with_state(
+        limit.clone(),
+        api_limit,
+    ))
+}
+
+async fn api_limit(State(l): State<ApiLimit>, req: Request, next: Next) -> Response {
+    let exempt = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| UNLIMITED_ROUTES.contains(&p.as_str()));
+    if exempt || l.limit.max == 0 {
+        return next.run(req).await;
+    }
     let (mut parts, body) = req.into_parts();
     let ip = match ClientIp::from_request_parts(&mut parts, &l.state).await {
         Ok(ClientIp(ip)) => ip,

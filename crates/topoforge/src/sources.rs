@@ -46,13 +46,33 @@ impl From<Source> for SourceView {
 /// derived from the URL's scheme by [`default_protocol`].
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewSource {
+    /// Letters, digits, `-`, `_` and `.`; generated when absent.
+    #[schema(pattern = r"^ *[A-Za-z0-9._-]{1,100} *$")]
     pub id: Option<String>,
+    /// Printable text (no control characters), not blank.
+    #[schema(
+        max_length = 200,
+        pattern = r"^ *[^\x00-\x20\x7f-\x9f\s]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f\s])? *$"
+    )]
     pub name: String,
     #[serde(rename = "type")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^ *[^\x00-\x20\x7f-\x9f\s]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f\s])? *$"
+    )]
     pub kind: String,
+    /// An absolute URL (`scheme://…`).
+    #[schema(
+        max_length = 2048,
+        pattern = r"^ *[A-Za-z0-9+.-]+://[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f\s] *$"
+    )]
     pub url: String,
     /// Default from the URL: `ws`/`wss` → `websocket`, `http` → `http-poll`, `https` → `https-poll`, any other
     /// scheme → the scheme itself (lower case).
+    #[schema(
+        max_length = 50,
+        pattern = r"^ *[^\x00-\x20\x7f-\x9f\s]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f\s])? *$"
+    )]
     pub protocol: Option<String>,
     #[serde(default)]
     pub description: String,
@@ -82,7 +102,8 @@ pub fn default_protocol(scheme: &str) -> String {
 
 fn field(value: &str, name: &str, max: usize) -> Result<String, Error> {
     let v = value.trim();
-    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+    // The length limit counts what was sent, surrounding spaces included, as the API document states it.
+    if v.is_empty() || value.chars().count() > max || v.chars().any(char::is_control) {
         return Err(Error::unprocessable(format!(
             "{name} must be 1–{max} printable characters"
         )));
@@ -149,7 +170,8 @@ pub async fn create_source(
 }
 
 /// Removes a feed (analyst).
-#[utoipa::path(delete, path = "/api/sources/{id}", tag = "sources", params(("id" = String, Path, format = Uuid)),
+#[utoipa::path(delete, path = "/api/sources/{id}", tag = "sources",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,100}$", description = "A catalogue id or a generated UUID")),
     security(("bearer" = [])), responses((status = 204), (status = 401), (status = 403), (status = 404, description = "Source not found")))]
 pub async fn delete_source(
     State(state): State<AppState>,

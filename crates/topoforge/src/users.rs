@@ -20,10 +20,13 @@ const NOT_FOUND: &str = "User not found";
 const NOT_ALLOWED: &str = "Not enough permissions";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based page number (default 1).
+    #[param(minimum = 1)]
     pub page: Option<i64>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -93,11 +96,14 @@ pub async fn get_user(
 /// A partial update: absent fields stay as they are.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct UserUpdate {
+    #[schema(pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{3,50}$")]
     pub username: Option<String>,
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
     pub full_name: Option<String>,
     pub organization: Option<String>,
     /// A new password (policy applies; every session of the account is signed out).
+    #[schema(pattern = r"^(?=.*[A-Z])(?=.*[a-z])(?=.*[0-9])(?=.*[!-/:-@\[-`{-~]).{8,128}$")]
     pub password: Option<String>,
     /// Required with `password` when changing one's own password, so a stolen access token cannot take the
     /// account over; an admin resetting someone else's password does not need it.

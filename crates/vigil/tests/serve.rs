@@ -1,71 +1,11 @@
 //! End-to-end: the real `vigil` binary, started the way a user starts it, spoken to over HTTP.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// Starts `vigil serve` on a free port over `data_dir` and waits for its "listening" line.
-    fn start(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
-        cmd.args(["serve", "--port", "0", "--data-dir"])
-            .arg(data_dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("JWT_SECRET")
-            .env_remove("VIGIL_ENV")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start vigil");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let base = line
-            .trim()
-            .strip_prefix("vigil listening on ")
-            .expect("listening line")
-            .to_owned();
-        Server { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// SIGTERM, then wait: a graceful shutdown exits 0.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("send SIGTERM");
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("vigil did not exit within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::Server;
 
 #[tokio::test]
 async fn serves_health_docs_metrics_and_json_errors() {
@@ -495,4 +435,119 @@ async fn serves_the_console_at_the_root() {
     let missing = reqwest::get(server.url("/api/nothing")).await.expect("404");
     assert_eq!(missing.status(), 404);
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// The general API limit as `vigil serve` wires it: one per-address bucket over the TopoForge routes; ingest,
+/// MaxiDOM, `/health` and `/metrics` outside it, and the document saying which is which. Also: a JSON route refuses
+/// a body that is not declared as JSON, a missing `Content-Type` included.
+#[tokio::test]
+async fn the_api_limit_covers_topoforge_and_exempts_producers_and_probes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An hour-long window, so the test cannot straddle a window boundary in practice (windows are fixed).
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("ADMIN_EMAIL", "admin@example.com"),
+            ("ADMIN_PASSWORD", "Limit-test-pass1!"),
+            ("API_RATE_LIMIT", "4"),
+            ("API_RATE_WINDOW_SECS", "3600"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(server.url("/api/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": "Limit-test-pass1!"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+
+    // No Content-Type: 415, like text/plain (a cross-site page can send either without a preflight).
+    let r = http
+        .post(server.url("/api/anomalies"))
+        .bearer_auth(&token)
+        .body(r#"{"source_type":"x","anomaly_score":0.9}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 415);
+
+    // Login and that post took 2 of 4; two more pass, then every limited route answers 429 with Retry-After.
+    for _ in 0..2 {
+        let r = http
+            .get(server.url("/api/anomalies"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(r.status(), 200);
+    }
+    for path in [
+        "/api/anomalies",
+        "/api/alerts",
+        "/api/streams/s/config",
+        "/api/auth/me",
+    ] {
+        let r = http
+            .get(server.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("limited");
+        assert_eq!(r.status(), 429, "{path}");
+        assert!(r.headers().contains_key("retry-after"), "{path}");
+    }
+    // Outside the limit: the producer interface, MaxiDOM, probes.
+    let r = http
+        .post(server.url("/api/ingest"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"value": 1.0}))
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(r.status(), 200, "ingest is not limited");
+    let r = http
+        .get(server.url("/api/profile/3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f/status"))
+        .send()
+        .await
+        .expect("maxidom");
+    assert_eq!(r.status(), 404, "MaxiDOM is not limited");
+    for path in ["/health", "/metrics", "/openapi.json"] {
+        let r = http.get(server.url(path)).send().await.expect("probe");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+
+    // The document says so too.
+    let spec: serde_json::Value = http
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    let documents = |path: &str, method: &str, status: &str| {
+        spec["paths"][path][method]["responses"][status].is_object()
+    };
+    for (path, method) in [
+        ("/api/anomalies", "get"),
+        ("/api/alerts", "post"),
+        ("/api/streams/{stream}/config", "put"),
+        ("/api/users", "get"),
+        ("/ws/stream", "get"),
+    ] {
+        assert!(documents(path, method, "429"), "{method} {path}");
+    }
+    for (path, method) in [
+        ("/api/ingest", "post"),
+        ("/api/score/{profile_id}", "post"),
+        ("/health", "get"),
+    ] {
+        assert!(!documents(path, method, "429"), "{method} {path}");
+    }
+    assert!(documents("/api/ingest", "post", "413") && documents("/api/ingest", "post", "415"));
+    assert!(server.terminate().success());
 }

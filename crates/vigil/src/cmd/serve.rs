@@ -2,6 +2,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
+use vigil_topoforge::ratelimit::{ApiLimit, limited};
 
 use crate::cli::ServeArgs;
 
@@ -24,15 +25,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // One dispatcher: anomalies recorded by analysts and by the stream pipeline share its queue and limits.
     let alerts = vigil_anomalies::AlertDispatcher::new(args.anomalies.delivery_policy());
     let realtime = vigil_realtime::Realtime::with_dispatcher(args.realtime.clone(), alerts.clone());
+    // The TopoForge API's general per-address limit: the accounts router applies it itself; the anomaly log and
+    // the stream routes get it here (ingest exempt). MaxiDOM, /health and /metrics are deliberately outside it
+    // (`vigil_topoforge::ratelimit::ApiLimit` says why).
+    let limit = ApiLimit::new(&state, &args.accounts);
     let features: OpenApiRouter<AppState> = OpenApiRouter::new()
         .merge(vigil_maxidom::router(&state, args.maxidom.clone()))
         .merge(vigil_topoforge::router(&state, args.accounts.clone()))
-        .merge(vigil_anomalies::router_with_dispatcher(
-            &state,
-            args.anomalies.clone(),
-            alerts,
+        .merge(limited(
+            vigil_anomalies::router_with_dispatcher(&state, args.anomalies.clone(), alerts),
+            &limit,
         ))
-        .merge(vigil_realtime::router_with(realtime))
+        .merge(limited(vigil_realtime::router_with(realtime), &limit))
         .merge(vigil_console::router());
     let app = vigil_http::app::build(state.clone(), features);
 
