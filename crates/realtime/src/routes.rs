@@ -117,6 +117,8 @@ pub(crate) struct IngestQuery {
     /// `full` (default: the whole analysis per event), `compact` (stream, `anomaly_score`, `is_anomaly`,
     /// `incident_id` per event, and the whole analysis only for anomalous events) or `scores` (compact without any
     /// whole analysis).
+    // Inline: the enum is not a named component of the document, and a reference to one would dangle.
+    #[param(inline)]
     pub detail: Option<Detail>,
 }
 
