@@ -55,8 +55,9 @@
 //!      `detector.topology_score`.
 //! 7. **Score** ([`detector`], parameters `StreamConfig::detector`): the evidence is the distance of the
 //!    last 20 values' shape to its 3 nearest earlier shapes in the last 4,000 events (in value σ), ranked
-//!    against its own last 2,000 values (a conformal p-value, extended by an exponential tail beyond the
-//!    history's maximum). Optional evidences, each ranked the same way and combined with it (Bonferroni
+//!    against its own last 2,000 values, at most the later half of the stream's life (a conformal p-value,
+//!    extended by an exponential tail beyond the history's maximum); an alarm's evidences enter that history
+//!    censored at its maximum, so one anomaly does not mask the next (see [`detector`]). Optional evidences, each ranked the same way and combined with it (Bonferroni
 //!    min-p by default, `detector.combine`): the level at 8 / 64 / 256 events (`detector.level`), the spread
 //!    and step volatility (`detector.spread`), and T (`detector.topology`). They are off by default because
 //!    none earned its place on both the dev set and the GutenTAG corpus (ablation table in [`detector`]);
