@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p vigil-stream --example nab_report [-- DATA_DIR] [-- key=value ...]`
 //! where `key=value` overrides a detector parameter (`dim`, `k`, `memory`, `history`, `incident_events`,
-//! `topology`, `shape`, `level`, `spread` as true/false, `kind` = shape|autoencoder, `combine` =
+//! `topology`, `shape`, `censor`, `forget_young`, `level`, `spread` as true/false, `kind` = shape|autoencoder, `combine` =
 //! bonferroni|conformal) or `threshold` (anomaly_threshold), for ablations; `save=PATH` writes the per-point scores as JSON (for
 //! `scripts/stream/nab_score.py --load`).
 
@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "incident_events" => d.incident_events = v.parse()?,
                     "topology" => d.topology = v.parse()?,
                     "shape" => d.shape = v.parse()?,
+                    "censor" => d.censor = v.parse()?,
+                    "forget_young" => d.forget_young = v.parse()?,
                     "level" => d.level = v.parse()?,
                     "spread" => d.spread = v.parse()?,
                     "combine" => {
