@@ -14,6 +14,7 @@ pub const MAX_LISTED: i64 = 500;
 
 /// `?stream=` narrows the list to one stream.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Only this stream.
     pub stream: Option<String>,

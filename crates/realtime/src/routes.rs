@@ -113,6 +113,7 @@ pub(crate) fn parse_event(v: &Value, index: Option<usize>) -> Result<Event, Erro
 
 /// `?detail=` of `POST /api/ingest`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct IngestQuery {
     /// `full` (default: the whole analysis per event), `compact` (stream, `anomaly_score`, `is_anomaly`,
     /// `incident_id` per event, and the whole analysis only for anomalous events) or `scores` (compact without any

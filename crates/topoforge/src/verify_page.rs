@@ -27,6 +27,7 @@ pub const PATH: &str = "/verify-email";
 
 /// `token` from the link (GET) or from the page's form (POST).
 #[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 pub struct PageToken {
     pub token: Option<String>,
 }
