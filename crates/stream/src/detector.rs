@@ -389,8 +389,8 @@ impl Detector {
     /// Whether the next observation is scored: the evidence history that ranks it is long enough (the same
     /// condition `observe_with` applies).
     pub fn is_ready(&self, p: &DetectorParams) -> bool {
-        (p.shape && self.evidence.len() >= p.min_history)
-            || (!p.shape && p.topology && self.topology.len() >= p.min_history)
+        // Any scored evidence with a long enough history gives a p-value (evidences that are off keep none).
+        self.evidence.iter().any(|h| h.0.len() >= p.min_history)
     }
 
     /// Scores `x` and learns it. `alarm_threshold` (0–1) opens an incident when the score exceeds it.
