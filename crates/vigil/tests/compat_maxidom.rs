@@ -234,7 +234,11 @@ async fn extension_lifecycle_with_recorded_payloads() {
                 ],
                 "{l}: {name}: {b}"
             );
-            assert_eq!(keys[6..], ["payload_score", "run_payloads"], "{l}: {name}: {b}");
+            assert_eq!(
+                keys[6..],
+                ["payload_score", "run_payloads"],
+                "{l}: {name}: {b}"
+            );
             let v = json_of(&b);
             for k in [
                 "score",
