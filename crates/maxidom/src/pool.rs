@@ -11,7 +11,7 @@
 //! Run states joined this writer when sequential evidence made every `/score` write one (issue #14): written
 //! by the request itself (an upsert of its own), saturation on 2 shared cores fell from 2,693–2,896 to
 //! 1,889–2,287 req/s and the p99 at 1,600 req/s rose from 21–55 ms to ~72 ms. Batched here they cost a share of
-//! one multi-row upsert (figures in `docs/maxidom.md`, "Throughput").
+//! one multi-row upsert (figures in ARCHITECTURE.md, MaxiDOM load).
 //!
 //! Nothing is acknowledged before its batch commits, so an answered score's pool vector and run state are never
 //! lost; a batch that fails is retried entry by entry so one bad entry cannot fail the others.

@@ -635,45 +635,83 @@ pub async fn store_scores(
     entries: &[ScoreEntry<'_>],
     trigger: RetrainTrigger,
 ) -> Result<Vec<ScoreStored>, StoreError> {
-    if entries.is_empty() {
-        return Ok(Vec::new());
-    }
+    let mut out = vec![ScoreStored::Stored { claim: None }; entries.len()];
     let pooled_at: Vec<usize> = (0..entries.len())
         .filter(|&i| entries[i].pool.is_some())
         .collect();
+    if pooled_at.is_empty() {
+        // Run states only (the usual batch at a paced rate: one or two entries). A single chunk is a single
+        // statement, atomic on its own, so it needs no transaction: that saves the BEGIN and COMMIT round trips
+        // (on SQLite two more hand-offs to its one connection's worker).
+        let runs = newest_runs(entries, &out);
+        if runs.len() <= RUN_UPSERT_CHUNK {
+            upsert_runs(store.pool(), &runs).await?;
+            return Ok(out);
+        }
+    }
     let pool: Vec<PoolEntry<'_>> = entries.iter().filter_map(|e| e.pool).collect();
     let mut tx = store.pool().begin().await?;
     let pooled = pool_in_tx(&mut tx, &pool, trigger).await?;
-    let mut out = vec![ScoreStored::Stored { claim: None }; entries.len()];
     for (&i, p) in pooled_at.iter().zip(pooled) {
         out[i] = match p {
             Pooled::Added { claim, .. } => ScoreStored::Stored { claim },
             Pooled::Stale => ScoreStored::Stale,
         };
     }
-    // The newest run state of each profile, skipping stale entries.
-    let mut newest: std::collections::BTreeMap<&str, (&[u8], i64)> =
+    let runs = newest_runs(entries, &out);
+    for chunk in run_chunks(&runs) {
+        upsert_runs(&mut *tx, chunk).await?;
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The newest run state of each profile in a batch (the last in input order), skipping stale entries.
+fn newest_runs<'a>(
+    entries: &[ScoreEntry<'a>],
+    out: &[ScoreStored],
+) -> Vec<(&'a str, &'a [u8], i64)> {
+    let mut newest: std::collections::BTreeMap<&'a str, (&'a [u8], i64)> =
         std::collections::BTreeMap::new();
-    for (e, o) in entries.iter().zip(&out) {
+    for (e, o) in entries.iter().zip(out) {
         if let (Some(state), ScoreStored::Stored { .. }) = (e.run_state, o) {
             newest.insert(e.profile_id, (state, e.now));
         }
     }
-    let runs: Vec<(&str, &[u8], i64)> = newest.into_iter().map(|(p, (s, t))| (p, s, t)).collect();
-    let mut rest = runs.as_slice();
-    while !rest.is_empty() {
+    newest.into_iter().map(|(p, (s, t))| (p, s, t)).collect()
+}
+
+/// Power-of-two chunks of at most [`RUN_UPSERT_CHUNK`] rows, so only a handful of distinct statements reach
+/// the prepared-statement cache.
+fn run_chunks<'r, 'a>(
+    mut rest: &'r [(&'a str, &'a [u8], i64)],
+) -> impl Iterator<Item = &'r [(&'a str, &'a [u8], i64)]> {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
         let take = RUN_UPSERT_CHUNK.min(1 << rest.len().ilog2());
         let (chunk, tail) = rest.split_at(take);
-        let sql = run_upsert_sql(take);
-        let mut q = sqlx::query(&sql);
-        for &(profile_id, state, now) in chunk {
-            q = q.bind(profile_id).bind(state).bind(now);
-        }
-        q.execute(&mut *tx).await.map_err(StoreError::from_write)?;
         rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Upserts the run states of a chunk (each profile at most once) in one statement.
+async fn upsert_runs<'e, E>(executor: E, runs: &[(&str, &[u8], i64)]) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if runs.is_empty() {
+        return Ok(());
     }
-    tx.commit().await?;
-    Ok(out)
+    let sql = run_upsert_sql(runs.len());
+    let mut q = sqlx::query(&sql);
+    for &(profile_id, state, now) in runs {
+        q = q.bind(profile_id).bind(state).bind(now);
+    }
+    q.execute(executor).await.map_err(StoreError::from_write)?;
+    Ok(())
 }
 
 fn claim_from(
@@ -1452,6 +1490,21 @@ mod tests {
             for (id, st) in ids.iter().zip(&states) {
                 assert_eq!(run_state(s, id).await.unwrap(), Some(st.to_vec()), "{l}");
             }
+            // Run states only, one chunk (written without a transaction): the same rules.
+            let out = store_scores(
+                s,
+                &[
+                    entry(Q, None, b"q3", 40),
+                    entry(GONE, None, b"gone", 41),
+                    entry(Q, None, b"q4", 42),
+                ],
+                trigger,
+            )
+            .await
+            .unwrap();
+            assert_eq!(out, vec![ScoreStored::Stored { claim: None }; 3], "{l}");
+            assert_eq!(run_state(s, Q).await.unwrap(), Some(b"q4".to_vec()), "{l}");
+            assert_eq!(run_state(s, GONE).await.unwrap(), None, "{l}");
         }
     }
 
