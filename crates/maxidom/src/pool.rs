@@ -1,20 +1,25 @@
-//! Group commit of accepted sessions into the retraining pool.
+//! Group commit of what `/score` writes: accepted sessions into the retraining pool, and run states.
 //!
-//! Every accepted `/score` must be stored before it is acknowledged. Written one by one, each costs a
-//! transaction of four statements on the database; on SQLite, whose one connection is served by one worker
-//! thread, that is a dozen thread hand-offs per request and a queue that all scores wait in. Instead, requests
-//! hand their vector to one writer task and wait for its answer; the writer takes everything queued (up to
-//! [`MAX_BATCH`]) and stores it in one transaction with `vigil_store::maxidom::add_pool_vectors`. Under load
-//! the batches grow, so the database work per request shrinks just when it matters; a lone request is written
-//! at once, as before.
+//! Every accepted `/score` must be stored before it is acknowledged, and so must the run state its answer
+//! reports. Written one by one, each costs a transaction of several statements on the database; on SQLite,
+//! whose one connection is served by one worker thread, that is a dozen thread hand-offs per request and a queue
+//! that all scores wait in. Instead, requests hand their writes to one writer task and wait for its answer; the
+//! writer takes everything queued (up to [`MAX_BATCH`]) and stores it in one transaction with
+//! `vigil_store::maxidom::store_scores`. Under load the batches grow, so the database work per request shrinks
+//! just when it matters; a lone request is written at once, as before.
 //!
-//! Nothing is acknowledged before its batch commits, so an answered score is never lost; a batch that fails is
-//! retried entry by entry so one bad entry cannot fail the others.
+//! Run states joined this writer when sequential evidence made every `/score` write one (issue #14): written
+//! by the request itself (an upsert of its own), saturation on 2 shared cores fell from 2,693–2,896 to
+//! 1,889–2,287 req/s and the p99 at 1,600 req/s rose from 21–55 ms to ~72 ms. Batched here they cost a share of
+//! one multi-row upsert (figures in ARCHITECTURE.md, MaxiDOM load).
+//!
+//! Nothing is acknowledged before its batch commits, so an answered score's pool vector and run state are never
+//! lost; a batch that fails is retried entry by entry so one bad entry cannot fail the others.
 
 use std::sync::OnceLock;
 
 use tokio::sync::{mpsc, oneshot};
-use vigil_store::maxidom::{self as db, PoolEntry, Pooled, RetrainTrigger};
+use vigil_store::maxidom::{self as db, PoolEntry, RetrainTrigger, ScoreEntry, ScoreStored};
 use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
 
@@ -30,14 +35,27 @@ pub(crate) struct PoolPolicy {
     pub claim_ttl_ms: i64,
 }
 
-/// One accepted session waiting to be stored.
+/// One answered score's writes waiting to be stored.
 struct Job {
     profile_id: String,
+    pool: Option<PoolJob>,
+    run_state: Option<Vec<u8>>,
+    created_at: i64,
+    reply: oneshot::Sender<Result<ScoreStored, StoreError>>,
+}
+
+/// An accepted session for the retraining pool.
+struct PoolJob {
     model_version: i64,
     vector_id: String,
     features: Vec<f64>,
-    created_at: i64,
-    reply: oneshot::Sender<Result<Pooled, StoreError>>,
+}
+
+/// What one score writes: its accepted vector with the version of the model that accepted it, and its run state.
+#[derive(Debug, Default)]
+pub(crate) struct ScoreWrites {
+    pub pool: Option<(i64, Vec<f64>)>,
+    pub run_state: Option<Vec<u8>>,
 }
 
 /// Why a pool write has no answer.
@@ -64,14 +82,13 @@ impl PoolWriter {
         }
     }
 
-    /// Stores one accepted vector scored by `model_version`, waiting until its batch has committed.
+    /// Stores one score's writes, waiting until its batch has committed.
     pub(crate) async fn add(
         &self,
         store: &Store,
         profile_id: &str,
-        model_version: i64,
-        features: Vec<f64>,
-    ) -> Result<Pooled, PoolError> {
+        writes: ScoreWrites,
+    ) -> Result<ScoreStored, PoolError> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(run(store.clone(), rx, self.policy));
@@ -80,9 +97,12 @@ impl PoolWriter {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             profile_id: profile_id.to_owned(),
-            model_version,
-            vector_id: uuid::Uuid::new_v4().to_string(),
-            features,
+            pool: writes.pool.map(|(model_version, features)| PoolJob {
+                model_version,
+                vector_id: uuid::Uuid::new_v4().to_string(),
+                features,
+            }),
+            run_state: writes.run_state,
             created_at: now_ms(),
             reply,
         };
@@ -99,13 +119,13 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, policy: PoolPolicy) {
         let results = match write(&store, &batch, policy).await {
             Ok(results) => results.into_iter().map(Ok).collect(),
             Err(e) if batch.len() > 1 => {
-                tracing::warn!(error = %e, entries = batch.len(), "pool batch failed; writing its entries one by one");
+                tracing::warn!(error = %e, entries = batch.len(), "score write batch failed; writing its entries one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for job in &batch {
                     results.push(
                         write(&store, std::slice::from_ref(job), policy)
                             .await
-                            .map(|mut r| r.pop().unwrap_or(Pooled::Stale)),
+                            .map(|mut r| r.pop().unwrap_or(ScoreStored::Stale)),
                     );
                 }
                 results
@@ -119,15 +139,24 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, policy: PoolPolicy) {
     }
 }
 
-async fn write(store: &Store, jobs: &[Job], policy: PoolPolicy) -> Result<Vec<Pooled>, StoreError> {
-    let entries: Vec<PoolEntry<'_>> = jobs
+async fn write(
+    store: &Store,
+    jobs: &[Job],
+    policy: PoolPolicy,
+) -> Result<Vec<ScoreStored>, StoreError> {
+    let entries: Vec<ScoreEntry<'_>> = jobs
         .iter()
-        .map(|j| PoolEntry {
+        .map(|j| ScoreEntry {
             profile_id: &j.profile_id,
-            model_version: j.model_version,
-            vector_id: &j.vector_id,
-            features: &j.features,
-            created_at: j.created_at,
+            pool: j.pool.as_ref().map(|p| PoolEntry {
+                profile_id: &j.profile_id,
+                model_version: p.model_version,
+                vector_id: &p.vector_id,
+                features: &p.features,
+                created_at: j.created_at,
+            }),
+            run_state: j.run_state.as_deref(),
+            now: j.created_at,
         })
         .collect();
     let now = now_ms();
@@ -136,5 +165,5 @@ async fn write(store: &Store, jobs: &[Job], policy: PoolPolicy) -> Result<Vec<Po
         now,
         stale_before: now.saturating_sub(policy.claim_ttl_ms),
     };
-    db::add_pool_vectors(store, &entries, trigger).await
+    db::store_scores(store, &entries, trigger).await
 }

@@ -1,10 +1,10 @@
 //! The MaxiDOM service: model cache, training coordination and the operations the routes call.
 //!
 //! State that matters lives in the database (see `vigil_store::maxidom`); this process only keeps
-//! decoded models, keyed by (profile, model version). Every score is checked against the database's active
-//! version before it is answered, so a replica never answers with a model another replica has replaced or a
-//! reset removed: an accepted session is pooled by a write that is conditional on that version (see
-//! [`crate::pool`]), an anomaly reads the version. A mismatch drops the cached model and scores again.
+//! decoded models, keyed by (profile, model version). Every score reads the database's active version (with the
+//! profile's run state, in the same statement) before it scores, so a replica never answers with a model another
+//! replica has replaced or a reset removed, and an accepted session is pooled by a write that is conditional on
+//! that version (see [`crate::pool`]). A mismatch drops the cached model and scores again.
 //!
 //! A training's claim is the only record that someone is working on it, so this process keeps the claims it
 //! holds fresh while their trainings queue and run (a heartbeat), and sweeps for claims nobody refreshed for a
@@ -26,7 +26,7 @@ use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
 
 use crate::config::MaxidomConfig;
-use crate::pool::{PoolError, PoolPolicy, PoolWriter};
+use crate::pool::{PoolError, PoolPolicy, PoolWriter, ScoreWrites};
 
 /// Times a score is redone because the model changed under it before the request gives up (503). Models
 /// change once per retraining, so even two in a row means something is badly wrong.
@@ -183,18 +183,20 @@ impl Maxidom {
 
     /// Scores a session against the profile's active models; `None` when the profile has no model.
     ///
-    /// The cached model is used optimistically and validated afterwards, in the same round trip that has to
-    /// happen anyway: an accepted session goes to the retraining pool through a write that only succeeds while
-    /// the scoring model is still the active version (and that also takes the retraining slot when the pool
-    /// fills); any other answer, which writes nothing, reads the active version. On a mismatch the model is
-    /// loaded again and the session rescored, so no answer ever comes from a replaced or reset model.
+    /// One read and one (shared) write per request. The read fetches the active model version and the profile's
+    /// run state together ([`db::score_context`]); the cached model is used when it is that version, else the
+    /// model is loaded. The answer's `score` is the run's combined evidence (`vigil_biometrics::sequential`), so
+    /// the new run state is written before the answer, any replica continues any run (last writer wins). That
+    /// write and, for an accepted session, its retraining-pool vector go to the group-commit writer
+    /// ([`crate::pool`]) and are stored in one transaction with other requests' writes; the pool write only
+    /// succeeds while the scoring model is still the active version (and also takes the retraining slot when
+    /// the pool fills). When it is not, nothing of this score is stored and the session is scored again with
+    /// what is active now, so no answer ever comes from a replaced or reset model. A score that changes nothing
+    /// (no pool vector, run unchanged) writes nothing.
     ///
     /// Only sessions that are typical for the owner (calibrated score ≥ `pool_min_score`, not merely above
     /// the anomaly threshold) enter the pool, and none when the feedback loop is off: a pool that took every
     /// accepted session would let an impostor who stays just under the threshold become the owner.
-    ///
-    /// The answer's `score` is the profile's run's combined evidence (`vigil_biometrics::sequential`): the run
-    /// state is read before and written after, so any replica continues any run (last writer wins).
     pub async fn score(
         self: &Arc<Self>,
         state: &AppState,
@@ -202,44 +204,26 @@ impl Maxidom {
         payload: &Payload,
     ) -> Result<Option<Score>, LoadError> {
         let store = &state.store;
-        let prior = db::run_state(store, profile_id)
-            .await?
-            .and_then(|b| Run::from_bytes(&b))
-            .unwrap_or_default();
-        let Some((result, run)) = self
-            .score_in_run(state, profile_id, payload, &prior)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if run != prior {
-            db::put_run_state(store, profile_id, &run.to_bytes(), now_ms()).await?;
-        }
-        Ok(Some(result))
-    }
-
-    async fn score_in_run(
-        self: &Arc<Self>,
-        state: &AppState,
-        profile_id: &str,
-        payload: &Payload,
-        prior: &Run,
-    ) -> Result<Option<(Score, Run)>, LoadError> {
-        let store = &state.store;
         let span = event_span(payload);
         let vector = StoredVector::of(payload);
         let rich = vector.rich.unwrap_or([0.0; RICH_COUNT]);
         let (mouse_points, key_events) = (payload.mouse_point_count(), payload.key_event_count());
-        let mut cached = self.cache.get(profile_id);
         for _ in 0..MAX_MODEL_RACES {
-            // `fresh`: the version was read from the database just now, so an anomaly needs no second read.
-            let (version, models, fresh) = match cached.take() {
-                Some((version, models)) => (version, models, false),
-                None => match self.load_active(store, profile_id).await? {
-                    Some((version, models)) => (version, models, true),
-                    None => return Ok(None),
-                },
+            let Some(context) = db::score_context(store, profile_id).await? else {
+                self.cache.remove(profile_id);
+                return Ok(None);
             };
+            let Some((version, models)) = self
+                .models_at(store, profile_id, context.model_version)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let prior = context
+                .run_state
+                .as_deref()
+                .and_then(Run::from_bytes)
+                .unwrap_or_default();
             let mut run = prior.clone();
             let result = models
                 .score(&vector.contract, &rich, mouse_points, key_events)
@@ -250,53 +234,40 @@ impl Maxidom {
             let pooled = self.config.feedback
                 && !result.is_anomaly
                 && (models.is_legacy() || result.payload_score >= self.config.pool_min_score);
-            if !pooled {
-                if fresh {
-                    return Ok(Some((result, run)));
-                }
-                match db::active_model_version(store, profile_id).await? {
-                    Some(active) if active == version => return Ok(Some((result, run))),
-                    Some(_) => continue,
-                    None => {
-                        self.cache.remove(profile_id);
-                        return Ok(None);
-                    }
-                }
+            let writes = ScoreWrites {
+                pool: pooled.then(|| (version, vector.to_values())),
+                run_state: (run != prior).then(|| run.to_bytes()),
+            };
+            if writes.pool.is_none() && writes.run_state.is_none() {
+                return Ok(Some(result));
             }
-            match self
-                .pool
-                .add(store, profile_id, version, vector.to_values())
-                .await?
-            {
-                db::Pooled::Added { claim, .. } => {
+            match self.pool.add(store, profile_id, writes).await? {
+                db::ScoreStored::Stored { claim } => {
                     self.spawn_training(state, claim, TrainingKind::Retrain);
-                    return Ok(Some((result, run)));
+                    return Ok(Some(result));
                 }
                 // Replaced or reset meanwhile: the next round reads what is active now.
-                db::Pooled::Stale => continue,
+                db::ScoreStored::Stale => continue,
             }
         }
         Err(LoadError::ModelChurn(profile_id.to_owned()))
     }
 
-    /// The active models of a profile and their version, read from the database (the blob is decoded only
-    /// when the cache does not already hold that version). `None` when the profile has no model.
-    async fn load_active(
+    /// The models of a profile at `version` (the active one, just read), from the cache or else decoded from the
+    /// stored blob, with the version they really are (a training may have published a newer one meanwhile).
+    /// `None` when the model is gone (a reset between the reads).
+    async fn models_at(
         &self,
         store: &Store,
         profile_id: &str,
+        version: i64,
     ) -> Result<Option<(i64, Arc<ProfileModels>)>, LoadError> {
-        let Some(version) = db::active_model_version(store, profile_id).await? else {
-            self.cache.remove(profile_id);
-            return Ok(None);
-        };
         if let Some((v, m)) = self.cache.get(profile_id) {
             if v == version {
                 return Ok(Some((v, m)));
             }
         }
         let Some(stored) = db::model(store, profile_id).await? else {
-            // Reset between the two reads.
             self.cache.remove(profile_id);
             return Ok(None);
         };
@@ -314,6 +285,20 @@ impl Maxidom {
         let models = Arc::new(decoded);
         self.cache.put(profile_id, stored.version, models.clone());
         Ok(Some((stored.version, models)))
+    }
+
+    /// The active models of a profile and their version, read from the database (the blob is decoded only
+    /// when the cache does not already hold that version). `None` when the profile has no model.
+    async fn load_active(
+        &self,
+        store: &Store,
+        profile_id: &str,
+    ) -> Result<Option<(i64, Arc<ProfileModels>)>, LoadError> {
+        let Some(version) = db::active_model_version(store, profile_id).await? else {
+            self.cache.remove(profile_id);
+            return Ok(None);
+        };
+        self.models_at(store, profile_id, version).await
     }
 
     /// Forgets a profile's cached models (after a reset).

@@ -486,6 +486,21 @@ pub async fn add_pool_vectors(
     entries: &[PoolEntry<'_>],
     trigger: RetrainTrigger,
 ) -> Result<Vec<Pooled>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = store.pool().begin().await?;
+    let out = pool_in_tx(&mut tx, entries, trigger).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The body of [`add_pool_vectors`] inside the caller's transaction (also used by [`store_scores`]).
+async fn pool_in_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    entries: &[PoolEntry<'_>],
+    trigger: RetrainTrigger,
+) -> Result<Vec<Pooled>, StoreError> {
     let mut out = vec![Pooled::Stale; entries.len()];
     if entries.is_empty() {
         return Ok(out);
@@ -495,7 +510,6 @@ pub async fn add_pool_vectors(
         let (a, b) = (&entries[a], &entries[b]);
         (a.profile_id, a.model_version).cmp(&(b.profile_id, b.model_version))
     });
-    let mut tx = store.pool().begin().await?;
     let mut stored: Vec<usize> = Vec::with_capacity(entries.len());
     for group in order.chunk_by(|&a, &b| {
         (entries[a].profile_id, entries[a].model_version)
@@ -520,7 +534,7 @@ pub async fn add_pool_vectors(
         .bind(trigger.stale_before)
         .bind(&token)
         .bind(trigger.now)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         let Some(row) = row else { continue };
         let pool_count: i64 = row.try_get("pool_count")?;
@@ -557,11 +571,147 @@ pub async fn add_pool_vectors(
                 .bind(e.created_at)
                 .bind(encode_vector(e.features));
         }
-        q.execute(&mut *tx).await.map_err(StoreError::from_write)?;
+        q.execute(&mut **tx).await.map_err(StoreError::from_write)?;
         rest = tail;
+    }
+    Ok(out)
+}
+
+/// One answered `/score`'s writes: its vector for the retraining pool (when the session was typical enough)
+/// and its profile's new run state (when the run moved on).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreEntry<'a> {
+    pub profile_id: &'a str,
+    /// The accepted vector; `model_version` also guards `run_state` (see [`store_scores`]).
+    pub pool: Option<PoolEntry<'a>>,
+    /// The run state after this payload (`vigil_biometrics::sequential::Run` encoding).
+    pub run_state: Option<&'a [u8]>,
+    /// Stamped on the run state.
+    pub now: i64,
+}
+
+/// What became of one [`ScoreEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScoreStored {
+    /// Everything the entry carried is stored. `claim` is set when its pool write won the retraining slot.
+    Stored { claim: Option<Claim> },
+    /// Nothing stored: the entry pooled a vector and the model that scored it is no longer active. The caller
+    /// scores again with the current model, and that score's run state is the one stored.
+    Stale,
+}
+
+/// Most rows one multi-row run-state upsert carries (power-of-two chunks, as for the pool inserts).
+const RUN_UPSERT_CHUNK: usize = 32;
+
+fn run_upsert_sql(rows: usize) -> String {
+    // `VALUES` names its columns column1… on both SQLite and PostgreSQL. The join keeps rows of profiles that
+    // no longer exist out (a reset keeps the profile; a deletion removes it). `WHERE true` lets SQLite's parser
+    // tell the upsert clause from a join constraint.
+    let mut sql = String::from(
+        "INSERT INTO maxidom_runs (profile_id, state, updated_at) \
+         SELECT v.column1, v.column2, v.column3 FROM (VALUES ",
+    );
+    for r in 0..rows {
+        let b = r * 3;
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(${}, ${}, ${})", b + 1, b + 2, b + 3));
+    }
+    sql.push_str(
+        ") AS v JOIN maxidom_profiles p ON p.profile_id = v.column1 WHERE true \
+         ON CONFLICT (profile_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+    );
+    sql
+}
+
+/// Stores the writes of a batch of answered `/score`s in one transaction: the pool vectors exactly as
+/// [`add_pool_vectors`] does, then the run states with multi-row upserts. An entry whose pool vector is stale
+/// stores nothing (its run state came from a replaced model; the request scores again). Several entries of one
+/// profile leave the last one's run state (input order is arrival order: last writer wins, as for
+/// [`put_run_state`]). Returns one outcome per entry, in input order.
+pub async fn store_scores(
+    store: &Store,
+    entries: &[ScoreEntry<'_>],
+    trigger: RetrainTrigger,
+) -> Result<Vec<ScoreStored>, StoreError> {
+    let mut out = vec![ScoreStored::Stored { claim: None }; entries.len()];
+    let pooled_at: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].pool.is_some())
+        .collect();
+    if pooled_at.is_empty() {
+        // Run states only (the usual batch at a paced rate: one or two entries). A single chunk is a single
+        // statement, atomic on its own, so it needs no transaction: that saves the BEGIN and COMMIT round trips
+        // (on SQLite two more hand-offs to its one connection's worker).
+        let runs = newest_runs(entries, &out);
+        if runs.len() <= RUN_UPSERT_CHUNK {
+            upsert_runs(store.pool(), &runs).await?;
+            return Ok(out);
+        }
+    }
+    let pool: Vec<PoolEntry<'_>> = entries.iter().filter_map(|e| e.pool).collect();
+    let mut tx = store.pool().begin().await?;
+    let pooled = pool_in_tx(&mut tx, &pool, trigger).await?;
+    for (&i, p) in pooled_at.iter().zip(pooled) {
+        out[i] = match p {
+            Pooled::Added { claim, .. } => ScoreStored::Stored { claim },
+            Pooled::Stale => ScoreStored::Stale,
+        };
+    }
+    let runs = newest_runs(entries, &out);
+    for chunk in run_chunks(&runs) {
+        upsert_runs(&mut *tx, chunk).await?;
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// The newest run state of each profile in a batch (the last in input order), skipping stale entries.
+fn newest_runs<'a>(
+    entries: &[ScoreEntry<'a>],
+    out: &[ScoreStored],
+) -> Vec<(&'a str, &'a [u8], i64)> {
+    let mut newest: std::collections::BTreeMap<&'a str, (&'a [u8], i64)> =
+        std::collections::BTreeMap::new();
+    for (e, o) in entries.iter().zip(out) {
+        if let (Some(state), ScoreStored::Stored { .. }) = (e.run_state, o) {
+            newest.insert(e.profile_id, (state, e.now));
+        }
+    }
+    newest.into_iter().map(|(p, (s, t))| (p, s, t)).collect()
+}
+
+/// Power-of-two chunks of at most [`RUN_UPSERT_CHUNK`] rows, so only a handful of distinct statements reach
+/// the prepared-statement cache.
+fn run_chunks<'r, 'a>(
+    mut rest: &'r [(&'a str, &'a [u8], i64)],
+) -> impl Iterator<Item = &'r [(&'a str, &'a [u8], i64)]> {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let take = RUN_UPSERT_CHUNK.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Upserts the run states of a chunk (each profile at most once) in one statement.
+async fn upsert_runs<'e, E>(executor: E, runs: &[(&str, &[u8], i64)]) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let sql = run_upsert_sql(runs.len());
+    let mut q = sqlx::query(&sql);
+    for &(profile_id, state, now) in runs {
+        q = q.bind(profile_id).bind(state).bind(now);
+    }
+    q.execute(executor).await.map_err(StoreError::from_write)?;
+    Ok(())
 }
 
 fn claim_from(
@@ -874,6 +1024,39 @@ pub async fn active_model_version(
     })
 }
 
+/// What scoring a payload needs from the database, read in one statement: the active model's version and the
+/// profile's run state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreContext {
+    pub model_version: i64,
+    pub run_state: Option<Vec<u8>>,
+}
+
+/// The active model's version and the run state of a profile; `None` when it has no model (or does not exist).
+/// One indexed lookup with a primary-key join: the scoring path calls it on every request, to validate its
+/// cached model and to continue the run (this replaced a version read and a run read of their own).
+pub async fn score_context(
+    store: &Store,
+    profile_id: &str,
+) -> Result<Option<ScoreContext>, StoreError> {
+    let row = sqlx::query(
+        "SELECT p.model_version, p.model_trained_at, r.state FROM maxidom_profiles p \
+         LEFT JOIN maxidom_runs r ON r.profile_id = p.profile_id WHERE p.profile_id = $1",
+    )
+    .bind(profile_id)
+    .fetch_optional(store.pool())
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let trained_at: Option<i64> = row.try_get("model_trained_at")?;
+    if trained_at.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ScoreContext {
+        model_version: row.try_get("model_version")?,
+        run_state: row.try_get("state")?,
+    }))
+}
+
 /// The stored model, if any.
 pub async fn model(store: &Store, profile_id: &str) -> Result<Option<StoredModel>, StoreError> {
     let row =
@@ -1179,6 +1362,149 @@ mod tests {
                 add_pool_vector(s, P, "p-x", &[1.0; 15], 800).await.unwrap(),
                 None
             );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batched_score_writes_store_runs_with_their_pool_vectors_and_last_writer_wins() {
+        const Q: &str = "0b7e1a52-7c1e-4c39-9a35-2f1d6c0e9b11";
+        const GONE: &str = "5d2c8f0a-1b3e-4f6a-8c9d-0e1f2a3b4c5d";
+        for db in TestDb::all().await {
+            let (s, l) = (&db.store, db.label);
+            enroll(s, P, "h", 1).await.unwrap();
+            enroll(s, Q, "h", 1).await.unwrap();
+            // No model yet: nothing to score with.
+            assert_eq!(score_context(s, P).await.unwrap(), None, "{l}");
+            assert_eq!(score_context(s, GONE).await.unwrap(), None, "{l}");
+            add_vector(s, P, "v", &[1.0; 15], kinds(true), 2)
+                .await
+                .unwrap();
+            let ready = Thresholds {
+                total: 1,
+                keyboard: 1,
+                mouse: 1,
+                digraph: 1,
+            };
+            let claim = claim_initial_training(s, P, "t", 3, 0, ready)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(publish_model(s, &claim, b"m1", 4, None).await.unwrap());
+            assert_eq!(
+                score_context(s, P).await.unwrap(),
+                Some(ScoreContext {
+                    model_version: 1,
+                    run_state: None
+                }),
+                "{l}"
+            );
+            let pool = |version, id| PoolEntry {
+                profile_id: P,
+                model_version: version,
+                vector_id: id,
+                features: &[5.0; 15],
+                created_at: 10,
+            };
+            let trigger = RetrainTrigger {
+                pool_trigger: 100,
+                now: 20,
+                stale_before: 0,
+            };
+            let entry = |pid, pool, state: &'static [u8], now| ScoreEntry {
+                profile_id: pid,
+                pool,
+                run_state: Some(state),
+                now,
+            };
+            let out = store_scores(
+                s,
+                &[
+                    entry(P, Some(pool(1, "a")), b"p1", 11),
+                    // Scored by a replaced model: neither its vector nor its run state is stored.
+                    entry(P, Some(pool(0, "b")), b"stale", 12),
+                    entry(Q, None, b"q1", 13),
+                    // A profile that does not exist gets no run row (and does not fail the batch).
+                    entry(GONE, None, b"gone", 14),
+                    // The same profile again: the later run state wins.
+                    entry(Q, None, b"q2", 15),
+                    ScoreEntry {
+                        profile_id: P,
+                        pool: None,
+                        run_state: None,
+                        now: 16,
+                    },
+                ],
+                trigger,
+            )
+            .await
+            .unwrap();
+            let stored = ScoreStored::Stored { claim: None };
+            assert_eq!(
+                out,
+                vec![
+                    stored.clone(),
+                    ScoreStored::Stale,
+                    stored.clone(),
+                    stored.clone(),
+                    stored.clone(),
+                    stored
+                ],
+                "{l}"
+            );
+            assert_eq!(
+                score_context(s, P).await.unwrap(),
+                Some(ScoreContext {
+                    model_version: 1,
+                    run_state: Some(b"p1".to_vec())
+                }),
+                "{l}"
+            );
+            assert_eq!(run_state(s, Q).await.unwrap(), Some(b"q2".to_vec()), "{l}");
+            assert_eq!(run_state(s, GONE).await.unwrap(), None, "{l}");
+            assert_eq!(row_counts(s, P).await.unwrap(), (1, 1), "{l}");
+            assert_eq!(profile(s, P).await.unwrap().unwrap().pool_count, 1, "{l}");
+            // More profiles than one upsert chunk holds (chunks of 32, 16, … rows).
+            let ids: Vec<String> = (0..45)
+                .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+                .collect();
+            for id in &ids {
+                enroll(s, id, "h", 1).await.unwrap();
+            }
+            let states: Vec<[u8; 1]> = (0..45u8).map(|i| [i]).collect();
+            let many: Vec<ScoreEntry<'_>> = ids
+                .iter()
+                .zip(&states)
+                .map(|(id, st)| ScoreEntry {
+                    profile_id: id,
+                    pool: None,
+                    run_state: Some(st),
+                    now: 30,
+                })
+                .collect();
+            let out = store_scores(s, &many, trigger).await.unwrap();
+            assert!(
+                out.iter()
+                    .all(|o| *o == ScoreStored::Stored { claim: None }),
+                "{l}"
+            );
+            for (id, st) in ids.iter().zip(&states) {
+                assert_eq!(run_state(s, id).await.unwrap(), Some(st.to_vec()), "{l}");
+            }
+            // Run states only, one chunk (written without a transaction): the same rules.
+            let out = store_scores(
+                s,
+                &[
+                    entry(Q, None, b"q3", 40),
+                    entry(GONE, None, b"gone", 41),
+                    entry(Q, None, b"q4", 42),
+                ],
+                trigger,
+            )
+            .await
+            .unwrap();
+            assert_eq!(out, vec![ScoreStored::Stored { claim: None }; 3], "{l}");
+            assert_eq!(run_state(s, Q).await.unwrap(), Some(b"q4".to_vec()), "{l}");
+            assert_eq!(run_state(s, GONE).await.unwrap(), None, "{l}");
         }
     }
 
