@@ -2,14 +2,14 @@
 //! binary from a browser origin, asserting the fields the dashboard reads (see docs/compatibility.md); and the
 //! server's access log checked for the credentials those calls put in URLs.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::Server;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::BackendServer as Server;
 use tokio_tungstenite::tungstenite::Message;
 
 const ORIGIN: &str = "http://localhost:3000";

@@ -6,14 +6,14 @@
 //! The quotas are lowered to 20 (the recording has 24 training sessions; the shipped 30 would need more). Skips,
 //! saying so, when the shared data is not mounted.
 
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::Server;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::BackendServer as Server;
 
 const ORIGIN: &str = "chrome-extension://maxidomextensionidabcdefghijklm";
 
