@@ -1161,6 +1161,24 @@ mod tests {
 
     const P: &str = "3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f";
 
+    /// One vector, then the profile's first model (version 1) published, for tests that score against it.
+    async fn publish_first_model(s: &Store, profile_id: &str) {
+        add_vector(s, profile_id, "v", &[1.0; 15], kinds(true), 2)
+            .await
+            .unwrap();
+        let ready = Thresholds {
+            total: 1,
+            keyboard: 1,
+            mouse: 1,
+            digraph: 1,
+        };
+        let claim = claim_initial_training(s, profile_id, "t", 3, 0, ready)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(publish_model(s, &claim, b"m1", 4, None).await.unwrap());
+    }
+
     fn kinds(all: bool) -> VectorKinds {
         VectorKinds {
             keyboard: all,
@@ -1376,20 +1394,7 @@ mod tests {
             // No model yet: nothing to score with.
             assert_eq!(score_context(s, P).await.unwrap(), None, "{l}");
             assert_eq!(score_context(s, GONE).await.unwrap(), None, "{l}");
-            add_vector(s, P, "v", &[1.0; 15], kinds(true), 2)
-                .await
-                .unwrap();
-            let ready = Thresholds {
-                total: 1,
-                keyboard: 1,
-                mouse: 1,
-                digraph: 1,
-            };
-            let claim = claim_initial_training(s, P, "t", 3, 0, ready)
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(publish_model(s, &claim, b"m1", 4, None).await.unwrap());
+            publish_first_model(s, P).await;
             assert_eq!(
                 score_context(s, P).await.unwrap(),
                 Some(ScoreContext {
@@ -1516,20 +1521,7 @@ mod tests {
             let l = db.label;
             enroll(s, P, "h", 1).await.unwrap();
             enroll(s, Q, "h", 1).await.unwrap();
-            add_vector(s, P, "v", &[1.0; 15], kinds(true), 2)
-                .await
-                .unwrap();
-            let ready = Thresholds {
-                total: 1,
-                keyboard: 1,
-                mouse: 1,
-                digraph: 1,
-            };
-            let claim = claim_initial_training(s, P, "t", 3, 0, ready)
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(publish_model(s, &claim, b"m1", 4, None).await.unwrap());
+            publish_first_model(s, P).await;
             let entry = |pid, version, id, x: &'static [f64; 15]| PoolEntry {
                 profile_id: pid,
                 model_version: version,
