@@ -13,7 +13,7 @@
 # - Rate limits are switched off (LOGIN/REGISTER/FORGOT_PASSWORD/API_RATE_LIMIT=0): the fuzzer sends hundreds of
 #   requests a minute from one address, so with the production limits which requests get a 429 would depend on
 #   timing, and the run would be flaky. The 429s themselves are documented on every limited operation and their
-#   behaviour is tested in the e2e suites (crates/topoforge/tests/e2e.rs).
+#   behaviour is tested in the e2e suites (crates/accounts/tests/e2e.rs).
 # - One worker and a fixed seed: the same requests in the same order on every run.
 # - WEBHOOK_ALLOW_PRIVATE stays off, mail goes nowhere (no MAIL_SERVER), the data directory is temporary.
 set -euo pipefail

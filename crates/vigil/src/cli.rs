@@ -111,7 +111,7 @@ pub struct ServeArgs {
     pub maxidom: vigil_maxidom::MaxidomConfig,
 
     #[command(flatten)]
-    pub accounts: vigil_topoforge::AccountsConfig,
+    pub accounts: vigil_accounts::AccountsConfig,
 
     #[command(flatten)]
     pub anomalies: vigil_anomalies::AnomaliesConfig,

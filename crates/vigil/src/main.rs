@@ -6,6 +6,7 @@
 mod cli;
 mod cmd;
 mod logging;
+mod prompt;
 
 use clap::Parser;
 

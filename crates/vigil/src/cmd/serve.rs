@@ -1,8 +1,8 @@
 use anyhow::Context;
 use tokio::net::TcpListener;
+use vigil_accounts::ratelimit::{ApiLimit, limited};
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
-use vigil_topoforge::ratelimit::{ApiLimit, limited};
 
 use crate::cli::ServeArgs;
 
@@ -19,7 +19,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let secret = args.http.resolve_jwt_secret(&args.storage.data_dir)?;
     let state = AppState::new(store, args.http.clone(), &secret);
 
-    vigil_topoforge::bootstrap_admin(&state, &args.accounts)
+    vigil_accounts::bootstrap_admin(&state, &args.accounts)
         .await
         .context("creating the first admin")?;
     // One dispatcher: anomalies recorded by analysts and by the stream pipeline share its queue and limits.
@@ -27,11 +27,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let realtime = vigil_realtime::Realtime::with_dispatcher(args.realtime.clone(), alerts.clone());
     // The TopoForge API's general per-address limit: the accounts router applies it itself; the anomaly log and
     // the stream routes get it here (ingest exempt). MaxiDOM, /health and /metrics are deliberately outside it
-    // (`vigil_topoforge::ratelimit::ApiLimit` says why).
+    // (`vigil_accounts::ratelimit::ApiLimit` says why).
     let limit = ApiLimit::new(&state, &args.accounts);
     let features: OpenApiRouter<AppState> = OpenApiRouter::new()
         .merge(vigil_maxidom::router(&state, args.maxidom.clone()))
-        .merge(vigil_topoforge::router(&state, args.accounts.clone()))
+        .merge(vigil_accounts::router(&state, args.accounts.clone()))
         .merge(limited(
             vigil_anomalies::router_with_dispatcher(&state, args.anomalies.clone(), alerts),
             &limit,

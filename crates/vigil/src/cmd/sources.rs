@@ -27,7 +27,7 @@ pub fn run(command: SourcesCommand) -> anyhow::Result<()> {
                 .context("starting the runtime")?;
             runtime.block_on(async move {
                 let store = args.storage.open().await.context("opening the database")?;
-                let loaded = vigil_topoforge::catalog::load_catalog(&store).await;
+                let loaded = vigil_accounts::catalog::load_catalog(&store).await;
                 store.close().await;
                 let (added, total) = loaded.context("loading the catalogue")?;
                 println!(

@@ -6,8 +6,8 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use vigil_accounts::{AccountsConfig, NewAccount};
 use vigil_http::Role;
-use vigil_topoforge::{AccountsConfig, NewAccount};
 
 use crate::cli::StorageArgs;
 
@@ -43,14 +43,14 @@ pub fn run(command: UserCommand) -> anyhow::Result<()> {
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
     // Read the password before opening the database, so a mistyped confirmation costs nothing.
-    let password = vigil_topoforge::prompt::read_new_password()?;
+    let password = crate::prompt::read_new_password()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let store = args.storage.open().await.context("opening the database")?;
-        let created = vigil_topoforge::create_account(
+        let created = vigil_accounts::create_account(
             &store,
             &AccountsConfig::default(),
             NewAccount {

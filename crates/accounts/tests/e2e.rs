@@ -11,10 +11,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use vigil_accounts::AccountsConfig;
 use vigil_http::Role;
 use vigil_http::auth::TokenKeys;
 use vigil_http::testing::TestApp;
-use vigil_topoforge::AccountsConfig;
 
 const PASSWORD: &str = "Str0ng!password";
 const YEAR: u64 = 365 * 86_400;
@@ -102,7 +102,7 @@ fn lax_limits() -> AccountsConfig {
 }
 
 async fn apps(config: AccountsConfig) -> Vec<TestApp> {
-    TestApp::all(move |state| vigil_topoforge::router(state, config.clone())).await
+    TestApp::all(move |state| vigil_accounts::router(state, config.clone())).await
 }
 
 async fn call(
@@ -1302,11 +1302,11 @@ async fn first_admin_from_configuration_and_catalogue() {
     };
     for app in apps(config.clone()).await {
         let l = app.label;
-        vigil_topoforge::bootstrap_admin(&app.state, &config)
+        vigil_accounts::bootstrap_admin(&app.state, &config)
             .await
             .expect("bootstrap");
         // A second start (or a second replica) leaves it alone.
-        vigil_topoforge::bootstrap_admin(&app.state, &config)
+        vigil_accounts::bootstrap_admin(&app.state, &config)
             .await
             .expect("again");
         let r = login_form(&app, "boss@example.com", "B00tstrap!pw").await;
@@ -1325,13 +1325,13 @@ async fn first_admin_from_configuration_and_catalogue() {
             ..config.clone()
         };
         assert!(
-            vigil_topoforge::bootstrap_admin(&app.state, &weak)
+            vigil_accounts::bootstrap_admin(&app.state, &weak)
                 .await
                 .is_err(),
             "{l}: a weak admin password refuses to start"
         );
 
-        let (added, total) = vigil_topoforge::catalog::load_catalog(&app.state.store)
+        let (added, total) = vigil_accounts::catalog::load_catalog(&app.state.store)
             .await
             .expect("catalog");
         assert_eq!(added, total);

@@ -29,7 +29,6 @@ pub mod catalog;
 mod config;
 pub mod mail;
 pub mod policy;
-pub mod prompt;
 pub mod ratelimit;
 pub mod sources;
 pub mod users;
