@@ -89,6 +89,7 @@ def rich_groups(p):
     tn = np.array(turn)
     out["angle"] = ([float(tn.mean()), float(tn.std()), float((tn > math.pi / 2).mean())] if len(tn) else [0.0] * 3) \
         + _q(curv, [0.5, 0.9])
+    out["turnq"] = _q(tn, [0.25, 0.5, 0.75])
     out["jerk"] = _q(np.log1p(np.abs(acc)), [0.5, 0.9]) + _q(np.log1p(jerk), [0.5, 0.9])
     out["stroke"] = (_q(np.log1p(s_dur), [0.5]) + _q(np.log1p(s_len), [0.25, 0.5, 0.75]) + _q(s_str, [0.25, 0.5])
                      + [float(np.mean(s_pk)) if s_pk else 0.0] + _q(np.log1p(s_vmax), [0.5]))

@@ -273,7 +273,8 @@ fn chunk_sizes(n: usize, len: &mut usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Below the values measured when the floors were set (printed by the test: 0.979 per payload, 0.991 / 0.996 in
-/// runs), by a margin for platform noise.
-const FLOOR: f64 = 0.95;
-const RUN_FLOOR: f64 = 0.97;
+/// Below the values measured when the floors were set (printed by the test: 0.986 per payload, 0.993 / 0.996 in
+/// runs, with the turn quantiles and the p = ¼ distance; 0.979 / 0.991 / 0.996 before), by a margin for platform
+/// noise.
+const FLOOR: f64 = 0.96;
+const RUN_FLOOR: f64 = 0.98;

@@ -1,0 +1,187 @@
+"""The MaxiDOM chunk protocol offline, in seconds: the service's model mirrored in numpy on cached vectors.
+
+    python3 scripts/maxidom/offline_dev.py [--data ../shared/data/mouse-dev] [--users]
+
+Same data, converter, splits and chunks as `eval_dev.py --protocol chunks` (it imports them; chunks are cut with
+the same seed, so they are the same payloads), and the same model as `crates/biometrics/src/model.rs`: per
+profile the mouse input (sign·ln(1+|x|) of contract features 1-10, the rich vector's angle, click-timing and
+turn-quantile groups, mirrored by `ablation_dev.rich_groups`), median/IQR scaling, mean Minkowski-p distance to
+the k = √n/2 nearest training payloads, conformal p-value against the leave-one-out distances with the
+exponential tail, and a profile's run combined by the correlation-corrected Stouffer sum of
+`crates/biometrics/src/sequential.rs` (window 10, ρ 0.15, past z floored at -3). Training rows follow the
+service's growth schedule (trained at 30, 60, 120, 240, 390, … payloads, on the newest 300). It differs from the
+service only in what the service does over time (the feedback loop's pool), so its numbers sit within ~0.005 AUC
+of `eval_dev.py`'s. The first run extracts and caches every payload's vectors (a few minutes); later runs take
+seconds per variant. Use it to try an idea; measure the winner through the API with `eval_dev.py`.
+"""
+
+import argparse
+import functools
+import math
+import os
+import pickle
+import random
+import sys
+import tempfile
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from ablation_dev import rich_groups  # noqa: E402
+from eval_dev import load_sessions, metrics, split  # noqa: E402
+from features import features as contract_features  # noqa: E402
+
+
+def one(p):
+    return contract_features(p), rich_groups(p), sum(len(x) for x in p["mousePaths"])
+
+
+def load(data, cache):
+    path = cache / "vectors.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    sessions = load_sessions(data, cache, set())
+    with Pool(2) as pool:
+        out = {u: [pool.map(one, ps, chunksize=16) for _, ps in ss] for u, ss in sessions.items()}
+    path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def cut(test, rng, max_len=10):
+    """eval_dev.cut_chunks' cut (same random calls), on vectors."""
+    out = []
+    for ps in test:
+        i = 0
+        while i < len(ps):
+            n = rng.randint(1, max_len)
+            out.append(ps[i:i + n])
+            i += n
+    return out
+
+
+def last_growth(n):
+    """Payload count of the service's last training for a profile that received n (lifecycle::growth_due)."""
+    g, best = 30, 0
+    while g <= n:
+        best, g = g, g + min(g, 150)
+    return best
+
+
+def vec(r, groups):
+    v = [math.copysign(math.log1p(abs(x)), x) for x in r[0][:10]]
+    for g in groups:
+        v += r[1][g]
+    return v
+
+
+def knn(train, p):
+    med = np.median(train, 0)
+    iqr = np.quantile(train, 0.75, 0) - np.quantile(train, 0.25, 0)
+    sd = train.std(0)
+    scale = np.where(iqr > 1e-9, iqr / 1.349, np.where(sd > 1e-9, sd, 1.0))
+    z = (train - med) / scale
+    n = len(z)
+    k = int(min(10, max(1, round(math.sqrt(n) / 2))))
+
+    def kd(x):
+        d = (np.abs(((x - med) / scale)[:, None, :] - z[None, :, :]) ** p).sum(-1) ** (1 / p)
+        return d
+
+    d = kd(train)
+    np.fill_diagonal(d, np.inf)
+    loo = np.sort(np.sort(d, 1)[:, :k].mean(1))
+    lmax = math.log(max(loo[-1], 1e-12))
+    top = np.log(np.maximum(loo[int(n * 0.8):], 1e-12))
+    tail = max(float(np.mean(top - top[0])), 1e-3) if len(top) > 1 else 0.1
+
+    def score(x):
+        dx = np.sort(kd(x), 1)[:, :k].mean(1)
+        pv = (n - np.searchsorted(loo, dx, "left") + 1) / (n + 1)
+        ld = np.log(np.maximum(dx, 1e-12))
+        return np.where(ld > lmax, np.exp(-(ld - lmax) / tail) / (n + 1), pv)
+
+    return score
+
+
+def run_scores(ps, rho=0.15, window=10, minz=-3.0):
+    """sequential::Run::push over one chunk: per payload the run's score (None: the payload did not vote)."""
+    zs, out = [], []
+    for p in ps:
+        if p is None:
+            m = len(zs[-window:])
+            out.append(norm.cdf(sum(zs[-window:]) / math.sqrt(m + m * (m - 1) * rho)) if m else 0.5)
+            continue
+        z = norm.ppf(min(max(p, 1e-300), 1 - 1e-16))
+        past = zs[-(window - 1):]
+        m = len(past) + 1
+        out.append(norm.cdf((sum(past) + z) / math.sqrt(m + m * (m - 1) * rho)) if m > 1 else p)
+        zs.append(max(z, minz))
+    return out
+
+
+def evaluate(vectors, splits, chunks, groups, p, combine=run_scores):
+    g_pay, i_pay, g_run, i_run, g_last, i_last, per_user = [], [], [], [], [], [], {}
+    for u in splits:
+        tr = splits[u][0]
+        tr = tr[:last_growth(len(tr))][-300:]
+        score = knn(np.array([vec(r, groups) for r in tr if r[0][0] > 0]), p)
+        allc = [(v == u, c) for v in splits for c in chunks[v]]
+        flat = [r for _, c in allc for r in c]
+        pv = score(np.array([vec(r, groups) for r in flat]))
+        pos, ul = 0, ([], [])
+        for gen, c in allc:
+            ps = [float(pv[pos + j]) if c[j][2] >= 30 else None for j in range(len(c))]
+            pos += len(c)
+            rs = combine(ps)
+            (g_run if gen else i_run).extend(rs)
+            (g_last if gen else i_last).append(rs[-1])
+            ul[0 if gen else 1].append(rs[-1])
+            (g_pay if gen else i_pay).extend(x for x in ps if x is not None)
+        per_user[u] = metrics(*ul)
+    return {"payload": metrics(g_pay, i_pay), "run": metrics(g_run, i_run), "chunk_last": metrics(g_last, i_last),
+            "per_user": per_user, "genuine_below_005": float(np.mean(np.array(g_run) < 0.05))}
+
+
+VARIANTS = [
+    ("previous: angles + click timing, p = 1/2", ["angle", "click"], 0.5),
+    ("+ turn quantiles, p = 1/2", ["angle", "click", "turnq"], 0.5),
+    ("shipped: + turn quantiles, p = 1/4", ["angle", "click", "turnq"], 0.25),
+    ("shipped without turn quantiles (p = 1/4)", ["angle", "click"], 0.25),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/mouse-dev")
+    ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "maxidom-dev-payloads"))
+    ap.add_argument("--seed", type=int, default=7, help="eval_dev.py's chunk seed")
+    ap.add_argument("--users", action="store_true", help="print per-user chunk AUCs")
+    args = ap.parse_args()
+    data = Path(args.data)
+    if not (data / "training_files").is_dir():
+        raise SystemExit(f"{data}/training_files not found (run from the repository root, or pass --data)")
+    vectors = load(data, Path(args.cache))
+    splits = {}
+    for u, sess in vectors.items():
+        tr, te = split([(i, s) for i, s in enumerate(sess)])
+        splits[u] = (tr, [s for _, s in te])
+    rng = random.Random(args.seed)
+    chunks = {u: cut(te, rng) for u, (_, te) in splits.items()}
+    f = lambda m: f"{m[0]:.3f} / {m[1]:.3f} / {m[2]:.3f}"  # noqa: E731
+    print("| variant | per payload alone AUC / EER / FRR@1%FAR | in its run | chunk (last payload) | genuine < 0.05 |")
+    print("|---|---|---|---|---|")
+    for name, groups, p in VARIANTS:
+        r = evaluate(vectors, splits, chunks, groups, p)
+        m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
+        print(f"| {name} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} | {r['genuine_below_005']:.3f} |",
+              flush=True)
+        if args.users:
+            print("|  per user | " + ", ".join(f"{u} {v['auc']:.3f}" for u, v in r["per_user"].items()) + " | | | |")
+
+
+if __name__ == "__main__":
+    main()
