@@ -123,11 +123,12 @@ def run_scores(ps, rho=0.15, window=10, minz=-3.0):
     return out
 
 
-def evaluate(vectors, splits, chunks, groups, p, combine=run_scores):
+def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=None):
     g_pay, i_pay, g_run, i_run, g_last, i_last, per_user = [], [], [], [], [], [], {}
     for u in splits:
         tr = splits[u][0]
-        tr = tr[:last_growth(len(tr))][-300:]
+        # The curve trains on exactly the first n_train payloads (as eval_dev's seed baseline does).
+        tr = tr[:n_train] if n_train else tr[:last_growth(len(tr))][-300:]
         score = knn(np.array([vec(r, groups) for r in tr if r[0][0] > 0]), p)
         allc = [(v == u, c) for v in splits for c in chunks[v]]
         flat = [r for _, c in allc for r in c]
@@ -160,6 +161,7 @@ def main():
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "maxidom-dev-payloads"))
     ap.add_argument("--seed", type=int, default=7, help="eval_dev.py's chunk seed")
     ap.add_argument("--users", action="store_true", help="print per-user chunk AUCs")
+    ap.add_argument("--curve", default="", help="also: accuracy versus enrolment payloads, e.g. 20,30,50,100,150")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "training_files").is_dir():
@@ -181,6 +183,15 @@ def main():
               flush=True)
         if args.users:
             print("|  per user | " + ", ".join(f"{u} {v['auc']:.3f}" for u, v in r["per_user"].items()) + " | | | |")
+    curve = [int(x) for x in args.curve.split(",") if x]
+    if curve:
+        print("\n| payloads | variant | per payload alone | in its run | chunk (last payload) |")
+        print("|---|---|---|---|---|")
+    for n in curve:
+        for name, groups, p in (VARIANTS[0], VARIANTS[2]):
+            r = evaluate(vectors, splits, chunks, groups, p, n_train=n)
+            m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
+            print(f"| {n} | {name} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} |", flush=True)
 
 
 if __name__ == "__main__":
