@@ -82,7 +82,7 @@ pub struct UpdateAlertConfig {
 pub enum Channel {
     /// POST the anomaly JSON to this http(s) URL.
     Webhook(reqwest::Url),
-    /// Push to the owner's open stream sockets.
+    /// Deliver to the owner's open stream sockets.
     Websocket,
 }
 

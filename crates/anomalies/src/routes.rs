@@ -67,7 +67,7 @@ pub(crate) async fn create(
     let stored = db::insert(&state.store, &new).await?;
     metrics::counter!("anomalies_created_total", "origin" => "api").increment(1);
     // Webhooks are queued; `websocket` channels reach the stream sockets through the realtime crate's sink.
-    dispatcher.fire_and_push(&state, &stored).await;
+    dispatcher.fire_and_deliver(&state, &stored).await;
     Ok((StatusCode::CREATED, ApiJson(AnomalyDoc::from(&stored))))
 }
 

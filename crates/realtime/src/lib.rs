@@ -6,12 +6,12 @@
 //! * `WS /ws/stream`: the dashboard's socket (protocol below); `?token=` optional unless `STREAM_REQUIRE_AUTH`.
 //! * `GET /api/realtime/stream`: Server-Sent Events, event `anomaly`, data = the analysis result (same auth rule
 //!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header).
-//! * `GET|PUT /api/streams/{stream}/config`: a stream's engine configuration (weights, threshold, window …;
+//! * `GET|PUT /api/streams/{stream}/config`: a stream's analysis configuration (weights, threshold, window …;
 //!   viewer reads, analyst writes).
 //! * `GET /api/streams` (viewer): every stream's current window, event count, last score and calibration status, read from
 //!   the stored state ([`overview`]; the console's overview polls it, since the broadcast carries anomalies only).
 //!
-//! Each event goes through its stream's engine ([`vigil_stream`]); consecutive anomalous events of a stream form
+//! Each event is analysed with its stream's state ([`vigil_stream`]) by the [`Pipeline`]; consecutive anomalous events of a stream form
 //! an incident ([`incident`]: when it opens, grows and closes), stored as one row of `anomalies` (the peak's
 //! analysis in `metadata`) in the same transaction as the stream's state, broadcast to subscribers when it opens,
 //! and checked against alert configurations when it opens and when it closes ([`alerts`]). Each result carries
@@ -41,10 +41,10 @@
 //!
 //! ## Invariants
 //! * Streams never share state; a stream's state lives in the database (`stream_states`) and every answer
-//!   corresponds to a stored state (optimistic concurrency, see [`engine`]), so replicas can serve any stream.
+//!   corresponds to a stored state (optimistic concurrency, see [`pipeline`]), so replicas can serve any stream.
 //! * Slow consumers never slow ingestion: the anomaly broadcast is a bounded ring that never waits (a receiver
 //!   that falls behind by more than `--stream-subscriber-queue` messages is disconnected, with the reason
-//!   logged), alert pushes use bounded per-socket queues with `try_send`, and webhooks run in background tasks.
+//!   logged), socket alerts use bounded per-socket queues with `try_send`, and webhooks run in background tasks.
 //! * Subscribers on every replica see every anomaly: with PostgreSQL, each replica announces what it published
 //!   and republishes the other replicas' announcements to its own sockets ([`relay`]), with identical text.
 //! * A client that disconnects frees everything it held (its broadcast receiver, its alert registration, its
@@ -55,17 +55,18 @@
 //! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_ws_reply_seconds` (histogram, from
 //! reading a WebSocket event to flushing its analysis), `topoforge_state_conflicts_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
-//! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (webhook metrics are the dispatcher's),
+//! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (`websocket` alerts delivered and dropped;
+//! the names predate the one-verb rule and stay, since dashboards read them; webhook metrics are the dispatcher's),
 //! and the relay's (see [`relay`]).
 
 pub mod alerts;
 pub mod answer;
 mod bulk;
 pub mod db;
-pub mod engine;
 pub mod hub;
 pub mod incident;
 pub mod overview;
+pub mod pipeline;
 pub mod relay;
 mod routes;
 mod session;
@@ -77,8 +78,8 @@ use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 
 pub use answer::Detail;
-pub use engine::{Engine, Lane, Outcome};
 pub use hub::Hub;
+pub use pipeline::{Lane, Outcome, Pipeline};
 
 /// Command-line / environment configuration of the stream endpoints.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
@@ -89,7 +90,7 @@ pub struct RealtimeConfig {
     /// Messages a subscriber (WebSocket or SSE) may fall behind the anomaly broadcast before it is dropped.
     #[arg(long, env = "STREAM_SUBSCRIBER_QUEUE", default_value_t = 1024)]
     pub stream_subscriber_queue: usize,
-    /// Alert pushes buffered per socket before further pushes to it are dropped.
+    /// `websocket` alerts buffered per socket before further alerts to it are dropped.
     #[arg(long, env = "STREAM_SOCKET_QUEUE", default_value_t = 64)]
     pub stream_socket_queue: usize,
     /// Largest batch `POST /api/ingest` accepts.
@@ -142,7 +143,7 @@ impl Default for RealtimeConfig {
     }
 }
 
-/// The process-local side of the stream endpoints: engine caches and the fan-out hub. Cheap to clone.
+/// The process-local side of the stream endpoints: the pipeline (with its per-stream caches) and the fan-out hub. Cheap to clone.
 #[derive(Clone)]
 pub struct Realtime {
     pub(crate) inner: Arc<Inner>,
@@ -150,7 +151,7 @@ pub struct Realtime {
 
 pub(crate) struct Inner {
     pub config: RealtimeConfig,
-    pub engine: Engine,
+    pub pipeline: Pipeline,
     pub hub: Arc<Hub>,
     pub dispatcher: vigil_anomalies::AlertDispatcher,
     /// Set once the routes are built over a PostgreSQL store (see [`relay`]); empty with SQLite.
@@ -172,7 +173,7 @@ impl Realtime {
     ) -> Self {
         let rt = Realtime {
             inner: Arc::new(Inner {
-                engine: Engine::new(config.stream_cache_streams, config.stream_ingest_threads),
+                pipeline: Pipeline::new(config.stream_cache_streams, config.stream_ingest_threads),
                 hub: Arc::new(Hub::new(
                     config.stream_subscriber_queue,
                     config.stream_socket_queue,
@@ -193,9 +194,9 @@ impl Realtime {
         rt
     }
 
-    /// The engine caches (for tests and benchmarks).
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+    /// The pipeline that analyses and stores events (for tests and benchmarks).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
     }
 
     /// The alert dispatcher this side delivers `websocket` channels for (share it with the anomalies routes).

@@ -396,7 +396,7 @@ async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
                     continue;
                 };
                 for user in users {
-                    hub.push_to_user(user, &text);
+                    hub.deliver_to_user(user, &text);
                 }
             }
         }

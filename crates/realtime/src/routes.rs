@@ -24,7 +24,7 @@ use vigil_stream::{Event, StreamConfig};
 
 use crate::Realtime;
 use crate::answer::Detail;
-use crate::engine::Lane;
+use crate::pipeline::Lane;
 use crate::session::{
     Caller, header_token, presented_token, recheck_interval, still_valid, stream_caller,
 };
@@ -167,7 +167,7 @@ async fn ingest(
     };
     let (outcomes, notices) = rt
         .inner
-        .engine
+        .pipeline
         .process_incidents(&app, events, None, Lane::Bulk, detail)
         .await;
     // Announced even if another stream's batch failed: the stored streams' incidents are committed.
@@ -268,7 +268,7 @@ impl Drop for ConnectionGauge {
     }
 }
 
-/// A stream's engine configuration (defaults when none was set).
+/// A stream's analysis configuration (defaults when none was set).
 #[utoipa::path(get, path = "/api/streams/{stream}/config", tag = "streams", security(("bearer" = [])),
     params(("stream" = String, Path, description = "Stream name")),
     responses((status = 200, description = "The configuration", body = Value), (status = 401),
@@ -285,7 +285,7 @@ async fn get_config(
     Ok(ApiJson(cfg))
 }
 
-/// Replaces a stream's engine configuration. Fields left out take their defaults. Changing the window, the
+/// Replaces a stream's analysis configuration. Fields left out take their defaults. Changing the window, the
 /// embedding, the homology dimension or the Betti rule makes the stream recalibrate.
 #[utoipa::path(put, path = "/api/streams/{stream}/config", tag = "streams", security(("bearer" = [])),
     params(("stream" = String, Path, description = "Stream name")),

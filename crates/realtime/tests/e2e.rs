@@ -571,7 +571,7 @@ async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
 async fn replicas_share_stream_state_through_the_database() {
     for (app, _rt) in apps(open()).await {
         // Two independent processes' worth of caches over one database, fed alternately, must give exactly
-        // the results of one engine fed everything.
+        // the results of one pipeline fed everything.
         let (a, b, single) = (
             Realtime::new(Default::default()),
             Realtime::new(Default::default()),
@@ -583,7 +583,7 @@ async fn replicas_share_stream_state_through_the_database() {
             let rt = if i % 3 == 0 { &a } else { &b };
             let e = vigil_stream::Event::new("shared", *x, None);
             let o = rt
-                .engine()
+                .pipeline()
                 .process(&app.state, vec![e], None, vigil_realtime::Lane::Bulk)
                 .await
                 .expect("process");
@@ -593,7 +593,7 @@ async fn replicas_share_stream_state_through_the_database() {
         for x in &values {
             let e = vigil_stream::Event::new("solo", *x, None);
             let o = single
-                .engine()
+                .pipeline()
                 .process(&app.state, vec![e], None, vigil_realtime::Lane::Bulk)
                 .await
                 .expect("process");
@@ -605,7 +605,7 @@ async fn replicas_share_stream_state_through_the_database() {
         }
         assert!(
             alternating == reference,
-            "{}: replicas diverged from a single engine",
+            "{}: replicas diverged from a single pipeline",
             app.label
         );
         let row = vigil_realtime::db::load(&app.state.store, "shared")
@@ -662,7 +662,7 @@ async fn contended_replicas_wait_instead_of_failing() {
                 } else {
                     vigil_realtime::Lane::Interactive
                 };
-                if let Err(e) = rt.engine().process(&state, events, None, lane).await {
+                if let Err(e) = rt.pipeline().process(&state, events, None, lane).await {
                     failures.push(e.to_string());
                 }
             }

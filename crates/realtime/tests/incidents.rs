@@ -289,7 +289,7 @@ async fn a_restart_mid_incident_continues_it_and_replays_give_the_same_incidents
             .await;
             assert_eq!(cfg.0, 200);
         }
-        // Stream a: up to the middle of the excursion through the server, the rest through a fresh engine over
+        // Stream a: up to the middle of the excursion through the server, the rest through a fresh pipeline over
         // the same database (another process picking the stream up after a crash).
         let events_a = spike_events("replay-a");
         let first = ingest(&app, &analyst, &events_a[..203], 203, "").await;
@@ -310,7 +310,7 @@ async fn a_restart_mid_incident_continues_it_and_replays_give_the_same_incidents
             .map(|v| vigil_stream::Event::from_json(v).unwrap())
             .collect();
         let (done, notices) = restarted
-            .engine()
+            .pipeline()
             .process_incidents(&app.state, rest, None, Lane::Bulk, Detail::Full)
             .await;
         let done = done.expect("processed after the restart");
@@ -477,7 +477,7 @@ async fn compact_answers_carry_the_full_answers_verdicts() {
 }
 
 #[tokio::test]
-async fn two_engines_racing_on_a_stream_open_one_incident_per_excursion() {
+async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
     for (app, _rt) in apps().await {
         let (_, analyst) = app.user_with_role("inc4", Role::Analyst).await;
         let cfg = send(
@@ -489,8 +489,8 @@ async fn two_engines_racing_on_a_stream_open_one_incident_per_excursion() {
         )
         .await;
         assert_eq!(cfg.0, 200);
-        // Two replicas' worth of engines over one database, each sending every other batch of 10, concurrently.
-        let engines = [
+        // Two replicas' worth of pipelines over one database, each sending every other batch of 10, concurrently.
+        let pipelines = [
             Realtime::new(RealtimeConfig::default()),
             Realtime::new(RealtimeConfig::default()),
         ];
@@ -500,20 +500,20 @@ async fn two_engines_racing_on_a_stream_open_one_incident_per_excursion() {
             .collect();
         let batches: Vec<Vec<vigil_stream::Event>> = events.chunks(10).map(<[_]>::to_vec).collect();
         let mut runs = Vec::new();
-        for (k, engine) in engines.iter().enumerate() {
+        for (k, pipeline) in pipelines.iter().enumerate() {
             let mine: Vec<Vec<vigil_stream::Event>> =
                 batches.iter().skip(k).step_by(2).cloned().collect();
             let state = app.state.clone();
-            let engine = engine.clone();
+            let pipeline = pipeline.clone();
             runs.push(tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for b in mine {
                     // A batch that loses every attempt is answered 503 with nothing stored (possible on SQLite,
-                    // where two engines in one process take no row lock); a client retries it.
+                    // where two pipelines in one process take no row lock); a client retries it.
                     let mut tries = 0;
                     let done = loop {
-                        let (done, _) = engine
-                            .engine()
+                        let (done, _) = pipeline
+                            .pipeline()
                             .process_incidents(&state, b.clone(), None, Lane::Bulk, Detail::Scores)
                             .await;
                         match done {
