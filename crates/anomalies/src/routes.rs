@@ -1,7 +1,6 @@
 //! The anomaly log's handlers: list, create, stats, get, delete.
 
 use vigil_http::auth::{Admin, Analyst, Viewer};
-use vigil_http::axum::Extension;
 use vigil_http::axum::extract::rejection::QueryRejection;
 use vigil_http::axum::extract::{Path, Query, State};
 use vigil_http::axum::http::StatusCode;
@@ -59,7 +58,7 @@ pub(crate) async fn list(
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(dispatcher): Extension<AlertDispatcher>,
+    State(dispatcher): State<AlertDispatcher>,
     Analyst(user): Analyst,
     ApiJson(body): ApiJson<CreateAnomaly>,
 ) -> ApiResult<(StatusCode, ApiJson<AnomalyDoc>)> {

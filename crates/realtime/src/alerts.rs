@@ -10,18 +10,17 @@
 //! (tracked, so graceful shutdown waits for them) and never holds up ingestion.
 //!
 //! Broadcasts and socket alerts reach this replica's sockets directly and the other replicas' through the
-//! [`crate::relay`] (PostgreSQL only); both build their messages from the stored row with [`broadcast_text`] and
-//! [`alert_text`], so a message is the same text wherever it is delivered.
+//! [`crate::relay`] (PostgreSQL only); both build their messages from the stored row with
+//! [`crate::messages`], so a message is the same text wherever it is delivered.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
-use serde_json::json;
 use vigil_http::AppState;
 use vigil_store::anomalies::{self, Anomaly};
 
 use crate::Realtime;
-use crate::hub::Shared;
 use crate::incident::Notice;
+use crate::messages::{alert_text, broadcast_text};
 use crate::relay::Item;
 
 /// Broadcasts and alerts on the incidents a stored batch opened or closed, in order.
@@ -83,39 +82,5 @@ impl vigil_anomalies::SocketAlerts for SocketSink {
                 opening: stored.incident_open,
             },
         );
-    }
-}
-
-/// An incident's row as its opening message showed it (open, one event, no end), for a replica that reads the
-/// row after it grew. The peak fields are the row's: the same as at the opening unless a later event of the
-/// incident scored higher before the row was read (rare: the detector caps scores after an alarm).
-pub(crate) fn as_opened(row: &Anomaly) -> Anomaly {
-    let mut a = row.clone();
-    if a.event_count.is_some() {
-        a.event_count = Some(1);
-        a.ended_at = None;
-        a.incident_open = true;
-    }
-    a
-}
-
-/// The broadcast message of a stored pipeline anomaly: its analysis result (the `analysis` of its metadata), as
-/// subscribed sockets (wrapped in `{"type":"anomaly"}`) and SSE clients receive it.
-pub(crate) fn broadcast_text(stored: &Anomaly) -> Option<Shared> {
-    let analysis = stored.metadata.get("analysis");
-    if analysis.is_none() {
-        tracing::error!(anomaly = %stored.id, "stored pipeline anomaly has no analysis; not broadcast");
-    }
-    analysis.map(|a| Arc::from(a.to_string()))
-}
-
-/// The `websocket` alert message of a stored anomaly: `{"type":"alert","data":<anomaly document>}`.
-pub(crate) fn alert_text(stored: &Anomaly) -> Option<Shared> {
-    match serde_json::to_value(vigil_anomalies::AnomalyDoc::from(stored)) {
-        Ok(doc) => Some(Arc::from(json!({"type": "alert", "data": doc}).to_string())),
-        Err(e) => {
-            tracing::error!(error = %e, "anomaly did not serialise; socket alerts skipped");
-            None
-        }
     }
 }

@@ -65,6 +65,7 @@ mod bulk;
 pub mod db;
 pub mod hub;
 pub mod incident;
+mod messages;
 pub mod overview;
 pub mod pipeline;
 pub mod relay;
@@ -74,8 +75,10 @@ mod ws;
 
 use std::sync::{Arc, OnceLock};
 
+use axum::extract::FromRef;
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
+use vigil_http::utoipa_axum::routes;
 
 pub use answer::Detail;
 pub use hub::Hub;
@@ -143,7 +146,10 @@ impl Default for RealtimeConfig {
     }
 }
 
-/// The process-local side of the stream endpoints: the pipeline (with its per-stream caches) and the fan-out hub. Cheap to clone.
+/// The process-local side of the stream endpoints: the pipeline (with its per-stream caches) and the fan-out hub.
+/// Cheap to clone.
+///
+/// Wiring, as for every feature crate: `Realtime::new(config, &anomalies)`, then [`Realtime::router`].
 #[derive(Clone)]
 pub struct Realtime {
     pub(crate) inner: Arc<Inner>,
@@ -159,18 +165,10 @@ pub(crate) struct Inner {
 }
 
 impl Realtime {
-    /// With its own alert dispatcher (default delivery policy).
-    pub fn new(config: RealtimeConfig) -> Self {
-        let policy = vigil_anomalies::AnomaliesConfig::default().delivery_policy();
-        Self::with_dispatcher(config, vigil_anomalies::AlertDispatcher::new(policy))
-    }
-
-    /// Sharing the process's alert dispatcher (the one the anomalies routes use), so webhook delivery has one
-    /// queue and one concurrency limit.
-    pub fn with_dispatcher(
-        config: RealtimeConfig,
-        dispatcher: vigil_anomalies::AlertDispatcher,
-    ) -> Self {
+    /// The stream side of the process, delivering its alerts through `anomalies`' dispatcher (one queue, one
+    /// concurrency limit and the configured `WEBHOOK_*` settings for every alert of the process).
+    pub fn new(config: RealtimeConfig, anomalies: &vigil_anomalies::Anomalies) -> Self {
+        let dispatcher = anomalies.dispatcher().clone();
         let rt = Realtime {
             inner: Arc::new(Inner {
                 pipeline: Pipeline::new(config.stream_cache_streams, config.stream_ingest_threads),
@@ -199,7 +197,7 @@ impl Realtime {
         &self.inner.pipeline
     }
 
-    /// The alert dispatcher this side delivers `websocket` channels for (share it with the anomalies routes).
+    /// The alert dispatcher this side delivers `websocket` channels for (the one of the `Anomalies` it was built with).
     pub fn dispatcher(&self) -> &vigil_anomalies::AlertDispatcher {
         &self.inner.dispatcher
     }
@@ -229,6 +227,21 @@ impl Realtime {
             .as_ref()
     }
 
+    /// The stream routes (ingest, the socket, SSE, stream configuration and overview), bound to `state` and to
+    /// this side. Keep a clone to inspect the pipeline or the hub from tests.
+    pub fn router(self, state: &AppState) -> OpenApiRouter<AppState> {
+        OpenApiRouter::new()
+            .routes(routes!(routes::ingest))
+            .routes(routes!(routes::sse))
+            .routes(routes!(routes::get_config, routes::put_config))
+            .routes(routes!(overview::list))
+            .routes(routes!(ws::ws))
+            .with_state(RouterState {
+                app: state.clone(),
+                realtime: self,
+            })
+    }
+
     /// Tells the other replicas (if any) what was just published here.
     pub(crate) fn announce(&self, app: &AppState, item: relay::Item) {
         if let Some(r) = self.relay(app) {
@@ -237,12 +250,21 @@ impl Realtime {
     }
 }
 
-/// The stream routes with their own [`Realtime`] built from `config`.
-pub fn router(_state: &AppState, config: RealtimeConfig) -> OpenApiRouter<AppState> {
-    router_with(Realtime::new(config))
+/// What the handlers extract with `State<…>`: a handler asking for anything else does not compile.
+#[derive(Clone)]
+struct RouterState {
+    app: AppState,
+    realtime: Realtime,
 }
 
-/// The stream routes over an existing [`Realtime`] (tests keep a handle to inspect it).
-pub fn router_with(rt: Realtime) -> OpenApiRouter<AppState> {
-    routes::router(rt)
+impl FromRef<RouterState> for AppState {
+    fn from_ref(s: &RouterState) -> Self {
+        s.app.clone()
+    }
+}
+
+impl FromRef<RouterState> for Realtime {
+    fn from_ref(s: &RouterState) -> Self {
+        s.realtime.clone()
+    }
 }

@@ -33,10 +33,20 @@ use crate::answer::{self, Detail};
 use crate::bulk::BulkPool;
 use crate::db::{self as streams, Saved, Write};
 use crate::incident::{self, Notice, Tracker};
+use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
 use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
+
+/// Parses one event (with the server's receive time), naming its position in a batch on error.
+pub(crate) fn parse_event(v: &Value, index: Option<usize>) -> Result<Event, Error> {
+    let e = Event::from_json(v).map_err(|e| match index {
+        Some(i) => Error::unprocessable(format!("event {i}: {e}")),
+        None => Error::unprocessable(e.to_string()),
+    })?;
+    Ok(e.received(chrono::Utc::now()))
+}
 
 /// How often a batch is computed before giving up with 503: once optimistically, then in locked turns
 /// ([`streams::StreamLock`]), whose write cannot miss on PostgreSQL once the row exists (the last attempts cover a

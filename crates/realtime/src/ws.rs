@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
@@ -17,10 +16,10 @@ use vigil_stream::Event;
 
 use crate::Realtime;
 use crate::hub::Shared;
-use crate::pipeline::{Lane, Outcome};
-use crate::routes::{ConnectionGauge, TokenQuery, parse_event};
+use crate::pipeline::{Lane, Outcome, parse_event};
 use crate::session::{
-    Caller, header_token, presented_token, recheck_interval, still_valid, stream_caller,
+    Caller, ConnectionGauge, TokenQuery, header_token, presented_token, recheck_interval,
+    still_valid, stream_caller,
 };
 
 /// A client that does not take a frame within this long is disconnected.
@@ -40,7 +39,7 @@ const MAX_PIPELINED: usize = 100;
     ))]
 pub(crate) async fn ws(
     State(app): State<AppState>,
-    Extension(rt): Extension<Realtime>,
+    State(rt): State<Realtime>,
     Query(q): Query<TokenQuery>,
     parts: Parts,
     upgrade: WebSocketUpgrade,

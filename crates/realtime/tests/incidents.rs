@@ -9,9 +9,10 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use vigil_anomalies::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSecret};
+use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
-use vigil_realtime::{Detail, Lane, Realtime, RealtimeConfig, router_with};
+use vigil_realtime::{Detail, Lane, Realtime, RealtimeConfig};
 
 const SECRET: &str = "incident-hook-secret";
 
@@ -33,27 +34,25 @@ fn spike_events(stream: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A stream side with an alert dispatcher of its own, at the default delivery settings.
+fn realtime(config: RealtimeConfig) -> Realtime {
+    Realtime::new(config, &Anomalies::new(&AnomaliesConfig::default()))
+}
+
 /// The app with the stream routes and the anomaly log, sharing one dispatcher that signs webhooks and may reach
 /// the loopback receiver.
 async fn apps() -> Vec<(TestApp, Realtime)> {
     let mut out = Vec::new();
     for db in vigil_store::testing::TestDb::all().await {
-        let delivery = vigil_anomalies::DeliveryPolicy {
-            allow_private: true,
-            secret: WebhookSecret::new(SECRET),
-            ..vigil_anomalies::AnomaliesConfig::default().delivery_policy()
-        };
-        let rt = Realtime::with_dispatcher(
-            RealtimeConfig::default(),
-            vigil_anomalies::AlertDispatcher::new(delivery),
-        );
+        let anomalies = Anomalies::new(&AnomaliesConfig {
+            webhook_allow_private: true,
+            webhook_secret: Some(SECRET.into()),
+            ..AnomaliesConfig::default()
+        });
+        let rt = Realtime::new(RealtimeConfig::default(), &anomalies);
         let rt2 = rt.clone();
         let app = TestApp::start(db, move |state| {
-            router_with(rt2.clone()).merge(vigil_anomalies::router_with_dispatcher(
-                state,
-                vigil_anomalies::AnomaliesConfig::default(),
-                rt2.dispatcher().clone(),
-            ))
+            rt2.router(state).merge(anomalies.router(state))
         })
         .await;
         out.push((app, rt));
@@ -304,7 +303,7 @@ async fn a_restart_mid_incident_continues_it_and_replays_give_the_same_incidents
         assert_eq!(open_rows.len(), 1, "{}", app.label);
         assert_eq!(open_rows[0].id, opened);
         drop(rt);
-        let restarted = Realtime::new(RealtimeConfig::default());
+        let restarted = realtime(RealtimeConfig::default());
         let rest: Vec<vigil_stream::Event> = events_a[203..]
             .iter()
             .map(|v| vigil_stream::Event::from_json(v).unwrap())
@@ -491,8 +490,8 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
         assert_eq!(cfg.0, 200);
         // Two replicas' worth of pipelines over one database, each sending every other batch of 10, concurrently.
         let pipelines = [
-            Realtime::new(RealtimeConfig::default()),
-            Realtime::new(RealtimeConfig::default()),
+            realtime(RealtimeConfig::default()),
+            realtime(RealtimeConfig::default()),
         ];
         let events: Vec<vigil_stream::Event> = spike_events("raced")
             .iter()
