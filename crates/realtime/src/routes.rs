@@ -22,8 +22,7 @@ use vigil_stream::StreamConfig;
 
 use crate::Realtime;
 use crate::answer::Detail;
-use crate::pipeline::Lane;
-use crate::pipeline::parse_event;
+use crate::pipeline::{Lane, parse_event};
 use crate::session::{
     Caller, ConnectionGauge, TokenQuery, header_token, presented_token, recheck_interval,
     still_valid, stream_caller,
