@@ -197,11 +197,6 @@ impl Realtime {
         &self.inner.pipeline
     }
 
-    /// The alert dispatcher this side delivers `websocket` channels for (the one of the `Anomalies` it was built with).
-    pub fn dispatcher(&self) -> &vigil_anomalies::AlertDispatcher {
-        &self.inner.dispatcher
-    }
-
     /// The fan-out hub (for tests and benchmarks).
     pub fn hub(&self) -> &Arc<Hub> {
         &self.inner.hub
