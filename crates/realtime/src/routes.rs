@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -19,7 +18,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use vigil_http::auth::{Analyst, Viewer};
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 use vigil_http::utoipa_axum::routes;
-use vigil_http::{ApiJson, ApiResult, AppState, Error};
+use vigil_http::{ApiJson, ApiQuery, ApiResult, AppState, Error};
 use vigil_stream::{Event, StreamConfig};
 
 use crate::Realtime;
@@ -140,14 +139,10 @@ async fn ingest(
     State(app): State<AppState>,
     Extension(rt): Extension<Realtime>,
     Analyst(_user): Analyst,
-    query: Result<Query<IngestQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<IngestQuery>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    let detail = query
-        .map_err(|e| Error::unprocessable(e.body_text()))?
-        .0
-        .detail
-        .unwrap_or_default();
+    let detail = query.detail.unwrap_or_default();
     let (events, single) = match &body {
         Value::Array(items) => {
             if items.len() > rt.inner.config.stream_max_batch {
