@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use serde_json::json;
 use vigil_http::testing::TestApp;
+use vigil_http::{HttpConfig, Role};
 
 /// Hardening attacks, kept: a NUL in a credential or a profile field is a 422 on both backends (PostgreSQL used to
 /// answer 500), and an oversized login body is a 413 like every other body.
@@ -60,6 +61,53 @@ async fn nul_in_credentials_and_oversized_login_are_refused() {
             .await
             .expect("login");
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{}", app.label);
+        app.stop().await;
+    }
+}
+
+/// Every auth body goes through the one body reader: a multipart login and a logout body over the limit are a 413
+/// in the `{"detail"}` shape, like the form and JSON logins (the multipart login used to answer 422, the logout a
+/// plain-text 413). A small limit keeps the whole body in the socket buffer, so the server's early answer is read.
+#[tokio::test]
+async fn oversized_multipart_login_and_logout_are_413_with_detail() {
+    for db in vigil_store::testing::TestDb::all().await {
+        let config = HttpConfig {
+            max_body_bytes: 4096,
+            ..HttpConfig::for_tests()
+        };
+        let app = TestApp::start_with(db, config, |state| {
+            vigil_accounts::router(state, lax_limits())
+        })
+        .await;
+        let l = app.label;
+        let (_, viewer) = app.user_with_role("olga", Role::Viewer).await;
+        let form = reqwest::multipart::Form::new()
+            .text("username", "olga")
+            .text("password", "x".repeat(16 * 1024));
+        let r = app
+            .api()
+            .request(Method::POST, "/api/auth/login")
+            .multipart(form)
+            .send()
+            .await
+            .expect("multipart login");
+        let (s, b) = vigil_http::testing::decode(r).await;
+        assert_eq!(
+            s,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{l}: multipart login: {b}"
+        );
+        assert!(b["detail"].is_string(), "{l}: {b}");
+        let huge = json!({"refresh_token": "x".repeat(16 * 1024)});
+        let (s, b) = app.api_as(&viewer).post("/api/auth/logout", &huge).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{l}: logout: {b}");
+        assert!(b["detail"].is_string(), "{l}: {b}");
+        let (s, b) = app.api_as(&viewer).get("/api/auth/me").await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{l}: the refused logout ended nothing: {b}"
+        );
         app.stop().await;
     }
 }
