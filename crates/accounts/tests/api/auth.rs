@@ -146,13 +146,13 @@ async fn registration(app: &TestApp) {
     assert_eq!(keys.len(), 7, "{keys:?}");
 
     // Duplicates and policy.
-    let (s, b) = register(&app, "ada2", "ADA@example.com").await;
+    let (s, b) = register(app, "ada2", "ADA@example.com").await;
     assert_eq!(
         (s, b["detail"].as_str()),
         (StatusCode::BAD_REQUEST, Some("Email already registered")),
         "{l}"
     );
-    let (s, b) = register(&app, "ada", "other@example.com").await;
+    let (s, b) = register(app, "ada", "other@example.com").await;
     assert_eq!(
         (s, b["detail"].as_str()),
         (StatusCode::BAD_REQUEST, Some("Username already taken")),
@@ -183,7 +183,7 @@ async fn registration(app: &TestApp) {
 async fn logins(app: &TestApp) -> Value {
     let l = app.label;
     // Login: form by username, JSON by email; failures are 401 with WWW-Authenticate.
-    let r = login_form(&app, "ada", PASSWORD).await;
+    let r = login_form(app, "ada", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::OK, "{l}");
     let form_login: Value = r.json().await.expect("json");
     assert_eq!(form_login["user"]["username"], "ada");
@@ -221,7 +221,7 @@ async fn logins(app: &TestApp) -> Value {
         ("nobody", PASSWORD),
         ("' OR '1'='1", "' OR '1'='1"),
     ] {
-        let r = login_form(&app, u, p).await;
+        let r = login_form(app, u, p).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{l} {u}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer");
         let b: Value = r.json().await.expect("json");
@@ -295,12 +295,12 @@ async fn logout_one_session(app: &TestApp) {
     let l = app.label;
     // Logout revokes the given refresh token. Presenting it afterwards (a second tab, a retry) is refused and
     // is not taken for a stolen copy: the account's other sessions live on.
-    let other: Value = login_form(&app, "ada", PASSWORD)
+    let other: Value = login_form(app, "ada", PASSWORD)
         .await
         .json()
         .await
         .expect("json");
-    let r = login_form(&app, "ada", PASSWORD).await;
+    let r = login_form(app, "ada", PASSWORD).await;
     let session: Value = r.json().await.expect("json");
     let (access, refresh) = (
         session["access_token"].as_str().expect("a"),
@@ -364,12 +364,12 @@ async fn logout_one_session(app: &TestApp) {
 async fn logout_everywhere(app: &TestApp) {
     let l = app.label;
     // Logout without a body ends every session: other access tokens die too, new logins work.
-    let first: Value = login_form(&app, "ada", PASSWORD)
+    let first: Value = login_form(app, "ada", PASSWORD)
         .await
         .json()
         .await
         .expect("json");
-    let second: Value = login_form(&app, "ada", PASSWORD)
+    let second: Value = login_form(app, "ada", PASSWORD)
         .await
         .json()
         .await
@@ -395,7 +395,7 @@ async fn logout_everywhere(app: &TestApp) {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{l}");
-    let again: Value = login_form(&app, "ada", PASSWORD)
+    let again: Value = login_form(app, "ada", PASSWORD)
         .await
         .json()
         .await
@@ -407,11 +407,11 @@ async fn logout_everywhere(app: &TestApp) {
     assert_eq!(s, StatusCode::OK, "{l}: a new login after logout works");
 
     // SQL injection in stored fields is inert: stored literally, table intact.
-    let (s, b) = register(&app, "x');DROP_TABLE_users;--", "inj@example.com").await;
+    let (s, b) = register(app, "x');DROP_TABLE_users;--", "inj@example.com").await;
     assert_eq!(s, StatusCode::CREATED, "{l}: {b}");
     assert_eq!(b["user"]["username"], "x');DROP_TABLE_users;--");
     assert_eq!(
-        login_form(&app, "ada", PASSWORD).await.status(),
+        login_form(app, "ada", PASSWORD).await.status(),
         StatusCode::OK
     );
 }

@@ -138,11 +138,11 @@ async fn forgot_and_reset(
         (StatusCode::OK, json!({"valid": false, "email": null}))
     );
     assert_eq!(
-        login_form(&app, "grace", PASSWORD).await.status(),
+        login_form(app, "grace", PASSWORD).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        login_form(&app, "grace", new_password).await.status(),
+        login_form(app, "grace", new_password).await.status(),
         StatusCode::OK
     );
     let (s, _) = app
@@ -154,7 +154,7 @@ async fn forgot_and_reset(
         StatusCode::UNAUTHORIZED,
         "{l}: a reset signs out every session"
     );
-    let (s, _) = app.api_as(&old_access).get("/api/auth/me").await;
+    let (s, _) = app.api_as(old_access).get("/api/auth/me").await;
     assert_eq!(
         s,
         StatusCode::UNAUTHORIZED,

@@ -244,7 +244,7 @@ async fn updates(app: &TestApp, c: &Cast) {
         StatusCode::UNAUTHORIZED,
         "{l}: a password change ends every session, the caller's too"
     );
-    let relogin = login_form(&app, "vera", "Chang3d!pass").await;
+    let relogin = login_form(app, "vera", "Chang3d!pass").await;
     assert_eq!(relogin.status(), StatusCode::OK, "{l}");
     let session: Value = relogin.json().await.expect("json");
     let v = session["access_token"].as_str();
@@ -398,7 +398,7 @@ async fn deletes(app: &TestApp, c: &Cast, viewer2: &str) {
     expect(
         l,
         "viewer",
-        app.api_as(&viewer2).delete(&other).await.0,
+        app.api_as(viewer2).delete(&other).await.0,
         StatusCode::FORBIDDEN,
         "DELETE user",
     );
@@ -448,7 +448,7 @@ async fn tampering(app: &TestApp, c: &Cast) {
     let analyst = &c.analyst;
     let admin = &c.admin;
     // Tampered tokens: a changed role claim, another secret, alg none, expiry.
-    let promoted = forge(&analyst, |p| p.replace("\"analyst\"", "\"admin\""));
+    let promoted = forge(analyst, |p| p.replace("\"analyst\"", "\"admin\""));
     expect(
         l,
         "forged",
@@ -457,7 +457,7 @@ async fn tampering(app: &TestApp, c: &Cast) {
         "changed role",
     );
     let foreign = TokenKeys::new(b"another-secret-another-secret-!!!", 3600)
-        .issue(&admin_id, "root", Role::Admin, 0)
+        .issue(admin_id, "root", Role::Admin, 0)
         .expect("issue");
     expect(
         l,
@@ -480,7 +480,7 @@ async fn tampering(app: &TestApp, c: &Cast) {
     );
     let secret = "test-secret-test-secret-test-secret!";
     let expired = TokenKeys::new(secret.as_bytes(), -5)
-        .issue(&admin_id, "root", Role::Admin, 0)
+        .issue(admin_id, "root", Role::Admin, 0)
         .expect("issue");
     let (s, b) = app.api_as(&expired).get("/api/auth/me").await;
     assert_eq!(
@@ -490,7 +490,7 @@ async fn tampering(app: &TestApp, c: &Cast) {
     );
     // A correctly signed token claiming admin for an analyst account: the database role decides.
     let claims_admin = TokenKeys::new(secret.as_bytes(), 3600)
-        .issue(&analyst_id, "anna", Role::Admin, 0)
+        .issue(analyst_id, "anna", Role::Admin, 0)
         .expect("issue");
     expect(
         l,
@@ -513,6 +513,6 @@ async fn tampering(app: &TestApp, c: &Cast) {
         StatusCode::UNAUTHORIZED,
         "inactive",
     );
-    let r = login_form(&app, "anna", "Test-password-1!").await;
+    let r = login_form(app, "anna", "Test-password-1!").await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "{l}: inactive login");
 }

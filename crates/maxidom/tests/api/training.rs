@@ -37,8 +37,8 @@ async fn until_the_first_model(
 ) {
     let l = app.label;
     let (s, b) = post_raw(
-        &app,
-        &score_path,
+        app,
+        score_path,
         serde_json::to_vec(&alice.next_payload()).unwrap(),
     )
     .await;
@@ -48,8 +48,8 @@ async fn until_the_first_model(
         "{l}"
     );
     let (s, _) = post_raw(
-        &app,
-        &train_path,
+        app,
+        train_path,
         serde_json::to_vec(&alice.next_payload()).unwrap(),
     )
     .await;
@@ -58,7 +58,7 @@ async fn until_the_first_model(
         StatusCode::NOT_FOUND,
         "{l}: training needs an enrolled profile"
     );
-    enroll(&app, &id, "pw").await;
+    enroll(app, id, "pw").await;
 
     let quotas = MaxidomConfig::default().quotas();
     let mut counts = Counts::default();
@@ -66,7 +66,7 @@ async fn until_the_first_model(
     for i in 1..=40u64 {
         let p = alice.next_payload();
         counts.add(&extract_features(&p));
-        let (s, text) = post_raw(&app, &train_path, serde_json::to_vec(&p).unwrap()).await;
+        let (s, text) = post_raw(app, train_path, serde_json::to_vec(&p).unwrap()).await;
         assert_eq!(s, StatusCode::OK, "{l}: {text}");
         let want = serde_json::to_string(&vigil_biometrics::TrainResponse::new(
             id.to_owned(),
@@ -86,7 +86,7 @@ async fn until_the_first_model(
         became_ready.is_some_and(|n| (30..=36).contains(&n)),
         "{l}: {became_ready:?}"
     );
-    let st = wait_for(&app, &id, "the first model", |s| {
+    let st = wait_for(app, id, "the first model", |s| {
         s["model_active"] == json!(true)
     })
     .await;
@@ -110,8 +110,8 @@ async fn owner_and_other(app: &TestApp, id: &str, score_path: &str, alice: &mut 
     let mut typical = 0;
     for _ in 0..20 {
         let (s, text) = post_raw(
-            &app,
-            &score_path,
+            app,
+            score_path,
             serde_json::to_vec(&alice.payload(shape)).unwrap(),
         )
         .await;
@@ -147,8 +147,8 @@ async fn owner_and_other(app: &TestApp, id: &str, score_path: &str, alice: &mut 
     let mut other_flags = 0;
     for _ in 0..20 {
         let (_, text) = post_raw(
-            &app,
-            &score_path,
+            app,
+            score_path,
             serde_json::to_vec(&bob.payload(shape)).unwrap(),
         )
         .await;
@@ -160,7 +160,7 @@ async fn owner_and_other(app: &TestApp, id: &str, score_path: &str, alice: &mut 
         other_flags >= 18,
         "{l}: impostor flagged only {other_flags}/20"
     );
-    let st = status_of(&app, &id).await;
+    let st = status_of(app, id).await;
     assert_eq!(
         st["pool_size"],
         json!(typical),
@@ -184,7 +184,7 @@ async fn abstention_and_reset(
         mouse_paths: vec![],
         clicks: vec![],
     };
-    let (_, text) = post_raw(&app, &score_path, serde_json::to_vec(&tiny).unwrap()).await;
+    let (_, text) = post_raw(app, score_path, serde_json::to_vec(&tiny).unwrap()).await;
     assert_eq!(
         text,
         r#"{"is_anomaly":false,"score":0.5,"typing_threshold":0.0,"mouse_threshold":0.0,"mouse_score":0.1,"typing_score":0.1,"payload_score":0.5,"run_payloads":0}"#,
@@ -198,13 +198,13 @@ async fn abstention_and_reset(
         .await
         .unwrap();
     let (s, _) = post_raw(
-        &app,
-        &score_path,
+        app,
+        score_path,
         serde_json::to_vec(&alice.next_payload()).unwrap(),
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let st = status_of(&app, &id).await;
+    let st = status_of(app, id).await;
     assert_eq!(
         (
             st["vectors_stored"].clone(),
