@@ -6,6 +6,7 @@ use crate::helpers::{T0, anomaly};
 use reqwest::StatusCode;
 use serde_json::json;
 use vigil_http::Role;
+use vigil_http::testing::TestApp;
 
 fn url_encode(s: &str) -> String {
     s.bytes()
@@ -44,114 +45,123 @@ async fn create_get_list_filter_and_page() {
             assert_eq!(v["source_type"], *source);
             ids.push(v["id"].as_str().expect("id").to_owned());
         }
-        let (s, one) = app
-            .api_as(&analyst)
-            .get(&format!("/api/anomalies/{}", ids[2]))
-            .await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(
-            one,
-            json!({
-                "id": ids[2], "timestamp": "2026-01-12T08:02:00Z", "source_type": "dns", "event_data": {"value": 3.5},
-                "betti_h0": 1, "betti_h1": 2, "betti_h2": 0, "anomaly_score": 0.9, "is_anomaly": true,
-                "risk_level": "Critical", "metadata": {"topology_features": {"entropy": 0.75}}
-            }),
-            "{}",
-            app.label
-        );
-        let (s, v) = app.api_as(&analyst).get("/api/anomalies/no-such-id").await;
-        assert_eq!(
-            (s, v),
-            (
-                StatusCode::NOT_FOUND,
-                json!({"detail": "Anomaly not found"})
-            )
-        );
-
-        let (_, page) = app
-            .api_as(&analyst)
-            .get("/api/anomalies?limit=2&page=2")
-            .await;
-        assert_eq!(
-            (
-                page["page"].clone(),
-                page["limit"].clone(),
-                page["total"].clone()
-            ),
-            (json!(2), json!(2), json!(5))
-        );
-        let got: Vec<&str> = page["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .filter_map(|d| d["id"].as_str())
-            .collect();
-        assert_eq!(
-            got,
-            vec![ids[2].as_str(), ids[1].as_str()],
-            "{}: newest first",
-            app.label
-        );
-        let (_, page) = app.api_as(&analyst).get("/api/anomalies").await;
-        assert_eq!(
-            (page["limit"].clone(), page["data"].as_array().map(Vec::len)),
-            (json!(20), Some(5))
-        );
-
-        for (query, expect) in [
-            ("source=dns", 2),
-            ("is_anomaly=true", 2),
-            ("is_anomaly=false", 3),
-            ("risk_level=High", 2),
-            ("min_score=0.65", 2),
-            (
-                "start_date=2026-01-12T08:01:00Z&end_date=2026-01-12T08:03:00",
-                3,
-            ),
-            ("start_date=2026-01-12T09:01:00%2B01:00", 4),
-            ("start_date=2026-01-13", 0),
-            ("source=netflow&min_score=0.5&is_anomaly=false", 1),
-        ] {
-            let (s, v) = app
-                .api_as(&analyst)
-                .get(&format!("/api/anomalies?{query}"))
-                .await;
-            assert_eq!(s, StatusCode::OK, "{query}: {v}");
-            assert_eq!(v["total"], expect, "{} {query}", app.label);
-            assert_eq!(
-                v["data"].as_array().map(Vec::len),
-                Some(expect as usize),
-                "{query}"
-            );
-        }
-        for query in [
-            "limit=0",
-            "limit=101",
-            "page=0",
-            "page=x",
-            "is_anomaly=maybe",
-            "min_score=abc",
-            "start_date=tomorrow",
-            "end_date=2026-02-30",
-        ] {
-            let (s, v) = app
-                .api_as(&analyst)
-                .get(&format!("/api/anomalies?{query}"))
-                .await;
-            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {v}");
-            assert!(v["detail"].is_string(), "{query}");
-        }
-        for bad in [
-            json!({"source_type": "s"}),
-            json!({"source_type": "s", "anomaly_score": 2}),
-            json!({"source_type": "s", "anomaly_score": 0.5, "risk_level": "Apocalyptic"}),
-            json!({"source_type": "s", "anomaly_score": 0.5, "event_data": "text"}),
-            json!([1, 2]),
-        ] {
-            let (s, v) = app.api_as(&analyst).post("/api/anomalies", &bad).await;
-            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
-        }
+        get_one(&app, &analyst, &ids).await;
+        list_filter_and_page(&app, &analyst, &ids).await;
         app.stop().await;
+    }
+}
+
+/// One anomaly by id, with every field; an unknown id is a 404.
+async fn get_one(app: &TestApp, analyst: &str, ids: &[String]) {
+    let (s, one) = app
+        .api_as(analyst)
+        .get(&format!("/api/anomalies/{}", ids[2]))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        one,
+        json!({
+            "id": ids[2], "timestamp": "2026-01-12T08:02:00Z", "source_type": "dns", "event_data": {"value": 3.5},
+            "betti_h0": 1, "betti_h1": 2, "betti_h2": 0, "anomaly_score": 0.9, "is_anomaly": true,
+            "risk_level": "Critical", "metadata": {"topology_features": {"entropy": 0.75}}
+        }),
+        "{}",
+        app.label
+    );
+    let (s, v) = app.api_as(analyst).get("/api/anomalies/no-such-id").await;
+    assert_eq!(
+        (s, v),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"detail": "Anomaly not found"})
+        )
+    );
+}
+
+/// The list: paging, newest first, every filter, and refused parameters.
+async fn list_filter_and_page(app: &TestApp, analyst: &str, ids: &[String]) {
+    let (_, page) = app
+        .api_as(analyst)
+        .get("/api/anomalies?limit=2&page=2")
+        .await;
+    assert_eq!(
+        (
+            page["page"].clone(),
+            page["limit"].clone(),
+            page["total"].clone()
+        ),
+        (json!(2), json!(2), json!(5))
+    );
+    let got: Vec<&str> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(
+        got,
+        vec![ids[2].as_str(), ids[1].as_str()],
+        "{}: newest first",
+        app.label
+    );
+    let (_, page) = app.api_as(analyst).get("/api/anomalies").await;
+    assert_eq!(
+        (page["limit"].clone(), page["data"].as_array().map(Vec::len)),
+        (json!(20), Some(5))
+    );
+
+    for (query, expect) in [
+        ("source=dns", 2),
+        ("is_anomaly=true", 2),
+        ("is_anomaly=false", 3),
+        ("risk_level=High", 2),
+        ("min_score=0.65", 2),
+        (
+            "start_date=2026-01-12T08:01:00Z&end_date=2026-01-12T08:03:00",
+            3,
+        ),
+        ("start_date=2026-01-12T09:01:00%2B01:00", 4),
+        ("start_date=2026-01-13", 0),
+        ("source=netflow&min_score=0.5&is_anomaly=false", 1),
+    ] {
+        let (s, v) = app
+            .api_as(analyst)
+            .get(&format!("/api/anomalies?{query}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{query}: {v}");
+        assert_eq!(v["total"], expect, "{} {query}", app.label);
+        assert_eq!(
+            v["data"].as_array().map(Vec::len),
+            Some(expect as usize),
+            "{query}"
+        );
+    }
+    for query in [
+        "limit=0",
+        "limit=101",
+        "page=0",
+        "page=x",
+        "is_anomaly=maybe",
+        "min_score=abc",
+        "start_date=tomorrow",
+        "end_date=2026-02-30",
+    ] {
+        let (s, v) = app
+            .api_as(analyst)
+            .get(&format!("/api/anomalies?{query}"))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {v}");
+        assert!(v["detail"].is_string(), "{query}");
+    }
+    for bad in [
+        json!({"source_type": "s"}),
+        json!({"source_type": "s", "anomaly_score": 2}),
+        json!({"source_type": "s", "anomaly_score": 0.5, "risk_level": "Apocalyptic"}),
+        json!({"source_type": "s", "anomaly_score": 0.5, "event_data": "text"}),
+        json!([1, 2]),
+    ] {
+        let (s, v) = app.api_as(analyst).post("/api/anomalies", &bad).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
     }
 }
 
