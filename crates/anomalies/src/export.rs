@@ -20,7 +20,6 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use vigil_http::auth::{Viewer, bearer_token};
-use vigil_http::axum::Extension;
 use vigil_http::axum::body::Body;
 use vigil_http::axum::extract::State;
 use vigil_http::axum::extract::{FromRef, FromRequestParts};
@@ -130,7 +129,7 @@ pub(crate) struct ExportLink {
     ))]
 pub(crate) async fn export_link(
     State(state): State<AppState>,
-    Extension(settings): Extension<Arc<Settings>>,
+    State(settings): State<Arc<Settings>>,
     Viewer(user): Viewer,
     uri: Uri,
     ApiQuery(format): ApiQuery<FormatQuery>,
@@ -175,7 +174,7 @@ pub(crate) async fn export_link(
     ))]
 pub(crate) async fn export(
     State(state): State<AppState>,
-    Extension(settings): Extension<Arc<Settings>>,
+    State(settings): State<Arc<Settings>>,
     _caller: Downloader,
     ApiQuery(format): ApiQuery<FormatQuery>,
     ApiQuery(filter): ApiQuery<FilterQuery>,

@@ -2,7 +2,7 @@
 //! one request helper every crate's tests use ([`Api`]).
 //!
 //! ```ignore
-//! for app in TestApp::all(|state| my_feature::router(state)).await {
+//! for app in TestApp::all(|state| my_feature::MyFeature::new(config.clone()).router(state)).await {
 //!     let (_, token) = app.user_with_role("ana", Role::Analyst).await;
 //!     let (status, body) = app.api().get("/health").await;
 //!     let (status, body) = app.api_as(&token).post("/api/things", &json!({"name": "x"})).await;

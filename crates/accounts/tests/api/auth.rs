@@ -76,7 +76,7 @@ async fn oversized_multipart_login_and_logout_are_413_with_detail() {
             ..HttpConfig::for_tests()
         };
         let app = TestApp::start_with(db, config, |state| {
-            vigil_accounts::router(state, lax_limits())
+            vigil_accounts::Accounts::new(lax_limits()).router(state)
         })
         .await;
         let l = app.label;

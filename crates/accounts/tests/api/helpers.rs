@@ -100,7 +100,7 @@ pub(crate) fn lax_limits() -> AccountsConfig {
 }
 
 pub(crate) async fn apps(config: AccountsConfig) -> Vec<TestApp> {
-    TestApp::all(move |state| vigil_accounts::router(state, config.clone())).await
+    TestApp::all(move |state| vigil_accounts::Accounts::new(config.clone()).router(state)).await
 }
 
 pub(crate) async fn register(app: &TestApp, username: &str, email: &str) -> (StatusCode, Value) {

@@ -13,7 +13,7 @@ pub(crate) fn new_id() -> String {
 }
 
 pub(crate) async fn apps(config: MaxidomConfig) -> Vec<TestApp> {
-    TestApp::all(move |state| vigil_maxidom::router(state, config.clone())).await
+    TestApp::all(move |state| vigil_maxidom::Maxidom::new(config.clone()).router(state)).await
 }
 
 pub(crate) async fn post_raw(app: &TestApp, path: &str, body: Vec<u8>) -> (StatusCode, String) {

@@ -14,7 +14,10 @@ use vigil_store::maxidom as db;
 /// A second server process sharing the database, emulated by a second router (own model cache) on the
 /// same store.
 async fn replica(state: AppState, config: MaxidomConfig) -> SocketAddr {
-    let app = vigil_http::app::build(state.clone(), vigil_maxidom::router(&state, config));
+    let app = vigil_http::app::build(
+        state.clone(),
+        vigil_maxidom::Maxidom::new(config).router(&state),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { vigil_http::axum::serve(listener, app).await });

@@ -8,10 +8,10 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
 use vigil_realtime::Realtime;
-use vigil_realtime::router_with;
 
 #[tokio::test]
 async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
@@ -101,14 +101,11 @@ async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
 async fn hand_recorded_anomalies_reach_the_owners_sockets() {
     for db in vigil_store::testing::TestDb::all().await {
         // The process wiring of `vigil serve`: one dispatcher shared by the anomalies routes and the stream side.
-        let rt = Realtime::new(open());
+        let anomalies = Anomalies::new(&AnomaliesConfig::default());
+        let rt = Realtime::new(open(), &anomalies);
         let rt2 = rt.clone();
         let app = TestApp::start(db, move |state| {
-            router_with(rt2.clone()).merge(vigil_anomalies::router_with_dispatcher(
-                state,
-                vigil_anomalies::AnomaliesConfig::default(),
-                rt2.dispatcher().clone(),
-            ))
+            rt2.router(state).merge(anomalies.router(state))
         })
         .await;
         let (_, analyst) = app.user_with_role("recorder", Role::Analyst).await;

@@ -5,10 +5,10 @@ use serde_json::Value;
 use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
+use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::testing::TestApp;
 use vigil_realtime::Realtime;
 use vigil_realtime::RealtimeConfig;
-use vigil_realtime::router_with;
 
 pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -37,18 +37,22 @@ pub(crate) fn open() -> RealtimeConfig {
     }
 }
 
+/// A stream side with an alert dispatcher of its own, at the default delivery settings.
+pub(crate) fn realtime(config: RealtimeConfig) -> Realtime {
+    Realtime::new(config, &Anomalies::new(&AnomaliesConfig::default()))
+}
+
 pub(crate) async fn apps(cfg: RealtimeConfig) -> Vec<(TestApp, Realtime)> {
     let mut out = Vec::new();
     for db in vigil_store::testing::TestDb::all().await {
         // The webhook receivers of these tests listen on loopback, which the default policy refuses.
-        let delivery = vigil_anomalies::DeliveryPolicy {
-            allow_private: true,
-            ..vigil_anomalies::AnomaliesConfig::default().delivery_policy()
-        };
-        let rt =
-            Realtime::with_dispatcher(cfg.clone(), vigil_anomalies::AlertDispatcher::new(delivery));
+        let anomalies = Anomalies::new(&AnomaliesConfig {
+            webhook_allow_private: true,
+            ..AnomaliesConfig::default()
+        });
+        let rt = Realtime::new(cfg.clone(), &anomalies);
         let rt2 = rt.clone();
-        let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
+        let app = TestApp::start(db, move |state| rt2.router(state)).await;
         out.push((app, rt));
     }
     out

@@ -1,7 +1,7 @@
 //! Several replicas over one database: shared stream state, contention, cross-replica delivery.
 
 use crate::helpers::{
-    Ws, apps, connect, incident_messages, ingest_spike, noise, open, quick_config,
+    Ws, apps, connect, incident_messages, ingest_spike, noise, open, quick_config, realtime,
 };
 use futures_util::SinkExt;
 use futures_util::StreamExt;
@@ -11,8 +11,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
-use vigil_realtime::Realtime;
-use vigil_realtime::router_with;
+use vigil_realtime::{Realtime, RealtimeConfig};
 
 /// Text frames received within `wait` of each other, until `quiet` passes without one (skipping pings).
 async fn drain_texts(ws: &mut Ws, first_wait: Duration, quiet: Duration) -> Vec<String> {
@@ -38,10 +37,10 @@ async fn two_replicas(test: &str) -> Option<((TestApp, Realtime), (TestApp, Real
         return None;
     };
     let replica = db.replica().await;
-    let (rt_a, rt_b) = (Realtime::new(open()), Realtime::new(open()));
+    let (rt_a, rt_b) = (realtime(open()), realtime(open()));
     let (a2, b2) = (rt_a.clone(), rt_b.clone());
-    let a = TestApp::start(db, move |_| router_with(a2.clone())).await;
-    let b = TestApp::start(replica, move |_| router_with(b2.clone())).await;
+    let a = TestApp::start(db, move |state| a2.router(state)).await;
+    let b = TestApp::start(replica, move |state| b2.router(state)).await;
     Some(((a, rt_a), (b, rt_b)))
 }
 
@@ -49,11 +48,11 @@ async fn two_replicas(test: &str) -> Option<((TestApp, Realtime), (TestApp, Real
 async fn replicas_share_stream_state_through_the_database() {
     for (app, _rt) in apps(open()).await {
         // Two independent processes' worth of caches over one database, fed alternately, must give exactly
-        // the results of one engine fed everything.
+        // the results of one pipeline fed everything.
         let (a, b, single) = (
-            Realtime::new(Default::default()),
-            Realtime::new(Default::default()),
-            Realtime::new(Default::default()),
+            realtime(RealtimeConfig::default()),
+            realtime(RealtimeConfig::default()),
+            realtime(RealtimeConfig::default()),
         );
         let values = noise(90, 3);
         let mut alternating = Vec::new();
@@ -61,7 +60,7 @@ async fn replicas_share_stream_state_through_the_database() {
             let rt = if i % 3 == 0 { &a } else { &b };
             let e = vigil_stream::Event::new("shared", *x, None);
             let o = rt
-                .engine()
+                .pipeline()
                 .process(&app.state, vec![e], None, vigil_realtime::Lane::Bulk)
                 .await
                 .expect("process");
@@ -71,7 +70,7 @@ async fn replicas_share_stream_state_through_the_database() {
         for x in &values {
             let e = vigil_stream::Event::new("solo", *x, None);
             let o = single
-                .engine()
+                .pipeline()
                 .process(&app.state, vec![e], None, vigil_realtime::Lane::Bulk)
                 .await
                 .expect("process");
@@ -83,7 +82,7 @@ async fn replicas_share_stream_state_through_the_database() {
         }
         assert!(
             alternating == reference,
-            "{}: replicas diverged from a single engine",
+            "{}: replicas diverged from a single pipeline",
             app.label
         );
         let row = vigil_realtime::db::load(&app.state.store, "shared")
@@ -125,7 +124,7 @@ async fn contended_replicas_wait_instead_of_failing() {
                 } else {
                     vigil_realtime::Lane::Interactive
                 };
-                if let Err(e) = rt.engine().process(&state, events, None, lane).await {
+                if let Err(e) = rt.pipeline().process(&state, events, None, lane).await {
                     failures.push(e.to_string());
                 }
             }
