@@ -179,10 +179,9 @@ pub async fn create_account(
     config: &AccountsConfig,
     new: NewAccount,
 ) -> Result<User, Error> {
-    let username =
-        policy::username(&new.username).map_err(|e| Error::unprocessable(e.to_string()))?;
-    let email = policy::email(&new.email).map_err(|e| Error::unprocessable(e.to_string()))?;
-    policy::password(&new.password, config).map_err(|e| Error::unprocessable(e.to_string()))?;
+    let username = policy::username(&new.username)?;
+    let email = policy::email(&new.email)?;
+    policy::password(&new.password, config)?;
     if users::by_email(store, &email).await?.is_some() {
         return Err(Error::BadRequest(EMAIL_TAKEN.into()));
     }
@@ -220,7 +219,7 @@ pub(crate) fn clean(s: Option<String>) -> Option<String> {
 }
 
 pub(crate) fn role_of(user: &User) -> Result<Role, Error> {
-    user.role.parse().map_err(Error::internal)
+    user.role.parse().map_err(Error::internal_msg)
 }
 
 /// Deletes rows that can no longer matter: expired tokens and revocations ([`tokens::purge_expired`]) and ended

@@ -3,15 +3,14 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::multipart::MultipartError;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vigil_http::auth::Viewer;
 use vigil_http::password::{self, Verification};
-use vigil_http::{ApiJson, ApiResult, AppState, ClientIp, Error, RawBody, Role};
+use vigil_http::{ApiJson, ApiQuery, ApiResult, AppState, ClientIp, Error, RawBody, Role};
 use vigil_store::time::now_ms;
 use vigil_store::tokens::{self, Purpose, RefreshUse};
 use vigil_store::users::{self, UserPatch};
@@ -99,15 +98,19 @@ impl<S: Send + Sync> FromRequest<S> for LoginForm {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
+        // Every shape is read by the one body reader first, so an oversized body is a 413 whatever its type.
+        let (parts, body) = req.into_parts();
+        let RawBody(bytes) =
+            RawBody::from_request(Request::from_parts(parts.clone(), body), state).await?;
         if content_type.starts_with("multipart/form-data") {
             // `curl -F username=… -F password=…`, as the reference's README shows.
+            let req = Request::from_parts(parts, axum::body::Body::from(bytes));
             return multipart_login(req, state)
                 .await
                 .and_then(refuse_nul)
                 .map(LoginForm);
         }
         let is_json = content_type.contains("json");
-        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         let body = if is_json {
             vigil_http::parse_json::<LoginBody>(&bytes)?
         } else {
@@ -285,7 +288,7 @@ pub struct LogoutBody {
 pub async fn logout(
     State(state): State<AppState>,
     Viewer(who): Viewer,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
     // No body, or JSON `null` (no value), ends every session; an object names the refresh token to revoke.
     let blank = std::str::from_utf8(&body).is_ok_and(|t| matches!(t.trim(), "" | "null"));
@@ -321,9 +324,10 @@ pub struct TokenQuery {
         (status = 422, description = "Missing token")))]
 pub async fn verify_email(
     State(state): State<AppState>,
-    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<ApiQuery<TokenQuery>, Error>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) =
+    // The one query parameter gets a plainer message than the generic deserializer's.
+    let ApiQuery(q) =
         query.map_err(|_| Error::unprocessable("Query parameter 'token' is required"))?;
     if !crate::verify_page::verify(&state, &q.token).await? {
         return Err(Error::BadRequest(
@@ -386,8 +390,7 @@ pub async fn reset_password(
     ApiJson(body): ApiJson<ResetBody>,
 ) -> ApiResult<Json<Value>> {
     const INVALID: &str = "Invalid or expired reset token";
-    policy::password(&body.new_password, &svc.config)
-        .map_err(|e| Error::unprocessable(e.to_string()))?;
+    policy::password(&body.new_password, &svc.config)?;
     let hash = policy::token_hash(&body.token);
     // A cheap look first, so that garbage tokens never cost a password hash.
     if tokens::peek_mailed(&state.store, &hash, Purpose::ResetPassword, now_ms())

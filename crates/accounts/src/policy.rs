@@ -24,6 +24,13 @@ pub enum PolicyError {
     PasswordTooLong,
 }
 
+/// A refused input is the client's to fix: a 422 whose `detail` is the policy's message.
+impl From<PolicyError> for vigil_http::Error {
+    fn from(e: PolicyError) -> Self {
+        vigil_http::Error::unprocessable(e.to_string())
+    }
+}
+
 /// A username: 3–50 characters, no whitespace or control characters, and no `@` (so that a username can never
 /// be mistaken for someone else's email at login, where either is accepted).
 pub fn username(raw: &str) -> Result<String, PolicyError> {

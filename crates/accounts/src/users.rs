@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::{Admin, Viewer};
-use vigil_http::{ApiJson, ApiResult, AppState, AuthUser, Error, Role};
+use vigil_http::{ApiJson, ApiQuery, ApiResult, AppState, AuthUser, Error, Role};
 use vigil_store::tokens;
 use vigil_store::users::{self, UserPatch};
 
@@ -44,9 +44,8 @@ pub struct UserPage {
 pub async fn list_users(
     State(state): State<AppState>,
     Admin(_caller): Admin,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<UserPage>> {
-    let Query(q) = query.map_err(|e| Error::unprocessable(e.body_text()))?;
     let page = q.page.unwrap_or(1);
     let limit = q.limit.unwrap_or(20);
     if page < 1 {
@@ -135,21 +134,15 @@ pub async fn update_user(
     let current = users::by_id(&state.store, &id)
         .await?
         .ok_or_else(|| Error::not_found(NOT_FOUND))?;
-    let username = body
-        .username
-        .as_deref()
-        .map(policy::username)
-        .transpose()
-        .map_err(|e| Error::unprocessable(e.to_string()))?;
+    let username = body.username.as_deref().map(policy::username).transpose()?;
     let email = body
         .email
         .as_deref()
         .map(policy::email)
-        .transpose()
-        .map_err(|e| Error::unprocessable(e.to_string()))?
+        .transpose()?
         .filter(|e| *e != current.email);
     if let Some(p) = &body.password {
-        policy::password(p, &svc.config).map_err(|e| Error::unprocessable(e.to_string()))?;
+        policy::password(p, &svc.config)?;
         if who.id == id {
             let given = body.current_password.clone().ok_or_else(|| {
                 Error::unprocessable("current_password is required to change your password")

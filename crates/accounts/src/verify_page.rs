@@ -10,12 +10,12 @@
 //! `Content-Security-Policy`; the token is shown only inside an escaped form field, the page is never cached, and
 //! `Referrer-Policy: no-referrer` keeps the token in its URL from leaking to another site.
 
-use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, Query, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use vigil_http::{AppState, Error};
+use vigil_http::{ApiQuery, AppState, Error};
 use vigil_store::time::now_ms;
 use vigil_store::tokens::{self, Purpose};
 use vigil_store::users::{self, UserPatch};
@@ -36,8 +36,12 @@ pub struct PageToken {
 #[utoipa::path(get, path = "/verify-email", tag = "auth", params(PageToken),
     responses((status = 200, description = "An HTML page with a button that confirms the address", content_type = "text/html"),
         (status = 400, description = "An HTML page saying the link has no token", content_type = "text/html")))]
-pub async fn page(query: Result<Query<PageToken>, QueryRejection>) -> Response {
-    let token = query.ok().and_then(|Query(q)| q.token).unwrap_or_default();
+pub async fn page(query: Result<ApiQuery<PageToken>, Error>) -> Response {
+    // A person opened this link: whatever is wrong with its query, the answer is a page, not JSON.
+    let token = query
+        .ok()
+        .and_then(|ApiQuery(q)| q.token)
+        .unwrap_or_default();
     if token.trim().is_empty() {
         return html(
             StatusCode::BAD_REQUEST,

@@ -21,22 +21,20 @@ use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use vigil_http::auth::{Viewer, bearer_token};
 use vigil_http::axum::body::Body;
-use vigil_http::axum::extract::rejection::QueryRejection;
+use vigil_http::axum::extract::State;
 use vigil_http::axum::extract::{FromRef, FromRequestParts};
-use vigil_http::axum::extract::{Query, State};
 use vigil_http::axum::http::Uri;
 use vigil_http::axum::http::request::Parts;
 use vigil_http::axum::http::{HeaderValue, header};
 use vigil_http::axum::response::{IntoResponse, Response};
 use vigil_http::ticket;
-use vigil_http::{ApiJson, Role};
+use vigil_http::{ApiJson, ApiQuery, Role};
 use vigil_http::{ApiResult, AppState, Error};
 use vigil_store::Store;
 use vigil_store::anomalies::{self as db, Anomaly, Cursor, Filter};
 
 use crate::Settings;
 use crate::doc::{AnomalyDoc, FilterQuery, format_ts};
-use crate::routes::query;
 
 /// The CSV header, as the dashboard expects it.
 pub(crate) const CSV_HEADER: &str =
@@ -134,12 +132,12 @@ pub(crate) async fn export_link(
     State(settings): State<Arc<Settings>>,
     Viewer(user): Viewer,
     uri: Uri,
-    format: Result<Query<FormatQuery>, QueryRejection>,
-    filter: Result<Query<FilterQuery>, QueryRejection>,
+    ApiQuery(format): ApiQuery<FormatQuery>,
+    ApiQuery(filter): ApiQuery<FilterQuery>,
 ) -> ApiResult<ApiJson<ExportLink>> {
     // Refuse a bad parameter now, not when the browser opens the link.
-    parse_format(&query(format)?)?;
-    query(filter)?.to_filter()?;
+    parse_format(&format)?;
+    filter.to_filter()?;
     let bound = ticket::canonical_query(uri.query());
     let now = vigil_store::time::now_ms();
     let expires_at = now
@@ -178,11 +176,11 @@ pub(crate) async fn export(
     State(state): State<AppState>,
     State(settings): State<Arc<Settings>>,
     _caller: Downloader,
-    format: Result<Query<FormatQuery>, QueryRejection>,
-    filter: Result<Query<FilterQuery>, QueryRejection>,
+    ApiQuery(format): ApiQuery<FormatQuery>,
+    ApiQuery(filter): ApiQuery<FilterQuery>,
 ) -> ApiResult<Response> {
-    let format = parse_format(&query(format)?)?;
-    let filter = query(filter)?.to_filter()?;
+    let format = parse_format(&format)?;
+    let filter = filter.to_filter()?;
     let now = time::OffsetDateTime::now_utc();
     let stamp = now
         .format(time::macros::format_description!(

@@ -1,10 +1,9 @@
 //! The anomaly log's handlers: list, create, stats, get, delete.
 
 use vigil_http::auth::{Admin, Analyst, Viewer};
-use vigil_http::axum::extract::rejection::QueryRejection;
-use vigil_http::axum::extract::{Path, Query, State};
+use vigil_http::axum::extract::{Path, State};
 use vigil_http::axum::http::StatusCode;
-use vigil_http::{ApiJson, ApiResult, AppState, Error};
+use vigil_http::{ApiJson, ApiQuery, ApiResult, AppState, Error};
 use vigil_store::anomalies as db;
 use vigil_store::time::now_ms;
 
@@ -12,12 +11,6 @@ use crate::dispatch::AlertDispatcher;
 use crate::doc::{AnomalyDoc, AnomalyList, CreateAnomaly, FilterQuery, PageQuery, StatsDoc};
 
 pub(crate) const NOT_FOUND: &str = "Anomaly not found";
-
-/// A query string that does not even parse (e.g. a parameter given twice) is a 422 like any other bad parameter.
-pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Error> {
-    q.map(|Query(v)| v)
-        .map_err(|e| Error::unprocessable(e.body_text()))
-}
 
 /// List anomalies, newest first, with filters and paging.
 #[utoipa::path(get, path = "/api/anomalies", tag = "anomalies",
@@ -31,11 +24,11 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Error> 
 pub(crate) async fn list(
     State(state): State<AppState>,
     _viewer: Viewer,
-    filter: Result<Query<FilterQuery>, QueryRejection>,
-    paging: Result<Query<PageQuery>, QueryRejection>,
+    ApiQuery(filter): ApiQuery<FilterQuery>,
+    ApiQuery(paging): ApiQuery<PageQuery>,
 ) -> ApiResult<ApiJson<AnomalyList>> {
-    let filter = query(filter)?.to_filter()?;
-    let (page, limit) = query(paging)?.page_limit()?;
+    let filter = filter.to_filter()?;
+    let (page, limit) = paging.page_limit()?;
     let offset = (page - 1).saturating_mul(limit);
     let found = db::list(&state.store, &filter, offset, limit).await?;
     Ok(ApiJson(AnomalyList {
@@ -82,9 +75,9 @@ pub(crate) async fn create(
 pub(crate) async fn stats(
     State(state): State<AppState>,
     _viewer: Viewer,
-    filter: Result<Query<FilterQuery>, QueryRejection>,
+    ApiQuery(filter): ApiQuery<FilterQuery>,
 ) -> ApiResult<ApiJson<StatsDoc>> {
-    let filter = query(filter)?.to_filter()?;
+    let filter = filter.to_filter()?;
     let stats = db::stats(&state.store, &filter).await?;
     Ok(ApiJson(StatsDoc::from(stats)))
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bulk, call, test_config};
+use common::{bulk, test_config};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use vigil_anomalies::AnomaliesConfig;
@@ -23,14 +23,14 @@ async fn open(app: &TestApp, path: &str) -> (StatusCode, String) {
 }
 
 async fn link(app: &TestApp, token: &str, query: &str) -> Value {
-    let (s, b) = call(
-        app,
-        Method::POST,
-        &format!("/api/anomalies/export/link?{query}"),
-        Some(token),
-        None,
-    )
-    .await;
+    let (s, b) = app
+        .api_as(token)
+        .send(
+            Method::POST,
+            &format!("/api/anomalies/export/link?{query}"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{}: {b}", app.label);
     b
 }
@@ -112,7 +112,7 @@ async fn signed_links_download_once_bound_and_die_with_the_session() {
         .await;
         assert_eq!(s, StatusCode::OK, "{l}");
         // A ticket is not a bearer token, and a bearer token is not a ticket.
-        let (s, _) = call(&app, Method::GET, "/api/anomalies", Some(ticket), None).await;
+        let (s, _) = app.api_as(ticket).get("/api/anomalies").await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{l}");
         let (s, _) = open(
             &app,
@@ -122,24 +122,20 @@ async fn signed_links_download_once_bound_and_die_with_the_session() {
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{l}");
 
         // Minting needs a signed-in viewer and valid parameters.
-        let (s, _) = call(
-            &app,
-            Method::POST,
-            "/api/anomalies/export/link?format=csv",
-            None,
-            None,
-        )
-        .await;
+        let (s, _) = app
+            .api()
+            .send(Method::POST, "/api/anomalies/export/link?format=csv", None)
+            .await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{l}");
         for bad in ["format=xml", "min_score=abc", "start_date=yesterday"] {
-            let (s, b) = call(
-                &app,
-                Method::POST,
-                &format!("/api/anomalies/export/link?{bad}"),
-                Some(&viewer),
-                None,
-            )
-            .await;
+            let (s, b) = app
+                .api_as(&viewer)
+                .send(
+                    Method::POST,
+                    &format!("/api/anomalies/export/link?{bad}"),
+                    None,
+                )
+                .await;
             assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {bad}: {b}");
         }
         // No parameters at all: the whole log, CSV.

@@ -211,7 +211,7 @@ fn cors(origins: &str) -> CorsLayer {
 
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    Error::internal("handler panicked").into_response()
+    Error::internal_msg("handler panicked").into_response()
 }
 
 async fn not_found() -> Error {

@@ -235,7 +235,7 @@ impl AuthUser {
                 if revoked != 0 || current != generation {
                     return Err(Error::Unauthorized("Token has been revoked".into()));
                 }
-                let role = role.parse().map_err(Error::internal)?;
+                let role = role.parse().map_err(Error::internal_msg)?;
                 Ok(AuthUser {
                     id: sub.to_owned(),
                     username,

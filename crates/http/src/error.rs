@@ -54,8 +54,23 @@ impl Error {
         Error::Unprocessable(detail.into())
     }
 
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        Error::Internal(anyhow::anyhow!("{detail}"))
+    /// A failure that is our fault, keeping `err` and its whole `source()` chain for the log (the client sees only
+    /// "Internal server error"). Takes any `std::error::Error` or an `anyhow::Error` (add context with
+    /// `anyhow::Context` first when the error alone does not say what was being done).
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Error::Internal(err.into())
+    }
+
+    /// [`Error::internal`] with what was being done, kept as the chain's first link (`analysis task failed: …`).
+    pub fn internal_in(doing: &'static str, err: impl Into<anyhow::Error>) -> Self {
+        Error::Internal(err.into().context(doing))
+    }
+
+    /// [`Error::internal`] for a failure that has no error value, only a description (a panic, a closed channel).
+    pub fn internal_msg(
+        detail: impl std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
+    ) -> Self {
+        Error::Internal(anyhow::Error::msg(detail))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -81,11 +96,11 @@ impl IntoResponse for Error {
         let detail = match &self {
             Error::Store(StoreError::Conflict(_)) => "Conflict with existing data.".to_owned(),
             Error::Store(e) => {
-                tracing::error!(error = %e, "database error");
+                tracing::error!(error = %chain(e), "database error");
                 "Internal server error".to_owned()
             }
             Error::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
+                tracing::error!(error = %chain(e.as_ref()), "internal error");
                 "Internal server error".to_owned()
             }
             Error::Unavailable(e) => {
@@ -113,6 +128,22 @@ impl IntoResponse for Error {
         }
         response
     }
+}
+
+/// `err: its source: its source's source…` on one line, so a log line says why, not just what, failed.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        // `#[error(transparent)]` and "{0}"-style wrappers repeat their source's text; say it once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -152,8 +183,37 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_do_not_leak_details() {
-        let r = Error::internal("connection string postgres://u:secret@h").into_response();
+        let r = Error::internal_msg("connection string postgres://u:secret@h").into_response();
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body_of(r).await, json!({"detail": "Internal server error"}));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not publish the model")]
+    struct Outer(#[source] std::io::Error);
+
+    #[tokio::test]
+    async fn internal_errors_keep_their_source_chain_for_the_log_only() {
+        let err = Error::internal(Outer(std::io::Error::other("disk full")));
+        let source = std::error::Error::source(&err).expect("the wrapped error's source");
+        assert_eq!(source.to_string(), "disk full");
+        match &err {
+            Error::Internal(e) => {
+                assert_eq!(chain(e.as_ref()), "could not publish the model: disk full");
+            }
+            other => panic!("expected Internal, got {other:?}"),
+        }
+        let r = err.into_response();
+        assert_eq!(body_of(r).await, json!({"detail": "Internal server error"}));
+    }
+
+    #[test]
+    fn chain_names_each_cause_once() {
+        let store = StoreError::DataDir {
+            path: "/data".into(),
+            source: std::io::Error::other("connection reset"),
+        };
+        let text = chain(&store);
+        assert_eq!(text.matches("connection reset").count(), 1, "{text}");
     }
 }

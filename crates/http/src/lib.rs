@@ -3,7 +3,9 @@
 //! * [`AppState`]: the database handle, token keys, configuration, and the background-task tracker that graceful
 //!   shutdown waits for.
 //! * [`Error`]: the one error enum; every failure renders as `{"detail": "…"}` with the right status.
-//! * [`ApiJson`]: the JSON body extractor (schema failures are 422 naming the field; oversize bodies 413).
+//! * [`ApiJson`]: the JSON body extractor (schema failures are 422 naming the field; oversize bodies 413);
+//!   [`RawBody`]: the one body reader, for routes that parse their body themselves; [`ApiQuery`]: the query-string
+//!   extractor (a query that does not fit is a 422).
 //! * [`auth`]: HS256 access tokens, [`Role`]s, and the extractors [`auth::Viewer`], [`auth::Analyst`],
 //!   [`auth::Admin`] that every protected route takes as an argument.
 //! * [`ticket`]: signed, short-lived, query-bound download links for browsers that cannot send a bearer header.
@@ -26,6 +28,7 @@ mod error;
 mod json;
 pub mod metrics;
 pub mod password;
+mod query;
 mod redoc;
 pub mod serve;
 mod state;
@@ -38,6 +41,7 @@ pub use client_ip::ClientIp;
 pub use config::{Environment, HttpConfig};
 pub use error::{ApiResult, Error};
 pub use json::{ApiJson, JsonBytes, RawBody, parse as parse_json};
+pub use query::ApiQuery;
 pub use state::AppState;
 
 /// Re-exported so feature crates build routers against the same versions.

@@ -17,8 +17,7 @@ use vigil_http::{ApiResult, AppState, Error, JsonBytes};
 use vigil_store::maxidom::{self as db, Attempt};
 use vigil_store::time::now_ms;
 
-use crate::pool::PoolError;
-use crate::service::{LoadError, Maxidom, counts_of, kinds_of};
+use crate::service::{Maxidom, counts_of, kinds_of};
 
 pub(crate) const NOT_ENROLLED: &str = "User profile not found or not enrolled.";
 const MODEL_NOT_FOUND: &str = "Model not found.";
@@ -275,14 +274,7 @@ pub async fn score(
     PayloadBody(payload): PayloadBody,
 ) -> ApiResult<Json<Score>> {
     let profile_id = canonical_profile_id(&raw)?;
-    let result = svc
-        .score(&state, &profile_id, &payload)
-        .await
-        .map_err(|e| match e {
-            LoadError::Store(e) | LoadError::Pool(PoolError::Store(e)) => Error::Store(e),
-            LoadError::ModelChurn(_) => Error::Unavailable(e.to_string()),
-            other => Error::internal(other),
-        })?;
+    let result = svc.score(&state, &profile_id, &payload).await?;
     let Some(result) = result else {
         // A ready profile can be without a model and without a live training: its training failed, or its process
         // died and the claim has expired. The extension keeps scoring, so this is where it gets retried at once

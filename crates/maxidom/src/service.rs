@@ -109,6 +109,18 @@ pub enum LoadError {
     ModelChurn(String),
 }
 
+/// Database trouble is the store's 500, a model that keeps changing under a score is worth a retry (503), and an
+/// unreadable model or a stopped pool writer is our fault (500 with the cause logged).
+impl From<LoadError> for vigil_http::Error {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Store(e) | LoadError::Pool(PoolError::Store(e)) => Self::Store(e),
+            LoadError::ModelChurn(_) => Self::Unavailable(e.to_string()),
+            other => Self::internal(other),
+        }
+    }
+}
+
 /// Which training a claim is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrainingKind {

@@ -81,7 +81,7 @@ impl BulkPool {
         let Some(queue) = &self.queue else {
             return tokio::task::spawn_blocking(f)
                 .await
-                .map_err(|e| Error::internal(format!("analysis task failed: {e}")));
+                .map_err(|e| Error::internal_in("analysis task failed", e));
         };
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
@@ -92,9 +92,9 @@ impl BulkPool {
         });
         queue
             .send(job)
-            .map_err(|_| Error::internal("bulk analysis threads stopped"))?;
+            .map_err(|_| Error::internal_msg("bulk analysis threads stopped"))?;
         rx.await
-            .map_err(|_| Error::internal("analysis task failed (panicked)"))
+            .map_err(|_| Error::internal_msg("analysis task failed (panicked)"))
     }
 }
 

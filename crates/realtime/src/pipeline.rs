@@ -303,7 +303,7 @@ impl Pipeline {
                 Lane::Bulk => self.bulk.run(job).await?,
                 Lane::Interactive => tokio::task::spawn_blocking(job)
                     .await
-                    .map_err(|e| Error::internal(format!("analysis task failed: {e}")))?,
+                    .map_err(|e| Error::internal_in("analysis task failed", e))?,
             };
             batch = events;
             let Computed {

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -17,7 +16,7 @@ use serde_json::value::RawValue;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use vigil_http::auth::{Analyst, Viewer};
-use vigil_http::{ApiJson, ApiResult, AppState, Error};
+use vigil_http::{ApiJson, ApiQuery, ApiResult, AppState, Error};
 use vigil_stream::StreamConfig;
 
 use crate::Realtime;
@@ -112,14 +111,10 @@ pub(crate) async fn ingest(
     State(app): State<AppState>,
     State(rt): State<Realtime>,
     Analyst(_user): Analyst,
-    query: Result<Query<IngestQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<IngestQuery>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    let detail = query
-        .map_err(|e| Error::unprocessable(e.body_text()))?
-        .0
-        .detail
-        .unwrap_or_default();
+    let detail = query.detail.unwrap_or_default();
     let (events, single) = match &body {
         Value::Array(items) => {
             if items.len() > rt.inner.config.stream_max_batch {

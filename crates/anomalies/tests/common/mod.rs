@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use reqwest::{Method, StatusCode};
-use serde_json::Value;
 use vigil_anomalies::AnomaliesConfig;
 use vigil_http::testing::TestApp;
 
@@ -20,29 +18,6 @@ pub fn test_config() -> AnomaliesConfig {
         webhook_allow_private: true,
         ..AnomaliesConfig::default()
     }
-}
-
-pub async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> (StatusCode, Value) {
-    let mut r = app.client.request(method, app.url(path));
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.json(b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 /// Inserts `n` synthetic anomalies in one statement (a recursive CTE both engines run): row i has ts = t0 - i s,

@@ -1,0 +1,13 @@
+//! End-to-end over HTTP: the real application on a random port, once per backend (SQLite always, PostgreSQL when
+//! TEST_DATABASE_URL is set). Mail goes to an in-test SMTP server, so the verification and reset links are the ones
+//! a user would receive.
+//!
+//! One module per resource; shared setup in `helpers`.
+
+mod auth;
+mod bootstrap;
+mod email;
+mod helpers;
+mod housekeeping;
+mod rate_limits;
+mod users;

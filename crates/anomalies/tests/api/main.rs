@@ -1,0 +1,14 @@
+//! End-to-end over HTTP: the real application on a random port, once per backend (SQLite always, PostgreSQL when
+//! TEST_DATABASE_URL is set).
+//!
+//! One module per resource; shared setup in `helpers`.
+
+mod alerts;
+mod anomalies;
+#[path = "../common/mod.rs"]
+mod common;
+mod export;
+mod helpers;
+mod input;
+mod roles;
+mod stats;

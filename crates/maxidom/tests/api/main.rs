@@ -1,0 +1,14 @@
+//! End-to-end over HTTP: the real application on a random port, once per backend (SQLite always,
+//! PostgreSQL when TEST_DATABASE_URL is set), driven with synthetic users.
+//!
+//! One module per resource; shared setup in `helpers`.
+
+mod concurrency;
+mod enroll;
+mod helpers;
+mod payloads;
+mod recovery;
+mod replicas;
+mod score;
+mod static_files;
+mod training;

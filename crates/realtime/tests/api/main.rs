@@ -1,0 +1,14 @@
+//! End-to-end tests over HTTP, WebSocket and SSE against the real router on a random port, on SQLite and (when
+//! `TEST_DATABASE_URL` is set) PostgreSQL.
+//!
+//! One module per resource; shared setup in `helpers`.
+
+mod alerts;
+mod helpers;
+mod ingest;
+mod replicas;
+mod socket_auth;
+mod sse;
+mod streams;
+mod subscribers;
+mod websocket;
