@@ -1,6 +1,7 @@
 //! `/api/auth/*`: register, login, me, refresh, logout, email verification and password reset.
 
 use std::sync::{Arc, OnceLock};
+use vigil_http::axum;
 
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartError;

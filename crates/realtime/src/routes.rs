@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::time::Duration;
+use vigil_http::axum;
 
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;

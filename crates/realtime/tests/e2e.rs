@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vigil_http::axum;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vigil_http::axum;
 
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
