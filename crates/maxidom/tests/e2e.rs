@@ -1193,8 +1193,10 @@ async fn an_abandoned_pool_retraining_is_redone_by_the_sweeper() {
 /// same store.
 async fn replica(state: AppState, config: MaxidomConfig) -> SocketAddr {
     let app = vigil_http::app::build(state.clone(), vigil_maxidom::router(&state, config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a local port");
+    let addr = listener.local_addr().expect("bound address");
     tokio::spawn(async move { vigil_http::axum::serve(listener, app).await });
     addr
 }

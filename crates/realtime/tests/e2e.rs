@@ -277,12 +277,16 @@ async fn exchange(app: &TestApp, frames: &[String], replies: usize, pipelined: b
     let mut got = Vec::new();
     if pipelined {
         for f in frames {
-            ws.feed(Message::text(f.clone())).await.unwrap();
+            ws.feed(Message::text(f.clone()))
+                .await
+                .expect("queue a frame");
         }
-        ws.flush().await.unwrap();
+        ws.flush().await.expect("send the frames");
     } else {
         for f in frames {
-            ws.send(Message::text(f.clone())).await.unwrap();
+            ws.send(Message::text(f.clone()))
+                .await
+                .expect("send a frame");
             if !f.contains("\"config\"") {
                 got.push(
                     next_json(&mut ws, Duration::from_secs(10))
@@ -375,7 +379,7 @@ async fn incident_messages(app: &TestApp, stream: &str) -> usize {
             .bind(stream)
             .fetch_all(app.state.store.pool())
             .await
-            .unwrap();
+            .expect("read the incidents");
     rows.iter()
         .map(|r| if r.0 == Some(1) { 1 } else { 2 })
         .sum()
