@@ -1,11 +1,9 @@
 //! The account operations that the HTTP routes, the first-start bootstrap and `vigil user create` share.
 
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use vigil_http::{AppState, Error, Role};
 use vigil_store::Store;
-use vigil_store::time::now_ms;
+use vigil_store::time::{format_ts, now_ms};
 use vigil_store::tokens::{self, Purpose};
 use vigil_store::users::{self, NewUser, User};
 
@@ -398,18 +396,10 @@ impl UserView {
             organization: u.organization.clone(),
             role: role_of(u)?,
             is_verified: u.is_verified,
-            created_at: iso(u.created_at),
-            last_login: u.last_login.map(iso),
+            created_at: format_ts(u.created_at),
+            last_login: u.last_login.map(format_ts),
         })
     }
-}
-
-/// Unix milliseconds as RFC 3339 (UTC); out-of-range values (impossible from this code) render as the epoch.
-pub(crate) fn iso(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
 #[cfg(test)]
@@ -418,8 +408,8 @@ mod tests {
 
     #[test]
     fn iso_times() {
-        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso(1_768_204_800_123), "2026-01-12T08:00:00.123Z");
+        assert_eq!(format_ts(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_ts(1_768_204_800_123), "2026-01-12T08:00:00.123Z");
     }
 
     #[test]

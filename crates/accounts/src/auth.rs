@@ -1,6 +1,7 @@
 //! `/api/auth/*`: register, login, me, refresh, logout, email verification and password reset.
 
 use std::sync::{Arc, OnceLock};
+use vigil_http::axum;
 
 use axum::Json;
 use axum::extract::multipart::MultipartError;
@@ -360,13 +361,12 @@ pub async fn forgot_password(
         "Too many password reset requests. Try again later.",
     )
     .await?;
-    if let Ok(email) = policy::email(&body.email) {
-        if let Some(user) = users::by_email(&state.store, &email)
+    if let Ok(email) = policy::email(&body.email)
+        && let Some(user) = users::by_email(&state.store, &email)
             .await?
             .filter(|u| u.is_active)
-        {
-            svc.send_reset(&state, &user).await?;
-        }
+    {
+        svc.send_reset(&state, &user).await?;
     }
     Ok(Json(json!({"message": FORGOT_ANSWER})))
 }

@@ -4,35 +4,35 @@
 #[derive(clap::Args, Clone, Debug)]
 pub struct AccountsConfig {
     /// Login attempts allowed per account and client address in one login window.
-    #[arg(long, env = "LOGIN_RATE_LIMIT", default_value_t = 5)]
+    #[arg(long, env = "LOGIN_RATE_LIMIT", default_value_t = defaults::LOGIN_RATE_LIMIT)]
     pub login_rate_limit: u32,
     /// Length of the login window in seconds.
-    #[arg(long, env = "LOGIN_RATE_WINDOW_SECS", default_value_t = 900)]
+    #[arg(long, env = "LOGIN_RATE_WINDOW_SECS", default_value_t = defaults::LOGIN_RATE_WINDOW_SECS)]
     pub login_rate_window_secs: u64,
     /// Registrations allowed per client address in one register window.
-    #[arg(long, env = "REGISTER_RATE_LIMIT", default_value_t = 3)]
+    #[arg(long, env = "REGISTER_RATE_LIMIT", default_value_t = defaults::REGISTER_RATE_LIMIT)]
     pub register_rate_limit: u32,
-    #[arg(long, env = "REGISTER_RATE_WINDOW_SECS", default_value_t = 3600)]
+    #[arg(long, env = "REGISTER_RATE_WINDOW_SECS", default_value_t = defaults::REGISTER_RATE_WINDOW_SECS)]
     pub register_rate_window_secs: u64,
     /// Forgot-password requests allowed per client address in one window.
-    #[arg(long, env = "FORGOT_PASSWORD_RATE_LIMIT", default_value_t = 3)]
+    #[arg(long, env = "FORGOT_PASSWORD_RATE_LIMIT", default_value_t = defaults::FORGOT_PASSWORD_RATE_LIMIT)]
     pub forgot_rate_limit: u32,
-    #[arg(long, env = "FORGOT_PASSWORD_RATE_WINDOW_SECS", default_value_t = 3600)]
+    #[arg(long, env = "FORGOT_PASSWORD_RATE_WINDOW_SECS", default_value_t = defaults::FORGOT_PASSWORD_RATE_WINDOW_SECS)]
     pub forgot_rate_window_secs: u64,
     /// Requests per client address to every other accounts/users/sources route in one window.
-    #[arg(long, env = "API_RATE_LIMIT", default_value_t = 100)]
+    #[arg(long, env = "API_RATE_LIMIT", default_value_t = defaults::API_RATE_LIMIT)]
     pub api_rate_limit: u32,
-    #[arg(long, env = "API_RATE_WINDOW_SECS", default_value_t = 60)]
+    #[arg(long, env = "API_RATE_WINDOW_SECS", default_value_t = defaults::API_RATE_WINDOW_SECS)]
     pub api_rate_window_secs: u64,
 
     /// Refresh-token lifetime in days.
-    #[arg(long, env = "REFRESH_TOKEN_EXPIRE_DAYS", default_value_t = 7)]
+    #[arg(long, env = "REFRESH_TOKEN_EXPIRE_DAYS", default_value_t = defaults::REFRESH_TOKEN_EXPIRE_DAYS)]
     pub refresh_token_expire_days: u64,
     /// Password-reset token lifetime in minutes.
-    #[arg(long, env = "RESET_TOKEN_EXPIRE_MINUTES", default_value_t = 15)]
+    #[arg(long, env = "RESET_TOKEN_EXPIRE_MINUTES", default_value_t = defaults::RESET_TOKEN_EXPIRE_MINUTES)]
     pub reset_token_expire_minutes: u64,
     /// Email-verification token lifetime in hours.
-    #[arg(long, env = "VERIFY_TOKEN_EXPIRE_HOURS", default_value_t = 24)]
+    #[arg(long, env = "VERIFY_TOKEN_EXPIRE_HOURS", default_value_t = defaults::VERIFY_TOKEN_EXPIRE_HOURS)]
     pub verify_token_expire_hours: u64,
     /// Where reset links point (the dashboard's reset page); default `<PUBLIC_URL>/reset-password`.
     #[arg(long, env = "PASSWORD_RESET_URL")]
@@ -46,7 +46,7 @@ pub struct AccountsConfig {
     /// SMTP server; without it, mails are not sent and their links are logged instead.
     #[arg(long, env = "MAIL_SERVER")]
     pub mail_server: Option<String>,
-    #[arg(long, env = "MAIL_PORT", default_value_t = 587)]
+    #[arg(long, env = "MAIL_PORT", default_value_t = defaults::MAIL_PORT)]
     pub mail_port: u16,
     #[arg(long, env = "MAIL_USERNAME")]
     pub mail_username: Option<String>,
@@ -55,11 +55,11 @@ pub struct AccountsConfig {
     #[arg(
         long,
         env = "MAIL_FROM",
-        default_value = "TopoForge <no-reply@localhost>"
+        default_value = defaults::MAIL_FROM
     )]
     pub mail_from: String,
     /// Upgrade the SMTP connection with STARTTLS (required when true); false sends in plain text (local relays).
-    #[arg(long, env = "MAIL_STARTTLS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "MAIL_STARTTLS", default_value_t = defaults::MAIL_STARTTLS, action = clap::ArgAction::Set)]
     pub mail_starttls: bool,
 
     /// Email of the admin created at first start (with ADMIN_PASSWORD) when no account has that email.
@@ -68,50 +68,72 @@ pub struct AccountsConfig {
     #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
     /// Username of that first admin.
-    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
+    #[arg(long, env = "ADMIN_USERNAME", default_value = defaults::ADMIN_USERNAME)]
     pub admin_username: String,
 
     /// Minimum password length.
-    #[arg(long, env = "PASSWORD_MIN_LENGTH", default_value_t = 8)]
+    #[arg(long, env = "PASSWORD_MIN_LENGTH", default_value_t = defaults::PASSWORD_MIN_LENGTH)]
     pub password_min_length: usize,
     /// Require upper case, lower case, a digit and a symbol in every password.
-    #[arg(long, env = "PASSWORD_REQUIRE_CLASSES", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PASSWORD_REQUIRE_CLASSES", default_value_t = defaults::PASSWORD_REQUIRE_CLASSES, action = clap::ArgAction::Set)]
     pub password_require_classes: bool,
 
     /// Seconds between purges of expired tokens and rate-limit windows (0: only at start).
-    #[arg(long, env = "TOKEN_PURGE_INTERVAL_SECS", default_value_t = 600)]
+    #[arg(long, env = "TOKEN_PURGE_INTERVAL_SECS", default_value_t = defaults::TOKEN_PURGE_INTERVAL_SECS)]
     pub token_purge_interval_secs: u64,
+}
+
+/// The default of every setting, shared by the command line (`default_value_t`) and `Default`.
+pub mod defaults {
+    pub const LOGIN_RATE_LIMIT: u32 = 5;
+    pub const LOGIN_RATE_WINDOW_SECS: u64 = 900;
+    pub const REGISTER_RATE_LIMIT: u32 = 3;
+    pub const REGISTER_RATE_WINDOW_SECS: u64 = 3600;
+    pub const FORGOT_PASSWORD_RATE_LIMIT: u32 = 3;
+    pub const FORGOT_PASSWORD_RATE_WINDOW_SECS: u64 = 3600;
+    pub const API_RATE_LIMIT: u32 = 100;
+    pub const API_RATE_WINDOW_SECS: u64 = 60;
+    pub const REFRESH_TOKEN_EXPIRE_DAYS: u64 = 7;
+    pub const RESET_TOKEN_EXPIRE_MINUTES: u64 = 15;
+    pub const VERIFY_TOKEN_EXPIRE_HOURS: u64 = 24;
+    pub const MAIL_PORT: u16 = 587;
+    pub const MAIL_FROM: &str = "TopoForge <no-reply@localhost>";
+    pub const MAIL_STARTTLS: bool = true;
+    pub const ADMIN_USERNAME: &str = "admin";
+    pub const PASSWORD_MIN_LENGTH: usize = 8;
+    pub const PASSWORD_REQUIRE_CLASSES: bool = true;
+    pub const TOKEN_PURGE_INTERVAL_SECS: u64 = 600;
 }
 
 impl Default for AccountsConfig {
     /// The same values as the command-line defaults.
     fn default() -> Self {
         AccountsConfig {
-            login_rate_limit: 5,
-            login_rate_window_secs: 900,
-            register_rate_limit: 3,
-            register_rate_window_secs: 3600,
-            forgot_rate_limit: 3,
-            forgot_rate_window_secs: 3600,
-            api_rate_limit: 100,
-            api_rate_window_secs: 60,
-            refresh_token_expire_days: 7,
-            reset_token_expire_minutes: 15,
-            verify_token_expire_hours: 24,
+            login_rate_limit: defaults::LOGIN_RATE_LIMIT,
+            login_rate_window_secs: defaults::LOGIN_RATE_WINDOW_SECS,
+            register_rate_limit: defaults::REGISTER_RATE_LIMIT,
+            register_rate_window_secs: defaults::REGISTER_RATE_WINDOW_SECS,
+            forgot_rate_limit: defaults::FORGOT_PASSWORD_RATE_LIMIT,
+            forgot_rate_window_secs: defaults::FORGOT_PASSWORD_RATE_WINDOW_SECS,
+            api_rate_limit: defaults::API_RATE_LIMIT,
+            api_rate_window_secs: defaults::API_RATE_WINDOW_SECS,
+            refresh_token_expire_days: defaults::REFRESH_TOKEN_EXPIRE_DAYS,
+            reset_token_expire_minutes: defaults::RESET_TOKEN_EXPIRE_MINUTES,
+            verify_token_expire_hours: defaults::VERIFY_TOKEN_EXPIRE_HOURS,
             password_reset_url: None,
             email_verify_url: None,
             mail_server: None,
-            mail_port: 587,
+            mail_port: defaults::MAIL_PORT,
             mail_username: None,
             mail_password: None,
-            mail_from: "TopoForge <no-reply@localhost>".into(),
-            mail_starttls: true,
+            mail_from: defaults::MAIL_FROM.into(),
+            mail_starttls: defaults::MAIL_STARTTLS,
             admin_email: None,
             admin_password: None,
-            admin_username: "admin".into(),
-            password_min_length: 8,
-            password_require_classes: true,
-            token_purge_interval_secs: 600,
+            admin_username: defaults::ADMIN_USERNAME.into(),
+            password_min_length: defaults::PASSWORD_MIN_LENGTH,
+            password_require_classes: defaults::PASSWORD_REQUIRE_CLASSES,
+            token_purge_interval_secs: defaults::TOKEN_PURGE_INTERVAL_SECS,
         }
     }
 }

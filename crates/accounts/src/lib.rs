@@ -35,6 +35,7 @@ pub mod users;
 pub mod verify_page;
 
 use std::sync::Arc;
+use vigil_http::axum;
 
 use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;

@@ -12,6 +12,7 @@
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use vigil_http::axum;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 use vigil_http::{AppState, ClientIp, Error};
 use vigil_store::StoreError;

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::Analyst;
+use vigil_http::axum;
 use vigil_http::{ApiJson, ApiResult, AppState, Error};
 use vigil_store::StoreError;
 use vigil_store::sources::{self, Source};

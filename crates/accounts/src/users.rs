@@ -1,6 +1,7 @@
 //! `/api/users`: the admin listing, reading one account (self or admin), partial update, delete.
 
 use std::sync::Arc;
+use vigil_http::axum;
 
 use axum::Json;
 use axum::extract::{Path, State};

@@ -15,6 +15,7 @@ use axum::extract::{Form, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use vigil_http::axum;
 use vigil_http::{ApiQuery, AppState, Error};
 use vigil_store::time::now_ms;
 use vigil_store::tokens::{self, Purpose};

@@ -4,9 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
-use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use vigil_http::Error;
 use vigil_store::anomalies::{Anomaly, Filter, NewAnomaly, Stats};
 
@@ -29,53 +26,8 @@ pub(crate) fn risk_of(score: f64) -> &'static str {
 /// The pipeline's default alarm level (`scores.total > 65`), used when a created anomaly omits `is_anomaly`.
 const DEFAULT_ANOMALY_SCORE: f64 = 0.65;
 
-/// Unix ms as an RFC 3339 UTC string (`2026-01-12T08:00:00Z`, with a fraction only when there is one).
-pub fn format_ts(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// Parses an ISO 8601 time into Unix ms. Accepts RFC 3339 (`…Z`, `…+02:00`), a date-time without offset (taken as
-/// UTC, as the Python reference wrote them), and a bare date (midnight UTC). A space may stand for the `T`, and a
-/// space where the offset's `+` belongs (an unescaped `+` in a query string decodes to a space) is read as `+`.
-pub fn parse_ts(raw: &str) -> Option<i64> {
-    // Every accepted form is ASCII; refusing the rest first also keeps the byte offsets below on character
-    // boundaries (a multi-byte character at byte 19 used to panic in `split_at`).
-    if !raw.is_ascii() {
-        return None;
-    }
-    let mut s: String = raw.trim().to_owned();
-    if s.len() > 10 && s.as_bytes().get(10) == Some(&b' ') {
-        s.replace_range(10..11, "T");
-    }
-    if s.len() > 19 {
-        let (head, tail) = s.split_at(19);
-        s = format!("{head}{}", tail.replace(' ', "+"));
-    }
-    let t = if let Ok(t) = OffsetDateTime::parse(&s, &Rfc3339) {
-        t
-    } else if let Ok(t) = PrimitiveDateTime::parse(
-        &s,
-        format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
-        ),
-    ) {
-        t.assume_offset(UtcOffset::UTC)
-    } else if let Ok(t) = PrimitiveDateTime::parse(
-        &s,
-        format_description!("[year]-[month]-[day]T[hour]:[minute]"),
-    ) {
-        t.assume_offset(UtcOffset::UTC)
-    } else {
-        Date::parse(&s, format_description!("[year]-[month]-[day]"))
-            .ok()?
-            .midnight()
-            .assume_offset(UtcOffset::UTC)
-    };
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-}
+/// Anomaly times are written and read with the store's one ISO 8601 helper (re-exported for tools and tests).
+pub use vigil_store::time::{format_ts, parse_ts};
 
 /// One stored anomaly as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -448,52 +400,6 @@ impl From<Stats> for StatsDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_iso_forms_clients_send() {
-        let t = 1_768_204_800_000; // 2026-01-12T08:00:00Z
-        assert_eq!(parse_ts("2026-01-12T08:00:00Z"), Some(t));
-        assert_eq!(parse_ts("2026-01-12T09:00:00+01:00"), Some(t));
-        assert_eq!(
-            parse_ts("2026-01-12T09:00:00 01:00"),
-            Some(t),
-            "a + decoded to a space"
-        );
-        assert_eq!(parse_ts("2026-01-12T08:00:00"), Some(t));
-        assert_eq!(parse_ts("2026-01-12 08:00:00.250"), Some(t + 250));
-        assert_eq!(parse_ts("2026-01-12T08:00"), Some(t));
-        assert_eq!(parse_ts("2026-01-12"), Some(t - 8 * 3_600_000));
-        assert_eq!(parse_ts("yesterday"), None);
-        assert_eq!(parse_ts("2026-13-01"), None);
-        assert_eq!(parse_ts("' OR 1=1 --"), None);
-    }
-
-    #[test]
-    fn non_ascii_text_is_refused_without_panicking() {
-        // The attack: `?start_date=2024-01-01T00:00:0%C3%A9` put a two-byte character across byte 19.
-        assert_eq!(parse_ts("2024-01-01T00:00:0\u{e9}"), None);
-        assert_eq!(parse_ts("2024-01-01T00:00:00\u{e9}Z"), None);
-        assert_eq!(parse_ts("2024-01-01 00:00:0\u{e9}\u{e9}"), None);
-        assert_eq!(
-            parse_ts("\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}"),
-            None
-        );
-        // Every cut that keeps at least one multi-byte character.
-        let text = "2024-01-01T00:00:00\u{e9}\u{4e2d}\u{1F600}+01:00";
-        for end in (20..=text.len()).filter(|&i| text.is_char_boundary(i)) {
-            assert_eq!(parse_ts(&text[..end]), None, "{:?}", &text[..end]);
-        }
-    }
-
-    #[test]
-    fn formats_utc_iso() {
-        assert_eq!(format_ts(1_768_204_800_000), "2026-01-12T08:00:00Z");
-        assert_eq!(format_ts(1_768_204_800_250), "2026-01-12T08:00:00.25Z");
-        assert_eq!(
-            parse_ts(&format_ts(1_768_204_800_250)),
-            Some(1_768_204_800_250)
-        );
-    }
 
     #[test]
     fn risk_levels_follow_the_spec_thresholds() {

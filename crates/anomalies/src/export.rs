@@ -14,6 +14,7 @@
 //! one chunk and handed to the connection before the next query runs. Nothing holds a database connection or a
 //! cursor between pages, and memory is one page regardless of how many rows match.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,8 +38,17 @@ use crate::Settings;
 use crate::doc::{AnomalyDoc, FilterQuery, format_ts};
 
 /// The CSV header, as the dashboard expects it.
-pub(crate) const CSV_HEADER: &str =
-    "Timestamp,Source,Is Anomaly,Score,Severity,Betti H0,Betti H1,Betti H2,Entropy";
+const CSV_HEADER: [&str; 9] = [
+    "Timestamp",
+    "Source",
+    "Is Anomaly",
+    "Score",
+    "Severity",
+    "Betti H0",
+    "Betti H1",
+    "Betti H2",
+    "Entropy",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -181,12 +191,9 @@ pub(crate) async fn export(
 ) -> ApiResult<Response> {
     let format = parse_format(&format)?;
     let filter = filter.to_filter()?;
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = now
-        .format(time::macros::format_description!(
-            "[year][month][day]_[hour][minute][second]"
-        ))
-        .map_err(Error::internal)?;
+    let stamp = chrono::DateTime::from_timestamp_millis(vigil_store::time::now_ms())
+        .ok_or_else(|| Error::internal_msg("the clock is outside chrono's range"))?
+        .format("%Y%m%d_%H%M%S");
     let (content_type, ext) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Json => ("application/json", "json"),
@@ -257,35 +264,20 @@ fn pages(
                 return Some((Err(std::io::Error::other("export aborted")), p));
             }
         };
-        let mut buf = String::with_capacity(rows.len() * 256 + 128);
-        if p.cursor.is_none() && p.rows_sent == 0 {
-            buf.push_str(match p.format {
-                Format::Csv => CSV_HEADER,
-                Format::Json => "[",
-            });
-            if p.format == Format::Csv {
-                buf.push_str("\r\n");
+        let mut buf: Vec<u8> = Vec::with_capacity(rows.len() * 256 + 128);
+        let first = p.rows_sent == 0 && p.cursor.is_none();
+        let written = match p.format {
+            Format::Csv => write_csv_page(&mut buf, &rows, first).map_err(|e| e.to_string()),
+            Format::Json => {
+                write_json_page(&mut buf, &rows, first, p.rows_sent).map_err(|e| e.to_string())
             }
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "export aborted: a row did not serialise");
+            p.finished = true;
+            return Some((Err(std::io::Error::other("export aborted")), p));
         }
-        for row in &rows {
-            match p.format {
-                Format::Csv => push_csv_row(&mut buf, row),
-                Format::Json => {
-                    if p.rows_sent > 0 {
-                        buf.push(',');
-                    }
-                    match serde_json::to_string(&AnomalyDoc::from(row)) {
-                        Ok(s) => buf.push_str(&s),
-                        Err(e) => {
-                            tracing::error!(error = %e, "export aborted: a row did not serialise");
-                            p.finished = true;
-                            return Some((Err(std::io::Error::other("export aborted")), p));
-                        }
-                    }
-                }
-            }
-            p.rows_sent += 1;
-        }
+        p.rows_sent += rows.len() as u64;
         let short = i64::try_from(rows.len()).unwrap_or(i64::MAX) < p.page_rows;
         match rows.last() {
             Some(last) if !short => {
@@ -297,7 +289,7 @@ fn pages(
             _ => {
                 p.finished = true;
                 if p.format == Format::Json {
-                    buf.push(']');
+                    buf.push(b']');
                 }
             }
         }
@@ -305,46 +297,66 @@ fn pages(
     })
 }
 
-/// One CSV record (RFC 4180 quoting, CRLF line ends).
-fn push_csv_row(buf: &mut String, a: &Anomaly) {
-    push_csv_text(buf, &format_ts(a.ts));
-    buf.push(',');
-    push_csv_text(buf, &a.source_type);
-    buf.push(',');
-    buf.push_str(if a.is_anomaly { "true" } else { "false" });
-    buf.push(',');
-    buf.push_str(&a.anomaly_score.to_string());
-    buf.push(',');
-    push_csv_text(buf, &a.risk_level);
-    for b in a.betti {
-        buf.push(',');
-        buf.push_str(&b.to_string());
+/// One page of CSV (RFC 4180 quoting, CRLF line ends), after the header when it is the body's first. A writer per
+/// page: each page is its own chunk of the streamed body.
+fn write_csv_page(buf: &mut Vec<u8>, rows: &[Anomaly], header: bool) -> Result<(), csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(buf);
+    if header {
+        w.write_record(CSV_HEADER)?;
     }
-    buf.push(',');
-    if let Some(e) = a.entropy {
-        buf.push_str(&e.to_string());
+    for a in rows {
+        write_csv_row(&mut w, a)?;
     }
-    buf.push_str("\r\n");
+    w.flush()?;
+    Ok(())
 }
 
-/// A text cell: quoted when it holds a separator, quote or line break; and prefixed with `'` when it starts with a
-/// character spreadsheets read as a formula (`= + - @`, tab, CR), so an exported source name cannot run as one.
-fn push_csv_text(buf: &mut String, s: &str) {
-    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quote = formula || s.contains([',', '"', '\r', '\n']);
-    if quote {
-        buf.push('"');
+/// One page of the JSON array: its opening bracket when it is the body's first, then the rows (`rows_sent` before
+/// this page decides the first comma).
+fn write_json_page(
+    buf: &mut Vec<u8>,
+    rows: &[Anomaly],
+    first: bool,
+    rows_sent: u64,
+) -> serde_json::Result<()> {
+    if first {
+        buf.push(b'[');
     }
-    if formula {
-        buf.push('\'');
+    for (i, a) in rows.iter().enumerate() {
+        if rows_sent > 0 || i > 0 {
+            buf.push(b',');
+        }
+        serde_json::to_writer(&mut *buf, &AnomalyDoc::from(a))?;
     }
-    if s.contains('"') {
-        buf.push_str(&s.replace('"', "\"\""));
+    Ok(())
+}
+
+/// One CSV record.
+fn write_csv_row<W: std::io::Write>(w: &mut csv::Writer<W>, a: &Anomaly) -> Result<(), csv::Error> {
+    let [h0, h1, h2] = a.betti.map(|b| b.to_string());
+    w.write_record([
+        defuse(&format_ts(a.ts)).as_ref(),
+        defuse(&a.source_type).as_ref(),
+        if a.is_anomaly { "true" } else { "false" },
+        &a.anomaly_score.to_string(),
+        defuse(&a.risk_level).as_ref(),
+        &h0,
+        &h1,
+        &h2,
+        &a.entropy.map(|e| e.to_string()).unwrap_or_default(),
+    ])
+}
+
+/// A text cell prefixed with `'` when it starts with a character spreadsheets read as a formula (`= + - @`, tab,
+/// CR), so an exported source name cannot run as one. (The hand-written writer this replaced also quoted every
+/// such cell; the `csv` writer quotes only where RFC 4180 needs it, which does not change the cell's value.)
+fn defuse(s: &str) -> Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{s}"))
     } else {
-        buf.push_str(s);
-    }
-    if quote {
-        buf.push('"');
+        Cow::Borrowed(s)
     }
 }
 
@@ -374,22 +386,56 @@ mod tests {
         }
     }
 
+    fn csv(rows: &[Anomaly], header: bool) -> String {
+        let mut buf = Vec::new();
+        write_csv_page(&mut buf, rows, header).expect("writes to memory");
+        String::from_utf8(buf).expect("utf-8 in, utf-8 out")
+    }
+
     #[test]
     fn csv_rows_quote_and_defuse() {
-        let mut buf = String::new();
-        push_csv_row(&mut buf, &row("netflow", Some(1.5)));
+        let buf = csv(&[row("netflow", Some(1.5))], false);
         assert_eq!(
             buf,
             "2026-01-12T08:00:00Z,netflow,true,0.75,High,1,2,0,1.5\r\n"
         );
-        let mut buf = String::new();
-        push_csv_row(&mut buf, &row("a,\"b\"", None));
+        let buf = csv(&[row("a,\"b\"", None)], false);
         assert_eq!(
             buf,
             "2026-01-12T08:00:00Z,\"a,\"\"b\"\"\",true,0.75,High,1,2,0,\r\n"
         );
-        let mut buf = String::new();
-        push_csv_text(&mut buf, "=HYPERLINK(\"x\")");
-        assert_eq!(buf, "\"'=HYPERLINK(\"\"x\"\")\"");
+        let buf = csv(&[row("=HYPERLINK(\"x\")", None)], false);
+        assert_eq!(
+            buf,
+            "2026-01-12T08:00:00Z,\"'=HYPERLINK(\"\"x\"\")\",true,0.75,High,1,2,0,\r\n"
+        );
+    }
+
+    #[test]
+    fn csv_page_starts_with_the_header_once_and_reads_back() {
+        let rows = [row("line\nbreak", None), row("-1", Some(0.5))];
+        let text = csv(&rows, true);
+        assert!(text.starts_with(
+            "Timestamp,Source,Is Anomaly,Score,Severity,Betti H0,Betti H1,Betti H2,Entropy\r\n"
+        ));
+        let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+        let sources: Vec<String> = reader
+            .records()
+            .map(|r| r.expect("valid CSV")[1].to_owned())
+            .collect();
+        assert_eq!(sources, ["line\nbreak", "'-1"]);
+        assert!(!csv(&rows, false).starts_with("Timestamp"));
+    }
+
+    #[test]
+    fn json_pages_join_into_one_array() {
+        let mut buf = Vec::new();
+        write_json_page(&mut buf, &[row("a", None)], true, 0).expect("first page");
+        write_json_page(&mut buf, &[row("b", None), row("c", None)], false, 1)
+            .expect("second page");
+        buf.push(b']');
+        let docs: Vec<AnomalyDoc> = serde_json::from_slice(&buf).expect("one JSON array");
+        let sources: Vec<&str> = docs.iter().map(|d| d.source_type.as_str()).collect();
+        assert_eq!(sources, ["a", "b", "c"]);
     }
 }

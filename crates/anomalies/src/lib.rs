@@ -44,8 +44,10 @@ mod export;
 mod routes;
 pub mod signing;
 
+// `routes!` expands to `axum::…` paths; this crate's axum is vigil-http's re-export.
 use std::sync::Arc;
 use std::time::Duration;
+use vigil_http::axum;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -35,6 +35,10 @@ fn features(c: &mut Criterion) {
     c.bench_function("parse+extract/42KB", |b| {
         b.iter(|| Payload::from_json(black_box(&body)).map(|p| extract_features(&p)))
     });
+    // The same request work without the fast path (what `fastjson`'s module doc compares against).
+    c.bench_function("serde_parse+extract/42KB", |b| {
+        b.iter(|| serde_json::from_slice::<Payload>(black_box(&body)).map(|p| extract_features(&p)))
+    });
 }
 
 fn training(c: &mut Criterion) {

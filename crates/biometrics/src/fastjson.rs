@@ -11,6 +11,22 @@
 //! or produces its exact error message. Numbers are correctly rounded, as serde_json's `float_roundtrip`
 //! parser (which this crate enables) returns them: up to 15 digits, a `u64` below 2^53 divided by an exact
 //! power of ten is one correctly rounded IEEE operation; longer ones go through the standard library's parser.
+//!
+//! Why it stays (issue #12 asked for a recorded benchmark): `cargo run --release -p vigil-biometrics --example
+//! parse_ab` times `Payload::from_json` against serde plus the same validation, interleaved round by round, on the
+//! 45,030-byte load payload (300 rounds of 20 parses a side; medians per parse). Two runs on 2026-12-06, on the
+//! 2-core machine at load average ~18.8 (seven other helpers compiling), so absolute times are inflated:
+//!
+//! | median per body      | `from_json` (this reader) | serde only | ratio |
+//! |----------------------|---------------------------|------------|-------|
+//! | parse                | 71.7 / 69.2 µs            | 808.4 / 738.2 µs | 11.3x / 10.7x |
+//! | parse + 15 features  | 470.5 / 514.5 µs          | 1,047.8 / 849.9 µs | 2.2x / 1.7x |
+//!
+//! Scoring the same payload against a trained profile (`score_payload/42KB` in `cargo bench -p vigil-biometrics`)
+//! took a median 527 µs in the same session, so without this reader parsing would be the largest single CPU cost
+//! of `/api/score`; with it, parsing is about a tenth of it. The criterion bench has both sides too
+//! (`Payload::from_json/42KB`, `serde_json::from_slice::<Payload>/42KB`, `serde_parse+extract/42KB`), but run one
+//! after the other they were too disturbed by the neighbours' load to compare (medians 460 µs vs 3,132 µs).
 
 use crate::payload::{Click, KeyEvent, MousePoint, Payload};
 

@@ -336,12 +336,12 @@ fn digraph_flights(keys: &[KeyEvent]) -> Samples {
     order.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut flight = Samples::default();
     for w in order.windows(2) {
-        if let ((d1, Some(l1)), (d2, Some(l2))) = (w[0], w[1]) {
-            if DIGRAPHS.contains(&[l1, l2]) {
-                let f = d2 - d1;
-                if f > 0.0 && f < MAX_FLIGHT_MS {
-                    flight.push(f);
-                }
+        if let ((d1, Some(l1)), (d2, Some(l2))) = (w[0], w[1])
+            && DIGRAPHS.contains(&[l1, l2])
+        {
+            let f = d2 - d1;
+            if f > 0.0 && f < MAX_FLIGHT_MS {
+                flight.push(f);
             }
         }
     }

@@ -22,6 +22,7 @@
 //! `EventSource`, for that reason).
 
 use std::sync::OnceLock;
+use vigil_http::axum;
 
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

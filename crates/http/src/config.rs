@@ -23,7 +23,7 @@ pub struct HttpConfig {
     pub environment: Environment,
 
     /// Allowed CORS origins, comma-separated; `*` echoes any origin (credentials allowed), as the browser extension needs.
-    #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
+    #[arg(long, env = "CORS_ORIGINS", default_value = defaults::CORS_ORIGINS)]
     pub cors_origins: String,
 
     /// Secret for signing access tokens (at least 32 bytes). Development without it: a random one kept in the data dir.
@@ -31,35 +31,45 @@ pub struct HttpConfig {
     pub jwt_secret: Option<String>,
 
     /// Access-token lifetime in minutes.
-    #[arg(long, env = "ACCESS_TOKEN_EXPIRE_MINUTES", default_value_t = 1440)]
+    #[arg(long, env = "ACCESS_TOKEN_EXPIRE_MINUTES", default_value_t = defaults::ACCESS_TOKEN_EXPIRE_MINUTES)]
     pub access_token_expire_minutes: i64,
 
     /// Largest accepted request body in bytes (MaxiDOM payloads reach ~1 MB; the contract requires 8 MiB).
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Take the client address from X-Forwarded-For (only behind a proxy you trust; used by rate limits).
-    #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = false)]
+    #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = defaults::TRUST_PROXY_HEADERS)]
     pub trust_proxy_headers: bool,
 
     /// The public base URL of this server, used in links sent by email (e.g. https://vigil.example.com).
-    #[arg(long, env = "PUBLIC_URL", default_value = "http://127.0.0.1:8000")]
+    #[arg(long, env = "PUBLIC_URL", default_value = defaults::PUBLIC_URL)]
     pub public_url: String,
 
     /// Seconds a client has to send a request's headers, counted from the end of the previous response on a
     /// kept-alive connection: a silent or trickling client (slowloris) is disconnected after this.
-    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS)]
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", default_value_t = defaults::HTTP_HEADER_READ_TIMEOUT_SECS)]
     pub header_read_timeout_secs: u64,
 
     /// Most open client connections (WebSocket and SSE included); further clients wait in the listen backlog.
     /// 0: derived from the process's open-file limit, keeping a reserve for the database, files and logs.
-    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 0)]
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = defaults::HTTP_MAX_CONNECTIONS)]
     pub max_connections: usize,
 }
 
-/// See [`HttpConfig::header_read_timeout_secs`]: long enough for a slow mobile link to send a few hundred bytes of
-/// headers, short enough that idle sockets do not pile up.
-pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// The default of every setting, shared by the command line (`default_value_t`) and [`HttpConfig::for_tests`].
+pub mod defaults {
+    pub const CORS_ORIGINS: &str = "*";
+    pub const ACCESS_TOKEN_EXPIRE_MINUTES: i64 = 1440;
+    pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+    pub const TRUST_PROXY_HEADERS: bool = false;
+    pub const PUBLIC_URL: &str = "http://127.0.0.1:8000";
+    /// Long enough for a slow mobile link to send a few hundred bytes of headers, short enough that idle sockets
+    /// do not pile up.
+    pub const HTTP_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+    /// 0: derived from the open-file limit.
+    pub const HTTP_MAX_CONNECTIONS: usize = 0;
+}
 
 /// File descriptors kept out of the connection cap for everything else the process opens.
 const FD_RESERVE: u64 = 256;
@@ -81,14 +91,14 @@ impl HttpConfig {
     pub fn for_tests() -> Self {
         HttpConfig {
             environment: Environment::Development,
-            cors_origins: "*".into(),
+            cors_origins: defaults::CORS_ORIGINS.into(),
             jwt_secret: Some("test-secret-test-secret-test-secret!".into()),
             access_token_expire_minutes: 60,
-            max_body_bytes: 16 * 1024 * 1024,
-            trust_proxy_headers: false,
-            public_url: "http://127.0.0.1:8000".into(),
-            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
-            max_connections: 0,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            trust_proxy_headers: defaults::TRUST_PROXY_HEADERS,
+            public_url: defaults::PUBLIC_URL.into(),
+            header_read_timeout_secs: defaults::HTTP_HEADER_READ_TIMEOUT_SECS,
+            max_connections: defaults::HTTP_MAX_CONNECTIONS,
         }
     }
 

@@ -1,13 +1,14 @@
 //! Reading numeric matrices from CSV files, with errors that name the offending line.
 //!
-//! Accepted: comma-separated numbers, one row per line, an optional header row, blank lines
-//! (skipped), surrounding whitespace and double quotes around a field, `\r\n` line ends.
+//! Accepted: comma-separated numbers, one row per line (RFC 4180, read by the `csv` crate: a quoted field may
+//! hold commas, quotes and line breaks), an optional header row, blank lines (skipped), surrounding whitespace
+//! and double quotes around a field, `\r\n` line ends.
 //! The first non-blank line is a header when none of its fields is a number; a first line
 //! mixing numbers and non-numbers is an error (most likely a broken data row, which silently
 //! dropping as a "header" would hide). Every row must have as many fields as the first.
 //! NaN and infinities are rejected: the forest cannot train on them.
 
-use std::io::BufRead;
+use std::io::Read;
 use std::path::Path;
 
 use crate::Error;
@@ -28,6 +29,8 @@ impl Matrix {
     }
 }
 
+/// A field without surrounding whitespace, and without the quotes of a quoted field that had whitespace before
+/// its opening quote (which RFC 4180 readers take literally).
 fn field_text(raw: &str) -> &str {
     let t = raw.trim();
     t.strip_prefix('"')
@@ -36,23 +39,75 @@ fn field_text(raw: &str) -> &str {
         .unwrap_or(t)
 }
 
-/// Reads a matrix from any buffered reader. Line numbers in errors are 1-based.
-pub fn read_matrix<R: BufRead>(reader: R) -> Result<Matrix, Error> {
+/// 1-based line numbers of byte offsets, asked in increasing order. (The `csv` reader's own count skips blank
+/// lines, and a record's position is where the blank lines before it start; errors must name the line an editor
+/// shows.)
+struct Lines<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: usize,
+}
+
+impl Lines<'_> {
+    fn of(&mut self, byte: u64) -> usize {
+        let mut to = usize::try_from(byte).map_or(self.text.len(), |b| b.min(self.text.len()));
+        while matches!(self.text.get(to), Some(b'\r' | b'\n')) {
+            to += 1;
+        }
+        if to > self.at {
+            self.line += self.text[self.at..to]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.at = to;
+        }
+        self.line
+    }
+}
+
+/// Reads a matrix from any reader. Line numbers in errors are 1-based.
+pub fn read_matrix<R: Read>(mut reader: R) -> Result<Matrix, Error> {
+    // Whole, so that errors can name file lines (the matrix it becomes is about as large).
+    let mut text = Vec::new();
+    reader
+        .read_to_end(&mut text)
+        .map_err(|e| Error::Io(format!("cannot read: {e}")))?;
+    let mut lines = Lines {
+        text: &text,
+        at: 0,
+        line: 1,
+    };
+    // RFC 4180 records (quoted fields may hold commas and line breaks); the header and the field count are
+    // checked below, so the reader itself takes every record as data and any length.
+    let mut records = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_slice());
     let mut data = Vec::new();
     let mut n_cols = 0usize;
     let mut header = None;
     let mut seen_first = false;
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|e| Error::Csv {
-            line: line_no,
-            message: format!("cannot read: {e}"),
-        })?;
-        let line = line.strip_prefix('\u{feff}').unwrap_or(&line);
-        if line.trim().is_empty() {
+    let mut record = ::csv::StringRecord::new();
+    loop {
+        match records.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                return Err(Error::Csv {
+                    line: e.position().map_or(0, |p| lines.of(p.byte())),
+                    message: format!("cannot read: {e}"),
+                });
+            }
+        }
+        let line_no = record.position().map_or(0, |p| lines.of(p.byte()));
+        let mut fields: Vec<&str> = record.iter().map(field_text).collect();
+        if !seen_first && let Some(first) = fields.first_mut() {
+            *first = first.strip_prefix('\u{feff}').unwrap_or(first).trim_start();
+        }
+        // A line of spaces is a record of one empty field; it counts as blank.
+        if fields.iter().all(|f| f.is_empty()) && fields.len() <= 1 {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(field_text).collect();
         if !seen_first {
             seen_first = true;
             n_cols = fields.len();
@@ -157,6 +212,31 @@ mod tests {
         assert_eq!(read(""), Err(Error::CsvNoRows));
         assert_eq!(read("a,b\n\n"), Err(Error::CsvNoRows));
         assert!(matches!(read("1,2\n3,\n"), Err(Error::Csv { line: 2, .. })));
+    }
+
+    #[test]
+    fn quoted_commas_stay_in_their_field() {
+        // A header naming columns with commas in them (a hand split on ',' saw four fields here).
+        let m = read("\"bytes, in\",\"bytes, out\"\n1,2\n\"3\",4\n").unwrap();
+        assert_eq!(
+            m.header,
+            Some(vec!["bytes, in".to_string(), "bytes, out".to_string()])
+        );
+        assert_eq!(m.n_cols, 2);
+        assert_eq!(m.data, vec![1.0, 2.0, 3.0, 4.0]);
+        // A quoted line break belongs to the header field; data line numbers still count file lines.
+        match read("\"a\nb\",c\n1,2\n3\n").unwrap_err() {
+            Error::Csv { line, message } => {
+                assert_eq!(line, 4);
+                assert_eq!(message, "expected 2 fields, found 1");
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+        // A number written with a decimal comma is one field, and not a number.
+        assert!(matches!(
+            read("x,y\n\"1,5\",2\n"),
+            Err(Error::Csv { line: 2, ref message }) if message.contains("\"1,5\"")
+        ));
     }
 
     #[test]

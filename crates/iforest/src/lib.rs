@@ -338,7 +338,7 @@ impl IsolationForest {
         if n_cols == 0 {
             return Err(Error::ZeroColumns);
         }
-        if data.len() % n_cols != 0 {
+        if !data.len().is_multiple_of(n_cols) {
             return Err(Error::Ragged {
                 len: data.len(),
                 n_cols,
@@ -590,7 +590,7 @@ impl IsolationForest {
         parallelism: Parallelism,
     ) -> Result<Vec<f64>, Error> {
         let d = self.n_features;
-        if data.len() % d != 0 {
+        if !data.len().is_multiple_of(d) {
             return Err(Error::Ragged {
                 len: data.len(),
                 n_cols: d,

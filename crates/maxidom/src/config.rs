@@ -12,28 +12,28 @@ pub struct MaxidomConfig {
     #[arg(
         long = "maxidom-quota-total",
         env = "MAXIDOM_QUOTA_TOTAL",
-        default_value_t = 30
+        default_value_t = defaults::QUOTA_TOTAL
     )]
     pub quota_total: u64,
     /// Vectors with typing (typing_speed_kps > 0) the typing model needs.
     #[arg(
         long = "maxidom-quota-keyboard",
         env = "MAXIDOM_QUOTA_KEYBOARD",
-        default_value_t = 30
+        default_value_t = defaults::QUOTA_KEYBOARD
     )]
     pub quota_keyboard: u64,
     /// Vectors with mouse movement (avg_mouse_speed > 0) the mouse model needs.
     #[arg(
         long = "maxidom-quota-mouse",
         env = "MAXIDOM_QUOTA_MOUSE",
-        default_value_t = 30
+        default_value_t = defaults::QUOTA_MOUSE
     )]
     pub quota_mouse: u64,
     /// Vectors with digraph timings (avg_flight_time_digraph > 0) the typing model needs.
     #[arg(
         long = "maxidom-quota-digraph",
         env = "MAXIDOM_QUOTA_DIGRAPH",
-        default_value_t = 10
+        default_value_t = defaults::QUOTA_DIGRAPH
     )]
     pub quota_digraph: u64,
     /// Whether accepted sessions feed the retraining pool (the feedback loop). Off: models change only
@@ -41,7 +41,7 @@ pub struct MaxidomConfig {
     #[arg(
         long = "maxidom-feedback",
         env = "MAXIDOM_FEEDBACK",
-        default_value_t = true,
+        default_value_t = defaults::FEEDBACK,
         action = clap::ArgAction::Set
     )]
     pub feedback: bool,
@@ -51,42 +51,42 @@ pub struct MaxidomConfig {
     #[arg(
         long = "maxidom-pool-min-score",
         env = "MAXIDOM_POOL_MIN_SCORE",
-        default_value_t = 0.5
+        default_value_t = defaults::POOL_MIN_SCORE
     )]
     pub pool_min_score: f64,
     /// Accepted sessions in the retraining pool that trigger a retraining.
     #[arg(
         long = "maxidom-pool-size",
         env = "MAXIDOM_POOL_SIZE",
-        default_value_t = 500
+        default_value_t = defaults::POOL_SIZE
     )]
     pub pool_size: usize,
     /// Newest profiling vectors a training uses (the accuracy curve is flat beyond ~150).
     #[arg(
         long = "maxidom-retrain-profiling",
         env = "MAXIDOM_RETRAIN_PROFILING",
-        default_value_t = 300
+        default_value_t = defaults::RETRAIN_PROFILING
     )]
     pub retrain_profiling: usize,
     /// Newest pool vectors a retraining uses.
     #[arg(
         long = "maxidom-retrain-pool",
         env = "MAXIDOM_RETRAIN_POOL",
-        default_value_t = 300
+        default_value_t = defaults::RETRAIN_POOL
     )]
     pub retrain_pool: usize,
     /// Failed password checks admitted per window before verify_password answers 429.
     #[arg(
         long = "maxidom-lockout-failures",
         env = "MAXIDOM_LOCKOUT_FAILURES",
-        default_value_t = 5
+        default_value_t = defaults::LOCKOUT_FAILURES
     )]
     pub lockout_failures: u32,
     /// The guessing window in seconds; a locked profile answers 429 until it has passed.
     #[arg(
         long = "maxidom-lockout-window-secs",
         env = "MAXIDOM_LOCKOUT_WINDOW_SECS",
-        default_value_t = 900
+        default_value_t = defaults::LOCKOUT_WINDOW_SECS
     )]
     pub lockout_window_secs: u64,
     /// A training claim not refreshed for this long is presumed dead (its process crashed) and is taken over;
@@ -95,18 +95,18 @@ pub struct MaxidomConfig {
     #[arg(
         long = "maxidom-claim-ttl-secs",
         env = "MAXIDOM_CLAIM_TTL_SECS",
-        default_value_t = 30,
+        default_value_t = defaults::CLAIM_TTL_SECS,
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub claim_ttl_secs: u64,
     /// Seed of legacy Isolation Forests (kept for configuration compatibility: the k-NN models are deterministic).
-    #[arg(long = "maxidom-seed", env = "MAXIDOM_SEED", default_value_t = 42)]
+    #[arg(long = "maxidom-seed", env = "MAXIDOM_SEED", default_value_t = defaults::SEED)]
     pub seed: u64,
     /// Profiles whose models are kept decoded in memory (each ≈ 100 KB).
     #[arg(
         long = "maxidom-cache-profiles",
         env = "MAXIDOM_CACHE_PROFILES",
-        default_value_t = 10_000
+        default_value_t = defaults::CACHE_PROFILES
     )]
     pub cache_profiles: usize,
     /// Folder served at /static/update.xml and /static/extension.crx (extension self-update; also under /api/static/).
@@ -114,23 +114,41 @@ pub struct MaxidomConfig {
     pub static_dir: Option<PathBuf>,
 }
 
+/// The default of every setting, shared by the command line (`default_value_t`) and `Default`.
+pub mod defaults {
+    pub const QUOTA_TOTAL: u64 = 30;
+    pub const QUOTA_KEYBOARD: u64 = 30;
+    pub const QUOTA_MOUSE: u64 = 30;
+    pub const QUOTA_DIGRAPH: u64 = 10;
+    pub const FEEDBACK: bool = true;
+    pub const POOL_MIN_SCORE: f64 = 0.5;
+    pub const POOL_SIZE: usize = 500;
+    pub const RETRAIN_PROFILING: usize = 300;
+    pub const RETRAIN_POOL: usize = 300;
+    pub const LOCKOUT_FAILURES: u32 = 5;
+    pub const LOCKOUT_WINDOW_SECS: u64 = 900;
+    pub const CLAIM_TTL_SECS: u64 = 30;
+    pub const SEED: u64 = 42;
+    pub const CACHE_PROFILES: usize = 10_000;
+}
+
 impl Default for MaxidomConfig {
     fn default() -> Self {
         MaxidomConfig {
-            quota_total: 30,
-            quota_keyboard: 30,
-            quota_mouse: 30,
-            quota_digraph: 10,
-            feedback: true,
-            pool_min_score: 0.5,
-            pool_size: 500,
-            retrain_profiling: 300,
-            retrain_pool: 300,
-            lockout_failures: 5,
-            lockout_window_secs: 900,
-            claim_ttl_secs: 30,
-            seed: 42,
-            cache_profiles: 10_000,
+            quota_total: defaults::QUOTA_TOTAL,
+            quota_keyboard: defaults::QUOTA_KEYBOARD,
+            quota_mouse: defaults::QUOTA_MOUSE,
+            quota_digraph: defaults::QUOTA_DIGRAPH,
+            feedback: defaults::FEEDBACK,
+            pool_min_score: defaults::POOL_MIN_SCORE,
+            pool_size: defaults::POOL_SIZE,
+            retrain_profiling: defaults::RETRAIN_PROFILING,
+            retrain_pool: defaults::RETRAIN_POOL,
+            lockout_failures: defaults::LOCKOUT_FAILURES,
+            lockout_window_secs: defaults::LOCKOUT_WINDOW_SECS,
+            claim_ttl_secs: defaults::CLAIM_TTL_SECS,
+            seed: defaults::SEED,
+            cache_profiles: defaults::CACHE_PROFILES,
             static_dir: None,
         }
     }

@@ -436,7 +436,7 @@ async fn import_csv(
         } else {
             report.vectors_already_present += 1;
         }
-        if *done % 256 == 0 {
+        if (*done).is_multiple_of(256) {
             progress(*done, total);
         }
     }

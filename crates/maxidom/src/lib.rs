@@ -29,7 +29,9 @@ pub mod pool;
 pub mod routes;
 pub mod service;
 
+// `routes!` expands to `axum::…` paths; this crate's axum is vigil-http's re-export.
 use std::sync::Arc;
+use vigil_http::axum;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -274,10 +274,10 @@ impl Maxidom {
         profile_id: &str,
         version: i64,
     ) -> Result<Option<(i64, Arc<ProfileModels>)>, LoadError> {
-        if let Some((v, m)) = self.cache.get(profile_id) {
-            if v == version {
-                return Ok(Some((v, m)));
-            }
+        if let Some((v, m)) = self.cache.get(profile_id)
+            && v == version
+        {
+            return Ok(Some((v, m)));
         }
         let Some(stored) = db::model(store, profile_id).await? else {
             self.cache.remove(profile_id);

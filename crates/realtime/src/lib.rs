@@ -77,6 +77,8 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRef;
 use vigil_http::AppState;
+// `routes!` expands to `axum::…` paths; this crate's axum is vigil-http's re-export.
+use vigil_http::axum;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 use vigil_http::utoipa_axum::routes;
 

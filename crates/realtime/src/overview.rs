@@ -5,6 +5,7 @@
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::Viewer;
+use vigil_http::axum;
 use vigil_http::{ApiJson, ApiResult, AppState, Error};
 use vigil_store::sqlx;
 use vigil_stream::{StreamConfig, StreamState};

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::time::Duration;
+use vigil_http::axum;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;

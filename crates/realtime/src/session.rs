@@ -5,6 +5,7 @@
 //! deactivation or a role change reaches open connections on every replica without any message between them.
 
 use std::time::Duration;
+use vigil_http::axum;
 
 use axum::http::StatusCode;
 use axum::http::request::Parts;

@@ -1,6 +1,7 @@
 //! `WS /ws/stream`: the dashboard's socket (protocol in the crate docs).
 
 use std::time::{Duration, Instant};
+use vigil_http::axum;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};

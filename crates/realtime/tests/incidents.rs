@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vigil_http::axum;
 
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
@@ -101,16 +102,18 @@ async fn receiver() -> Receiver {
                 match (ts, sig) {
                     (Some(ts), Some(sig)) if secret.verify(ts, &body, sig) => {
                         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        sink.lock().unwrap().push(v);
+                        sink.lock().expect("receiver lock").push(v);
                     }
-                    _ => *bad.lock().unwrap() += 1,
+                    _ => *bad.lock().expect("receiver lock") += 1,
                 }
                 "ok"
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a local port");
+    let addr = listener.local_addr().expect("bound address");
     tokio::spawn(async move { axum::serve(listener, hook).await });
     Receiver {
         addr,
@@ -130,7 +133,7 @@ async fn alert_config(app: &TestApp, user_id: &str, threshold: f64, hook: &str) 
     .bind(json!([format!("webhook:{hook}")]).to_string())
     .execute(app.state.store.pool())
     .await
-    .unwrap();
+    .expect("insert the alert config");
 }
 
 /// The anomaly log's rows of `stream`, via the API.
@@ -173,12 +176,12 @@ async fn ingest(
 
 async fn wait_for(got: &Arc<Mutex<Vec<Value>>>, n: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while got.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+    while got.lock().expect("receiver lock").len() < n && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Anything beyond `n` that was about to arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    got.lock().unwrap().clone()
+    got.lock().expect("receiver lock").clone()
 }
 
 #[tokio::test]

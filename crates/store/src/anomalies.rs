@@ -396,29 +396,29 @@ impl RollupSplit {
         }
         let first = filter.start_ms.map(ceil_hour);
         let end_excl = filter.end_ms.map(|e| floor_hour(e.saturating_add(1)));
-        if let (Some(a), Some(b)) = (first, end_excl) {
-            if a >= b {
-                return None;
-            }
+        if let (Some(a), Some(b)) = (first, end_excl)
+            && a >= b
+        {
+            return None;
         }
         let mut edges = Vec::new();
-        if let (Some(s), Some(f)) = (filter.start_ms, first) {
-            if s < f {
-                edges.push(Filter {
-                    start_ms: Some(s),
-                    end_ms: Some(f - 1),
-                    ..filter.clone()
-                });
-            }
+        if let (Some(s), Some(f)) = (filter.start_ms, first)
+            && s < f
+        {
+            edges.push(Filter {
+                start_ms: Some(s),
+                end_ms: Some(f - 1),
+                ..filter.clone()
+            });
         }
-        if let (Some(e), Some(x)) = (filter.end_ms, end_excl) {
-            if x <= e {
-                edges.push(Filter {
-                    start_ms: Some(x),
-                    end_ms: Some(e),
-                    ..filter.clone()
-                });
-            }
+        if let (Some(e), Some(x)) = (filter.end_ms, end_excl)
+            && x <= e
+        {
+            edges.push(Filter {
+                start_ms: Some(x),
+                end_ms: Some(e),
+                ..filter.clone()
+            });
         }
         Some(RollupSplit {
             first,

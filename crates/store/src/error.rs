@@ -23,10 +23,10 @@ pub enum StoreError {
 impl StoreError {
     /// Maps a unique-constraint violation to [`StoreError::Conflict`], leaving every other error as it is.
     pub fn from_write(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err {
-            if db.is_unique_violation() {
-                return StoreError::Conflict(db.message().to_owned());
-            }
+        if let sqlx::Error::Database(db) = &err
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict(db.message().to_owned());
         }
         StoreError::Sqlx(err)
     }

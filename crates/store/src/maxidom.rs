@@ -137,7 +137,7 @@ pub fn encode_vector(values: &[f64]) -> Vec<u8> {
 
 /// Decodes [`encode_vector`] output; `None` when the length is not a whole number of `f64`s.
 pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f64>> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return None;
     }
     Some(

@@ -39,10 +39,15 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
 }
 
+impl StoreOptions {
+    /// The default pool size (also `vigil serve`'s `DATABASE_MAX_CONNECTIONS` default).
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            max_connections: 16,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: Duration::from_secs(10),
         }
     }

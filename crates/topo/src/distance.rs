@@ -94,7 +94,7 @@ impl DistanceMatrix {
                 ambient_dim,
             });
         }
-        if coords.len() % ambient_dim != 0 {
+        if !coords.len().is_multiple_of(ambient_dim) {
             return Err(TopoError::DimensionMismatch {
                 len: coords.len(),
                 ambient_dim,

@@ -1021,7 +1021,10 @@ impl PivotMap {
 
 /// Whether `p` is prime.
 fn is_prime(p: u32) -> bool {
-    p >= 2 && (2..).take_while(|d| d * d <= p).all(|d| p % d != 0)
+    p >= 2
+        && (2..)
+            .take_while(|d| d * d <= p)
+            .all(|d| !p.is_multiple_of(d))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

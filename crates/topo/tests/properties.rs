@@ -81,10 +81,10 @@ fn projective_plane() -> DistanceMatrix {
         root.join("tests/fixtures/projective_plane.csv")
     };
     io::parse(
-        &std::fs::read_to_string(path).unwrap(),
+        &std::fs::read_to_string(path).expect("fixture file"),
         io::Format::Distance,
     )
-    .unwrap()
+    .expect("the fixture parses")
 }
 
 #[test]

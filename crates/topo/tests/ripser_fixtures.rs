@@ -31,15 +31,15 @@ fn cases() -> Vec<Value> {
 fn expected_of(case: &Value) -> Vec<Vec<(f64, f64)>> {
     case["dgms"]
         .as_array()
-        .unwrap()
+        .expect("dgms is an array")
         .iter()
         .map(|d| {
             d.as_array()
-                .unwrap()
+                .expect("a diagram is an array")
                 .iter()
                 .map(|bar| {
                     (
-                        bar[0].as_f64().unwrap(),
+                        bar[0].as_f64().expect("birth is a number"),
                         bar[1].as_f64().unwrap_or(f64::INFINITY),
                     )
                 })
@@ -50,9 +50,9 @@ fn expected_of(case: &Value) -> Vec<Vec<(f64, f64)>> {
 
 fn params_of(case: &Value) -> RipsParams {
     RipsParams {
-        max_dim: case["maxdim"].as_u64().unwrap() as usize,
+        max_dim: case["maxdim"].as_u64().expect("maxdim") as usize,
         threshold: case["thresh"].as_f64(),
-        modulus: case["coeff"].as_u64().unwrap() as u32,
+        modulus: case["coeff"].as_u64().expect("coeff") as u32,
     }
 }
 
@@ -89,18 +89,29 @@ fn assert_same(name: &str, got: &Barcodes, expected: &[Vec<(f64, f64)>]) {
 }
 
 fn matrix_of(case: &Value) -> DistanceMatrix {
-    let format: io::Format = case["format"].as_str().unwrap().parse().unwrap();
+    let format: io::Format = case["format"]
+        .as_str()
+        .expect("format")
+        .parse()
+        .expect("a known format");
     if let Some(file) = case["input"].as_str() {
-        let text = std::fs::read_to_string(data_file(file)).unwrap();
-        io::parse(&text, format).unwrap()
+        let text = std::fs::read_to_string(data_file(file)).expect("input file");
+        io::parse(&text, format).expect("input parses")
     } else {
-        let rows = case["points"].as_array().unwrap();
-        let dim = rows.first().map_or(0, |r| r.as_array().unwrap().len());
+        let rows = case["points"].as_array().expect("points");
+        let dim = rows
+            .first()
+            .map_or(0, |r| r.as_array().expect("a point").len());
         let coords: Vec<f64> = rows
             .iter()
-            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .flat_map(|r| {
+                r.as_array()
+                    .expect("a point")
+                    .iter()
+                    .map(|x| x.as_f64().expect("a coordinate"))
+            })
             .collect();
-        DistanceMatrix::from_points(&coords, dim).unwrap()
+        DistanceMatrix::from_points(&coords, dim).expect("valid points")
     }
 }
 

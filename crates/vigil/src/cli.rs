@@ -56,11 +56,18 @@ pub enum Command {
     ImportMaxidom(crate::cmd::import_maxidom::ImportMaxidomArgs),
 }
 
+/// Defaults of the binary's own settings (the feature crates' live in their `config` modules).
+pub mod defaults {
+    pub const DATA_DIR: &str = "./data";
+    pub const HOST: &str = "127.0.0.1";
+    pub const PORT: u16 = 8000;
+}
+
 /// Where the data lives. Every command that touches stored data takes these.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// Directory for the embedded SQLite database and generated development secrets.
-    #[arg(long, env = "VIGIL_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "VIGIL_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// Database URL (`postgres://…` to scale out, or `sqlite://…`); default: SQLite `vigil.db` in the data dir.
@@ -68,7 +75,7 @@ pub struct StorageArgs {
     pub database_url: Option<String>,
 
     /// Maximum PostgreSQL connections in the pool.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = StoreOptions::DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
 }
 
@@ -90,11 +97,11 @@ impl StorageArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "VIGIL_HOST", default_value = "127.0.0.1")]
+    #[arg(long, env = "VIGIL_HOST", default_value = defaults::HOST)]
     pub host: String,
 
     /// Port to listen on (0 picks a free one and prints it).
-    #[arg(long, env = "VIGIL_PORT", default_value_t = 8000)]
+    #[arg(long, env = "VIGIL_PORT", default_value_t = defaults::PORT)]
     pub port: u16,
 
     /// Log format on stderr.

@@ -15,10 +15,10 @@ fn main() -> std::process::ExitCode {
     let dotenv = dotenvy::dotenv();
     let cli = cli::Cli::parse();
     logging::init(cli.log_format());
-    if let Err(e) = &dotenv {
-        if !e.not_found() {
-            tracing::warn!(error = %e, "ignoring an unreadable .env file");
-        }
+    if let Err(e) = &dotenv
+        && !e.not_found()
+    {
+        tracing::warn!(error = %e, "ignoring an unreadable .env file");
     }
     match cmd::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,6 +4,9 @@
 //!
 //! One module per resource; shared setup in `helpers`.
 
+// Setup helpers outside `#[test]` functions are test code too (clippy's allow-unwrap-in-tests only sees `#[test]`).
+#![allow(clippy::unwrap_used)]
+
 mod auth;
 mod bootstrap;
 mod email;

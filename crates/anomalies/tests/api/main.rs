@@ -3,6 +3,9 @@
 //!
 //! One module per resource; shared setup in `helpers`.
 
+// Setup helpers outside `#[test]` functions are test code too (clippy's allow-unwrap-in-tests only sees `#[test]`).
+#![allow(clippy::unwrap_used)]
+
 mod alerts;
 mod anomalies;
 #[path = "../common/mod.rs"]

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::Role;
+use vigil_http::axum;
 use vigil_http::testing::TestApp;
 use vigil_realtime::Realtime;
 
