@@ -689,15 +689,7 @@ mod tests {
             // SQLite's pool has one connection: a beat that waited for it with the work unpolled would wait for
             // the acquire timeout (10 s).
             let started = Instant::now();
-            let work = async {
-                let mut tx = s.pool().begin().await.unwrap();
-                tokio::time::sleep(svc.beat_period() * 3).await;
-                vigil_store::sqlx::query("SELECT 1")
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
-            };
+            let work = vigil_store::testing::occupy_connection(s, svc.beat_period() * 3);
             svc.beating(s, &claim, work).await;
             assert!(
                 started.elapsed() < Duration::from_secs(3),

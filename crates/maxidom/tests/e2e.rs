@@ -1056,15 +1056,7 @@ async fn ready_profile_without_train(app: &TestApp, id: &str) {
 }
 
 async fn set_claim(app: &TestApp, id: &str, claim: Option<&str>, at: Option<i64>) {
-    vigil_store::sqlx::query(
-        "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 WHERE profile_id = $1",
-    )
-    .bind(id)
-    .bind(claim)
-    .bind(at)
-    .execute(app.state.store.pool())
-    .await
-    .expect("set the claim");
+    vigil_store::testing::set_training_claim(&app.state.store, id, claim, at).await;
 }
 
 async fn claim_of(app: &TestApp, id: &str) -> Option<String> {
@@ -1172,13 +1164,7 @@ async fn an_abandoned_pool_retraining_is_redone_by_the_sweeper() {
         .await;
         let version = st["model_version"].as_i64().unwrap();
         // A full pool whose retraining's process died.
-        vigil_store::sqlx::query(
-            "UPDATE maxidom_profiles SET pool_count = 1 WHERE profile_id = $1",
-        )
-        .bind(&id)
-        .execute(app.state.store.pool())
-        .await
-        .unwrap();
+        vigil_store::testing::set_pool_count(&app.state.store, &id, 1).await;
         set_claim(&app, &id, Some("killed-process"), Some(now_ms())).await;
         wait_for(&app, &id, "the abandoned retraining to be redone", |s| {
             s["model_version"].as_i64() == Some(version + 1) && s["pool_size"] == json!(0)

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use crate::answer::{self, Detail};
 use crate::bulk::BulkPool;
-use crate::db::{self as streams, Saved, Write};
+use vigil_store::streams::{self, Saved, Write};
 use crate::incident::{self, Notice, Tracker};
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;

@@ -61,7 +61,6 @@
 pub mod alerts;
 pub mod answer;
 mod bulk;
-pub mod db;
 pub mod engine;
 pub mod hub;
 pub mod incident;

@@ -369,15 +369,22 @@ fn without_incident_id(mut reply: Value) -> Value {
 
 /// How many alert messages the incidents of `stream` make: one when each opened, one when each closed.
 async fn incident_messages(app: &TestApp, stream: &str) -> usize {
-    let rows: Vec<(Option<i64>,)> =
-        vigil_store::sqlx::query_as("SELECT incident_open FROM anomalies WHERE source_type = $1")
-            .bind(stream)
-            .fetch_all(app.state.store.pool())
-            .await
-            .unwrap();
+    let rows = incident_rows(app, stream).await;
     rows.iter()
-        .map(|r| if r.0 == Some(1) { 1 } else { 2 })
+        .map(|r| if r.incident_open { 1 } else { 2 })
         .sum()
+}
+
+/// Every anomaly-log row of `stream`, newest first.
+async fn incident_rows(app: &TestApp, stream: &str) -> Vec<vigil_store::anomalies::Anomaly> {
+    let filter = vigil_store::anomalies::Filter {
+        source: Some(stream.to_owned()),
+        ..Default::default()
+    };
+    vigil_store::anomalies::list(&app.state.store, &filter, 0, vigil_store::anomalies::MAX_PAGE)
+        .await
+        .unwrap()
+        .rows
 }
 
 /// The value of an unlabelled sample in the process's Prometheus text.
@@ -413,7 +420,7 @@ async fn websocket_replies_are_timed_in_metrics() {
 async fn websocket_failing_stream_does_not_fail_the_others_in_a_pipeline() {
     for (app, _rt) in apps(open()).await {
         // A configuration the API would refuse, written behind its back: every batch of this stream fails.
-        vigil_realtime::db::set_config(&app.state.store, "broken", Some(r#"{"window_size":0}"#))
+        vigil_store::streams::set_config(&app.state.store, "broken", Some(r#"{"window_size":0}"#))
             .await
             .unwrap();
         let frames: Vec<String> = ["fine", "broken", "fine", "broken", "fine"]
@@ -553,14 +560,9 @@ async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
             app.label
         );
 
-        let rows: Vec<(String, String, String)> = vigil_store::sqlx::query_as(
-            "SELECT source_type, risk_level, metadata FROM anomalies WHERE source_type = 'net'",
-        )
-        .fetch_all(app.state.store.pool())
-        .await
-        .unwrap();
+        let rows = incident_rows(&app, "net").await;
         assert_eq!(rows.len(), flagged.len(), "{}", app.label);
-        let meta: Value = serde_json::from_str(&rows[0].2).unwrap();
+        let meta = &rows[0].metadata;
         assert_eq!(meta["analysis"]["stream"], "net");
         assert!(meta["analysis"]["persistence"]["h0"].is_array());
         app.stop().await;
@@ -608,7 +610,7 @@ async fn replicas_share_stream_state_through_the_database() {
             "{}: replicas diverged from a single engine",
             app.label
         );
-        let row = vigil_realtime::db::load(&app.state.store, "shared")
+        let row = vigil_store::streams::load(&app.state.store, "shared")
             .await
             .unwrap()
             .unwrap();
@@ -684,7 +686,7 @@ async fn contended_replicas_wait_instead_of_failing() {
         failures.len(),
         &failures[..failures.len().min(3)]
     );
-    let row = vigil_realtime::db::load(&a.state.store, "contended")
+    let row = vigil_store::streams::load(&a.state.store, "contended")
         .await
         .unwrap()
         .unwrap();
@@ -719,17 +721,18 @@ async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
     for (app, rt) in apps(open()).await {
         received.lock().unwrap().clear();
         let (user_id, analyst) = app.user_with_role("alerter", Role::Analyst).await;
-        vigil_store::sqlx::query(
-            "INSERT INTO alert_configs (id, user_id, threshold, notification_channels, is_active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+        vigil_store::alert_configs::create(
+            &app.state.store,
+            &vigil_store::alert_configs::NewAlertConfig {
+                user_id: user_id.clone(),
+                threshold: 0.5,
+                notification_channels: vec![
+                    "websocket".to_owned(),
+                    format!("webhook:http://{hook_addr}/hook"),
+                ],
+                is_active: true,
+            },
         )
-        .bind("cfg1")
-        .bind(&user_id)
-        .bind(0.5_f64)
-        .bind(json!(["websocket", format!("webhook:http://{hook_addr}/hook")]).to_string())
-        .bind(1_i64)
-        .bind(1_i64)
-        .execute(app.state.store.pool())
         .await
         .unwrap();
         let mut mine = connect(&app, &format!("?token={analyst}")).await;
@@ -998,7 +1001,7 @@ async fn socket_roles_and_session_end() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 401, "{label}");
 
-        let (_, viewer) = app.user_with_role("vera", Role::Viewer).await;
+        let (viewer_id, viewer) = app.user_with_role("vera", Role::Viewer).await;
         let mut v = connect(&app, &format!("?token={viewer}")).await;
         v.send(Message::text(r#"{"value":1}"#)).await.unwrap();
         let e = next_json(&mut v, Duration::from_secs(5)).await.unwrap();
@@ -1023,13 +1026,9 @@ async fn socket_roles_and_session_end() {
             .unwrap();
         assert_eq!(sse.status().as_u16(), 200, "{label}");
         // Logout everywhere, as the accounts routes do it: the account's session generation moves on.
-        vigil_store::sqlx::query(
-            "UPDATE users SET session_generation = session_generation + 1 WHERE id = $1",
-        )
-        .bind(&analyst_id)
-        .execute(app.state.store.pool())
-        .await
-        .unwrap();
+        vigil_store::tokens::end_sessions(&app.state.store, &analyst_id)
+            .await
+            .unwrap();
         let (code, reason) = next_close(&mut a, Duration::from_secs(5))
             .await
             .unwrap_or_else(|| panic!("{label}: the socket of a revoked session stays open"));
@@ -1042,9 +1041,11 @@ async fn socket_roles_and_session_end() {
         );
 
         // Deactivation ends the viewer's socket too.
-        vigil_store::sqlx::query("UPDATE users SET is_active = 0 WHERE username = $1")
-            .bind("vera")
-            .execute(app.state.store.pool())
+        let deactivate = vigil_store::users::UserPatch {
+            is_active: Some(false),
+            ..Default::default()
+        };
+        vigil_store::users::update(&app.state.store, &viewer_id, &deactivate)
             .await
             .unwrap();
         let (code, _) = next_close(&mut v, Duration::from_secs(5))
@@ -1105,17 +1106,15 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     };
 
     let (user_id, analyst) = a.user_with_role("fanout", Role::Analyst).await;
-    vigil_store::sqlx::query(
-        "INSERT INTO alert_configs (id, user_id, threshold, notification_channels, is_active, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    vigil_store::alert_configs::create(
+        &a.state.store,
+        &vigil_store::alert_configs::NewAlertConfig {
+            user_id: user_id.clone(),
+            threshold: 0.5,
+            notification_channels: vec!["websocket".to_owned()],
+            is_active: true,
+        },
     )
-    .bind("cfg-fanout")
-    .bind(&user_id)
-    .bind(0.5_f64)
-    .bind(json!(["websocket"]).to_string())
-    .bind(1_i64)
-    .bind(1_i64)
-    .execute(a.state.store.pool())
     .await
     .unwrap();
 
@@ -1233,27 +1232,13 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     assert_eq!(first["data"]["source_type"], "xr");
 
     // The listeners survive losing their connections: kill both server-side, and the next anomalies still cross.
-    let listeners =
-        "FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
-    let killed: Vec<(i64,)> =
-        vigil_store::sqlx::query_as(&format!("SELECT CAST(pid AS BIGINT) {listeners}"))
-            .fetch_all(a.state.store.pool())
-            .await
-            .unwrap();
+    let killed = vigil_store::testing::postgres_listener_pids(&a.state.store).await;
     assert_eq!(killed.len(), 2, "one listener per replica");
-    vigil_store::sqlx::query(&format!(
-        "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT pg_terminate_backend(pid) {listeners}) AS t"
-    ))
-    .execute(a.state.store.pool())
-    .await
-    .unwrap();
+    vigil_store::testing::terminate_postgres_listeners(&a.state.store).await;
     let mut back = Vec::new();
     for _ in 0..250 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        back = vigil_store::sqlx::query_as(&format!("SELECT CAST(pid AS BIGINT) {listeners}"))
-            .fetch_all(a.state.store.pool())
-            .await
-            .unwrap();
+        back = vigil_store::testing::postgres_listener_pids(&a.state.store).await;
         if back.len() == 2
             && back.iter().all(|p| !killed.contains(p))
             && rt_a.relay_listening()
