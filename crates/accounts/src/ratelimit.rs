@@ -43,7 +43,8 @@ pub async fn hit(state: &AppState, bucket: &str, limit: Limit, detail: &str) -> 
     let now = now_ms();
     let window_start = now - now.rem_euclid(limit.window_ms);
     let window_end = window_start.saturating_add(limit.window_ms);
-    let hits = vigil_store::rate_limits::hit(&state.store, bucket, window_start, window_end).await?;
+    let hits =
+        vigil_store::rate_limits::hit(&state.store, bucket, window_start, window_end).await?;
     if hits > i64::from(limit.max) {
         metrics::counter!("topoforge_rate_limited_total").increment(1);
         let wait_ms = u64::try_from(window_end - now).unwrap_or(0);

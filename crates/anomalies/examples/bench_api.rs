@@ -28,7 +28,9 @@ async fn load(db: &TestDb, rows: usize) -> Duration {
     let started = Instant::now();
     let step = (30 * DAY_MS) / i64::try_from(rows.max(1)).unwrap_or(i64::MAX);
     let rows = i64::try_from(rows).unwrap_or(i64::MAX);
-    if let Err(e) = vigil_store::testing::insert_benchmark_anomalies(&db.store, rows, T_END, step).await {
+    if let Err(e) =
+        vigil_store::testing::insert_benchmark_anomalies(&db.store, rows, T_END, step).await
+    {
         eprintln!("load failed: {e}");
         std::process::exit(1);
     }

@@ -30,11 +30,11 @@ use std::time::Instant;
 
 use crate::answer::{self, Detail};
 use crate::bulk::BulkPool;
-use vigil_store::streams::{self, Saved, Write};
 use crate::incident::{self, Notice, Tracker};
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
+use vigil_store::streams::{self, Saved, Write};
 use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
 
 /// How often a batch is computed before giving up with 503: once optimistically, then in locked turns

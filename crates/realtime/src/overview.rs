@@ -104,7 +104,14 @@ pub(crate) async fn list(
     // Decoding a state is a few hundred microseconds (its detector history is base64); off the async threads.
     let out = tokio::task::spawn_blocking(move || {
         rows.into_iter()
-            .map(|r| summarise(r.stream, r.state.as_bytes(), r.config.as_deref(), r.updated_at))
+            .map(|r| {
+                summarise(
+                    r.stream,
+                    r.state.as_bytes(),
+                    r.config.as_deref(),
+                    r.updated_at,
+                )
+            })
             .collect::<Vec<_>>()
     })
     .await

@@ -381,10 +381,15 @@ async fn incident_rows(app: &TestApp, stream: &str) -> Vec<vigil_store::anomalie
         source: Some(stream.to_owned()),
         ..Default::default()
     };
-    vigil_store::anomalies::list(&app.state.store, &filter, 0, vigil_store::anomalies::MAX_PAGE)
-        .await
-        .unwrap()
-        .rows
+    vigil_store::anomalies::list(
+        &app.state.store,
+        &filter,
+        0,
+        vigil_store::anomalies::MAX_PAGE,
+    )
+    .await
+    .unwrap()
+    .rows
 }
 
 /// The value of an unlabelled sample in the process's Prometheus text.

@@ -125,7 +125,7 @@ async fn alert_config(app: &TestApp, user_id: &str, threshold: f64, hook: &str) 
         &app.state.store,
         &vigil_store::alert_configs::NewAlertConfig {
             user_id: user_id.to_owned(),
-            threshold: threshold,
+            threshold,
             notification_channels: vec![format!("webhook:{hook}")],
             is_active: true,
         },

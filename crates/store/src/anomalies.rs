@@ -85,10 +85,8 @@ const WRITTEN_COLUMNS: &str = written_columns!();
 
 /// The column list every anomaly query selects, in [`AnomalyRow`]'s order: the written columns, then the
 /// incident columns that only pipeline incidents set (`crate::incidents`).
-pub(crate) const COLUMNS: &str = concat!(
-    written_columns!(),
-    ", event_count, ended_at, incident_open"
-);
+pub(crate) const COLUMNS: &str =
+    concat!(written_columns!(), ", event_count, ended_at, incident_open");
 
 impl TryFrom<AnomalyRow> for Anomaly {
     type Error = StoreError;

@@ -65,7 +65,9 @@ mod tests {
         let Some(db) = TestDb::postgres().await else {
             return;
         };
-        let mut listener = listen(&db.store, "vigil_notify_test").await.expect("listen");
+        let mut listener = listen(&db.store, "vigil_notify_test")
+            .await
+            .expect("listen");
         notify(&db.store, "vigil_notify_test", "hello")
             .await
             .expect("notify");

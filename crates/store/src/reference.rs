@@ -106,7 +106,8 @@ mod tests {
         let missing = dir.path().join("none.db");
         let err = read_users(&missing).await.expect_err("no file");
         assert!(
-            err.to_string().contains("cannot open the reference database"),
+            err.to_string()
+                .contains("cannot open the reference database"),
             "{err}"
         );
     }

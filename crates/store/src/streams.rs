@@ -302,14 +302,12 @@ pub async fn overview(
             .fetch_all(store.pool())
             .await?
         }
-        None => {
-            sqlx::query_as(
-                "SELECT stream, state, config, updated_at FROM stream_states ORDER BY stream LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(store.pool())
-            .await?
-        }
+        None => sqlx::query_as(
+            "SELECT stream, state, config, updated_at FROM stream_states ORDER BY stream LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await?,
     };
     Ok(rows
         .into_iter()
