@@ -440,4 +440,57 @@ mod tests {
             assert!(!delete(s, "u1").await.expect("delete again"));
         }
     }
+
+    #[tokio::test]
+    async fn session_reads_the_account_and_the_token_revocation_together() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            insert(s, &new_user("u1", "ada", "ada@example.com"))
+                .await
+                .expect("insert");
+            let live = session(s, "u1", "jti-1").await.expect("q").expect("found");
+            assert_eq!(
+                live,
+                Session {
+                    username: "ada".into(),
+                    role: Role::Viewer,
+                    is_active: true,
+                    session_generation: 0,
+                    token_revoked: false,
+                },
+                "{}",
+                db.label
+            );
+            crate::tokens::revoke_access(s, "jti-1", "u1", i64::MAX)
+                .await
+                .expect("revoke");
+            crate::tokens::end_sessions(s, "u1").await.expect("end");
+            let patch = UserPatch {
+                role: Some(Role::Admin),
+                is_active: Some(false),
+                ..UserPatch::default()
+            };
+            update(s, "u1", &patch).await.expect("update");
+            let after = session(s, "u1", "jti-1").await.expect("q").expect("found");
+            assert_eq!(
+                (
+                    after.role,
+                    after.is_active,
+                    after.session_generation,
+                    after.token_revoked
+                ),
+                (Role::Admin, false, 1, true),
+                "{}",
+                db.label
+            );
+            assert!(
+                !session(s, "u1", "jti-2")
+                    .await
+                    .expect("q")
+                    .expect("found")
+                    .token_revoked
+            );
+            assert_eq!(session(s, "nobody", "jti-1").await.expect("q"), None);
+        }
+    }
 }
