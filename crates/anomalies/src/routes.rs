@@ -6,7 +6,7 @@ use vigil_http::axum::extract::rejection::QueryRejection;
 use vigil_http::axum::extract::{Path, Query, State};
 use vigil_http::axum::http::StatusCode;
 use vigil_http::{ApiJson, ApiResult, AppState, Error};
-use vigil_store::anomalies as db;
+use vigil_store::anomalies;
 use vigil_store::time::now_ms;
 
 use crate::dispatch::AlertDispatcher;
@@ -38,7 +38,7 @@ pub(crate) async fn list(
     let filter = query(filter)?.to_filter()?;
     let (page, limit) = query(paging)?.page_limit()?;
     let offset = (page - 1).saturating_mul(limit);
-    let found = db::list(&state.store, &filter, offset, limit).await?;
+    let found = anomalies::list(&state.store, &filter, offset, limit).await?;
     Ok(ApiJson(AnomalyList {
         data: found.rows.iter().map(AnomalyDoc::from).collect(),
         page,
@@ -64,7 +64,7 @@ pub(crate) async fn create(
     ApiJson(body): ApiJson<CreateAnomaly>,
 ) -> ApiResult<(StatusCode, ApiJson<AnomalyDoc>)> {
     let new = body.into_new(&user.id, now_ms())?;
-    let stored = db::insert(&state.store, &new).await?;
+    let stored = anomalies::insert(&state.store, &new).await?;
     metrics::counter!("anomalies_created_total", "origin" => "api").increment(1);
     // Webhooks are queued; `websocket` channels reach the stream sockets through the realtime crate's sink.
     dispatcher.fire_and_push(&state, &stored).await;
@@ -86,7 +86,7 @@ pub(crate) async fn stats(
     filter: Result<Query<FilterQuery>, QueryRejection>,
 ) -> ApiResult<ApiJson<StatsDoc>> {
     let filter = query(filter)?.to_filter()?;
-    let stats = db::stats(&state.store, &filter).await?;
+    let stats = anomalies::stats(&state.store, &filter).await?;
     Ok(ApiJson(StatsDoc::from(stats)))
 }
 
@@ -104,7 +104,7 @@ pub(crate) async fn get_one(
     _viewer: Viewer,
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<AnomalyDoc>> {
-    let found = db::get(&state.store, &id)
+    let found = anomalies::get(&state.store, &id)
         .await?
         .ok_or_else(|| Error::not_found(NOT_FOUND))?;
     Ok(ApiJson(AnomalyDoc::from(&found)))
@@ -125,7 +125,7 @@ pub(crate) async fn delete_one(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if db::delete(&state.store, &id).await? {
+    if anomalies::delete(&state.store, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::not_found(NOT_FOUND))

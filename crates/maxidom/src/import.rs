@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use vigil_biometrics::FEATURE_NAMES;
 use vigil_biometrics::lifecycle::vector_from_slice;
-use vigil_store::maxidom as db;
+use vigil_store::maxidom;
 use vigil_store::reference::{self, ReferenceError};
 use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
@@ -115,7 +115,7 @@ pub async fn import_reference(
             });
             continue;
         };
-        if db::import_user(store, &profile_id, &hash, now).await? {
+        if maxidom::import_user(store, &profile_id, &hash, now).await? {
             report.users_imported += 1;
         } else {
             report.users_already_enrolled += 1;
@@ -125,7 +125,7 @@ pub async fn import_reference(
 
     let mut touched = Vec::new();
     for (profile_id, path, text) in contents {
-        if db::ensure_profile(store, &profile_id, now).await? {
+        if maxidom::ensure_profile(store, &profile_id, now).await? {
             report.profiles_created_without_password += 1;
         }
         import_csv(
@@ -148,7 +148,8 @@ pub async fn import_reference(
         let token = uuid::Uuid::new_v4().to_string();
         let thresholds = service.thresholds();
         if let Some(claim) =
-            db::claim_initial_training(store, &profile_id, &token, now_ms(), 0, thresholds).await?
+            maxidom::claim_initial_training(store, &profile_id, &token, now_ms(), 0, thresholds)
+                .await?
         {
             match service
                 .run_training(store, &claim, TrainingKind::Initial)
@@ -157,7 +158,7 @@ pub async fn import_reference(
                 Ok(true) => report.models_trained += 1,
                 Ok(false) => {}
                 Err(e) => {
-                    db::release_claim(store, &claim).await?;
+                    maxidom::release_claim(store, &claim).await?;
                     report.skipped.push(Skipped {
                         item: profile_id,
                         reason: format!("training failed: {e}"),
@@ -396,7 +397,7 @@ async fn import_csv(
             }
         };
         let id = format!("import:{profile_id}:{line_no}:{:016x}", fnv1a(line));
-        if db::import_vector(
+        if maxidom::import_vector(
             store,
             profile_id,
             &id,

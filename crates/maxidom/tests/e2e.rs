@@ -13,7 +13,7 @@ use vigil_http::AppState;
 use vigil_http::testing::TestApp;
 use vigil_maxidom::MaxidomConfig;
 use vigil_maxidom::service::kinds_of;
-use vigil_store::maxidom as db;
+use vigil_store::maxidom;
 use vigil_store::time::now_ms;
 
 fn new_id() -> String {
@@ -1041,7 +1041,7 @@ async fn ready_profile_without_train(app: &TestApp, id: &str) {
     let mut alice = SessionGenerator::new(Persona::alice(), 5);
     for _ in 0..45 {
         let v = StoredVector::of(&alice.next_payload());
-        db::add_vector(
+        maxidom::add_vector(
             &app.state.store,
             id,
             &new_id(),
@@ -1060,7 +1060,7 @@ async fn set_claim(app: &TestApp, id: &str, claim: Option<&str>, at: Option<i64>
 }
 
 async fn claim_of(app: &TestApp, id: &str) -> Option<String> {
-    db::profile(&app.state.store, id)
+    maxidom::profile(&app.state.store, id)
         .await
         .expect("profile")
         .expect("exists")
@@ -1351,7 +1351,7 @@ async fn concurrent_scores_store_each_run_before_answering_and_a_replica_continu
                 let v = v.unwrap();
                 assert_eq!(v["run_payloads"], json!(round), "{l}: {v}");
                 // Answered means stored: the run is in the database with this payload in it.
-                let stored = db::run_state(&app.state.store, id).await.unwrap();
+                let stored = maxidom::run_state(&app.state.store, id).await.unwrap();
                 let run = stored
                     .as_deref()
                     .and_then(vigil_biometrics::sequential::Run::from_bytes)
