@@ -60,7 +60,10 @@ pub async fn read_users(path: &Path) -> Result<Vec<ReferenceUser>, ReferenceErro
 /// Creates a reference-shaped database at `path` holding `users` (`(profile_id, password_hash)`), for tests of the
 /// import.
 #[cfg(any(test, feature = "testing"))]
-pub async fn create_for_tests(path: &Path, users: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+pub async fn create_for_tests(
+    path: &Path,
+    users: &[(&str, &str)],
+) -> Result<(), crate::StoreError> {
     use sqlx::Executor;
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(path)
@@ -75,7 +78,8 @@ pub async fn create_for_tests(path: &Path, users: &[(&str, &str)]) -> Result<(),
             .execute(&mut conn)
             .await?;
     }
-    conn.close().await
+    conn.close().await?;
+    Ok(())
 }
 
 #[cfg(test)]
