@@ -135,11 +135,10 @@ impl Service {
 
     /// A new access token and a new stored refresh token for `user`.
     pub async fn issue_pair(&self, state: &AppState, user: &User) -> Result<TokenPair, Error> {
-        let role = role_of(user)?;
         let access_token =
             state
                 .tokens
-                .issue(&user.id, &user.username, role, user.session_generation)?;
+                .issue(&user.id, &user.username, user.role, user.session_generation)?;
         let refresh_token = policy::new_token();
         let now = now_ms();
         tokens::insert_refresh(
@@ -194,7 +193,7 @@ pub async fn create_account(
         password_hash,
         full_name: clean(new.full_name),
         organization: clean(new.organization),
-        role: new.role.as_str().into(),
+        role: new.role,
         is_verified: new.is_verified,
         created_at: now_ms(),
     };
@@ -216,16 +215,12 @@ pub(crate) fn clean(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-pub(crate) fn role_of(user: &User) -> Result<Role, Error> {
-    user.role.parse().map_err(Error::internal_msg)
-}
-
 /// Deletes rows that can no longer matter: expired tokens and revocations ([`tokens::purge_expired`]) and ended
 /// rate-limit windows; then refreshes the planner statistics. Idempotent, so every replica may run it.
 pub async fn purge(state: &AppState) -> Result<u64, vigil_store::StoreError> {
     let now = now_ms();
     let tokens = tokens::purge_expired(&state.store, now).await?;
-    let windows = crate::ratelimit::purge_ended(&state.store, now).await?;
+    let windows = vigil_store::rate_limits::purge_ended(&state.store, now).await?;
     // The same cadence suits the planner statistics of the growing tables (the anomaly log above all).
     state.store.refresh_planner_stats().await?;
     Ok(tokens + windows)
@@ -362,43 +357,43 @@ pub struct AuthResponse {
 }
 
 impl AuthResponse {
-    pub fn new(pair: TokenPair, user: &User) -> Result<AuthResponse, Error> {
-        Ok(AuthResponse {
+    pub fn new(pair: TokenPair, user: &User) -> AuthResponse {
+        AuthResponse {
             access_token: pair.access_token,
             refresh_token: pair.refresh_token,
             token_type: pair.token_type,
-            user: UserBrief::of(user)?,
-        })
+            user: UserBrief::of(user),
+        }
     }
 }
 
 impl UserBrief {
-    pub fn of(u: &User) -> Result<UserBrief, Error> {
-        Ok(UserBrief {
+    pub fn of(u: &User) -> UserBrief {
+        UserBrief {
             id: u.id.clone(),
             username: u.username.clone(),
             email: u.email.clone(),
             full_name: u.full_name.clone(),
             organization: u.organization.clone(),
-            role: role_of(u)?,
+            role: u.role,
             is_verified: u.is_verified,
-        })
+        }
     }
 }
 
 impl UserView {
-    pub fn of(u: &User) -> Result<UserView, Error> {
-        Ok(UserView {
+    pub fn of(u: &User) -> UserView {
+        UserView {
             id: u.id.clone(),
             username: u.username.clone(),
             email: u.email.clone(),
             full_name: u.full_name.clone(),
             organization: u.organization.clone(),
-            role: role_of(u)?,
+            role: u.role,
             is_verified: u.is_verified,
             created_at: format_ts(u.created_at),
             last_login: u.last_login.map(format_ts),
-        })
+        }
     }
 }
 

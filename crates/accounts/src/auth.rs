@@ -76,7 +76,7 @@ pub async fn register(
     svc.send_verification(&state, &user).await?;
     let pair = svc.issue_pair(&state, &user).await?;
     metrics::counter!("topoforge_registrations_total").increment(1);
-    Ok((StatusCode::CREATED, Json(AuthResponse::new(pair, &user)?)))
+    Ok((StatusCode::CREATED, Json(AuthResponse::new(pair, &user))))
 }
 
 /// Login credentials: `username` (the username or the email) and `password`.
@@ -222,7 +222,7 @@ pub async fn login(
     users::touch_login(&state.store, &user.id, now).await?;
     let pair = svc.issue_pair(&state, &user).await?;
     metrics::counter!("topoforge_logins_total", "outcome" => "success").increment(1);
-    Ok(Json(AuthResponse::new(pair, &user)?))
+    Ok(Json(AuthResponse::new(pair, &user)))
 }
 
 /// The signed-in account.
@@ -232,7 +232,7 @@ pub async fn me(State(state): State<AppState>, Viewer(who): Viewer) -> ApiResult
     let user = users::by_id(&state.store, &who.id)
         .await?
         .ok_or_else(|| Error::Unauthorized("Could not validate credentials".into()))?;
-    Ok(Json(UserView::of(&user)?))
+    Ok(Json(UserView::of(&user)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

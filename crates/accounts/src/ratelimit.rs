@@ -4,7 +4,8 @@
 //! returns the new count; over the limit, the request is refused with 429 and `Retry-After` = seconds until the
 //! window ends. A fixed window admits at most twice the limit across a window boundary; for the limits here (5
 //! logins per 15 minutes, 100 requests per minute) that bound is acceptable and buys one statement per request
-//! on either engine. Rows of ended windows are deleted by the periodic purge ([`purge_ended`]), off the request path.
+//! on either engine (`vigil_store::rate_limits`). Rows of ended windows are deleted by the periodic purge
+//! (`vigil_store::rate_limits::purge_ended`), off the request path.
 //!
 //! Why the database and not an in-process limiter: replicas behind a load balancer would each grant the full
 //! allowance, multiplying the login-guessing budget by the number of replicas.
@@ -15,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use vigil_http::axum;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
 use vigil_http::{AppState, ClientIp, Error};
-use vigil_store::StoreError;
 use vigil_store::time::now_ms;
 
 use crate::config::secs_to_ms;
@@ -44,16 +44,8 @@ pub async fn hit(state: &AppState, bucket: &str, limit: Limit, detail: &str) -> 
     let now = now_ms();
     let window_start = now - now.rem_euclid(limit.window_ms);
     let window_end = window_start.saturating_add(limit.window_ms);
-    let (hits,): (i64,) = vigil_store::sqlx::query_as(
-        "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) VALUES ($1, $2, 1, $3) \
-         ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits",
-    )
-    .bind(bucket)
-    .bind(window_start)
-    .bind(window_end)
-    .fetch_one(state.store.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let hits =
+        vigil_store::rate_limits::hit(&state.store, bucket, window_start, window_end).await?;
     if hits > i64::from(limit.max) {
         metrics::counter!("topoforge_rate_limited_total").increment(1);
         let wait_ms = u64::try_from(window_end - now).unwrap_or(0);
@@ -63,16 +55,6 @@ pub async fn hit(state: &AppState, bucket: &str, limit: Limit, detail: &str) -> 
         });
     }
     Ok(())
-}
-
-/// Deletes the counters of windows that have ended (run by the periodic purge; a counter is only ever read
-/// inside its own window, so deleting late is harmless).
-pub async fn purge_ended(store: &vigil_store::Store, now: i64) -> Result<u64, StoreError> {
-    let done = vigil_store::sqlx::query("DELETE FROM rate_limits WHERE expires_at <= $1")
-        .bind(now)
-        .execute(store.pool())
-        .await?;
-    Ok(done.rows_affected())
 }
 
 /// The general per-address limit of the TopoForge API (the spec's "everything else 100 per minute",

@@ -57,10 +57,7 @@ pub async fn list_users(
     }
     let offset = (page - 1).saturating_mul(limit);
     let (rows, total) = users::list(&state.store, offset, limit).await?;
-    let data = rows
-        .iter()
-        .map(UserView::of)
-        .collect::<Result<Vec<_>, _>>()?;
+    let data = rows.iter().map(UserView::of).collect();
     Ok(Json(UserPage {
         data,
         page,
@@ -90,7 +87,7 @@ pub async fn get_user(
     let user = users::by_id(&state.store, &id)
         .await?
         .ok_or_else(|| Error::not_found(NOT_FOUND))?;
-    Ok(Json(UserView::of(&user)?))
+    Ok(Json(UserView::of(&user)))
 }
 
 /// A partial update: absent fields stay as they are.
@@ -155,7 +152,7 @@ pub async fn update_user(
             }
         }
     }
-    let losing_admin = current.role == "admin"
+    let losing_admin = current.role == Role::Admin
         && current.is_active
         && (body.role.is_some_and(|r| r != Role::Admin) || body.is_active == Some(false));
     if losing_admin && users::active_admins(&state.store).await? <= 1 {
@@ -175,7 +172,7 @@ pub async fn update_user(
         email,
         full_name: accounts::clean(body.full_name),
         organization: accounts::clean(body.organization),
-        role: body.role.map(|r| r.as_str().to_owned()),
+        role: body.role,
         is_active: body.is_active,
         password_hash,
     };
@@ -190,7 +187,7 @@ pub async fn update_user(
     if changed_email {
         svc.send_verification(&state, &updated).await?;
     }
-    Ok(Json(UserView::of(&updated)?))
+    Ok(Json(UserView::of(&updated)))
 }
 
 /// Deletes an account and everything it owns (admin; not one's own account).

@@ -22,40 +22,20 @@ use vigil_store::testing::TestDb;
 const DAY_MS: i64 = 86_400_000;
 const T_END: i64 = 1_768_204_800_000; // 2026-01-12T08:00:00Z
 
-/// Loads `rows` rows in one INSERT … SELECT over a recursive CTE (both engines run it), in time order as a live
-/// feed would write them: row i is i·(30 days / rows) before the end, of source `source-{i·7 mod 8}`, with a score
-/// spread uniformly over [0, 1) by a multiplicative hash; the rollup triggers fire for every row as in production.
+/// Loads `rows` rows over 30 days ([`vigil_store::testing::insert_benchmark_anomalies`]: one INSERT … SELECT, time
+/// order, sources and scores spread evenly), then gathers full planner statistics.
 async fn load(db: &TestDb, rows: usize) -> Duration {
     let started = Instant::now();
     let step = (30 * DAY_MS) / i64::try_from(rows.max(1)).unwrap_or(i64::MAX);
-    let sql = "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
-         is_anomaly, risk_level, entropy, metadata, created_by, created_at) \
-         WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1), \
-         g(i, score) AS (SELECT i, CAST((i * 7919) % 1000 AS DOUBLE PRECISION) / 1000.0 FROM n) \
-         SELECT 'bench-' || CAST(i AS TEXT), $2 - i * $3, 'source-' || CAST((i * 7) % 8 AS TEXT), \
-         '{\"value\": ' || CAST(i % 100 AS TEXT) || ', \"host\": \"h' || CAST(i % 50 AS TEXT) || '\"}', \
-         1, i % 4, 0, score, CASE WHEN score > 0.65 THEN 1 ELSE 0 END, \
-         CASE WHEN score > 0.8 THEN 'Critical' WHEN score > 0.5 THEN 'High' WHEN score > 0.2 THEN 'Medium' ELSE 'Low' END, \
-         score * 3.0, '{\"scores\": {}}', NULL, 0 FROM g";
-    if let Err(e) = vigil_store::sqlx::query(sql)
-        .bind(i64::try_from(rows).unwrap_or(i64::MAX))
-        .bind(T_END)
-        .bind(step)
-        .execute(db.store.pool())
-        .await
+    let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+    if let Err(e) =
+        vigil_store::testing::insert_benchmark_anomalies(&db.store, rows, T_END, step).await
     {
         eprintln!("load failed: {e}");
         std::process::exit(1);
     }
-    let analyze = match db.label {
-        "postgres" => "VACUUM ANALYZE",
-        _ => "ANALYZE",
-    };
-    if let Err(e) = vigil_store::sqlx::query(analyze)
-        .execute(db.store.pool())
-        .await
-    {
-        eprintln!("{analyze} failed: {e}");
+    if let Err(e) = vigil_store::testing::analyze(&db.store).await {
+        eprintln!("ANALYZE failed: {e}");
     }
     started.elapsed()
 }
@@ -130,12 +110,8 @@ async fn main() {
             load_time.as_secs_f64()
         );
         if let Some(index) = &drop_index {
-            let sql = format!("DROP INDEX {index}");
-            if let Err(e) = vigil_store::sqlx::query(&sql)
-                .execute(db.store.pool())
-                .await
-            {
-                eprintln!("{sql}: {e}");
+            if let Err(e) = vigil_store::testing::drop_index(&db.store, index).await {
+                eprintln!("DROP INDEX {index}: {e}");
                 std::process::exit(1);
             }
             println!("{label}: dropped index {index}");

@@ -6,7 +6,7 @@ use vigil_http::auth::{Analyst, AuthUser};
 use vigil_http::axum::extract::{Path, State};
 use vigil_http::axum::http::StatusCode;
 use vigil_http::{ApiJson, ApiResult, AppState, Error, Role};
-use vigil_store::alert_configs::{self as db, AlertConfig, AlertConfigPatch, NewAlertConfig};
+use vigil_store::alert_configs::{self, AlertConfig, AlertConfigPatch, NewAlertConfig};
 
 use crate::dispatch::AlertDispatcher;
 use crate::egress;
@@ -156,7 +156,7 @@ fn check_channels(list: Vec<String>, allow_private: bool) -> Result<Vec<String>,
 
 /// The config if the caller may see it: its owner, or an admin.
 async fn visible(state: &AppState, user: &AuthUser, id: &str) -> Result<AlertConfig, Error> {
-    match db::get(&state.store, id).await? {
+    match alert_configs::get(&state.store, id).await? {
         Some(c) if c.user_id == user.id || user.role == Role::Admin => Ok(c),
         _ => Err(Error::not_found(NOT_FOUND)),
     }
@@ -175,7 +175,7 @@ pub(crate) async fn list(
     Analyst(user): Analyst,
 ) -> ApiResult<ApiJson<Vec<AlertConfigDoc>>> {
     let owner = (user.role != Role::Admin).then_some(user.id.as_str());
-    let configs = db::list(&state.store, owner).await?;
+    let configs = alert_configs::list(&state.store, owner).await?;
     Ok(ApiJson(
         configs.into_iter().map(AlertConfigDoc::from).collect(),
     ))
@@ -206,7 +206,7 @@ pub(crate) async fn create(
         )?,
         is_active: body.is_active,
     };
-    let created = db::create(&state.store, &new).await?;
+    let created = alert_configs::create(&state.store, &new).await?;
     Ok((StatusCode::CREATED, ApiJson(created.into())))
 }
 
@@ -256,7 +256,7 @@ pub(crate) async fn update(
         is_active: body.is_active,
     };
     visible(&state, &user, &id).await?;
-    let updated = db::update(&state.store, &id, &patch)
+    let updated = alert_configs::update(&state.store, &id, &patch)
         .await?
         .ok_or_else(|| Error::not_found(NOT_FOUND))?;
     Ok(ApiJson(updated.into()))
@@ -278,7 +278,7 @@ pub(crate) async fn delete_one(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     visible(&state, &user, &id).await?;
-    if db::delete(&state.store, &id).await? {
+    if alert_configs::delete(&state.store, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::not_found(NOT_FOUND))

@@ -32,7 +32,7 @@ use vigil_http::ticket;
 use vigil_http::{ApiJson, ApiQuery, Role};
 use vigil_http::{ApiResult, AppState, Error};
 use vigil_store::Store;
-use vigil_store::anomalies::{self as db, Anomaly, Cursor, Filter};
+use vigil_store::anomalies::{self, Anomaly, Cursor, Filter};
 
 use crate::Settings;
 use crate::doc::{AnomalyDoc, FilterQuery, format_ts};
@@ -254,7 +254,8 @@ fn pages(
         if p.finished {
             return None;
         }
-        let rows = match db::export_page(&p.store, &p.filter, p.cursor.as_ref(), p.page_rows).await
+        let rows = match anomalies::export_page(&p.store, &p.filter, p.cursor.as_ref(), p.page_rows)
+            .await
         {
             Ok(rows) => rows,
             Err(e) => {

@@ -4,7 +4,7 @@ use vigil_http::auth::{Admin, Analyst, Viewer};
 use vigil_http::axum::extract::{Path, State};
 use vigil_http::axum::http::StatusCode;
 use vigil_http::{ApiJson, ApiQuery, ApiResult, AppState, Error};
-use vigil_store::anomalies as db;
+use vigil_store::anomalies;
 use vigil_store::time::now_ms;
 
 use crate::dispatch::AlertDispatcher;
@@ -30,7 +30,7 @@ pub(crate) async fn list(
     let filter = filter.to_filter()?;
     let (page, limit) = paging.page_limit()?;
     let offset = (page - 1).saturating_mul(limit);
-    let found = db::list(&state.store, &filter, offset, limit).await?;
+    let found = anomalies::list(&state.store, &filter, offset, limit).await?;
     Ok(ApiJson(AnomalyList {
         data: found.rows.iter().map(AnomalyDoc::from).collect(),
         page,
@@ -56,7 +56,7 @@ pub(crate) async fn create(
     ApiJson(body): ApiJson<CreateAnomaly>,
 ) -> ApiResult<(StatusCode, ApiJson<AnomalyDoc>)> {
     let new = body.into_new(&user.id, now_ms())?;
-    let stored = db::insert(&state.store, &new).await?;
+    let stored = anomalies::insert(&state.store, &new).await?;
     metrics::counter!("anomalies_created_total", "origin" => "api").increment(1);
     // Webhooks are queued; `websocket` channels reach the stream sockets through the realtime crate's sink.
     dispatcher.fire_and_deliver(&state, &stored).await;
@@ -78,7 +78,7 @@ pub(crate) async fn stats(
     ApiQuery(filter): ApiQuery<FilterQuery>,
 ) -> ApiResult<ApiJson<StatsDoc>> {
     let filter = filter.to_filter()?;
-    let stats = db::stats(&state.store, &filter).await?;
+    let stats = anomalies::stats(&state.store, &filter).await?;
     Ok(ApiJson(StatsDoc::from(stats)))
 }
 
@@ -96,7 +96,7 @@ pub(crate) async fn get_one(
     _viewer: Viewer,
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<AnomalyDoc>> {
-    let found = db::get(&state.store, &id)
+    let found = anomalies::get(&state.store, &id)
         .await?
         .ok_or_else(|| Error::not_found(NOT_FOUND))?;
     Ok(ApiJson(AnomalyDoc::from(&found)))
@@ -117,7 +117,7 @@ pub(crate) async fn delete_one(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if db::delete(&state.store, &id).await? {
+    if anomalies::delete(&state.store, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::not_found(NOT_FOUND))

@@ -38,13 +38,20 @@ async fn state_with_user(db: &TestDb) -> (AppState, String) {
         b"test-secret-test-secret-test-secret!",
     );
     let user = uuid::Uuid::new_v4().to_string();
-    vigil_store::sqlx::query(
-        "INSERT INTO users (id, username, email, password_hash, role, created_at) VALUES ($1, $2, $3, 'x', 'analyst', 0)",
+    vigil_store::users::insert(
+        &db.store,
+        &vigil_store::users::NewUser {
+            id: user.clone(),
+            username: format!("u-{user}"),
+            email: format!("{user}@example.com"),
+            password_hash: "x".into(),
+            full_name: None,
+            organization: None,
+            role: vigil_store::Role::Analyst,
+            is_verified: false,
+            created_at: 0,
+        },
     )
-    .bind(&user)
-    .bind(format!("u-{user}"))
-    .bind(format!("{user}@example.com"))
-    .execute(db.store.pool())
     .await
     .expect("user");
     (state, user)

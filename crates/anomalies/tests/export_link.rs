@@ -185,11 +185,16 @@ async fn signed_links_download_once_bound_and_die_with_the_session() {
             .as_str()
             .expect("path")
             .to_owned();
-        vigil_store::sqlx::query("UPDATE users SET is_active = 0 WHERE id = $1")
-            .bind(&uid3)
-            .execute(app.state.store.pool())
-            .await
-            .expect("deactivate");
+        vigil_store::users::update(
+            &app.state.store,
+            &uid3,
+            &vigil_store::users::UserPatch {
+                is_active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("deactivate");
         assert_eq!(
             open(&app, &p3).await.0,
             StatusCode::UNAUTHORIZED,

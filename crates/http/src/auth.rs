@@ -9,77 +9,16 @@
 //! its token expires. The same query refuses a token whose `jti` was revoked by logout, or whose `gen` is older than
 //! the account's (every session ended: logout everywhere, password change or reset).
 
-use std::cmp::Ordering;
 use std::fmt;
-use std::str::FromStr;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+pub use vigil_store::Role;
 
 use crate::{AppState, Error};
-
-/// What an account may do. Each role includes the powers of those below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Analyst,
-    Admin,
-}
-
-impl Role {
-    fn rank(self) -> u8 {
-        match self {
-            Role::Viewer => 0,
-            Role::Analyst => 1,
-            Role::Admin => 2,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Analyst => "analyst",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl PartialOrd for Role {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Role {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.rank().cmp(&other.rank())
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "analyst" => Ok(Role::Analyst),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?}: expected viewer, analyst or admin"
-            )),
-        }
-    }
-}
 
 /// The claims inside an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,26 +159,15 @@ impl AuthUser {
         generation: i64,
         expires_at: i64,
     ) -> Result<AuthUser, Error> {
-        let row: Option<(String, String, i64, i64, i64)> = vigil_store::sqlx::query_as(
-            "SELECT u.username, u.role, u.is_active, u.session_generation, \
-             (SELECT CAST(COUNT(*) AS BIGINT) FROM revoked_access_tokens r WHERE r.jti = $2) \
-             FROM users u WHERE u.id = $1",
-        )
-        .bind(sub)
-        .bind(jti)
-        .fetch_optional(state.store.pool())
-        .await
-        .map_err(vigil_store::StoreError::from)?;
-        match row {
-            Some((username, role, active, current, revoked)) if active != 0 => {
-                if revoked != 0 || current != generation {
+        match vigil_store::users::session(&state.store, sub, jti).await? {
+            Some(session) if session.is_active => {
+                if session.token_revoked || session.session_generation != generation {
                     return Err(Error::Unauthorized("Token has been revoked".into()));
                 }
-                let role = role.parse().map_err(Error::internal_msg)?;
                 Ok(AuthUser {
                     id: sub.to_owned(),
-                    username,
-                    role,
+                    username: session.username,
+                    role: session.role,
                     token_id: jti.to_owned(),
                     token_expires_at: expires_at,
                     session_generation: generation,

@@ -167,19 +167,20 @@ impl TestApp {
     pub async fn user_with_role(&self, username: &str, role: Role) -> (String, String) {
         let id = uuid::Uuid::new_v4().to_string();
         let hash = crate::password::hash("Test-password-1!").expect("hash");
-        vigil_store::sqlx::query(
-            "INSERT INTO users (id, username, email, password_hash, role, is_verified, is_active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        vigil_store::users::insert(
+            &self.state.store,
+            &vigil_store::users::NewUser {
+                id: id.clone(),
+                username: username.to_owned(),
+                email: format!("{username}@example.com"),
+                password_hash: hash,
+                full_name: None,
+                organization: None,
+                role,
+                is_verified: true,
+                created_at: vigil_store::time::now_ms(),
+            },
         )
-        .bind(&id)
-        .bind(username)
-        .bind(format!("{username}@example.com"))
-        .bind(hash)
-        .bind(role.as_str())
-        .bind(1_i64)
-        .bind(1_i64)
-        .bind(vigil_store::time::now_ms())
-        .execute(self.state.store.pool())
         .await
         .expect("insert a test user");
         let token = self

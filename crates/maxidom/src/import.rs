@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use vigil_biometrics::FEATURE_NAMES;
 use vigil_biometrics::lifecycle::vector_from_slice;
-use vigil_store::maxidom as db;
-use vigil_store::sqlx::{self, Connection, Row};
+use vigil_store::maxidom;
+use vigil_store::reference::{self, ReferenceError};
 use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
 
@@ -21,14 +21,8 @@ use crate::service::{Maxidom, TrainingKind, kinds_of};
 /// Why the import stopped (per-row problems are reported, not raised).
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("cannot open the reference database {path}: {source}")]
-    OpenReference {
-        path: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("cannot read the reference users table: {0}")]
-    ReadUsers(#[source] sqlx::Error),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,
@@ -77,7 +71,7 @@ pub async fn import_reference(
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     let users = match reference_db {
-        Some(path) => read_users(path).await?,
+        Some(path) => reference::read_users(path).await?,
         None => Vec::new(),
     };
     let files = match user_data {
@@ -101,7 +95,11 @@ pub async fn import_reference(
     progress(done, total);
 
     let now = now_ms();
-    for (raw_id, hash) in users {
+    for reference::ReferenceUser {
+        profile_id: raw_id,
+        password_hash: hash,
+    } in users
+    {
         done += 1;
         let Ok(profile_id) = canonical_profile_id(&raw_id) else {
             report.skipped.push(Skipped {
@@ -117,7 +115,7 @@ pub async fn import_reference(
             });
             continue;
         };
-        if db::import_user(store, &profile_id, &hash, now).await? {
+        if maxidom::import_user(store, &profile_id, &hash, now).await? {
             report.users_imported += 1;
         } else {
             report.users_already_enrolled += 1;
@@ -127,7 +125,7 @@ pub async fn import_reference(
 
     let mut touched = Vec::new();
     for (profile_id, path, text) in contents {
-        if db::ensure_profile(store, &profile_id, now).await? {
+        if maxidom::ensure_profile(store, &profile_id, now).await? {
             report.profiles_created_without_password += 1;
         }
         import_csv(
@@ -150,7 +148,8 @@ pub async fn import_reference(
         let token = uuid::Uuid::new_v4().to_string();
         let thresholds = service.thresholds();
         if let Some(claim) =
-            db::claim_initial_training(store, &profile_id, &token, now_ms(), 0, thresholds).await?
+            maxidom::claim_initial_training(store, &profile_id, &token, now_ms(), 0, thresholds)
+                .await?
         {
             match service
                 .run_training(store, &claim, TrainingKind::Initial)
@@ -159,7 +158,7 @@ pub async fn import_reference(
                 Ok(true) => report.models_trained += 1,
                 Ok(false) => {}
                 Err(e) => {
-                    db::release_claim(store, &claim).await?;
+                    maxidom::release_claim(store, &claim).await?;
                     report.skipped.push(Skipped {
                         item: profile_id,
                         reason: format!("training failed: {e}"),
@@ -169,30 +168,6 @@ pub async fn import_reference(
         }
     }
     Ok(report)
-}
-
-async fn read_users(path: &Path) -> Result<Vec<(String, Option<String>)>, ImportError> {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .map_err(|source| ImportError::OpenReference {
-            path: path.display().to_string(),
-            source,
-        })?;
-    let rows = sqlx::query("SELECT profile_id, password_hash FROM users")
-        .fetch_all(&mut conn)
-        .await
-        .map_err(ImportError::ReadUsers)?;
-    let mut users = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: Option<String> = row.try_get(0).map_err(ImportError::ReadUsers)?;
-        let hash: Option<String> = row.try_get(1).map_err(ImportError::ReadUsers)?;
-        users.push((id.unwrap_or_default(), hash));
-    }
-    conn.close().await.ok();
-    Ok(users)
 }
 
 fn is_known_hash(h: &str) -> bool {
@@ -422,7 +397,7 @@ async fn import_csv(
             }
         };
         let id = format!("import:{profile_id}:{line_no}:{:016x}", fnv1a(line));
-        if db::import_vector(
+        if maxidom::import_vector(
             store,
             profile_id,
             &id,

@@ -19,7 +19,7 @@
 use std::sync::OnceLock;
 
 use tokio::sync::{mpsc, oneshot};
-use vigil_store::maxidom::{self as db, PoolEntry, RetrainTrigger, ScoreEntry, ScoreStored};
+use vigil_store::maxidom::{self, PoolEntry, RetrainTrigger, ScoreEntry, ScoreStored};
 use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
 
@@ -165,5 +165,5 @@ async fn write(
         now,
         stale_before: now.saturating_sub(policy.claim_ttl_ms),
     };
-    db::store_scores(store, &entries, trigger).await
+    maxidom::store_scores(store, &entries, trigger).await
 }

@@ -14,7 +14,7 @@ use vigil_http::axum::http::{StatusCode, header};
 use vigil_http::axum::response::{IntoResponse, Response};
 use vigil_http::password::{self, Verification};
 use vigil_http::{ApiResult, AppState, Error, JsonBytes};
-use vigil_store::maxidom::{self as db, Attempt};
+use vigil_store::maxidom::{self, Attempt};
 use vigil_store::time::now_ms;
 
 use crate::service::{Maxidom, counts_of, kinds_of};
@@ -81,7 +81,7 @@ async fn check_password(
     let now = now_ms();
     let window_ms =
         i64::try_from(svc.config.lockout_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let attempt = db::charge_password_attempt(
+    let attempt = maxidom::charge_password_attempt(
         &state.store,
         profile_id,
         now,
@@ -111,10 +111,10 @@ async fn check_password(
             } else {
                 None
             };
-            db::password_succeeded(&state.store, profile_id, upgraded.as_deref()).await?;
+            maxidom::password_succeeded(&state.store, profile_id, upgraded.as_deref()).await?;
             // The owner just proved themselves: the evidence of the run before (which may be what raised
             // the prompt) is stale, and the next payload starts a new run.
-            db::end_run(&state.store, profile_id).await?;
+            maxidom::end_run(&state.store, profile_id).await?;
             Ok(true)
         }
     }
@@ -142,14 +142,14 @@ pub async fn enroll(
     let password =
         string_field(&body, "password").ok_or_else(|| Error::unprocessable(PASSWORD_MISSING))?;
     // Cheap check first so a repeated enrollment does not cost a hash.
-    if db::profile(&state.store, &profile_id)
+    if maxidom::profile(&state.store, &profile_id)
         .await?
         .is_some_and(|p| p.password_hash.is_some())
     {
         return Err(Error::Conflict(ALREADY_ENROLLED.into()));
     }
     let hash = password::hash_async(password).await?;
-    if !db::enroll(&state.store, &profile_id, &hash, now_ms()).await? {
+    if !maxidom::enroll(&state.store, &profile_id, &hash, now_ms()).await? {
         return Err(Error::Conflict(ALREADY_ENROLLED.into()));
     }
     Ok(Json(Enrolled {
@@ -201,7 +201,7 @@ pub async fn change_password(
         return Err(Error::Forbidden(WRONG_PASSWORD.into()));
     }
     let hash = password::hash_async(new).await?;
-    if !db::set_password_hash(&state.store, &profile_id, &hash).await? {
+    if !maxidom::set_password_hash(&state.store, &profile_id, &hash).await? {
         return Err(Error::not_found(NOT_ENROLLED));
     }
     Ok(Json(
@@ -220,7 +220,7 @@ pub async fn reset_profile(
     Path(raw): Path<String>,
 ) -> ApiResult<StatusCode> {
     let profile_id = canonical_profile_id(&raw)?;
-    db::reset(&state.store, &profile_id).await?;
+    maxidom::reset(&state.store, &profile_id).await?;
     svc.evict(&profile_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -240,7 +240,7 @@ pub async fn train(
     let profile_id = canonical_profile_id(&raw)?;
     let vector = StoredVector::of(&payload);
     let vector_id = uuid::Uuid::new_v4().to_string();
-    let after = db::add_vector(
+    let after = maxidom::add_vector(
         &state.store,
         &profile_id,
         &vector_id,
@@ -323,7 +323,7 @@ pub async fn status(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Status>> {
     let profile_id = canonical_profile_id(&raw)?;
-    let p = db::profile(&state.store, &profile_id)
+    let p = maxidom::profile(&state.store, &profile_id)
         .await?
         .ok_or_else(|| Error::not_found(NOT_ENROLLED))?;
     let now = now_ms();

@@ -21,7 +21,7 @@ use vigil_biometrics::model::{
 use vigil_biometrics::sequential::{Run, event_span};
 use vigil_biometrics::{FeatureVector, ModelError, Payload, RICH_COUNT};
 use vigil_http::AppState;
-use vigil_store::maxidom::{self as db, Claim, ExpiredClaim, Thresholds};
+use vigil_store::maxidom::{self, Claim, ExpiredClaim, Thresholds};
 use vigil_store::time::now_ms;
 use vigil_store::{Store, StoreError};
 
@@ -196,7 +196,7 @@ impl Maxidom {
     /// Scores a session against the profile's active models; `None` when the profile has no model.
     ///
     /// One read and one (shared) write per request. The read fetches the active model version and the profile's
-    /// run state together ([`db::score_context`]); the cached model is used when it is that version, else the
+    /// run state together ([`maxidom::score_context`]); the cached model is used when it is that version, else the
     /// model is loaded. The answer's `score` is the run's combined evidence (`vigil_biometrics::sequential`), so
     /// the new run state is written before the answer, any replica continues any run (last writer wins). That
     /// write and, for an accepted session, its retraining-pool vector go to the group-commit writer
@@ -221,7 +221,7 @@ impl Maxidom {
         let rich = vector.rich.unwrap_or([0.0; RICH_COUNT]);
         let (mouse_points, key_events) = (payload.mouse_point_count(), payload.key_event_count());
         for _ in 0..MAX_MODEL_RACES {
-            let Some(context) = db::score_context(store, profile_id).await? else {
+            let Some(context) = maxidom::score_context(store, profile_id).await? else {
                 self.cache.remove(profile_id);
                 return Ok(None);
             };
@@ -254,12 +254,12 @@ impl Maxidom {
                 return Ok(Some(result));
             }
             match self.pool.add(store, profile_id, writes).await? {
-                db::ScoreStored::Stored { claim } => {
+                maxidom::ScoreStored::Stored { claim } => {
                     self.spawn_training(state, claim, TrainingKind::Retrain);
                     return Ok(Some(result));
                 }
                 // Replaced or reset meanwhile: the next round reads what is active now.
-                db::ScoreStored::Stale => continue,
+                maxidom::ScoreStored::Stale => continue,
             }
         }
         Err(LoadError::ModelChurn(profile_id.to_owned()))
@@ -279,7 +279,7 @@ impl Maxidom {
         {
             return Ok(Some((v, m)));
         }
-        let Some(stored) = db::model(store, profile_id).await? else {
+        let Some(stored) = maxidom::model(store, profile_id).await? else {
             self.cache.remove(profile_id);
             return Ok(None);
         };
@@ -306,7 +306,7 @@ impl Maxidom {
         store: &Store,
         profile_id: &str,
     ) -> Result<Option<(i64, Arc<ProfileModels>)>, LoadError> {
-        let Some(version) = db::active_model_version(store, profile_id).await? else {
+        let Some(version) = maxidom::active_model_version(store, profile_id).await? else {
             self.cache.remove(profile_id);
             return Ok(None);
         };
@@ -327,7 +327,7 @@ impl Maxidom {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let token = uuid::Uuid::new_v4().to_string();
-        let claim = db::claim_initial_training(
+        let claim = maxidom::claim_initial_training(
             &state.store,
             profile_id,
             &token,
@@ -369,7 +369,7 @@ impl Maxidom {
         }
         let now = now_ms();
         let token = uuid::Uuid::new_v4().to_string();
-        match db::claim_growth_training(
+        match maxidom::claim_growth_training(
             &state.store,
             profile_id,
             &token,
@@ -405,7 +405,7 @@ impl Maxidom {
             if let Err(e) = svc.beating(&store, &claim, training).await {
                 metrics::counter!("maxidom_training_failures_total").increment(1);
                 tracing::warn!(profile_id = %claim.profile_id, ?kind, error = %e, "training failed");
-                if let Err(e) = db::release_claim(&store, &claim).await {
+                if let Err(e) = maxidom::release_claim(&store, &claim).await {
                     tracing::warn!(profile_id = %claim.profile_id, error = %e, "could not release the training claim");
                 }
             }
@@ -430,7 +430,7 @@ impl Maxidom {
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 beat.tick().await;
-                match db::refresh_claim(store, claim, now_ms()).await {
+                match maxidom::refresh_claim(store, claim, now_ms()).await {
                     Ok(true) => {}
                     Ok(false) => break,
                     // Transient: the next beat tries again, and the TTL covers three missed ones.
@@ -476,7 +476,7 @@ impl Maxidom {
         let store = &state.store;
         let stale_before = self.stale_before(now_ms());
         let mut started = 0;
-        for expired in db::expired_claims(store, stale_before, SWEEP_BATCH).await? {
+        for expired in maxidom::expired_claims(store, stale_before, SWEEP_BATCH).await? {
             let restarted = match self.restart(state, &expired).await {
                 Ok(restarted) => restarted,
                 Err(e) => {
@@ -488,7 +488,9 @@ impl Maxidom {
                 metrics::counter!("maxidom_trainings_recovered_total").increment(1);
                 tracing::info!(profile_id = %expired.profile_id, "restarted a training whose process stopped");
                 started += 1;
-            } else if let Err(e) = db::release_expired_claim(store, &expired, stale_before).await {
+            } else if let Err(e) =
+                maxidom::release_expired_claim(store, &expired, stale_before).await
+            {
                 tracing::warn!(profile_id = %expired.profile_id, error = %e, "could not clear an abandoned claim");
             }
         }
@@ -502,7 +504,7 @@ impl Maxidom {
         expired: &ExpiredClaim,
     ) -> Result<bool, StoreError> {
         let pid = expired.profile_id.as_str();
-        let Some(p) = db::profile(&state.store, pid).await? else {
+        let Some(p) = maxidom::profile(&state.store, pid).await? else {
             return Ok(false);
         };
         if !p.model_active {
@@ -512,7 +514,7 @@ impl Maxidom {
         if p.pool_count >= trigger {
             let now = now_ms();
             let token = uuid::Uuid::new_v4().to_string();
-            let claim = db::claim_retraining(
+            let claim = maxidom::claim_retraining(
                 &state.store,
                 pid,
                 &token,
@@ -542,18 +544,18 @@ impl Maxidom {
                 .collect()
         };
         // Read before the vectors, so a vector stored meanwhile counts as new for the next growth check.
-        let trained_on = db::profile(store, pid)
+        let trained_on = maxidom::profile(store, pid)
             .await?
             .map_or(0, |p| u64::try_from(p.counts.total).unwrap_or(0));
         let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         // Everything pooled up to now is consumed by a pool retraining (the pool is emptied up to here).
         let pool_cutoff = (kind == TrainingKind::Retrain).then(now_ms);
         let profiling =
-            to_vectors(db::newest_vectors(store, pid, limit(policy.max_profiling)).await?);
+            to_vectors(maxidom::newest_vectors(store, pid, limit(policy.max_profiling)).await?);
         let pool = match kind {
             TrainingKind::Initial => Vec::new(),
             TrainingKind::Retrain | TrainingKind::Grow => {
-                to_vectors(db::newest_pool(store, pid, limit(policy.max_pool)).await?)
+                to_vectors(maxidom::newest_pool(store, pid, limit(policy.max_pool)).await?)
             }
         };
         let vectors = retraining_set(&profiling, &pool, policy.max_profiling, policy.max_pool);
@@ -568,7 +570,8 @@ impl Maxidom {
         })
         .await
         .map_err(|e| TrainingError::Join(e.to_string()))??;
-        let published = db::publish_model(store, claim, &blob, trained_at, pool_cutoff).await?;
+        let published =
+            maxidom::publish_model(store, claim, &blob, trained_at, pool_cutoff).await?;
         if published {
             self.cache.put(pid, claim.next_version, Arc::new(models));
             let name = match kind {
@@ -599,9 +602,9 @@ pub enum TrainingError {
 }
 
 /// The store's counter flags for one vector.
-pub fn kinds_of(f: &FeatureVector) -> db::VectorKinds {
+pub fn kinds_of(f: &FeatureVector) -> maxidom::VectorKinds {
     let k = VectorKinds::of(f);
-    db::VectorKinds {
+    maxidom::VectorKinds {
         keyboard: k.keyboard,
         mouse: k.mouse,
         digraph: k.digraph,
@@ -609,7 +612,7 @@ pub fn kinds_of(f: &FeatureVector) -> db::VectorKinds {
 }
 
 /// Stored counters as the biometrics crate's type (counters are never negative).
-pub fn counts_of(c: db::Counts) -> Counts {
+pub fn counts_of(c: maxidom::Counts) -> Counts {
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
     Counts {
         total: u(c.total),
@@ -637,19 +640,22 @@ mod tests {
             quota_digraph: 1,
             ..MaxidomConfig::default()
         });
-        let all = db::VectorKinds {
+        let all = maxidom::VectorKinds {
             keyboard: true,
             mouse: true,
             digraph: true,
         };
         for test_db in TestDb::all().await {
             let (s, l) = (&test_db.store, test_db.label);
-            db::enroll(s, P, "h", 1).await.unwrap();
-            db::add_vector(s, P, "v", &[1.0; 15], all, 2).await.unwrap();
-            let claim = db::claim_initial_training(s, P, "owner", now_ms(), 0, svc.thresholds())
+            maxidom::enroll(s, P, "h", 1).await.unwrap();
+            maxidom::add_vector(s, P, "v", &[1.0; 15], all, 2)
                 .await
-                .unwrap()
                 .unwrap();
+            let claim =
+                maxidom::claim_initial_training(s, P, "owner", now_ms(), 0, svc.thresholds())
+                    .await
+                    .unwrap()
+                    .unwrap();
             // The owner works for three TTLs (a queued or slow training); nobody may presume it dead meanwhile.
             let watcher = async {
                 for _ in 0..12 {
@@ -657,11 +663,14 @@ mod tests {
                     let now = now_ms();
                     let cut = svc.stale_before(now);
                     assert!(
-                        db::expired_claims(s, cut, 10).await.unwrap().is_empty(),
+                        maxidom::expired_claims(s, cut, 10)
+                            .await
+                            .unwrap()
+                            .is_empty(),
                         "{l}"
                     );
                     let thief =
-                        db::claim_initial_training(s, P, "thief", now, cut, svc.thresholds())
+                        maxidom::claim_initial_training(s, P, "thief", now, cut, svc.thresholds())
                             .await
                             .unwrap();
                     assert!(thief.is_none(), "{l}: a live training was taken over");
@@ -670,7 +679,7 @@ mod tests {
             svc.beating(s, &claim, watcher).await;
             // Its process gone, the claim expires one TTL after the last beat.
             tokio::time::sleep(Duration::from_millis(1_100)).await;
-            let expired = db::expired_claims(s, svc.stale_before(now_ms()), 10)
+            let expired = maxidom::expired_claims(s, svc.stale_before(now_ms()), 10)
                 .await
                 .unwrap();
             assert_eq!(
@@ -692,7 +701,7 @@ mod tests {
         });
         for test_db in TestDb::all().await {
             let (s, l) = (&test_db.store, test_db.label);
-            db::enroll(s, P, "h", 1).await.unwrap();
+            maxidom::enroll(s, P, "h", 1).await.unwrap();
             let claim = Claim {
                 profile_id: P.into(),
                 token: "owner".into(),
@@ -701,15 +710,7 @@ mod tests {
             // SQLite's pool has one connection: a beat that waited for it with the work unpolled would wait for
             // the acquire timeout (10 s).
             let started = Instant::now();
-            let work = async {
-                let mut tx = s.pool().begin().await.unwrap();
-                tokio::time::sleep(svc.beat_period() * 3).await;
-                vigil_store::sqlx::query("SELECT 1")
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
-            };
+            let work = vigil_store::testing::occupy_connection(s, svc.beat_period() * 3);
             svc.beating(s, &claim, work).await;
             assert!(
                 started.elapsed() < Duration::from_secs(3),

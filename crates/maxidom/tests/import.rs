@@ -7,8 +7,7 @@ use vigil_biometrics::extract_features;
 use vigil_biometrics::synth::{Persona, SessionGenerator};
 use vigil_maxidom::import::import_reference;
 use vigil_maxidom::{Maxidom, MaxidomConfig};
-use vigil_store::maxidom as db;
-use vigil_store::sqlx::{self, Connection, Executor};
+use vigil_store::maxidom;
 use vigil_store::testing::TestDb;
 
 const ENROLLED: &str = "0b6f1f3e-3d1c-4a57-9a0e-2f4c8b1d6e70";
@@ -36,28 +35,16 @@ async fn imports_users_and_vectors_idempotently_then_trains() {
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("maxidom.db");
     let hash = bcrypt::hash("legacy", 4).unwrap();
-    {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&reference)
-            .create_if_missing(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-        conn.execute("CREATE TABLE users (profile_id TEXT PRIMARY KEY, password_hash TEXT)")
-            .await
-            .unwrap();
-        for (id, h) in [
+    vigil_store::reference::create_for_tests(
+        &reference,
+        &[
             (ENROLLED, hash.as_str()),
             ("../../etc", hash.as_str()),
             ("7a1e2b3c-0000-4000-8000-000000000001", "plain"),
-        ] {
-            sqlx::query("INSERT INTO users VALUES ($1, $2)")
-                .bind(id)
-                .bind(h)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-        conn.close().await.unwrap();
-    }
+        ],
+    )
+    .await
+    .unwrap();
     let user_data = dir.path().join("user_data");
     std::fs::create_dir_all(user_data.join(ENROLLED)).unwrap();
     std::fs::create_dir_all(user_data.join(DATA_ONLY)).unwrap();
@@ -99,13 +86,19 @@ async fn imports_users_and_vectors_idempotently_then_trains() {
         assert!(reasons.iter().any(|r| r.contains("not a finite number")));
         assert!(reasons.iter().any(|r| r.contains("cells")));
 
-        let p = db::profile(&db.store, ENROLLED).await.unwrap().unwrap();
+        let p = maxidom::profile(&db.store, ENROLLED)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(p.counts.total, 310);
         assert!(p.model_active);
         assert!(
             vigil_http::password::verify("legacy", p.password_hash.as_deref().unwrap()).is_valid()
         );
-        let p2 = db::profile(&db.store, DATA_ONLY).await.unwrap().unwrap();
+        let p2 = maxidom::profile(&db.store, DATA_ONLY)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((p2.counts.total, p2.password_hash), (5, None));
 
         // Second run: nothing new, nothing retrained.
@@ -125,7 +118,7 @@ async fn imports_users_and_vectors_idempotently_then_trains() {
         );
         assert_eq!(again.models_trained, 0);
         assert_eq!(
-            db::profile(&db.store, ENROLLED)
+            maxidom::profile(&db.store, ENROLLED)
                 .await
                 .unwrap()
                 .unwrap()

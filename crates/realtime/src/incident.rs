@@ -19,7 +19,7 @@
 //! ## Where the state lives
 //! The open incident (id, start, peak score, counters) is the tracker ([`Tracker`]), stored as JSON in
 //! `stream_states.incident` by the same statement that stores the stream's state, and the anomaly-log rows it
-//! changes are written in the same transaction ([`crate::db`]). A crash therefore loses no acknowledged part of
+//! changes are written in the same transaction (`vigil_store::streams`). A crash therefore loses no acknowledged part of
 //! an incident, a restart continues the open incident, and two replicas racing on a stream cannot both open one:
 //! the loser's state write misses its version and its whole transaction rolls back; the database also refuses a
 //! second open row per stream (a unique partial index, migration 0010).

@@ -62,7 +62,6 @@
 pub mod alerts;
 pub mod answer;
 mod bulk;
-pub mod db;
 pub mod hub;
 pub mod incident;
 mod messages;

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use vigil_http::auth::Viewer;
 use vigil_http::axum;
 use vigil_http::{ApiJson, ApiResult, AppState, Error};
-use vigil_store::sqlx;
 use vigil_stream::{StreamConfig, StreamState};
 
 /// Most streams listed in one answer (each carries its window of values).
@@ -102,27 +101,18 @@ pub(crate) async fn list(
     Viewer(_user): Viewer,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<ApiJson<Vec<StreamSummary>>> {
-    type Row = (String, String, Option<String>, i64);
-    let rows: Vec<Row> = match &q.stream {
-        Some(name) => sqlx::query_as(
-            "SELECT stream, state, config, updated_at FROM stream_states WHERE stream = $1",
-        )
-        .bind(name.as_str())
-        .fetch_all(app.store.pool())
-        .await
-        .map_err(Error::internal)?,
-        None => sqlx::query_as(
-            "SELECT stream, state, config, updated_at FROM stream_states ORDER BY stream LIMIT $1",
-        )
-        .bind(MAX_LISTED)
-        .fetch_all(app.store.pool())
-        .await
-        .map_err(Error::internal)?,
-    };
+    let rows = vigil_store::streams::overview(&app.store, q.stream.as_deref(), MAX_LISTED).await?;
     // Decoding a state is a few hundred microseconds (its detector history is base64); off the async threads.
     let out = tokio::task::spawn_blocking(move || {
         rows.into_iter()
-            .map(|(s, state, cfg, at)| summarise(s, state.as_bytes(), cfg.as_deref(), at))
+            .map(|r| {
+                summarise(
+                    r.stream,
+                    r.state.as_bytes(),
+                    r.config.as_deref(),
+                    r.updated_at,
+                )
+            })
             .collect::<Vec<_>>()
     })
     .await

@@ -31,12 +31,12 @@ use std::time::Instant;
 
 use crate::answer::{self, Detail};
 use crate::bulk::BulkPool;
-use crate::db::{self as streams, Saved, Write};
 use crate::incident::{self, Notice, Tracker};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
+use vigil_store::streams::{self, Saved, Write};
 use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
 
 /// Parses one event (with the server's receive time), naming its position in a batch on error.

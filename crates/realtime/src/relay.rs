@@ -21,6 +21,8 @@
 //!   failure logged. Announcements made while it was down are not replayed (like any live broadcast; the
 //!   anomaly log keeps every row), and the gap is logged and counted.
 //!
+//! The SQL of both ends (`pg_notify`, `LISTEN`) is in `vigil_store::notify`, like all of the service's SQL.
+//!
 //! Metrics: `topoforge_relay_notifications_total{direction}` (`sent` / `received`),
 //! `topoforge_relay_dropped_total{reason}`, `topoforge_relay_reconnects_total`.
 
@@ -34,8 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use vigil_http::AppState;
 use vigil_store::anomalies::{self, Anomaly};
-use vigil_store::sqlx;
-use vigil_store::sqlx::postgres::PgListener;
+use vigil_store::notify::{self, Notice};
 
 use crate::hub::Hub;
 
@@ -219,19 +220,13 @@ async fn send_loop(app: AppState, origin: String, mut rx: mpsc::Receiver<Item>) 
             }
         }
         for payload in pack(&origin, items) {
-            notify(&app, &payload).await;
+            announce(&app, &payload).await;
         }
     }
 }
 
-async fn notify(app: &AppState, payload: &str) {
-    // `pg_notify` returns `void`, which the `Any` driver cannot decode; the outer count gives it a type it can.
-    let sent = sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, $2)) AS sent")
-        .bind(CHANNEL)
-        .bind(payload)
-        .execute(app.store.pool())
-        .await;
-    match sent {
+async fn announce(app: &AppState, payload: &str) {
+    match notify::notify(&app.store, CHANNEL, payload).await {
         Ok(_) => {
             metrics::counter!("topoforge_relay_notifications_total", "direction" => "sent")
                 .increment(1);
@@ -245,11 +240,10 @@ async fn notify(app: &AppState, payload: &str) {
 }
 
 async fn listen_loop(app: AppState, hub: Arc<Hub>, origin: String, listening: Arc<AtomicBool>) {
-    let url = app.store.pool().connect_options().database_url.to_string();
     let mut backoff = BACKOFF_MIN;
     loop {
         let connected = tokio::select! {
-            r = subscribe(&url) => r,
+            r = notify::listen(&app.store, CHANNEL) => r,
             () = app.shutdown.cancelled() => return,
         };
         let mut listener = match connected {
@@ -266,21 +260,20 @@ async fn listen_loop(app: AppState, hub: Arc<Hub>, origin: String, listening: Ar
         tracing::info!(channel = CHANNEL, "listening for other replicas' anomalies");
         loop {
             let next = tokio::select! {
-                n = listener.try_recv() => n,
+                n = listener.next() => n,
                 () = app.shutdown.cancelled() => {
                     listening.store(false, Ordering::Release);
                     return;
                 }
             };
             match next {
-                Ok(Some(n)) => {
+                Ok(Notice::Payload(payload)) => {
                     backoff = BACKOFF_MIN;
                     metrics::counter!("topoforge_relay_notifications_total", "direction" => "received")
                         .increment(1);
-                    deliver(&app, &hub, &origin, n.payload()).await;
+                    deliver(&app, &hub, &origin, &payload).await;
                 }
-                Ok(None) => {
-                    // sqlx reconnected (and re-subscribed) before returning.
+                Ok(Notice::Reconnected) => {
                     metrics::counter!("topoforge_relay_reconnects_total").increment(1);
                     tracing::warn!(
                         "relay connection lost and re-established; other replicas' anomalies announced meanwhile were missed"
@@ -298,12 +291,6 @@ async fn listen_loop(app: AppState, hub: Arc<Hub>, origin: String, listening: Ar
             }
         }
     }
-}
-
-async fn subscribe(url: &str) -> Result<PgListener, sqlx::Error> {
-    let mut l = PgListener::connect(url).await?;
-    l.listen(CHANNEL).await?;
-    Ok(l)
 }
 
 /// Sleeps for `backoff` (then doubles it, capped); `false` when shutdown began meanwhile.

@@ -237,7 +237,7 @@ pub(crate) async fn get_config(
     Viewer(_user): Viewer,
     Path(stream): Path<String>,
 ) -> ApiResult<ApiJson<StreamConfig>> {
-    let cfg = match crate::db::config(&app.store, &stream).await? {
+    let cfg = match vigil_store::streams::config(&app.store, &stream).await? {
         Some(c) => serde_json::from_str(&c).unwrap_or_default(),
         None => StreamConfig::default(),
     };
@@ -267,6 +267,6 @@ pub(crate) async fn put_config(
     cfg.validate()
         .map_err(|e| Error::unprocessable(e.to_string()))?;
     let json = serde_json::to_string(&cfg).map_err(Error::internal)?;
-    crate::db::set_config(&app.store, &stream, Some(&json)).await?;
+    vigil_store::streams::set_config(&app.store, &stream, Some(&json)).await?;
     Ok(ApiJson(cfg))
 }

@@ -123,15 +123,15 @@ async fn receiver() -> Receiver {
 }
 
 async fn alert_config(app: &TestApp, user_id: &str, threshold: f64, hook: &str) {
-    vigil_store::sqlx::query(
-        "INSERT INTO alert_configs (id, user_id, threshold, notification_channels, is_active, created_at) \
-         VALUES ($1, $2, $3, $4, 1, 1)",
+    vigil_store::alert_configs::create(
+        &app.state.store,
+        &vigil_store::alert_configs::NewAlertConfig {
+            user_id: user_id.to_owned(),
+            threshold,
+            notification_channels: vec![format!("webhook:{hook}")],
+            is_active: true,
+        },
     )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(user_id)
-    .bind(threshold)
-    .bind(json!([format!("webhook:{hook}")]).to_string())
-    .execute(app.state.store.pool())
     .await
     .expect("insert the alert config");
 }

@@ -71,9 +71,22 @@ pub(crate) struct AnomalyRow {
     incident_open: Option<i64>,
 }
 
-/// The column list every anomaly query selects, in [`AnomalyRow`]'s order.
-pub(crate) const COLUMNS: &str = "id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
-     is_anomaly, risk_level, entropy, metadata, created_by, created_at, event_count, ended_at, incident_open";
+/// The columns every new row is written with, in [`AnomalyRow`]'s order (a macro so that `concat!` can build the
+/// other lists and statements from it at compile time).
+macro_rules! written_columns {
+    () => {
+        "id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, is_anomaly, risk_level, \
+         entropy, metadata, created_by, created_at"
+    };
+}
+
+/// See [`written_columns`].
+const WRITTEN_COLUMNS: &str = written_columns!();
+
+/// The column list every anomaly query selects, in [`AnomalyRow`]'s order: the written columns, then the
+/// incident columns that only pipeline incidents set (`crate::incidents`).
+pub(crate) const COLUMNS: &str =
+    concat!(written_columns!(), ", event_count, ended_at, incident_open");
 
 impl TryFrom<AnomalyRow> for Anomaly {
     type Error = StoreError;
@@ -113,11 +126,11 @@ const NULLABLE_FLOAT_STATEMENTS_CACHED: bool = false;
 pub async fn insert(store: &Store, new: &NewAnomaly) -> Result<Anomaly, StoreError> {
     let id = uuid::Uuid::new_v4().to_string();
     let created_at = now_ms();
-    sqlx::query(
-        "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
-         is_anomaly, risk_level, entropy, metadata, created_by, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
+    sqlx::query(concat!(
+        "INSERT INTO anomalies (",
+        written_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ))
     .persistent(NULLABLE_FLOAT_STATEMENTS_CACHED)
     .bind(&id)
     .bind(new.ts)
@@ -227,6 +240,7 @@ impl Clause {
 }
 
 impl Filter {
+    /// The filter over `anomalies`.
     fn clause(&self) -> Clause {
         let mut c = Clause::default();
         if let Some(v) = self.start_ms {
@@ -235,6 +249,16 @@ impl Filter {
         if let Some(v) = self.end_ms {
             c.push("ts <=", Arg::Int(v));
         }
+        self.push_grouping_columns(&mut c);
+        if let Some(v) = self.min_score {
+            c.push("anomaly_score >=", Arg::Real(v));
+        }
+        c
+    }
+
+    /// The conditions on the columns `anomalies` shares with its hourly rollup `anomaly_counts` (see
+    /// [`rollup_clause`]): the one place that maps those fields to columns.
+    fn push_grouping_columns(&self, c: &mut Clause) {
         if let Some(v) = &self.source {
             c.push("source_type =", Arg::Text(v.clone()));
         }
@@ -244,10 +268,6 @@ impl Filter {
         if let Some(v) = &self.risk_level {
             c.push("risk_level =", Arg::Text(v.clone()));
         }
-        if let Some(v) = self.min_score {
-            c.push("anomaly_score >=", Arg::Real(v));
-        }
-        c
     }
 }
 
@@ -560,7 +580,8 @@ fn ceil_hour(ts: i64) -> i64 {
     }
 }
 
-/// The rollup's WHERE clause: the filter's columns plus `first <= hour < end_excl`.
+/// The rollup's WHERE clause: the filter's grouping columns plus `first <= hour < end_excl` (its time bounds are
+/// the caller's whole hours; a `min_score` filter never reaches the rollup, see [`RollupSplit::of`]).
 fn rollup_clause(filter: &Filter, first: Option<i64>, end_excl: Option<i64>) -> Clause {
     let mut c = Clause::default();
     c.conditions.push("n > 0".to_owned());
@@ -570,15 +591,7 @@ fn rollup_clause(filter: &Filter, first: Option<i64>, end_excl: Option<i64>) -> 
     if let Some(v) = end_excl {
         c.push("hour <", Arg::Int(v));
     }
-    if let Some(v) = &filter.source {
-        c.push("source_type =", Arg::Text(v.clone()));
-    }
-    if let Some(v) = filter.is_anomaly {
-        c.push("is_anomaly =", Arg::Int(i64::from(v)));
-    }
-    if let Some(v) = &filter.risk_level {
-        c.push("risk_level =", Arg::Text(v.clone()));
-    }
+    filter.push_grouping_columns(&mut c);
     c
 }
 
@@ -671,8 +684,11 @@ pub async fn stats_scan(store: &Store, filter: &Filter) -> Result<Stats, StoreEr
     Ok(out)
 }
 
-/// Rows per multi-row INSERT statement: 14 parameters each stays under both engines' parameter limits.
+/// Rows per multi-row INSERT statement: [`WRITTEN_COUNT`] parameters each stays under both engines' parameter limits.
 const INSERT_CHUNK: usize = 500;
+
+/// How many columns [`WRITTEN_COLUMNS`] names (checked by a test).
+const WRITTEN_COUNT: usize = 14;
 
 /// Stores many anomalies in one transaction with multi-row INSERTs (bulk imports, benchmarks); returns their ids
 /// in input order.
@@ -684,17 +700,14 @@ pub async fn insert_many(store: &Store, rows: &[NewAnomaly]) -> Result<Vec<Strin
         .collect();
     let mut tx = store.pool().begin().await?;
     for (chunk, chunk_ids) in rows.chunks(INSERT_CHUNK).zip(ids.chunks(INSERT_CHUNK)) {
-        let mut sql = String::from(
-            "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
-             is_anomaly, risk_level, entropy, metadata, created_by, created_at) VALUES ",
-        );
+        let mut sql = format!("INSERT INTO anomalies ({WRITTEN_COLUMNS}) VALUES ");
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push(',');
             }
-            let b = i * 14;
+            let b = i * WRITTEN_COUNT;
             sql.push('(');
-            for k in 1..=14 {
+            for k in 1..=WRITTEN_COUNT {
                 if k > 1 {
                     sql.push(',');
                 }
@@ -732,6 +745,13 @@ mod tests {
 
     use super::*;
     use crate::testing::TestDb;
+
+    #[test]
+    fn column_lists_agree() {
+        assert_eq!(WRITTEN_COLUMNS.split(',').count(), WRITTEN_COUNT);
+        assert!(COLUMNS.starts_with(WRITTEN_COLUMNS));
+        assert_eq!(COLUMNS.split(',').count(), WRITTEN_COUNT + 3);
+    }
 
     #[tokio::test]
     async fn planner_statistics_steer_min_score_counts_to_the_score_index() {

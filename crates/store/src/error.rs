@@ -15,6 +15,9 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("stored JSON is invalid: {0}")]
     Json(#[from] serde_json::Error),
+    /// A stored value that the schema's constraints should have kept out (e.g. an unknown role).
+    #[error("stored value is invalid: {0}")]
+    Invalid(String),
     /// A unique constraint refused the write; the payload names the constraint or column when the engine says.
     #[error("conflict: {0}")]
     Conflict(String),

@@ -2,7 +2,7 @@
 //! (event count, peak) and when it closes (migration 0010).
 //!
 //! The writes run on a connection the caller holds inside its own transaction — the stream-state write's (see
-//! `vigil-realtime`'s `db.rs`) — so a stream's state and its incidents are committed, or lost, together. The
+//! `crate::streams`) — so a stream's state and its incidents are committed, or lost, together. The
 //! database keeps at most one open incident per stream (`anomalies_open_incident`, a unique partial index).
 
 use serde_json::Value;
@@ -106,12 +106,11 @@ pub async fn apply(
                 .bind(&r.id)
                 .execute(&mut *conn)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, \
-                     anomaly_score, is_anomaly, risk_level, entropy, metadata, created_by, created_at, event_count, \
-                     ended_at, incident_open) \
+                sqlx::query(&format!(
+                    "INSERT INTO anomalies ({}) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11, NULL, $12, $13, $14, $15)",
-                )
+                    crate::anomalies::COLUMNS
+                ))
                 // Nullable f64 (entropy): see `anomalies::NULLABLE_FLOAT_STATEMENTS_CACHED`.
                 .persistent(false)
                 .bind(&r.id)

@@ -15,6 +15,10 @@
 //! * aggregates whose PostgreSQL type would be `NUMERIC` (e.g. `SUM(bigint)`) are cast to `BIGINT`/`DOUBLE PRECISION`,
 //!   because the `Any` driver does not decode `NUMERIC`.
 //!
+//! **Every SQL statement of the service is in this crate**, one module per table or concern (the table → module
+//! map is in ARCHITECTURE.md). The crate does not expose sqlx, its pool or its connections, so the compiler keeps it
+//! that way: a feature crate that needs a new query adds a function here.
+//!
 //! Schema changes are SQL files under `migrations/sqlite/` and `migrations/postgres/`, with the same number and
 //! name on both sides; they run at start ([`Store::connect`]). On PostgreSQL sqlx holds an advisory lock while
 //! migrating, so replicas starting together are safe.
@@ -29,8 +33,12 @@ mod checkpoint;
 mod error;
 pub mod incidents;
 pub mod maxidom;
+pub mod notify;
+pub mod rate_limits;
+pub mod reference;
 pub mod sources;
 mod store;
+pub mod streams;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;
@@ -39,6 +47,4 @@ pub mod users;
 
 pub use error::StoreError;
 pub use store::{Backend, Store, StoreOptions};
-
-/// Re-exported so feature crates write queries against the same sqlx version and driver.
-pub use sqlx;
+pub use users::Role;

@@ -154,7 +154,8 @@ impl Store {
         format!("sqlite://{}", data_dir.join("vigil.db").display())
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    /// The pool, for this crate's modules only: keeping it private is what keeps every statement in this crate.
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -243,6 +244,36 @@ mod tests {
             assert_eq!(n, 2, "{}", db.label);
             drop(one);
         }
+    }
+
+    /// Both engines must get the same schema steps: a migration added on one side only would leave the other
+    /// engine's deployments without it, and nothing else would notice until a query failed there.
+    #[test]
+    fn both_migration_folders_hold_the_same_file_names() {
+        let names = |engine: &str| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(engine);
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .map(|entry| {
+                    entry
+                        .expect("a directory entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            names.sort();
+            names
+        };
+        let sqlite = names("sqlite");
+        assert!(!sqlite.is_empty(), "no migrations found");
+        assert_eq!(sqlite, names("postgres"));
+        // And what is compiled in agrees with the folders.
+        let versions = |m: &Migrator| m.iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(versions(&SQLITE_MIGRATIONS), versions(&POSTGRES_MIGRATIONS));
+        assert_eq!(versions(&SQLITE_MIGRATIONS).len(), sqlite.len());
     }
 
     #[test]

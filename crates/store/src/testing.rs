@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::{Connection, Executor};
 
+use crate::tokens::Purpose;
 use crate::{Store, StoreOptions};
 
 /// The environment variable that points the tests at a PostgreSQL server (any database on it; trust or password auth).
@@ -150,6 +151,187 @@ impl Drop for TestDb {
             .join();
         }
     }
+}
+
+// Fixtures: states that no public function produces on purpose (a crashed trainer's claim, an expired link, a
+// listener killed server-side) and counts that only tests need. They live here, not in the tests, because all SQL
+// lives in this crate; they panic on failure like the rest of a test.
+
+/// Sets a MaxiDOM profile's training claim as a process that died mid-training would have left it.
+pub async fn set_training_claim(
+    store: &Store,
+    profile_id: &str,
+    claim: Option<&str>,
+    claimed_at: Option<i64>,
+) {
+    sqlx::query(
+        "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 WHERE profile_id = $1",
+    )
+    .bind(profile_id)
+    .bind(claim)
+    .bind(claimed_at)
+    .execute(store.pool())
+    .await
+    .expect("set the training claim");
+}
+
+/// Sets a MaxiDOM profile's pooled-vector count (a full pool whose retraining never ran).
+pub async fn set_pool_count(store: &Store, profile_id: &str, pool_count: i64) {
+    sqlx::query("UPDATE maxidom_profiles SET pool_count = $2 WHERE profile_id = $1")
+        .bind(profile_id)
+        .bind(pool_count)
+        .execute(store.pool())
+        .await
+        .expect("set the pool count");
+}
+
+/// MaxiDOM profiles claimed for training that still have no model (what a killed trainer leaves behind).
+pub async fn orphaned_training_claims(store: &Store) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM maxidom_profiles \
+         WHERE training_claim IS NOT NULL AND model_trained_at IS NULL",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("count claims");
+    n
+}
+
+/// Holds the store's connection (SQLite's only one) in a transaction for `duration`, as a long write would.
+pub async fn occupy_connection(store: &Store, duration: std::time::Duration) {
+    let mut tx = store.pool().begin().await.expect("begin");
+    tokio::time::sleep(duration).await;
+    sqlx::query("SELECT 1")
+        .execute(&mut *tx)
+        .await
+        .expect("use the connection");
+    tx.commit().await.expect("commit");
+}
+
+/// Makes every unused mailed token for `purpose` expire at `expires_at`.
+pub async fn expire_mailed_tokens(store: &Store, purpose: Purpose, expires_at: i64) {
+    sqlx::query("UPDATE auth_tokens SET expires_at = $1 WHERE purpose = $2 AND used_at IS NULL")
+        .bind(expires_at)
+        .bind(purpose.as_str())
+        .execute(store.pool())
+        .await
+        .expect("expire tokens");
+}
+
+/// How many rows `table` holds.
+pub async fn row_count(store: &Store, table: &str) -> i64 {
+    // A table name cannot be a bound parameter; allow identifiers only.
+    assert!(
+        table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "not a table name: {table:?}"
+    );
+    let (n,): (i64,) = sqlx::query_as(&format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"))
+        .fetch_one(store.pool())
+        .await
+        .expect("count rows");
+    n
+}
+
+/// Inserts `n` anomaly-log rows in one statement: row `i` (1-based) at `t0 - i` seconds, source
+/// `{source_prefix}{i % 3}`, score `(i % 100) / 100`, flagged when `i % 4 == 0`, risk level by score, entropy 1.5,
+/// the given `event_data` (JSON text). The rollup triggers fire for every row as in production.
+pub async fn insert_synthetic_anomalies(
+    store: &Store,
+    n: i64,
+    t0: i64,
+    event_data: &str,
+    source_prefix: &str,
+) {
+    sqlx::query(
+        "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
+         is_anomaly, risk_level, entropy, metadata, created_by, created_at) \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         SELECT 'bulk-' || CAST(i AS TEXT), $2 - i * 1000, $4 || CAST(i % 3 AS TEXT), $3, 1, i % 4, 0, \
+         CAST(i % 100 AS DOUBLE PRECISION) / 100.0, CASE WHEN i % 4 = 0 THEN 1 ELSE 0 END, \
+         CASE WHEN i % 100 > 80 THEN 'Critical' WHEN i % 100 > 50 THEN 'High' WHEN i % 100 > 20 THEN 'Medium' ELSE 'Low' END, \
+         1.5, '{}', NULL, 0 FROM n",
+    )
+    .bind(n)
+    .bind(t0)
+    .bind(event_data)
+    .bind(source_prefix)
+    .execute(store.pool())
+    .await
+    .expect("bulk insert");
+}
+
+/// The anomaly-log benchmark's data: `rows` rows in one INSERT … SELECT, in time order as a live feed would write
+/// them: row i at `t_end - i * step`, source `source-{i·7 mod 8}`, a score spread uniformly over [0, 1) by a
+/// multiplicative hash, flagged above 0.65. The rollup triggers fire for every row as in production.
+pub async fn insert_benchmark_anomalies(
+    store: &Store,
+    rows: i64,
+    t_end: i64,
+    step: i64,
+) -> Result<(), crate::StoreError> {
+    sqlx::query(
+        "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
+         is_anomaly, risk_level, entropy, metadata, created_by, created_at) \
+         WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1), \
+         g(i, score) AS (SELECT i, CAST((i * 7919) % 1000 AS DOUBLE PRECISION) / 1000.0 FROM n) \
+         SELECT 'bench-' || CAST(i AS TEXT), $2 - i * $3, 'source-' || CAST((i * 7) % 8 AS TEXT), \
+         '{\"value\": ' || CAST(i % 100 AS TEXT) || ', \"host\": \"h' || CAST(i % 50 AS TEXT) || '\"}', \
+         1, i % 4, 0, score, CASE WHEN score > 0.65 THEN 1 ELSE 0 END, \
+         CASE WHEN score > 0.8 THEN 'Critical' WHEN score > 0.5 THEN 'High' WHEN score > 0.2 THEN 'Medium' ELSE 'Low' END, \
+         score * 3.0, '{\"scores\": {}}', NULL, 0 FROM g",
+    )
+    .bind(rows)
+    .bind(t_end)
+    .bind(step)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// Gathers full planner statistics now (`ANALYZE`; PostgreSQL: `VACUUM ANALYZE`), as a long-running database
+/// would have them. Returns the statement run.
+pub async fn analyze(store: &Store) -> Result<&'static str, crate::StoreError> {
+    let sql = match store.backend() {
+        crate::Backend::Postgres => "VACUUM ANALYZE",
+        crate::Backend::Sqlite => "ANALYZE",
+    };
+    sqlx::query(sql).execute(store.pool()).await?;
+    Ok(sql)
+}
+
+/// Drops the index `name` (benchmarks measure what it is worth).
+pub async fn drop_index(store: &Store, name: &str) -> Result<(), crate::StoreError> {
+    assert!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "not an index name: {name:?}"
+    );
+    sqlx::query(&format!("DROP INDEX {name}"))
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// Server process ids of this database's sessions that are `LISTEN`ing (PostgreSQL).
+pub async fn postgres_listener_pids(store: &Store) -> Vec<i64> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT CAST(pid AS BIGINT) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("list listeners");
+    rows.into_iter().map(|(pid,)| pid).collect()
+}
+
+/// Ends, server-side, every session of this database that is `LISTEN`ing (PostgreSQL): a lost connection.
+pub async fn terminate_postgres_listeners(store: &Store) {
+    sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%') AS t",
+    )
+    .execute(store.pool())
+    .await
+    .expect("terminate listeners");
 }
 
 /// Replaces the database name in a PostgreSQL URL, keeping credentials, host and query.

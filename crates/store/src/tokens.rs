@@ -260,7 +260,7 @@ mod tests {
                 password_hash: "h".into(),
                 full_name: None,
                 organization: None,
-                role: "viewer".into(),
+                role: crate::users::Role::Viewer,
                 is_verified: false,
                 created_at: 0,
             },

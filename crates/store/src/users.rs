@@ -4,7 +4,74 @@
 //! by the database so that two replicas registering the same name at once cannot both succeed: a losing insert
 //! comes back as [`StoreError::Conflict`] naming the column.
 
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
 use crate::{Store, StoreError};
+
+/// What an account may do. Each role includes the powers of those below it. Stored as its lower-case name in
+/// `users.role` (a CHECK constraint keeps the column to these three); the API shows it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Analyst,
+    Admin,
+}
+
+impl Role {
+    fn rank(self) -> u8 {
+        match self {
+            Role::Viewer => 0,
+            Role::Analyst => 1,
+            Role::Admin => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl PartialOrd for Role {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Role {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "analyst" => Ok(Role::Analyst),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?}: expected viewer, analyst or admin"
+            )),
+        }
+    }
+}
 
 /// One account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,8 +82,7 @@ pub struct User {
     pub password_hash: String,
     pub full_name: Option<String>,
     pub organization: Option<String>,
-    /// `viewer`, `analyst` or `admin` (a CHECK constraint keeps it so).
-    pub role: String,
+    pub role: Role,
     pub is_verified: bool,
     pub is_active: bool,
     pub created_at: i64,
@@ -34,7 +100,7 @@ pub struct NewUser {
     pub password_hash: String,
     pub full_name: Option<String>,
     pub organization: Option<String>,
-    pub role: String,
+    pub role: Role,
     pub is_verified: bool,
     pub created_at: i64,
 }
@@ -46,7 +112,7 @@ pub struct UserPatch {
     pub email: Option<String>,
     pub full_name: Option<String>,
     pub organization: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub is_active: Option<bool>,
     pub is_verified: Option<bool>,
     pub password_hash: Option<String>,
@@ -71,23 +137,30 @@ struct UserRow {
 const COLUMNS: &str = "id, username, email, password_hash, full_name, organization, role, is_verified, \
      is_active, created_at, last_login, session_generation";
 
-impl From<UserRow> for User {
-    fn from(r: UserRow) -> Self {
-        User {
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+
+    fn try_from(r: UserRow) -> Result<Self, StoreError> {
+        Ok(User {
             id: r.id,
             username: r.username,
             email: r.email,
             password_hash: r.password_hash,
             full_name: r.full_name,
             organization: r.organization,
-            role: r.role,
+            role: parse_role(&r.role)?,
             is_verified: r.is_verified != 0,
             is_active: r.is_active != 0,
             created_at: r.created_at,
             last_login: r.last_login,
             session_generation: r.session_generation,
-        }
+        })
     }
+}
+
+/// A stored role; the CHECK constraint makes anything else a corrupted row.
+fn parse_role(stored: &str) -> Result<Role, StoreError> {
+    stored.parse().map_err(StoreError::Invalid)
 }
 
 /// Which unique column a conflict was about, from the engine's message (both engines name the column).
@@ -110,7 +183,7 @@ pub async fn insert(store: &Store, user: &NewUser) -> Result<User, StoreError> {
     .bind(&user.password_hash)
     .bind(&user.full_name)
     .bind(&user.organization)
-    .bind(&user.role)
+    .bind(user.role.as_str())
     .bind(i64::from(user.is_verified))
     .bind(1_i64)
     .bind(user.created_at)
@@ -126,7 +199,7 @@ pub async fn insert(store: &Store, user: &NewUser) -> Result<User, StoreError> {
         password_hash: user.password_hash.clone(),
         full_name: user.full_name.clone(),
         organization: user.organization.clone(),
-        role: user.role.clone(),
+        role: user.role,
         is_verified: user.is_verified,
         is_active: true,
         created_at: user.created_at,
@@ -141,7 +214,7 @@ pub async fn by_id(store: &Store, id: &str) -> Result<Option<User>, StoreError> 
             .bind(id)
             .fetch_optional(store.pool())
             .await?;
-    Ok(row.map(User::from))
+    row.map(User::try_from).transpose()
 }
 
 /// The account whose username is `login` or whose email is `login` lower-cased (login accepts either).
@@ -153,7 +226,7 @@ pub async fn by_login(store: &Store, login: &str) -> Result<Option<User>, StoreE
     .bind(login.to_lowercase())
     .fetch_optional(store.pool())
     .await?;
-    Ok(row.map(User::from))
+    row.map(User::try_from).transpose()
 }
 
 /// The account with this (already lower-cased) email.
@@ -163,7 +236,7 @@ pub async fn by_email(store: &Store, email: &str) -> Result<Option<User>, StoreE
             .bind(email)
             .fetch_optional(store.pool())
             .await?;
-    Ok(row.map(User::from))
+    row.map(User::try_from).transpose()
 }
 
 pub async fn username_taken(store: &Store, username: &str) -> Result<bool, StoreError> {
@@ -186,7 +259,11 @@ pub async fn list(store: &Store, offset: i64, limit: i64) -> Result<(Vec<User>, 
     let (total,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM users")
         .fetch_one(store.pool())
         .await?;
-    Ok((rows.into_iter().map(User::from).collect(), total))
+    let users = rows
+        .into_iter()
+        .map(User::try_from)
+        .collect::<Result<_, _>>()?;
+    Ok((users, total))
 }
 
 /// Applies `patch` in one statement; `None` when there is no such account.
@@ -206,7 +283,7 @@ pub async fn update(
     .bind(&patch.email)
     .bind(&patch.full_name)
     .bind(&patch.organization)
-    .bind(&patch.role)
+    .bind(patch.role.map(Role::as_str))
     .bind(patch.is_active.map(i64::from))
     .bind(patch.is_verified.map(i64::from))
     .bind(&patch.password_hash)
@@ -239,6 +316,44 @@ pub async fn delete(store: &Store, id: &str) -> Result<bool, StoreError> {
     Ok(done.rows_affected() > 0)
 }
 
+/// What a credential's check needs to know about its account, read in one statement: the account now (name,
+/// role, whether it is active, its session generation) and whether the token id `jti` was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub username: String,
+    pub role: Role,
+    pub is_active: bool,
+    pub session_generation: i64,
+    pub token_revoked: bool,
+}
+
+/// The account `user_id` as [`Session`] sees it, with the revocation of `jti`; `None` when there is no such account.
+pub async fn session(
+    store: &Store,
+    user_id: &str,
+    jti: &str,
+) -> Result<Option<Session>, StoreError> {
+    let row: Option<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT u.username, u.role, u.is_active, u.session_generation, \
+         (SELECT CAST(COUNT(*) AS BIGINT) FROM revoked_access_tokens r WHERE r.jti = $2) \
+         FROM users u WHERE u.id = $1",
+    )
+    .bind(user_id)
+    .bind(jti)
+    .fetch_optional(store.pool())
+    .await?;
+    row.map(|(username, role, active, generation, revoked)| {
+        Ok(Session {
+            username,
+            role: parse_role(&role)?,
+            is_active: active != 0,
+            session_generation: generation,
+            token_revoked: revoked != 0,
+        })
+    })
+    .transpose()
+}
+
 /// How many active admins exist (guards against removing the last one).
 pub async fn active_admins(store: &Store) -> Result<i64, StoreError> {
     let (n,): (i64,) = sqlx::query_as(
@@ -262,7 +377,7 @@ mod tests {
             password_hash: "h".into(),
             full_name: None,
             organization: Some("org".into()),
-            role: "viewer".into(),
+            role: Role::Viewer,
             is_verified: false,
             created_at: 1,
         }
@@ -298,7 +413,7 @@ mod tests {
             assert!(by_login(s, "' OR '1'='1").await.expect("q").is_none());
 
             let patch = UserPatch {
-                role: Some("analyst".into()),
+                role: Some(Role::Analyst),
                 full_name: Some("Ada L".into()),
                 ..UserPatch::default()
             };
@@ -323,6 +438,59 @@ mod tests {
             assert_eq!(active_admins(s).await.expect("admins"), 0);
             assert!(delete(s, "u1").await.expect("delete"));
             assert!(!delete(s, "u1").await.expect("delete again"));
+        }
+    }
+
+    #[tokio::test]
+    async fn session_reads_the_account_and_the_token_revocation_together() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            insert(s, &new_user("u1", "ada", "ada@example.com"))
+                .await
+                .expect("insert");
+            let live = session(s, "u1", "jti-1").await.expect("q").expect("found");
+            assert_eq!(
+                live,
+                Session {
+                    username: "ada".into(),
+                    role: Role::Viewer,
+                    is_active: true,
+                    session_generation: 0,
+                    token_revoked: false,
+                },
+                "{}",
+                db.label
+            );
+            crate::tokens::revoke_access(s, "jti-1", "u1", i64::MAX)
+                .await
+                .expect("revoke");
+            crate::tokens::end_sessions(s, "u1").await.expect("end");
+            let patch = UserPatch {
+                role: Some(Role::Admin),
+                is_active: Some(false),
+                ..UserPatch::default()
+            };
+            update(s, "u1", &patch).await.expect("update");
+            let after = session(s, "u1", "jti-1").await.expect("q").expect("found");
+            assert_eq!(
+                (
+                    after.role,
+                    after.is_active,
+                    after.session_generation,
+                    after.token_revoked
+                ),
+                (Role::Admin, false, 1, true),
+                "{}",
+                db.label
+            );
+            assert!(
+                !session(s, "u1", "jti-2")
+                    .await
+                    .expect("q")
+                    .expect("found")
+                    .token_revoked
+            );
+            assert_eq!(session(s, "nobody", "jti-1").await.expect("q"), None);
         }
     }
 }

@@ -350,12 +350,7 @@ async fn kill_9_mid_training_recovers_the_model_promptly() {
             }
         }
         // What the kill left behind: profiles claimed for training and still without a model.
-        let (orphaned,): (i64,) = vigil_store::sqlx::query_as(
-            "SELECT COUNT(*) FROM maxidom_profiles WHERE training_claim IS NOT NULL AND model_trained_at IS NULL",
-        )
-        .fetch_one(db.store.pool())
-        .await
-        .expect("count claims");
+        let orphaned = vigil_store::testing::orphaned_training_claims(&db.store).await;
 
         let restarted = Instant::now();
         let server = start(dir.path(), &env);

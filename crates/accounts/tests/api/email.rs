@@ -173,11 +173,12 @@ async fn expiry(app: &TestApp, inbox: &Inbox) {
         )
         .await;
     let token = inbox.token_for("grace@example.com", "reset-password").await;
-    vigil_store::sqlx::query("UPDATE auth_tokens SET expires_at = $1 WHERE purpose = 'reset_password' AND used_at IS NULL")
-        .bind(vigil_store::time::now_ms() - 1)
-        .execute(app.state.store.pool())
-        .await
-        .expect("expire");
+    vigil_store::testing::expire_mailed_tokens(
+        &app.state.store,
+        vigil_store::tokens::Purpose::ResetPassword,
+        vigil_store::time::now_ms() - 1,
+    )
+    .await;
     let (_, v) = app
         .api()
         .get(&format!("/api/auth/verify-reset-token/{token}"))

@@ -15,52 +15,27 @@ async fn expired_rows_are_purged_periodically() {
     for app in apps(config).await {
         let l = app.label;
         let (user_id, token) = app.user_with_role("pat", Role::Viewer).await;
-        let pool = app.state.store.pool();
+        let store = &app.state.store;
         let now = vigil_store::time::now_ms();
+        use vigil_store::tokens::{self, Purpose};
         // One expired and one live row in each table the purge looks after.
-        for (sql, live_expiry) in [
-            (
-                "INSERT INTO refresh_tokens (token_hash, user_id, expires_at, revoked, created_at) \
-                 VALUES ($1, $2, $3, 0, 0)",
-                now + 3_600_000,
-            ),
-            (
-                "INSERT INTO auth_tokens (token_hash, user_id, purpose, expires_at, used_at, created_at) \
-                 VALUES ($1, $2, 'reset_password', $3, NULL, 0)",
-                now + 3_600_000,
-            ),
-            (
-                "INSERT INTO revoked_access_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3)",
-                now + 3_600_000,
-            ),
-        ] {
-            for (key, expires_at) in [("old", now - 1), ("live", live_expiry)] {
-                vigil_store::sqlx::query(sql)
-                    .bind(format!("{key}-{user_id}"))
-                    .bind(&user_id)
-                    .bind(expires_at)
-                    .execute(pool)
-                    .await
-                    .expect("insert");
-            }
+        for (key, expires_at) in [("old", now - 1), ("live", now + 3_600_000)] {
+            let key = format!("{key}-{user_id}");
+            tokens::insert_refresh(store, &key, &user_id, expires_at, 0)
+                .await
+                .expect("insert");
+            tokens::insert_mailed(store, &key, &user_id, Purpose::ResetPassword, expires_at, 0)
+                .await
+                .expect("insert");
+            tokens::revoke_access(store, &key, &user_id, expires_at)
+                .await
+                .expect("insert");
         }
-        vigil_store::sqlx::query(
-            "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) VALUES ('x', 0, 1, $1)",
-        )
-        .bind(now - 1)
-        .execute(pool)
-        .await
-        .expect("insert");
-
-        let count = |table: &'static str| async move {
-            let (n,): (i64,) = vigil_store::sqlx::query_as(&format!(
-                "SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"
-            ))
-            .fetch_one(pool)
+        vigil_store::rate_limits::hit(store, "x", 0, now - 1)
             .await
-            .expect("count");
-            n
-        };
+            .expect("insert");
+
+        let count = |table: &'static str| vigil_store::testing::row_count(store, table);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             let left = count("refresh_tokens").await

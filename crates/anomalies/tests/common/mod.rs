@@ -34,20 +34,12 @@ pub async fn bulk_with_source(
     event_data: &str,
     source_prefix: &str,
 ) {
-    vigil_store::sqlx::query(
-        "INSERT INTO anomalies (id, ts, source_type, event_data, betti_h0, betti_h1, betti_h2, anomaly_score, \
-         is_anomaly, risk_level, entropy, metadata, created_by, created_at) \
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-         SELECT 'bulk-' || CAST(i AS TEXT), $2 - i * 1000, $4 || CAST(i % 3 AS TEXT), $3, 1, i % 4, 0, \
-         CAST(i % 100 AS DOUBLE PRECISION) / 100.0, CASE WHEN i % 4 = 0 THEN 1 ELSE 0 END, \
-         CASE WHEN i % 100 > 80 THEN 'Critical' WHEN i % 100 > 50 THEN 'High' WHEN i % 100 > 20 THEN 'Medium' ELSE 'Low' END, \
-         1.5, '{}', NULL, 0 FROM n",
+    vigil_store::testing::insert_synthetic_anomalies(
+        &app.state.store,
+        n,
+        t0,
+        event_data,
+        source_prefix,
     )
-    .bind(n)
-    .bind(t0)
-    .bind(event_data)
-    .bind(source_prefix)
-    .execute(app.state.store.pool())
-    .await
-    .expect("bulk insert");
+    .await;
 }

@@ -9,11 +9,11 @@ use vigil_biometrics::synth::SessionGenerator;
 use vigil_http::testing::TestApp;
 use vigil_maxidom::MaxidomConfig;
 use vigil_maxidom::service::kinds_of;
-use vigil_store::maxidom as db;
+use vigil_store::maxidom;
 use vigil_store::time::now_ms;
 
 async fn claim_of(app: &TestApp, id: &str) -> Option<String> {
-    db::profile(&app.state.store, id)
+    maxidom::profile(&app.state.store, id)
         .await
         .expect("profile")
         .expect("exists")
@@ -21,15 +21,7 @@ async fn claim_of(app: &TestApp, id: &str) -> Option<String> {
 }
 
 async fn set_claim(app: &TestApp, id: &str, claim: Option<&str>, at: Option<i64>) {
-    vigil_store::sqlx::query(
-        "UPDATE maxidom_profiles SET training_claim = $2, training_claimed_at = $3 WHERE profile_id = $1",
-    )
-    .bind(id)
-    .bind(claim)
-    .bind(at)
-    .execute(app.state.store.pool())
-    .await
-    .expect("set the claim");
+    vigil_store::testing::set_training_claim(&app.state.store, id, claim, at).await;
 }
 
 /// Stores a ready profile's profiling data the way `/train` does, but without `/train` (which would start the
@@ -39,7 +31,7 @@ async fn ready_profile_without_train(app: &TestApp, id: &str) {
     let mut alice = SessionGenerator::new(Persona::alice(), 5);
     for _ in 0..45 {
         let v = StoredVector::of(&alice.next_payload());
-        db::add_vector(
+        maxidom::add_vector(
             &app.state.store,
             id,
             &new_id(),
@@ -150,13 +142,7 @@ async fn an_abandoned_pool_retraining_is_redone_by_the_sweeper() {
         .await;
         let version = st["model_version"].as_i64().unwrap();
         // A full pool whose retraining's process died.
-        vigil_store::sqlx::query(
-            "UPDATE maxidom_profiles SET pool_count = 1 WHERE profile_id = $1",
-        )
-        .bind(&id)
-        .execute(app.state.store.pool())
-        .await
-        .unwrap();
+        vigil_store::testing::set_pool_count(&app.state.store, &id, 1).await;
         set_claim(&app, &id, Some("killed-process"), Some(now_ms())).await;
         wait_for(&app, &id, "the abandoned retraining to be redone", |s| {
             s["model_version"].as_i64() == Some(version + 1) && s["pool_size"] == json!(0)

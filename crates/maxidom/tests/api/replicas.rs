@@ -9,7 +9,7 @@ use vigil_biometrics::synth::Persona;
 use vigil_biometrics::synth::SessionGenerator;
 use vigil_http::AppState;
 use vigil_maxidom::MaxidomConfig;
-use vigil_store::maxidom as db;
+use vigil_store::maxidom;
 
 /// A second server process sharing the database, emulated by a second router (own model cache) on the
 /// same store.
@@ -125,7 +125,7 @@ async fn concurrent_scores_store_each_run_before_answering_and_a_replica_continu
                 let v = v.unwrap();
                 assert_eq!(v["run_payloads"], json!(round), "{l}: {v}");
                 // Answered means stored: the run is in the database with this payload in it.
-                let stored = db::run_state(&app.state.store, id).await.unwrap();
+                let stored = maxidom::run_state(&app.state.store, id).await.unwrap();
                 let run = stored
                     .as_deref()
                     .and_then(vigil_biometrics::sequential::Run::from_bytes)

@@ -36,17 +36,18 @@ async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
     for (app, rt) in apps(open()).await {
         received.lock().unwrap().clear();
         let (user_id, analyst) = app.user_with_role("alerter", Role::Analyst).await;
-        vigil_store::sqlx::query(
-            "INSERT INTO alert_configs (id, user_id, threshold, notification_channels, is_active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+        vigil_store::alert_configs::create(
+            &app.state.store,
+            &vigil_store::alert_configs::NewAlertConfig {
+                user_id: user_id.clone(),
+                threshold: 0.5,
+                notification_channels: vec![
+                    "websocket".to_owned(),
+                    format!("webhook:http://{hook_addr}/hook"),
+                ],
+                is_active: true,
+            },
         )
-        .bind("cfg1")
-        .bind(&user_id)
-        .bind(0.5_f64)
-        .bind(json!(["websocket", format!("webhook:http://{hook_addr}/hook")]).to_string())
-        .bind(1_i64)
-        .bind(1_i64)
-        .execute(app.state.store.pool())
         .await
         .unwrap();
         let mut mine = connect(&app, &format!("?token={analyst}")).await;

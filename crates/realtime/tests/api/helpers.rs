@@ -99,13 +99,28 @@ pub(crate) async fn ingest_spike(app: &TestApp, token: &str, stream: &str) -> Va
 
 /// How many alert messages the incidents of `stream` make: one when each opened, one when each closed.
 pub(crate) async fn incident_messages(app: &TestApp, stream: &str) -> usize {
-    let rows: Vec<(Option<i64>,)> =
-        vigil_store::sqlx::query_as("SELECT incident_open FROM anomalies WHERE source_type = $1")
-            .bind(stream)
-            .fetch_all(app.state.store.pool())
-            .await
-            .unwrap();
+    let rows = incident_rows(app, stream).await;
     rows.iter()
-        .map(|r| if r.0 == Some(1) { 1 } else { 2 })
+        .map(|r| if r.incident_open { 1 } else { 2 })
         .sum()
+}
+
+/// Every anomaly-log row of `stream`, newest first.
+pub(crate) async fn incident_rows(
+    app: &TestApp,
+    stream: &str,
+) -> Vec<vigil_store::anomalies::Anomaly> {
+    let filter = vigil_store::anomalies::Filter {
+        source: Some(stream.to_owned()),
+        ..Default::default()
+    };
+    vigil_store::anomalies::list(
+        &app.state.store,
+        &filter,
+        0,
+        vigil_store::anomalies::MAX_PAGE,
+    )
+    .await
+    .unwrap()
+    .rows
 }

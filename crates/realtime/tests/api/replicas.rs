@@ -6,7 +6,6 @@ use crate::helpers::{
 use futures_util::SinkExt;
 use futures_util::StreamExt;
 use serde_json::Value;
-use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use vigil_http::Role;
@@ -85,7 +84,7 @@ async fn replicas_share_stream_state_through_the_database() {
             "{}: replicas diverged from a single pipeline",
             app.label
         );
-        let row = vigil_realtime::db::load(&app.state.store, "shared")
+        let row = vigil_store::streams::load(&app.state.store, "shared")
             .await
             .unwrap()
             .unwrap();
@@ -146,7 +145,7 @@ async fn contended_replicas_wait_instead_of_failing() {
         failures.len(),
         &failures[..failures.len().min(3)]
     );
-    let row = vigil_realtime::db::load(&a.state.store, "contended")
+    let row = vigil_store::streams::load(&a.state.store, "contended")
         .await
         .unwrap()
         .unwrap();
@@ -166,17 +165,15 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     };
 
     let (user_id, analyst) = a.user_with_role("fanout", Role::Analyst).await;
-    vigil_store::sqlx::query(
-        "INSERT INTO alert_configs (id, user_id, threshold, notification_channels, is_active, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    vigil_store::alert_configs::create(
+        &a.state.store,
+        &vigil_store::alert_configs::NewAlertConfig {
+            user_id: user_id.clone(),
+            threshold: 0.5,
+            notification_channels: vec!["websocket".to_owned()],
+            is_active: true,
+        },
     )
-    .bind("cfg-fanout")
-    .bind(&user_id)
-    .bind(0.5_f64)
-    .bind(json!(["websocket"]).to_string())
-    .bind(1_i64)
-    .bind(1_i64)
-    .execute(a.state.store.pool())
     .await
     .unwrap();
 
@@ -295,27 +292,13 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     assert_eq!(first["data"]["source_type"], "xr");
 
     // The listeners survive losing their connections: kill both server-side, and the next anomalies still cross.
-    let listeners =
-        "FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
-    let killed: Vec<(i64,)> =
-        vigil_store::sqlx::query_as(&format!("SELECT CAST(pid AS BIGINT) {listeners}"))
-            .fetch_all(a.state.store.pool())
-            .await
-            .unwrap();
+    let killed = vigil_store::testing::postgres_listener_pids(&a.state.store).await;
     assert_eq!(killed.len(), 2, "one listener per replica");
-    vigil_store::sqlx::query(&format!(
-        "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT pg_terminate_backend(pid) {listeners}) AS t"
-    ))
-    .execute(a.state.store.pool())
-    .await
-    .unwrap();
+    vigil_store::testing::terminate_postgres_listeners(&a.state.store).await;
     let mut back = Vec::new();
     for _ in 0..250 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        back = vigil_store::sqlx::query_as(&format!("SELECT CAST(pid AS BIGINT) {listeners}"))
-            .fetch_all(a.state.store.pool())
-            .await
-            .unwrap();
+        back = vigil_store::testing::postgres_listener_pids(&a.state.store).await;
         if back.len() == 2
             && back.iter().all(|p| !killed.contains(p))
             && rt_a.relay_listening()

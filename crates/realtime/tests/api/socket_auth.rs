@@ -94,7 +94,7 @@ async fn socket_roles_and_session_end() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 401, "{label}");
 
-        let (_, viewer) = app.user_with_role("vera", Role::Viewer).await;
+        let (viewer_id, viewer) = app.user_with_role("vera", Role::Viewer).await;
         let mut v = connect(&app, &format!("?token={viewer}")).await;
         v.send(Message::text(r#"{"value":1}"#)).await.unwrap();
         let e = next_json(&mut v, Duration::from_secs(5)).await.unwrap();
@@ -119,13 +119,9 @@ async fn socket_roles_and_session_end() {
             .unwrap();
         assert_eq!(sse.status().as_u16(), 200, "{label}");
         // Logout everywhere, as the accounts routes do it: the account's session generation moves on.
-        vigil_store::sqlx::query(
-            "UPDATE users SET session_generation = session_generation + 1 WHERE id = $1",
-        )
-        .bind(&analyst_id)
-        .execute(app.state.store.pool())
-        .await
-        .unwrap();
+        vigil_store::tokens::end_sessions(&app.state.store, &analyst_id)
+            .await
+            .unwrap();
         let (code, reason) = next_close(&mut a, Duration::from_secs(5))
             .await
             .unwrap_or_else(|| panic!("{label}: the socket of a revoked session stays open"));
@@ -138,9 +134,11 @@ async fn socket_roles_and_session_end() {
         );
 
         // Deactivation ends the viewer's socket too.
-        vigil_store::sqlx::query("UPDATE users SET is_active = 0 WHERE username = $1")
-            .bind("vera")
-            .execute(app.state.store.pool())
+        let deactivate = vigil_store::users::UserPatch {
+            is_active: Some(false),
+            ..Default::default()
+        };
+        vigil_store::users::update(&app.state.store, &viewer_id, &deactivate)
             .await
             .unwrap();
         let (code, _) = next_close(&mut v, Duration::from_secs(5))

@@ -1,6 +1,6 @@
 //! `GET /api/realtime/stream` (SSE) and the broadcast of stored anomalies.
 
-use crate::helpers::{apps, connect, ingest_spike, next_json, open, quick_config};
+use crate::helpers::{apps, connect, incident_rows, ingest_spike, next_json, open, quick_config};
 use futures_util::SinkExt;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -105,14 +105,9 @@ async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
             app.label
         );
 
-        let rows: Vec<(String, String, String)> = vigil_store::sqlx::query_as(
-            "SELECT source_type, risk_level, metadata FROM anomalies WHERE source_type = 'net'",
-        )
-        .fetch_all(app.state.store.pool())
-        .await
-        .unwrap();
+        let rows = incident_rows(&app, "net").await;
         assert_eq!(rows.len(), flagged.len(), "{}", app.label);
-        let meta: Value = serde_json::from_str(&rows[0].2).unwrap();
+        let meta = &rows[0].metadata;
         assert_eq!(meta["analysis"]["stream"], "net");
         assert!(meta["analysis"]["persistence"]["h0"].is_array());
         app.stop().await;

@@ -222,7 +222,7 @@ async fn websocket_replies_are_timed_in_metrics() {
 async fn websocket_failing_stream_does_not_fail_the_others_in_a_pipeline() {
     for (app, _rt) in apps(open()).await {
         // A configuration the API would refuse, written behind its back: every batch of this stream fails.
-        vigil_realtime::db::set_config(&app.state.store, "broken", Some(r#"{"window_size":0}"#))
+        vigil_store::streams::set_config(&app.state.store, "broken", Some(r#"{"window_size":0}"#))
             .await
             .unwrap();
         let frames: Vec<String> = ["fine", "broken", "fine", "broken", "fine"]

@@ -1,5 +1,5 @@
-//! Per-stream engine state of TopoForge (`stream_states`, migration 0004 of vigil-store), with optimistic
-//! concurrency.
+//! TopoForge's per-stream state (`stream_states`, migrations 0004 and 0010): the analysis state, model,
+//! configuration overrides and incident tracker of every stream, written with optimistic concurrency.
 //!
 //! Every replica may analyse any stream. A writer remembers the `version` it read and writes with
 //! `UPDATE … WHERE stream = $s AND version = $v`; zero rows updated means another replica wrote first, and the
@@ -11,10 +11,11 @@
 //! and then miss, so the turn's write lands. Contention costs a wait instead of an error, and a pool of one
 //! connection cannot deadlock on it.
 
-use vigil_store::incidents::{self, IncidentWrite};
-use vigil_store::sqlx::{self, Any, Executor};
-use vigil_store::time::now_ms;
-use vigil_store::{Backend, Store, StoreError};
+use sqlx::{Any, Executor};
+
+use crate::incidents::{self, IncidentWrite};
+use crate::time::now_ms;
+use crate::{Backend, Store, StoreError};
 
 /// A stream's stored state.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,11 +27,12 @@ pub struct StoredStream {
     pub model_generation: i64,
     pub config: Option<String>,
     pub updated_at: i64,
-    /// The incident tracker (JSON, see [`crate::incident`]); `None` when no incident is open.
+    /// The incident tracker (JSON, written by `vigil-realtime`'s `incident` module); `None` when no incident is
+    /// open.
     pub incident: Option<String>,
 }
 
-/// A row as selected by [`COLUMNS`] (tuples: the derive macro would need sqlx as a direct dependency).
+/// A row as selected by [`COLUMNS`].
 type Row = (
     String,
     i64,
@@ -273,6 +275,51 @@ pub async fn set_config(
     Ok(())
 }
 
+/// A stream's row as the streams overview reads it: the state without its model (JSON), the configuration
+/// overrides and the last write's time (Unix ms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverviewRow {
+    pub stream: String,
+    pub state: String,
+    pub config: Option<String>,
+    pub updated_at: i64,
+}
+
+/// The overview's rows: the stream named `only` (none or one row), or every stream by name, at most `limit`.
+/// The model column is never read: it is the largest and the overview does not need it.
+pub async fn overview(
+    store: &Store,
+    only: Option<&str>,
+    limit: i64,
+) -> Result<Vec<OverviewRow>, StoreError> {
+    type Row = (String, String, Option<String>, i64);
+    let rows: Vec<Row> = match only {
+        Some(name) => {
+            sqlx::query_as(
+                "SELECT stream, state, config, updated_at FROM stream_states WHERE stream = $1",
+            )
+            .bind(name)
+            .fetch_all(store.pool())
+            .await?
+        }
+        None => sqlx::query_as(
+            "SELECT stream, state, config, updated_at FROM stream_states ORDER BY stream LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(stream, state, config, updated_at)| OverviewRow {
+            stream,
+            state,
+            config,
+            updated_at,
+        })
+        .collect())
+}
+
 /// Names of every stream with stored state.
 pub async fn list(store: &Store) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String,)> = sqlx::query_as("SELECT stream FROM stream_states ORDER BY stream")
@@ -284,7 +331,7 @@ pub async fn list(store: &Store) -> Result<Vec<String>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_store::testing::TestDb;
+    use crate::testing::TestDb;
 
     #[tokio::test]
     async fn optimistic_writes() {
@@ -365,6 +412,19 @@ mod tests {
             );
             set_config(s, "b", None).await.unwrap();
             assert_eq!(list(s).await.unwrap(), vec!["a".to_owned(), "b".to_owned()]);
+            let all = overview(s, None, 10).await.unwrap();
+            assert_eq!(
+                all.iter()
+                    .map(|r| (r.stream.as_str(), r.state.as_str()))
+                    .collect::<Vec<_>>(),
+                vec![("a", "{\"n\":3}"), ("b", "")],
+                "{}",
+                db.label
+            );
+            assert_eq!(overview(s, None, 1).await.unwrap().len(), 1, "{}", db.label);
+            let b = overview(s, Some("b"), 10).await.unwrap();
+            assert_eq!((b.len(), b[0].config.as_deref()), (1, None), "{}", db.label);
+            assert!(overview(s, Some("nope"), 10).await.unwrap().is_empty());
         }
     }
 }
