@@ -62,6 +62,7 @@ pub mod alerts;
 pub mod answer;
 mod bulk;
 pub mod db;
+pub mod dedup;
 pub mod engine;
 pub mod hub;
 pub mod incident;
@@ -98,8 +99,8 @@ pub struct RealtimeConfig {
     /// Streams whose state this process keeps in memory (others reload from the database).
     #[arg(long, env = "STREAM_CACHE_STREAMS", default_value_t = 10_000)]
     pub stream_cache_streams: usize,
-    /// Threads that analyse `POST /api/ingest` batches, below WebSocket events in the OS scheduler (Linux:
-    /// `SCHED_IDLE`; 0: one per core).
+    /// Threads that analyse events (0: one per core). They run at normal priority; a scheduler in the process
+    /// puts a socket's single events ahead of `POST /api/ingest` batches and keeps the batches a guaranteed share.
     #[arg(long, env = "STREAM_INGEST_THREADS", default_value_t = 0)]
     pub stream_ingest_threads: usize,
     /// Streams that a socket without a token may feed events into (comma-separated; `*` for every stream; empty,
