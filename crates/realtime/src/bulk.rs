@@ -56,13 +56,25 @@ pub(crate) struct Slice<'a> {
 }
 
 impl Slice<'_> {
-    /// A slice that never asks to yield (tests and the fallback without a pool).
-    pub(crate) fn unbounded(lane: Lane) -> Slice<'static> {
+    /// A slice that never asks to yield (tests and the fallback without a pool): it runs the job as an
+    /// interactive one, to completion.
+    pub(crate) fn unbounded() -> Slice<'static> {
         static NEVER: AtomicBool = AtomicBool::new(false);
         Slice {
             started: Instant::now(),
-            lane,
+            lane: Lane::Interactive,
             preempt: &NEVER,
+        }
+    }
+
+    /// A bulk slice that asks to yield at every boundary (tests of jobs' resumption).
+    #[cfg(test)]
+    pub(crate) fn always_yield() -> Slice<'static> {
+        static ALWAYS: AtomicBool = AtomicBool::new(true);
+        Slice {
+            started: Instant::now(),
+            lane: Lane::Bulk,
+            preempt: &ALWAYS,
         }
     }
 
@@ -244,7 +256,7 @@ impl Scheduler {
     {
         let Some(pool) = &self.pool else {
             return tokio::task::spawn_blocking(move || {
-                let slice = Slice::unbounded(lane);
+                let slice = Slice::unbounded();
                 loop {
                     if let Some(v) = step(&slice) {
                         return v;
