@@ -754,7 +754,8 @@ mod tests {
         let (a, b) = (json(&sliced), json(&whole));
         assert!(a == b, "sliced and whole analyses differ");
         assert!(
-            b.iter().any(|v| v.get("is_anomaly") == Some(&serde_json::Value::Bool(true))),
+            b.iter()
+                .any(|v| v.get("is_anomaly") == Some(&serde_json::Value::Bool(true))),
             "the spike is flagged"
         );
         assert!(sliced.parts.core == whole.parts.core, "states differ");

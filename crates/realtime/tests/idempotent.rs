@@ -101,8 +101,10 @@ async fn a_retried_batch_applies_each_event_once() {
                 .map(|i| json!({"stream": stream, "value": vals[i]}))
                 .collect()
         };
+        type Batch<'a> = &'a dyn Fn(&str, std::ops::Range<usize>) -> Value;
+        let identified: [(&str, Batch<'_>); 2] = [("ids", &by_id), ("seqs", &by_seq)];
         // The first 70 events arrive; the client never hears back and retries all 100.
-        for (stream, batch) in [("ids", &by_id), ("seqs", &by_seq)] {
+        for (stream, batch) in identified {
             let (s, first) = post(&app, &token, "/api/ingest", &batch(stream, 0..70)).await;
             assert_eq!((s, duplicates(&first).len()), (200, 0), "{l}: {first}");
             let (s, retry) = post(&app, &token, "/api/ingest", &batch(stream, 0..100)).await;
@@ -129,7 +131,11 @@ async fn a_retried_batch_applies_each_event_once() {
             )
             .await;
             assert_eq!(duplicates(&again).len(), 100, "{l}: {stream}");
-            assert_eq!(event_count(&app, &token, stream).await, 100, "{l}: {stream}");
+            assert_eq!(
+                event_count(&app, &token, stream).await,
+                100,
+                "{l}: {stream}"
+            );
         }
         let (_, once) = post(&app, &token, "/api/ingest", &plain("once", 0..100)).await;
         assert_eq!(once.as_array().map(Vec::len), Some(100), "{l}");
@@ -148,7 +154,7 @@ async fn a_retried_batch_applies_each_event_once() {
             &plain("once", 100..120),
         )
         .await;
-        for (stream, batch) in [("ids", &by_id), ("seqs", &by_seq)] {
+        for (stream, batch) in identified {
             let (_, next) = post(
                 &app,
                 &token,
@@ -215,10 +221,13 @@ async fn a_resent_socket_event_is_a_duplicate() {
         let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("/ws/stream"))
             .await
             .expect("connect");
-        let frame = json!({"type": "event", "payload": {"stream": "w", "value": 1.5, "event_id": "w-1"}});
+        let frame =
+            json!({"type": "event", "payload": {"stream": "w", "value": 1.5, "event_id": "w-1"}});
         let mut data = Vec::new();
         for _ in 0..2 {
-            ws.send(Message::text(frame.to_string())).await.expect("send");
+            ws.send(Message::text(frame.to_string()))
+                .await
+                .expect("send");
             let reply = tokio::time::timeout(Duration::from_secs(10), ws.next())
                 .await
                 .expect("a reply in time")

@@ -119,11 +119,15 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_write() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let batch: Vec<Value> = (0..BATCH)
-                        .map(|i| event(s, b * BATCH + i))
-                        .collect();
+                    let batch: Vec<Value> = (0..BATCH).map(|i| event(s, b * BATCH + i)).collect();
                     sent[s].fetch_add(BATCH, Ordering::SeqCst);
-                    let Ok(r) = http.post(&url).bearer_auth(&token).json(&batch).send().await else {
+                    let Ok(r) = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&batch)
+                        .send()
+                        .await
+                    else {
                         break;
                     };
                     if r.status() != 200 {
@@ -209,10 +213,17 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_write() {
                 .await
                 .expect("retry json");
             let duplicates = answer.iter().filter(|x| x["status"] == "duplicate").count();
-            println!("{l}: stream kill-{s}: retried {}, duplicates {duplicates}", n - a);
+            println!(
+                "{l}: stream kill-{s}: retried {}, duplicates {duplicates}",
+                n - a
+            );
             assert_eq!(duplicates, stored - a, "{l}: stream {s}");
             let after = stored_events(&http, &server, &token, &format!("kill-{s}")).await;
-            assert_eq!(after, n + 1, "{l}: stream {s}: each event once, and the first probe");
+            assert_eq!(
+                after,
+                n + 1,
+                "{l}: stream {s}: each event once, and the first probe"
+            );
         }
         let ids = acked_ids.lock().expect("ids").clone();
         for id in &ids {
