@@ -5,7 +5,7 @@
 //! `UPDATE … WHERE version = <cached>`. If another replica wrote in between, the write misses: the cache is dropped,
 //! the state re-read, and the batch recomputed before anything is answered — so every answer corresponds to a
 //! state that was durably stored, and no replica ever builds on a stale window. Within a replica a per-stream async
-//! mutex serialises batches of the same stream (different streams run in parallel on the blocking pool). A batch
+//! mutex serialises batches of the same stream (different streams run in parallel on the analysis pool). A batch
 //! that loses the race once retries in locked turns across replicas ([`streams::StreamLock`]: the row read
 //! `FOR UPDATE` and written in one transaction), so contention costs a wait, not a 503 (`contended_replicas_wait_instead_of_failing`: 8 writers on 2 replicas,
 //! 160 batches: 13 answered 503 before, none now; 1.2 s → 1.7 s for all of them).
@@ -20,7 +20,7 @@
 //! only when the model was refitted. A WebSocket event is its own batch and pays one small `UPDATE` (the state
 //! without its model) — the price of answering only from stored states.
 //!
-//! Work placement: the analysis, and the JSON of each result, run on the blocking pool ([`Outcome::json`]), so
+//! Work placement: the analysis, and the JSON of each result, run on the analysis pool (`bulk.rs`, [`Outcome::json`]), so
 //! the async threads that read sockets only copy bytes; a megabyte-sized ingest answer never stalls a socket.
 
 use std::collections::HashMap;
@@ -77,7 +77,7 @@ pub struct Outcome {
     /// analysed again, and `json` says so.
     pub analysis: Option<Analysis>,
     /// `analysis` as JSON in the requested [`Detail`] form (the whole result unless an ingest asked for less),
-    /// serialised on the blocking pool with the analysis itself, so the async threads only copy it into replies
+    /// serialised on the analysis pool with the analysis itself, so the async threads only copy it into replies
     /// (a 100-event batch answers with about a megabyte in full).
     pub json: Box<RawValue>,
     /// The threshold `is_anomaly` was decided with.

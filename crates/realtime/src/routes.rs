@@ -188,7 +188,7 @@ async fn ingest(
     // Announced even if another stream's batch failed: the stored streams' incidents are committed.
     crate::alerts::handle_incidents(&app, &rt, notices);
     let outcomes = outcomes?;
-    // The analyses were serialised on the blocking pool; here they are only copied into the body.
+    // The analyses were serialised on the analysis pool; here they are only copied into the body.
     let body = if single {
         outcomes
             .first()
