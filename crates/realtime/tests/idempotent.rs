@@ -7,18 +7,22 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
-use vigil_realtime::{Realtime, RealtimeConfig, router_with};
+use vigil_realtime::{Realtime, RealtimeConfig};
 
 async fn apps() -> Vec<TestApp> {
     let mut out = Vec::new();
     for db in vigil_store::testing::TestDb::all().await {
-        let rt = Realtime::new(RealtimeConfig {
-            stream_anonymous_streams: "*".into(),
-            ..RealtimeConfig::default()
-        });
-        out.push(TestApp::start(db, move |_| router_with(rt.clone())).await);
+        let rt = Realtime::new(
+            RealtimeConfig {
+                stream_anonymous_streams: "*".into(),
+                ..RealtimeConfig::default()
+            },
+            &Anomalies::new(&AnomaliesConfig::default()),
+        );
+        out.push(TestApp::start(db, move |state| rt.router(state)).await);
     }
     out
 }

@@ -1,4 +1,4 @@
-//! Per-stream state and the pipeline step `push`.
+//! Per-stream state and its one step, `analyse`.
 
 use std::collections::VecDeque;
 
@@ -303,10 +303,10 @@ impl StreamState {
         Self::from_parts(&core, model.as_deref())
     }
 
-    /// Feeds one event through the pipeline and returns its analysis. See the crate documentation for
-    /// the formulas. Fails only on an invalid configuration, an event of another stream, or an engine
-    /// error; never panics.
-    pub fn push(&mut self, event: &Event, cfg: &StreamConfig) -> Result<Analysis, StreamError> {
+    /// Analyses one event: updates the stream's state with it and returns its analysis. See the crate
+    /// documentation for the formulas. Fails only on an invalid configuration, an event of another stream, or a
+    /// homology error; never panics.
+    pub fn analyse(&mut self, event: &Event, cfg: &StreamConfig) -> Result<Analysis, StreamError> {
         cfg.validate()?;
         if event.stream != self.stream {
             return Err(StreamError::WrongStream {

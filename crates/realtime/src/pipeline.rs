@@ -1,4 +1,5 @@
-//! Running events through the per-stream engines, with the state kept in the database.
+//! The pipeline: events in, analysed on their streams' states (cached here, stored in the database), incidents
+//! tracked, outcomes out.
 //!
 //! Consistency across replicas: each replica caches a stream's [`StreamState`] together with the database
 //! `version` it corresponds to. A batch of a stream's events is computed on the cached state and written back with
@@ -34,10 +35,23 @@ use crate::bulk::{Scheduler, Slice};
 use crate::db::{self as streams, Saved, Write};
 use crate::dedup::{self, Key, Seen};
 use crate::incident::{self, Notice, Tracker};
+use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
 use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
+
+/// Parses one event (with the server's receive time), naming its position in a batch on error.
+pub(crate) fn parse_event(v: &Value, index: Option<usize>) -> Result<Event, Error> {
+    let refuse = |e: &dyn std::fmt::Display| match index {
+        Some(i) => Error::unprocessable(format!("event {i}: {e}")),
+        None => Error::unprocessable(e.to_string()),
+    };
+    let e = Event::from_json(v).map_err(|e| refuse(&e))?;
+    // The pipeline reads the identity again from the event; here it is only checked, so a bad one is a 422.
+    crate::dedup::key(v).map_err(|e| refuse(&e))?;
+    Ok(e.received(chrono::Utc::now()))
+}
 
 /// How often a batch is computed before giving up with 503: once optimistically, then in locked turns
 /// ([`streams::StreamLock`]), whose write cannot miss on PostgreSQL once the row exists (the last attempts cover a
@@ -64,7 +78,7 @@ struct Cached {
 }
 
 /// The per-stream caches of this process.
-pub struct Engine {
+pub struct Pipeline {
     slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
     max_cached: usize,
     analysis: Scheduler,
@@ -98,10 +112,10 @@ pub struct StreamBatch {
     pub notices: Vec<Notice>,
 }
 
-impl Engine {
+impl Pipeline {
     /// `analysis_threads` analyse both lanes' work (0: one per core; see `bulk.rs`).
     pub fn new(max_cached: usize, analysis_threads: usize) -> Self {
-        Engine {
+        Pipeline {
             slots: StdMutex::new(HashMap::new()),
             max_cached: max_cached.max(1),
             analysis: Scheduler::new(analysis_threads),
@@ -526,7 +540,7 @@ impl Compute {
             }
             let e = &self.batch[self.pushed.len()];
             let started = Instant::now();
-            let a = match state.push(e, &self.cfg) {
+            let a = match state.analyse(e, &self.cfg) {
                 Ok(a) => a,
                 Err(e) => {
                     self.state = None;
@@ -665,7 +679,7 @@ fn cached_from(stream: &str, row: Option<streams::StoredStream>) -> Cached {
         StreamState::new(stream)
     } else {
         StreamState::from_parts(&row.state, row.model.as_deref()).unwrap_or_else(|e| {
-            // A state from another engine version (or damaged) cannot be trusted; the stream starts over.
+            // A state from another `STATE_VERSION` (or damaged) cannot be trusted; the stream starts over.
             tracing::warn!(%stream, error = %e, "stored stream state unusable; recalibrating from scratch");
             StreamState::new(stream)
         })
