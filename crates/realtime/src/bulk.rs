@@ -1,178 +1,433 @@
-//! Where `POST /api/ingest` batches are analysed: a few threads that only get the CPU nobody else wants.
+//! Where analyses run: one dedicated rayon pool at normal priority, shared by two lanes that a scheduler inside the
+//! process orders (issue #18 item 1, issue #12 item 6).
 //!
-//! A batch is CPU work for milliseconds (a quarter of a millisecond per event); a WebSocket event is the same work
-//! for one event, and its sender waits for the answer. On the shared blocking pool they competed as equals, so under
-//! a steady ingest load a socket's answer waited behind batches for several scheduler time slices at each of its
-//! hand-offs. Here batches run on one thread per core under Linux's `SCHED_IDLE` policy: whenever a normal thread
-//! (a socket's analysis, the async workers, the database connection's thread) becomes runnable, the kernel switches
-//! to it at once; when none is, the batches still get every core, so ingest throughput is unchanged. The price is
-//! deliberate: on a machine kept busy by normal-priority work (a flood of socket events, or another service), ingest
-//! gets only the scraps (`SCHED_IDLE` weighs 3 against a normal thread's 1024) and its answers slow down first.
+//! * **Interactive** work (a socket's single event, whose sender waits) always goes first: a waiting interactive
+//!   job makes the running bulk work yield at its next event boundary (a quarter of a millisecond), so it waits
+//!   for at most one event's analysis, not for a batch.
+//! * **Bulk** work (`POST /api/ingest` batches, frames a socket pipelined) runs in slices of at most [`QUANTUM`];
+//!   between slices the pool picks again, so batches of different clients take turns and interactive work slips in.
+//!   Bulk keeps a guaranteed share: the lanes are charged the time their slices ran, weighted
+//!   [`INTERACTIVE_WEIGHT`] to 1 (stride scheduling), so a flood of interactive work still leaves bulk a quarter of
+//!   the pool, and an idle lane banks at most [`MAX_CREDIT`] of advantage.
 //!
-//! Measured with `crates/realtime/examples/load` (its paced phase: 5,000 ingest events/s while one WebSocket sends
-//! 200 events/s; the share of WebSocket replies flushed within 5 ms of reading the event): 95.2–95.5% with the
-//! threads at nice 10, the previous design, and 99.1–99.6% with `SCHED_IDLE`. Nice values only weight the fair scheduler's shares,
-//! so a woken socket thread could still wait for a batch to use up its slice. When the policy cannot be set
-//! (another OS, a sandbox refusing the call), the threads fall back to nice [`NICE`].
+//! Why not the OS: the previous design ran bulk under Linux's `SCHED_IDLE`. That protected socket latency, but bulk
+//! then got only the CPU no one else wanted: 317 events/s beside a compiler (25× below quiet). Here every thread of
+//! the pool is a normal thread, so against neighbours (other services, PostgreSQL, a backup) the process gets its
+//! fair share of the machine, and the order between our own kinds of work is decided here, where we know which
+//! answer someone is waiting for. The pool's start handler therefore names its threads and deliberately leaves
+//! their priority alone (lowering it, as issue #12 suggested, is the same starvation by a milder dose: nice 5 alone
+//! would cut bulk to a quarter of the machine beside two busy neighbours). Measurements: ARCHITECTURE.md, "Fair
+//! scheduling in the process".
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use vigil_http::Error;
 
-/// The niceness of the bulk threads when `SCHED_IDLE` is unavailable (0 is normal, 19 the lowest priority).
-pub const NICE: i32 = 10;
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A fixed set of low-priority threads fed through one queue.
-pub(crate) struct BulkPool {
-    /// `None` when no thread could be started: work then goes to tokio's blocking pool.
-    queue: Option<mpsc::Sender<Job>>,
+/// Where an analysis runs (the lanes of the [`Scheduler`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// `POST /api/ingest` batches and frames a socket pipelined: analysed in slices, behind interactive work but
+    /// with a guaranteed share of the pool.
+    Bulk,
+    /// One WebSocket event, whose sender waits: runs before any queued bulk slice and stops running ones at
+    /// their next event.
+    Interactive,
 }
 
-impl BulkPool {
-    /// `threads` workers (0: one per core). They exit when the pool is dropped.
-    pub(crate) fn new(threads: usize) -> BulkPool {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-        } else {
-            threads
-        };
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut started = 0;
-        for i in 0..threads {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("vigil-bulk-{i}"))
-                .spawn(move || {
-                    lower_priority();
-                    loop {
-                        // The lock is held only while waiting for the next job, never while running one.
-                        let job = match rx.lock() {
-                            Ok(r) => r.recv(),
-                            Err(poisoned) => poisoned.into_inner().recv(),
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => break,
-                        }
-                    }
-                });
-            match spawned {
-                Ok(_) => started += 1,
-                Err(e) => tracing::warn!(error = %e, "could not start a bulk analysis thread"),
-            }
-        }
-        BulkPool {
-            queue: (started > 0).then_some(tx),
+/// The longest slice a bulk job runs before the pool picks again (about four events' analyses).
+pub const QUANTUM: Duration = Duration::from_millis(1);
+/// Interactive time counts this many times less than bulk time: when both lanes have work queued, bulk gets at
+/// least `1 / (1 + INTERACTIVE_WEIGHT)` of the pool.
+pub const INTERACTIVE_WEIGHT: u32 = 3;
+/// How far (in weighted time) a lane that was idle may be behind the other when its work arrives: an interactive
+/// burst after a long bulk run gets this much unconditional priority, not the whole idle period's worth.
+pub const MAX_CREDIT: Duration = Duration::from_millis(50);
+
+/// What a job sees while it runs: whether it should stop at the next boundary and let the pool pick again.
+pub(crate) struct Slice<'a> {
+    started: Instant,
+    lane: Lane,
+    preempt: &'a AtomicBool,
+}
+
+impl Slice<'_> {
+    /// A slice that never asks to yield (tests and the fallback without a pool): it runs the job as an
+    /// interactive one, to completion.
+    pub(crate) fn unbounded() -> Slice<'static> {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        Slice {
+            started: Instant::now(),
+            lane: Lane::Interactive,
+            preempt: &NEVER,
         }
     }
 
-    /// Runs `f` on a bulk thread and waits for its result. A panic in `f` becomes an internal error.
-    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    /// A bulk slice that asks to yield at every boundary (tests of jobs' resumption).
+    #[cfg(test)]
+    pub(crate) fn always_yield() -> Slice<'static> {
+        static ALWAYS: AtomicBool = AtomicBool::new(true);
+        Slice {
+            started: Instant::now(),
+            lane: Lane::Bulk,
+            preempt: &ALWAYS,
+        }
+    }
+
+    /// `true` when a bulk job should return and be continued later: its quantum is used up, or interactive work
+    /// is waiting and owed the pool. Interactive jobs run to completion.
+    pub(crate) fn should_yield(&self) -> bool {
+        self.lane == Lane::Bulk
+            && (self.preempt.load(Ordering::Relaxed) || self.started.elapsed() >= QUANTUM)
+    }
+}
+
+/// A job in the scheduler: runs one slice, returns `true` when finished.
+type Task = Box<dyn FnMut(&Slice<'_>) -> bool + Send>;
+
+/// The two lanes' queues and their weighted time.
+#[derive(Default)]
+struct Queues {
+    interactive: VecDeque<Task>,
+    bulk: VecDeque<Task>,
+    /// Weighted nanoseconds each lane has run (stride scheduling's "pass").
+    interactive_pass: u64,
+    bulk_pass: u64,
+}
+
+impl Queues {
+    /// The lane to run next, or `None` when both are empty.
+    fn pick(&self) -> Option<Lane> {
+        match (self.interactive.is_empty(), self.bulk.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(Lane::Interactive),
+            (true, false) => Some(Lane::Bulk),
+            // Ties go to the interactive lane.
+            (false, false) if self.interactive_pass <= self.bulk_pass => Some(Lane::Interactive),
+            (false, false) => Some(Lane::Bulk),
+        }
+    }
+
+    fn push(&mut self, lane: Lane, task: Task) {
+        let credit = u64::try_from(MAX_CREDIT.as_nanos()).unwrap_or(u64::MAX);
+        match lane {
+            Lane::Interactive => {
+                if self.interactive.is_empty() {
+                    self.interactive_pass = self
+                        .interactive_pass
+                        .max(self.bulk_pass.saturating_sub(credit));
+                }
+                self.interactive.push_back(task);
+            }
+            Lane::Bulk => {
+                if self.bulk.is_empty() {
+                    self.bulk_pass = self
+                        .bulk_pass
+                        .max(self.interactive_pass.saturating_sub(credit));
+                }
+                self.bulk.push_back(task);
+            }
+        }
+    }
+
+    fn pop(&mut self, lane: Lane) -> Option<Task> {
+        match lane {
+            Lane::Interactive => self.interactive.pop_front(),
+            Lane::Bulk => self.bulk.pop_front(),
+        }
+    }
+
+    /// Charges `lane` for a slice that ran `ran`.
+    fn charge(&mut self, lane: Lane, ran: Duration) {
+        let ns = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
+        match lane {
+            Lane::Interactive => {
+                self.interactive_pass = self
+                    .interactive_pass
+                    .saturating_add(ns / u64::from(INTERACTIVE_WEIGHT));
+            }
+            Lane::Bulk => self.bulk_pass = self.bulk_pass.saturating_add(ns),
+        }
+    }
+
+    /// Whether running bulk slices should stop for the interactive lane.
+    fn interactive_owed(&self) -> bool {
+        !self.interactive.is_empty() && self.interactive_pass <= self.bulk_pass
+    }
+}
+
+/// State shared by the submitting side and the pool's threads.
+struct Shared {
+    queues: Mutex<Queues>,
+    /// [`Queues::interactive_owed`], readable without the lock at every event boundary of a bulk slice.
+    preempt: AtomicBool,
+}
+
+impl Shared {
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        // A panic never happens while the lock is held (jobs run outside it), but a poisoned lock must not stop
+        // the pool.
+        match self.queues.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Runs one slice of the job the policy picks. Each queued job has exactly one pending call of this.
+    fn run_one(self: &Arc<Self>, pool: &Arc<rayon::ThreadPool>) {
+        let (lane, mut task) = {
+            let mut q = self.queues();
+            let Some(lane) = q.pick() else { return };
+            let Some(task) = q.pop(lane) else { return };
+            self.preempt.store(q.interactive_owed(), Ordering::Relaxed);
+            (lane, task)
+        };
+        let started = Instant::now();
+        let slice = Slice {
+            started,
+            lane,
+            preempt: &self.preempt,
+        };
+        // A panicking job is dropped (its waiter sees an error); the pool's thread lives on.
+        let finished = std::panic::catch_unwind(AssertUnwindSafe(|| task(&slice))).unwrap_or(true);
+        let ran = started.elapsed();
+        let mut q = self.queues();
+        q.charge(lane, ran);
+        if !finished {
+            metrics::counter!("topoforge_bulk_slices_yielded_total").increment(1);
+            q.push(lane, task);
+        }
+        self.preempt.store(q.interactive_owed(), Ordering::Relaxed);
+        drop(q);
+        if !finished {
+            self.ticket(pool);
+        }
+    }
+
+    /// Asks the pool for one more pick.
+    fn ticket(self: &Arc<Self>, pool: &Arc<rayon::ThreadPool>) {
+        let shared = self.clone();
+        let p = pool.clone();
+        pool.spawn(move || shared.run_one(&p));
+    }
+}
+
+/// The analysis pool and its two-lane scheduler.
+pub(crate) struct Scheduler {
+    shared: Arc<Shared>,
+    /// `None` when the pool could not be built: jobs then run to completion on tokio's blocking pool.
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl Scheduler {
+    /// `threads` workers (0: one per core).
+    pub(crate) fn new(threads: usize) -> Scheduler {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("vigil-analysis-{i}"))
+            .build();
+        let pool = match pool {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the analysis pool; using the blocking pool");
+                None
+            }
+        };
+        Scheduler {
+            shared: Arc::new(Shared {
+                queues: Mutex::new(Queues::default()),
+                preempt: AtomicBool::new(false),
+            }),
+            pool,
+        }
+    }
+
+    /// Runs `step` on `lane` until it returns `Some`, and waits for that result. `step` should check
+    /// [`Slice::should_yield`] at its natural boundaries and return `None` when asked to; it is then called again
+    /// later. A panic in `step` becomes an internal error.
+    pub(crate) async fn run<T, F>(&self, lane: Lane, mut step: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnMut(&Slice<'_>) -> Option<T> + Send + 'static,
     {
-        let Some(queue) = &self.queue else {
-            return tokio::task::spawn_blocking(f)
-                .await
-                .map_err(|e| Error::internal_in("analysis task failed", e));
+        let Some(pool) = &self.pool else {
+            return tokio::task::spawn_blocking(move || {
+                let slice = Slice::unbounded();
+                loop {
+                    if let Some(v) = step(&slice) {
+                        return v;
+                    }
+                }
+            })
+            .await
+            .map_err(|e| Error::internal_in("analysis task failed", e));
         };
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            // A panic drops `tx`, which the waiting request sees as an error; the thread lives on.
-            if let Ok(v) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
-                let _ = tx.send(v);
+        let mut tx = Some(tx);
+        let task: Task = Box::new(move |slice| match step(slice) {
+            Some(v) => {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(v);
+                }
+                true
             }
+            None => false,
         });
-        queue
-            .send(job)
-            .map_err(|_| Error::internal_msg("bulk analysis threads stopped"))?;
-        rx.await
-            .map_err(|_| Error::internal_msg("analysis task failed (panicked)"))
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    if let Err(e) = set_idle_policy() {
-        tracing::debug!(error = %e, "SCHED_IDLE refused; lowering the bulk thread's nice value instead");
-        if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
-            tracing::debug!(error = %e, "could not lower the priority of a bulk analysis thread");
+        let waited = Instant::now();
+        {
+            let mut q = self.shared.queues();
+            q.push(lane, task);
+            self.shared
+                .preempt
+                .store(q.interactive_owed(), Ordering::Relaxed);
         }
+        self.shared.ticket(pool);
+        let v = rx
+            .await
+            .map_err(|_| Error::internal_msg("analysis task failed (panicked)"))?;
+        let lane_name = match lane {
+            Lane::Interactive => "interactive",
+            Lane::Bulk => "bulk",
+        };
+        metrics::histogram!("topoforge_analysis_job_seconds", "lane" => lane_name)
+            .record(waited.elapsed().as_secs_f64());
+        Ok(v)
     }
 }
-
-/// Puts the calling thread under `SCHED_IDLE`. No safe wrapper exists in our dependencies (rustix has none for
-/// `sched_setscheduler`); the benchmark that justifies the call is in the module docs.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn set_idle_policy() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 names the calling thread; `param` is a live, initialised `sched_param` on this stack frame
-    // for the whole call, and the kernel only reads it during the call (nothing keeps the pointer). The call
-    // changes scheduling only, never memory this program can observe.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// The calling thread's scheduling policy number, from `/proc` (field 41 of `stat`), for the tests.
-#[cfg(all(test, target_os = "linux"))]
-fn current_policy() -> Option<i32> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // The command name (field 2) may hold spaces; fields are counted after its closing parenthesis.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(41 - 3)?.parse().ok()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn noop() -> Task {
+        Box::new(|_: &Slice<'_>| true)
+    }
 
     #[tokio::test]
     async fn runs_jobs_and_survives_panics() {
-        let pool = BulkPool::new(2);
-        assert_eq!(pool.run(|| 6 * 7).await.expect("result"), 42);
-        assert!(pool.run(|| -> u8 { panic!("boom") }).await.is_err());
-        // Both threads still serve after a panic.
-        let (a, b) = tokio::join!(pool.run(|| 1), pool.run(|| 2));
+        let pool = Scheduler::new(2);
+        assert_eq!(
+            pool.run(Lane::Bulk, |_| Some(6 * 7)).await.expect("result"),
+            42
+        );
+        assert!(
+            pool.run(Lane::Bulk, |_| -> Option<u8> { panic!("boom") })
+                .await
+                .is_err()
+        );
+        // The threads still serve after a panic, on both lanes.
+        let (a, b) = tokio::join!(
+            pool.run(Lane::Interactive, |_| Some(1)),
+            pool.run(Lane::Bulk, |_| Some(2))
+        );
         assert_eq!((a.expect("a"), b.expect("b")), (1, 2));
     }
 
-    #[cfg(target_os = "linux")]
+    /// A job that yields is continued until it finishes, one step per call.
     #[tokio::test]
-    async fn bulk_threads_run_under_sched_idle_or_lower_nice() {
-        let pool = BulkPool::new(1);
-        let (policy, nice) = pool
-            .run(|| {
-                let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
-                (current_policy(), nice.expect("getpriority"))
+    async fn a_yielding_job_is_continued() {
+        let pool = Scheduler::new(1);
+        let mut steps = 0;
+        let n = pool
+            .run(Lane::Bulk, move |_| {
+                steps += 1;
+                (steps == 5).then_some(steps)
             })
             .await
             .expect("ran");
-        let ours = rustix::process::getpriority_process(Some(rustix::thread::gettid()))
-            .expect("getpriority");
-        assert_eq!(
-            current_policy(),
-            Some(0),
-            "the test thread runs under SCHED_OTHER"
-        );
-        // The fallback applies only where the kernel refuses SCHED_IDLE.
-        if policy != Some(libc::SCHED_IDLE) {
-            assert_eq!(nice, (ours + NICE).min(19));
+        assert_eq!(n, 5);
+    }
+
+    /// With one thread busy in a long bulk job, an interactive job is answered within a few of the bulk job's
+    /// event boundaries, not after the whole job.
+    #[tokio::test]
+    async fn interactive_work_preempts_a_running_bulk_job() {
+        let pool = Arc::new(Scheduler::new(1));
+        let events = Arc::new(AtomicUsize::new(0));
+        let counted = events.clone();
+        let bulk = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(Lane::Bulk, move |slice| {
+                    // 2,000 "events" of 0.1 ms each, 200 ms in all, yielding when asked.
+                    while counted.load(Ordering::Relaxed) < 2_000 {
+                        std::thread::sleep(Duration::from_micros(100));
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        if slice.should_yield() {
+                            return None;
+                        }
+                    }
+                    Some(())
+                })
+                .await
+            })
+        };
+        // Let the bulk job start.
+        while events.load(Ordering::Relaxed) < 10 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert!(policy == Some(libc::SCHED_IDLE) || nice > ours);
+        let at = pool
+            .run(Lane::Interactive, {
+                let events = events.clone();
+                move |_| Some(events.load(Ordering::Relaxed))
+            })
+            .await
+            .expect("interactive ran");
+        assert!(
+            at < 1_000,
+            "the interactive job waited for {at} of 2,000 bulk events"
+        );
+        bulk.await.expect("joined").expect("bulk ran");
+        assert_eq!(events.load(Ordering::Relaxed), 2_000);
+    }
+
+    /// The policy: interactive first, but bulk keeps a quarter of the time while both lanes have work.
+    #[test]
+    fn bulk_keeps_its_share_under_an_interactive_flood() {
+        let mut q = Queues::default();
+        for _ in 0..1_000 {
+            q.push(Lane::Interactive, noop());
+            q.push(Lane::Bulk, noop());
+        }
+        let (mut interactive, mut bulk) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..1_000 {
+            let lane = q.pick().expect("work queued");
+            assert!(q.pop(lane).is_some());
+            // Equal slices of 1 ms.
+            q.charge(lane, Duration::from_millis(1));
+            match lane {
+                Lane::Interactive => interactive += Duration::from_millis(1),
+                Lane::Bulk => bulk += Duration::from_millis(1),
+            }
+        }
+        let share = bulk.as_secs_f64() / (bulk + interactive).as_secs_f64();
+        assert!((0.24..=0.26).contains(&share), "bulk share {share}");
+    }
+
+    /// Interactive work arriving after a long bulk run goes first, but banks at most `MAX_CREDIT`.
+    #[test]
+    fn an_idle_lane_banks_bounded_credit() {
+        let mut q = Queues::default();
+        q.push(Lane::Bulk, noop());
+        for _ in 0..1_000 {
+            q.charge(Lane::Bulk, Duration::from_millis(1));
+        }
+        q.push(Lane::Interactive, noop());
+        assert_eq!(q.pick(), Some(Lane::Interactive));
+        assert!(q.interactive_owed());
+        let behind = q.bulk_pass - q.interactive_pass;
+        assert_eq!(u128::from(behind), MAX_CREDIT.as_nanos());
+        // Once interactive has used its credit (weighted), bulk runs again.
+        q.charge(
+            Lane::Interactive,
+            MAX_CREDIT * INTERACTIVE_WEIGHT + Duration::from_millis(1),
+        );
+        assert_eq!(q.pick(), Some(Lane::Bulk));
+        assert!(!q.interactive_owed());
     }
 }

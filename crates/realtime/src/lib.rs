@@ -3,6 +3,10 @@
 //! * `POST /api/ingest` (analyst): one event or an array → one analysis per event, in order; `?detail=compact`
 //!   (or `scores`) answers each event with stream, score, `is_anomaly` and incident id only, with the whole
 //!   analysis for anomalous events (or none) ([`answer`]).
+//! * Idempotent events, on `POST /api/ingest` and the socket: an event may carry a client `event_id` and/or a
+//!   per-source `seq`; one its stream already applied (a retried batch) is not applied again and is answered
+//!   `{"stream":…,"status":"duplicate","event_id":…,"seq":…}` in place of its analysis ([`dedup`]: the rule, the
+//!   bounds, and why it is stored in the state's own statement).
 //! * `WS /ws/stream`: the dashboard's socket (protocol below); `?token=` optional unless `STREAM_REQUIRE_AUTH`.
 //! * `GET /api/realtime/stream`: Server-Sent Events, event `anomaly`, data = the analysis result (same auth rule
 //!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header).
@@ -10,6 +14,9 @@
 //!   viewer reads, analyst writes).
 //! * `GET /api/streams` (viewer): every stream's current window, event count, last score and calibration status, read from
 //!   the stored state ([`overview`]; the console's overview polls it, since the broadcast carries anomalies only).
+//!
+//! Analyses run on one pool whose scheduler puts a socket's single events ahead of bulk batches, which run in
+//! slices of about a millisecond and keep a guaranteed share (`bulk.rs`; no OS priority classes).
 //!
 //! Each event is analysed with its stream's state ([`vigil_stream`]) by the [`Pipeline`]; consecutive anomalous events of a stream form
 //! an incident ([`incident`]: when it opens, grows and closes), stored as one row of `anomalies` (the peak's
@@ -53,7 +60,9 @@
 //! Metrics: `topoforge_events_total`, `topoforge_windows_analysed_total`, `topoforge_anomalies_total` (incidents
 //! opened), `topoforge_incidents_total{event="opened"|"closed"}`,
 //! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_ws_reply_seconds` (histogram, from
-//! reading a WebSocket event to flushing its analysis), `topoforge_state_conflicts_total`,
+//! reading a WebSocket event to flushing its analysis), `topoforge_analysis_job_seconds{lane}` (histogram, from
+//! queueing an analysis job to its result), `topoforge_bulk_slices_yielded_total`,
+//! `topoforge_duplicate_events_total`, `topoforge_state_conflicts_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
 //! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (`websocket` alerts delivered and dropped;
 //! the names predate the one-verb rule and stay, since dashboards read them; webhook metrics are the dispatcher's),
@@ -62,6 +71,7 @@
 pub mod alerts;
 pub mod answer;
 mod bulk;
+pub mod dedup;
 pub mod hub;
 pub mod incident;
 mod messages;
@@ -103,8 +113,8 @@ pub struct RealtimeConfig {
     /// Streams whose state this process keeps in memory (others reload from the database).
     #[arg(long, env = "STREAM_CACHE_STREAMS", default_value_t = 10_000)]
     pub stream_cache_streams: usize,
-    /// Threads that analyse `POST /api/ingest` batches, below WebSocket events in the OS scheduler (Linux:
-    /// `SCHED_IDLE`; 0: one per core).
+    /// Threads that analyse events (0: one per core). They run at normal priority; a scheduler in the process
+    /// puts a socket's single events ahead of `POST /api/ingest` batches and keeps the batches a guaranteed share.
     #[arg(long, env = "STREAM_INGEST_THREADS", default_value_t = 0)]
     pub stream_ingest_threads: usize,
     /// Streams that a socket without a token may feed events into (comma-separated; `*` for every stream; empty,

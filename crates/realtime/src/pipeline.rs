@@ -6,7 +6,7 @@
 //! `UPDATE … WHERE version = <cached>`. If another replica wrote in between, the write misses: the cache is dropped,
 //! the state re-read, and the batch recomputed before anything is answered — so every answer corresponds to a
 //! state that was durably stored, and no replica ever builds on a stale window. Within a replica a per-stream async
-//! mutex serialises batches of the same stream (different streams run in parallel on the blocking pool). A batch
+//! mutex serialises batches of the same stream (different streams run in parallel on the analysis pool). A batch
 //! that loses the race once retries in locked turns across replicas ([`streams::StreamLock`]: the row read
 //! `FOR UPDATE` and written in one transaction), so contention costs a wait, not a 503 (`contended_replicas_wait_instead_of_failing`: 8 writers on 2 replicas,
 //! 160 batches: 13 answered 503 before, none now; 1.2 s → 1.7 s for all of them).
@@ -21,7 +21,7 @@
 //! only when the model was refitted. A WebSocket event is its own batch and pays one small `UPDATE` (the state
 //! without its model) — the price of answering only from stored states.
 //!
-//! Work placement: the analysis, and the JSON of each result, run on the blocking pool ([`Outcome::json`]), so
+//! Work placement: the analysis, and the JSON of each result, run on the analysis pool (`bulk.rs`, [`Outcome::json`]), so
 //! the async threads that read sockets only copy bytes; a megabyte-sized ingest answer never stalls a socket.
 
 use std::collections::HashMap;
@@ -30,7 +30,9 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
 use crate::answer::{self, Detail};
-use crate::bulk::BulkPool;
+pub use crate::bulk::Lane;
+use crate::bulk::{Scheduler, Slice};
+use crate::dedup::{self, Key, Seen};
 use crate::incident::{self, Notice, Tracker};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -41,10 +43,13 @@ use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
 
 /// Parses one event (with the server's receive time), naming its position in a batch on error.
 pub(crate) fn parse_event(v: &Value, index: Option<usize>) -> Result<Event, Error> {
-    let e = Event::from_json(v).map_err(|e| match index {
+    let refuse = |e: &dyn std::fmt::Display| match index {
         Some(i) => Error::unprocessable(format!("event {i}: {e}")),
         None => Error::unprocessable(e.to_string()),
-    })?;
+    };
+    let e = Event::from_json(v).map_err(|e| refuse(&e))?;
+    // The pipeline reads the identity again from the event; here it is only checked, so a bad one is a 422.
+    crate::dedup::key(v).map_err(|e| refuse(&e))?;
     Ok(e.received(chrono::Utc::now()))
 }
 
@@ -68,25 +73,36 @@ struct Cached {
     config: StreamConfig,
     /// The stream's open incident, as stored with `state`.
     incidents: Tracker,
+    /// The client event ids and sequence applied, as stored with `state`.
+    seen: Seen,
 }
 
 /// The per-stream caches of this process.
 pub struct Pipeline {
     slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
     max_cached: usize,
-    bulk: BulkPool,
+    analysis: Scheduler,
 }
 
 /// One analysed event.
 pub struct Outcome {
     pub event: Event,
-    pub analysis: Analysis,
+    /// `None` for an event already applied (a duplicate by its `event_id` or `seq`, see `dedup.rs`): it was not
+    /// analysed again, and `json` says so.
+    pub analysis: Option<Analysis>,
     /// `analysis` as JSON in the requested [`Detail`] form (the whole result unless an ingest asked for less),
-    /// serialised on the blocking pool with the analysis itself, so the async threads only copy it into replies
+    /// serialised on the analysis pool with the analysis itself, so the async threads only copy it into replies
     /// (a 100-event batch answers with about a megabyte in full).
     pub json: Box<RawValue>,
     /// The threshold `is_anomaly` was decided with.
     pub threshold: f64,
+}
+
+impl Outcome {
+    /// The event's analysis result, when it was analysed and its stream's window was full.
+    pub fn result(&self) -> Option<&vigil_stream::AnalysisResult> {
+        self.analysis.as_ref().and_then(Analysis::result)
+    }
 }
 
 /// One stream's stored batch: its outcomes tagged with their input positions, and the incidents it opened or
@@ -96,22 +112,13 @@ pub struct StreamBatch {
     pub notices: Vec<Notice>,
 }
 
-/// Where an analysis runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// `POST /api/ingest` batches and frames a socket pipelined: the `SCHED_IDLE` bulk threads (see `bulk.rs`).
-    Bulk,
-    /// One WebSocket event, whose sender waits: tokio's blocking pool at normal priority, ahead of bulk work.
-    Interactive,
-}
-
 impl Pipeline {
-    /// `bulk_threads` analyse [`Lane::Bulk`] work (0: one per core).
-    pub fn new(max_cached: usize, bulk_threads: usize) -> Self {
+    /// `analysis_threads` analyse both lanes' work (0: one per core; see `bulk.rs`).
+    pub fn new(max_cached: usize, analysis_threads: usize) -> Self {
         Pipeline {
             slots: StdMutex::new(HashMap::new()),
             max_cached: max_cached.max(1),
-            bulk: BulkPool::new(bulk_threads),
+            analysis: Scheduler::new(analysis_threads),
         }
     }
 
@@ -255,7 +262,12 @@ impl Pipeline {
     ) -> StreamRun {
         let slot = self.slot(&stream);
         let mut slot = slot.lock().await;
-        let (indices, mut batch): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
+        // Each event's client identity (validated when the request was parsed); see `dedup.rs`.
+        let mut pending: Vec<(usize, Key, Event)> = events
+            .into_iter()
+            .map(|(i, e)| (i, dedup::key(&e.raw).unwrap_or_default(), e))
+            .collect();
+        let keyed = pending.iter().any(|(_, k, _)| !k.is_empty());
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel_when_dropped = CancelOnDrop(cancelled.clone());
         // After a lost race every attempt is a locked turn: it reads the row under the lock and writes it.
@@ -278,34 +290,61 @@ impl Pipeline {
             if let Some(t) = threshold {
                 cfg.anomaly_threshold = t;
             }
+            let thr = cfg.anomaly_threshold;
+            // Events already applied (by an earlier attempt of the client, or earlier in this batch) are set
+            // aside, judged against the state this attempt builds on.
+            let mut seen = keyed.then(|| cached.seen.clone());
+            let (mut fresh, mut duplicates) = (Vec::new(), Vec::new());
+            for (i, key, event) in pending.drain(..) {
+                match seen.as_mut() {
+                    Some(seen) if seen.is_duplicate(&key) => duplicates.push((i, key, event)),
+                    Some(seen) => {
+                        seen.record(&key);
+                        fresh.push((i, key, event));
+                    }
+                    None => fresh.push((i, key, event)),
+                }
+            }
+            if fresh.is_empty() {
+                // Nothing to apply, nothing to store: the stream stays as it is.
+                slot.cached = Some(cached);
+                return Ok(StreamBatch {
+                    outcomes: duplicate_outcomes(&stream, duplicates, thr)?,
+                    notices: Vec::new(),
+                });
+            }
+            let seen_json = match &seen {
+                Some(s) => Some(s.to_json().map_err(Error::internal)?),
+                None => None,
+            };
             let Cached {
                 state,
                 version,
                 stored_generation,
                 config,
                 incidents,
+                seen: seen_before,
             } = cached;
-            // The events travel to the blocking pool and back (a lost race recomputes them) instead of being cloned.
-            let flag = cancelled.clone();
-            let job = move || {
-                let computed = compute(
-                    state,
-                    incidents,
-                    &batch,
-                    &cfg,
-                    stored_generation,
-                    &flag,
-                    detail,
-                );
-                (computed, batch)
-            };
-            let (computed, events) = match lane {
-                Lane::Bulk => self.bulk.run(job).await?,
-                Lane::Interactive => tokio::task::spawn_blocking(job)
-                    .await
-                    .map_err(|e| Error::internal_in("analysis task failed", e))?,
-            };
-            batch = events;
+            let (meta, batch): (Vec<(usize, Key)>, Vec<Event>) =
+                fresh.into_iter().map(|(i, k, e)| ((i, k), e)).unzip();
+            // The events travel to the analysis pool and back (a lost race recomputes them) instead of being
+            // cloned; the job runs in slices (see `bulk.rs`) and hands them back with its result.
+            let mut job = Compute::new(
+                state,
+                incidents,
+                batch,
+                cfg,
+                stored_generation,
+                cancelled.clone(),
+                detail,
+            );
+            let (computed, batch) = self
+                .analysis
+                .run(lane, move |slice| {
+                    job.step(slice)
+                        .map(|computed| (computed, std::mem::take(&mut job.batch)))
+                })
+                .await?;
             let Computed {
                 state,
                 analyses,
@@ -330,6 +369,7 @@ impl Pipeline {
                 model,
                 incident: tracker_json.as_deref(),
                 incidents: &batch_incidents.writes,
+                dedup: seen_json.as_deref(),
             };
             let saved = match lock {
                 Some(l) => l.save(&app.store, write).await?,
@@ -344,30 +384,25 @@ impl Pipeline {
                         stored_generation: generation,
                         config,
                         incidents,
+                        seen: seen.unwrap_or(seen_before),
                     });
-                    let thr = threshold.unwrap_or(
-                        slot.cached
-                            .as_ref()
-                            .map_or(StreamConfig::default().anomaly_threshold, |c| {
-                                c.config.anomaly_threshold
-                            }),
-                    );
-                    let outcomes = indices
+                    let mut outcomes: Vec<(usize, Outcome)> = meta
                         .into_iter()
                         .zip(batch)
                         .zip(analyses)
-                        .map(|((i, event), (analysis, json))| {
+                        .map(|(((i, _), event), (analysis, json))| {
                             (
                                 i,
                                 Outcome {
                                     event,
-                                    analysis,
+                                    analysis: Some(analysis),
                                     json,
                                     threshold: thr,
                                 },
                             )
                         })
                         .collect();
+                    outcomes.extend(duplicate_outcomes(&stream, duplicates, thr)?);
                     return Ok(StreamBatch {
                         outcomes,
                         notices: batch_incidents.notices,
@@ -377,6 +412,14 @@ impl Pipeline {
                     metrics::counter!("topoforge_state_conflicts_total").increment(1);
                     tracing::debug!(%stream, attempt, "stream state changed under us; re-reading");
                     contended = true;
+                    // The next attempt judges every event again, against the state it reads.
+                    pending = meta
+                        .into_iter()
+                        .zip(batch)
+                        .map(|((i, k), e)| (i, k, e))
+                        .chain(duplicates)
+                        .collect();
+                    pending.sort_unstable_by_key(|(i, _, _)| *i);
                 }
             }
         }
@@ -400,6 +443,31 @@ impl Drop for CancelOnDrop {
 /// One stream's batch, or why it failed.
 type StreamRun = Result<StreamBatch, Error>;
 
+/// The answers for events already applied (see `dedup.rs`).
+fn duplicate_outcomes(
+    stream: &str,
+    duplicates: Vec<(usize, Key, Event)>,
+    threshold: f64,
+) -> Result<Vec<(usize, Outcome)>, Error> {
+    metrics::counter!("topoforge_duplicate_events_total").increment(duplicates.len() as u64);
+    duplicates
+        .into_iter()
+        .map(|(i, key, event)| {
+            let json = serde_json::value::to_raw_value(&key.duplicate_answer(stream))
+                .map_err(Error::internal)?;
+            Ok((
+                i,
+                Outcome {
+                    event,
+                    analysis: None,
+                    json,
+                    threshold,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// What [`compute`] produces for one stream's batch.
 struct Computed {
     state: StreamState,
@@ -411,75 +479,174 @@ struct Computed {
     batch_incidents: incident::BatchIncidents,
 }
 
-/// The CPU-bound part: analyses the batch, runs the results through the incident tracker, serialises each
-/// analysis and the new state. Runs on the blocking pool.
+/// The CPU-bound part of one stream's batch, as a job that runs in slices: pushes the events, runs the results
+/// through the incident tracker, serialises each analysis and the new state. A bulk job stops at the next event
+/// (pushed or serialised) when its [`Slice`] says so and continues where it stopped on its next slice.
+struct Compute {
+    state: Option<StreamState>,
+    incidents: Tracker,
+    batch: Vec<Event>,
+    cfg: StreamConfig,
+    stored_generation: i64,
+    cancelled: Arc<AtomicBool>,
+    detail: Detail,
+    pushed: Vec<Analysis>,
+    /// Set once every event is pushed and tracked.
+    tracked: Option<incident::BatchIncidents>,
+    analyses: Vec<(Analysis, Box<RawValue>)>,
+}
+
+impl Compute {
+    fn new(
+        state: StreamState,
+        incidents: Tracker,
+        batch: Vec<Event>,
+        cfg: StreamConfig,
+        stored_generation: i64,
+        cancelled: Arc<AtomicBool>,
+        detail: Detail,
+    ) -> Compute {
+        Compute {
+            state: Some(state),
+            incidents,
+            pushed: Vec::with_capacity(batch.len()),
+            analyses: Vec::with_capacity(batch.len()),
+            batch,
+            cfg,
+            stored_generation,
+            cancelled,
+            detail,
+            tracked: None,
+        }
+    }
+
+    /// One slice: `None` when it yielded with work left, else the result (called again after a result, it
+    /// answers with an error rather than panicking).
+    fn step(&mut self, slice: &Slice<'_>) -> Option<Result<Computed, Error>> {
+        let Some(state) = self.state.as_mut() else {
+            return Some(Err(Error::internal_msg(
+                "analysis job resumed after it finished",
+            )));
+        };
+        // Pushing ends when every event is pushed and the batch is tracked; after that `pushed` drains into
+        // `analyses`, so its length no longer says how far pushing got.
+        while self.tracked.is_none() && self.pushed.len() < self.batch.len() {
+            if self.cancelled.load(Ordering::Relaxed) {
+                metrics::counter!("topoforge_batches_abandoned_total").increment(1);
+                self.state = None;
+                return Some(Err(Error::Unavailable(
+                    "the request was abandoned; its batch was not analysed".into(),
+                )));
+            }
+            let e = &self.batch[self.pushed.len()];
+            let started = Instant::now();
+            let a = match state.analyse(e, &self.cfg) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.state = None;
+                    return Some(Err(Error::unprocessable(e.to_string())));
+                }
+            };
+            metrics::histogram!("topoforge_analysis_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("topoforge_events_total").increment(1);
+            if a.result().is_some() {
+                metrics::counter!("topoforge_windows_analysed_total").increment(1);
+            }
+            self.pushed.push(a);
+            if self.pushed.len() < self.batch.len() && slice.should_yield() {
+                return None;
+            }
+        }
+        if self.tracked.is_none() {
+            let mut results: Vec<Option<&mut vigil_stream::AnalysisResult>> = self
+                .pushed
+                .iter_mut()
+                .map(|a| match a {
+                    Analysis::Result(r) => Some(&mut **r),
+                    Analysis::Buffering(_) => None,
+                })
+                .collect();
+            self.tracked = Some(incident::track(
+                &mut self.incidents,
+                state.stream(),
+                &self.batch,
+                &mut results,
+                self.cfg.anomaly_threshold,
+                u64::try_from(self.cfg.detector.dim).unwrap_or(u64::MAX),
+                vigil_store::time::now_ms(),
+            ));
+            // Serialised in input order from the back of `pushed`: reversed once here, popped one by one below.
+            self.pushed.reverse();
+            if slice.should_yield() {
+                return None;
+            }
+        }
+        while let Some(a) = self.pushed.pop() {
+            let e = &self.batch[self.analyses.len()];
+            match answer::to_json(&a, &e.stream, self.detail) {
+                Ok(json) => self.analyses.push((a, json)),
+                Err(e) => {
+                    self.state = None;
+                    return Some(Err(Error::internal(e)));
+                }
+            }
+            if !self.pushed.is_empty() && slice.should_yield() {
+                return None;
+            }
+        }
+        let state = self.state.take()?;
+        Some(self.finish(state))
+    }
+
+    fn finish(&mut self, state: StreamState) -> Result<Computed, Error> {
+        // The model is serialised only when it changed since the stored one (its JSON dominates the state's size).
+        let parts = state
+            .to_parts_after(u64::try_from(self.stored_generation).ok())
+            .map_err(Error::internal)?;
+        let incidents = std::mem::take(&mut self.incidents);
+        let tracker_json = match &incidents.open {
+            Some(_) => Some(serde_json::to_string(&incidents).map_err(Error::internal)?),
+            None => None,
+        };
+        Ok(Computed {
+            state,
+            analyses: std::mem::take(&mut self.analyses),
+            parts,
+            incidents,
+            tracker_json,
+            batch_incidents: self.tracked.take().unwrap_or_default(),
+        })
+    }
+}
+
+/// [`Compute`] to completion in one call (tests).
+#[cfg(test)]
 fn compute(
-    mut state: StreamState,
-    mut incidents: Tracker,
+    state: StreamState,
+    incidents: Tracker,
     batch: &[Event],
     cfg: &StreamConfig,
     stored_generation: i64,
     cancelled: &AtomicBool,
     detail: Detail,
 ) -> Result<Computed, Error> {
-    let mut analysed = Vec::with_capacity(batch.len());
-    for e in batch {
-        if cancelled.load(Ordering::Relaxed) {
-            metrics::counter!("topoforge_batches_abandoned_total").increment(1);
-            return Err(Error::Unavailable(
-                "the request was abandoned; its batch was not analysed".into(),
-            ));
-        }
-        let started = Instant::now();
-        let a = state
-            .analyse(e, cfg)
-            .map_err(|e| Error::unprocessable(e.to_string()))?;
-        metrics::histogram!("topoforge_analysis_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("topoforge_events_total").increment(1);
-        if a.result().is_some() {
-            metrics::counter!("topoforge_windows_analysed_total").increment(1);
-        }
-        analysed.push(a);
-    }
-    let mut results: Vec<Option<&mut vigil_stream::AnalysisResult>> = analysed
-        .iter_mut()
-        .map(|a| match a {
-            Analysis::Result(r) => Some(&mut **r),
-            Analysis::Buffering(_) => None,
-        })
-        .collect();
-    let batch_incidents = incident::track(
-        &mut incidents,
-        state.stream(),
-        batch,
-        &mut results,
-        cfg.anomaly_threshold,
-        u64::try_from(cfg.detector.dim).unwrap_or(u64::MAX),
-        vigil_store::time::now_ms(),
-    );
-    drop(results);
-    let mut analyses = Vec::with_capacity(analysed.len());
-    for (a, e) in analysed.into_iter().zip(batch) {
-        let json = answer::to_json(&a, &e.stream, detail).map_err(Error::internal)?;
-        analyses.push((a, json));
-    }
-    // The model is serialised only when it changed since the stored one (its JSON dominates the state's size).
-    let parts = state
-        .to_parts_after(u64::try_from(stored_generation).ok())
-        .map_err(Error::internal)?;
-    let tracker_json = match &incidents.open {
-        Some(_) => Some(serde_json::to_string(&incidents).map_err(Error::internal)?),
-        None => None,
-    };
-    Ok(Computed {
+    let flag = Arc::new(AtomicBool::new(cancelled.load(Ordering::Relaxed)));
+    let mut job = Compute::new(
         state,
-        analyses,
-        parts,
         incidents,
-        tracker_json,
-        batch_incidents,
-    })
+        batch.to_vec(),
+        cfg.clone(),
+        stored_generation,
+        flag,
+        detail,
+    );
+    let slice = Slice::unbounded();
+    loop {
+        if let Some(done) = job.step(&slice) {
+            return done;
+        }
+    }
 }
 
 async fn load(app: &AppState, stream: &str) -> Result<Cached, Error> {
@@ -498,6 +665,7 @@ fn cached_from(stream: &str, row: Option<streams::StoredStream>) -> Cached {
             stored_generation: 0,
             config: StreamConfig::default(),
             incidents: Tracker::default(),
+            seen: Seen::default(),
         };
     };
     let config = match row.config.as_deref() {
@@ -524,18 +692,92 @@ fn cached_from(stream: &str, row: Option<streams::StoredStream>) -> Cached {
         }),
         None => Tracker::default(),
     };
+    let seen = match row.dedup.as_deref() {
+        Some(d) => Seen::from_json(d).unwrap_or_else(|e| {
+            // Forgetting applied ids risks applying a retried event twice, the behaviour without ids; refusing
+            // every event of the stream would be worse.
+            tracing::warn!(%stream, error = %e, "stored event ids unusable; starting without them");
+            Seen::default()
+        }),
+        None => Seen::default(),
+    };
     Cached {
         state,
         version: Some(row.version),
         stored_generation: row.model_generation,
         config,
         incidents,
+        seen,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job stopped at every event boundary (a bulk slice always asked to yield) ends exactly as one run whole.
+    #[test]
+    fn a_batch_computed_in_slices_equals_one_computed_whole() {
+        let mut r = vigil_stream::bench_data::SplitMix::new(3);
+        let mut events: Vec<Event> = (0..150)
+            .map(|_| Event::new("s", 10.0 + r.normal(), None))
+            .collect();
+        events[120].value = 60.0;
+        let whole = compute(
+            StreamState::new("s"),
+            Tracker::default(),
+            &events,
+            &StreamConfig::default(),
+            0,
+            &AtomicBool::new(false),
+            Detail::Full,
+        )
+        .expect("whole");
+        let mut job = Compute::new(
+            StreamState::new("s"),
+            Tracker::default(),
+            events.clone(),
+            StreamConfig::default(),
+            0,
+            Arc::new(AtomicBool::new(false)),
+            Detail::Full,
+        );
+        let slice = Slice::always_yield();
+        let mut slices = 1;
+        let sliced = loop {
+            match job.step(&slice) {
+                Some(done) => break done.expect("sliced"),
+                None => slices += 1,
+            }
+        };
+        // One slice per event pushed and per event serialised (the last of each runs on), plus the tracking.
+        assert_eq!(slices, 2 * events.len());
+        // Incident ids are random per run; everything else must match.
+        let json = |c: &Computed| -> Vec<serde_json::Value> {
+            c.analyses
+                .iter()
+                .map(|(_, j)| {
+                    let mut v: serde_json::Value = serde_json::from_str(j.get()).expect("json");
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("incident_id");
+                    }
+                    v
+                })
+                .collect()
+        };
+        let (a, b) = (json(&sliced), json(&whole));
+        assert!(a == b, "sliced and whole analyses differ");
+        assert!(
+            b.iter()
+                .any(|v| v.get("is_anomaly") == Some(&serde_json::Value::Bool(true))),
+            "the spike is flagged"
+        );
+        assert!(sliced.parts.core == whole.parts.core, "states differ");
+        assert_eq!(
+            sliced.batch_incidents.notices.len(),
+            whole.batch_incidents.notices.len()
+        );
+    }
 
     /// A dropped request stops its batch at the next event: nothing is analysed after the flag is set.
     #[test]

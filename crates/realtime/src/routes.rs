@@ -43,6 +43,16 @@ struct EventDoc {
     /// names it instead (the same rule).
     #[schema(min_length = 1, max_length = 128)]
     stream: Option<String>,
+    /// A client id making the event idempotent: an event whose id is among the last 1,000 ids its stream applied
+    /// is answered `{"stream","status":"duplicate","event_id","seq"}` and not applied again. 1–128 bytes (or a
+    /// non-negative integer, the same id as its decimal text).
+    #[schema(min_length = 1, max_length = 128)]
+    event_id: Option<String>,
+    /// A per-source sequence number (the source is the event's stream): an event numbered at or below the highest
+    /// `seq` its stream applied is a duplicate (answered as for `event_id`), so an in-order producer can retry any
+    /// batch after a failure.
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_992_u64)]
+    seq: Option<u64>,
 }
 
 /// An event's time: text or Unix seconds.
@@ -98,15 +108,17 @@ pub(crate) struct IngestQuery {
 /// Analyses one event (a JSON object) or a batch (an array of objects), in order; answers with one analysis per
 /// event (an object for an object, an array for an array). Events of different streams run in parallel.
 /// `?detail=compact|scores` answers each event with its score, flag and incident only (see [`crate::answer`]).
+/// Events carrying an `event_id` or `seq` their stream already applied (a retried batch) are not applied again:
+/// each is answered `{"stream":…,"status":"duplicate","event_id":…,"seq":…}` in every `detail` form.
 #[utoipa::path(post, path = "/api/ingest", tag = "streams", security(("bearer" = [])),
     params(IngestQuery),
     request_body(content = IngestBody, description = "An event object, or an array of them"),
     responses(
-        (status = 200, description = "The analysis of each event, in the `detail` form", body = Value),
+        (status = 200, description = "The analysis of each event, in the `detail` form; an event already applied (by `event_id` or `seq`) is `{\"stream\",\"status\":\"duplicate\",\"event_id\",\"seq\"}`", body = Value),
         (status = 401, description = "Not authenticated"),
         (status = 403, description = "Not an analyst"),
         (status = 413, description = "More events than `STREAM_MAX_BATCH` (10,000) in one batch"),
-        (status = 422, description = "An event is not usable, or `detail` is not full, compact or scores"),
+        (status = 422, description = "An event is not usable (including a malformed `event_id` or `seq`), or `detail` is not full, compact or scores"),
     ))]
 pub(crate) async fn ingest(
     State(app): State<AppState>,
@@ -141,7 +153,7 @@ pub(crate) async fn ingest(
     // Announced even if another stream's batch failed: the stored streams' incidents are committed.
     crate::alerts::handle_incidents(&app, &rt, notices);
     let outcomes = outcomes?;
-    // The analyses were serialised on the blocking pool; here they are only copied into the body.
+    // The analyses were serialised on the analysis pool; here they are only copied into the body.
     let body = if single {
         outcomes
             .first()

@@ -381,7 +381,7 @@ fn analysis_reply(o: &Outcome, original: &Value, received: Instant) -> Reply {
 }
 
 /// `{"type":"analysis","data":…,"original_event":…}`, written straight from the analysis serialised on the
-/// blocking pool (no intermediate `Value` tree per reply).
+/// analysis pool (no intermediate `Value` tree per reply).
 #[derive(serde::Serialize)]
 struct AnalysisFrame<'a> {
     #[serde(rename = "type")]

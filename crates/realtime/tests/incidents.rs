@@ -317,10 +317,7 @@ async fn a_restart_mid_incident_continues_it_and_replays_give_the_same_incidents
             .await;
         let done = done.expect("processed after the restart");
         assert_eq!(
-            done[0]
-                .analysis
-                .result()
-                .and_then(|r| r.incident_id.clone()),
+            done[0].result().and_then(|r| r.incident_id.clone()),
             Some(opened.clone()),
             "{}: the next event continues the open incident",
             app.label
@@ -357,7 +354,7 @@ async fn a_restart_mid_incident_continues_it_and_replays_give_the_same_incidents
                 )
             })
             .chain(done.iter().map(|o| {
-                let r = o.analysis.result();
+                let r = o.result();
                 (
                     r.map_or(-1.0, |r| r.anomaly_score),
                     r.is_some_and(|r| r.is_anomaly),
@@ -524,7 +521,7 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
                         }
                     };
                     for o in done.expect("stored") {
-                        if let Some(r) = o.analysis.result()
+                        if let Some(r) = o.result()
                             && let Some(id) = &r.incident_id
                         {
                             ids.push(id.clone());

@@ -30,6 +30,8 @@ pub struct StoredStream {
     /// The incident tracker (JSON, written by `vigil-realtime`'s `incident` module); `None` when no incident is
     /// open.
     pub incident: Option<String>,
+    /// What the stream remembers of applied client event ids and sequence numbers (JSON, see [`crate::dedup`]).
+    pub dedup: Option<String>,
 }
 
 /// A row as selected by [`COLUMNS`].
@@ -42,13 +44,14 @@ type Row = (
     Option<String>,
     i64,
     Option<String>,
+    Option<String>,
 );
 
 const COLUMNS: &str =
-    "stream, version, state, model, model_generation, config, updated_at, incident";
+    "stream, version, state, model, model_generation, config, updated_at, incident, dedup";
 
 fn from_row(r: Row) -> StoredStream {
-    let (stream, version, state, model, model_generation, config, updated_at, incident) = r;
+    let (stream, version, state, model, model_generation, config, updated_at, incident, dedup) = r;
     StoredStream {
         stream,
         version,
@@ -58,6 +61,7 @@ fn from_row(r: Row) -> StoredStream {
         config,
         updated_at,
         incident,
+        dedup,
     }
 }
 
@@ -157,6 +161,9 @@ pub struct Write<'a> {
     pub incident: Option<&'a str>,
     /// The batch's anomaly-log incident rows, written in the state's transaction and only if the state write lands.
     pub incidents: &'a [IncidentWrite],
+    /// The stream's applied event ids and sequence (`stream_states.dedup`) when the batch changed them; `None`
+    /// keeps the stored value.
+    pub dedup: Option<&'a str>,
 }
 
 /// Writes a stream's state if nobody else wrote since `expected_version` was read, and with it, in one
@@ -187,8 +194,8 @@ async fn save_on<'e, E: Executor<'e, Database = Any>>(
         (None, model) => {
             // Insert-if-absent: a concurrent first writer makes this a no-op, which we report as a conflict.
             sqlx::query(
-                "INSERT INTO stream_states (stream, version, state, model, model_generation, updated_at, incident) \
-                 VALUES ($1, 1, $2, $3, $4, $5, $6) ON CONFLICT (stream) DO NOTHING",
+                "INSERT INTO stream_states (stream, version, state, model, model_generation, updated_at, incident, dedup) \
+                 VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT (stream) DO NOTHING",
             )
             .bind(w.stream)
             .bind(state)
@@ -196,26 +203,28 @@ async fn save_on<'e, E: Executor<'e, Database = Any>>(
             .bind(model.map_or(0, |m| m.1))
             .bind(now)
             .bind(w.incident)
+            .bind(w.dedup)
             .execute(exec)
             .await?
         }
         (Some(v), None) => {
             sqlx::query(
-                "UPDATE stream_states SET version = version + 1, state = $1, updated_at = $2, incident = $3 \
-                 WHERE stream = $4 AND version = $5",
+                "UPDATE stream_states SET version = version + 1, state = $1, updated_at = $2, incident = $3, \
+                 dedup = COALESCE($6, dedup) WHERE stream = $4 AND version = $5",
             )
             .bind(state)
             .bind(now)
             .bind(w.incident)
             .bind(w.stream)
             .bind(v)
+            .bind(w.dedup)
             .execute(exec)
             .await?
         }
         (Some(v), Some((model, generation))) => {
             sqlx::query(
                 "UPDATE stream_states SET version = version + 1, state = $1, model = $2, model_generation = $3, \
-                 updated_at = $4, incident = $5 WHERE stream = $6 AND version = $7",
+                 updated_at = $4, incident = $5, dedup = COALESCE($8, dedup) WHERE stream = $6 AND version = $7",
             )
             .bind(state)
             .bind(model.to_vec())
@@ -224,6 +233,7 @@ async fn save_on<'e, E: Executor<'e, Database = Any>>(
             .bind(w.incident)
             .bind(w.stream)
             .bind(v)
+            .bind(w.dedup)
             .execute(exec)
             .await?
         }
@@ -345,6 +355,7 @@ mod tests {
                 model: None,
                 incident: None,
                 incidents: &[],
+                dedup: None,
             };
             assert_eq!(save(s, first).await.unwrap(), Saved::Ok(1), "{}", db.label);
             // A second "first" writer loses.
@@ -361,6 +372,7 @@ mod tests {
                 model: Some((&[1, 2, 3], 1)),
                 incident: None,
                 incidents: &[],
+                dedup: None,
             };
             assert_eq!(save(s, next).await.unwrap(), Saved::Ok(2), "{}", db.label);
             // A writer still holding version 1 loses.
@@ -391,6 +403,7 @@ mod tests {
                 model: None,
                 incident: None,
                 incidents: &[],
+                dedup: None,
             };
             assert_eq!(save(s, third).await.unwrap(), Saved::Ok(3), "{}", db.label);
             assert_eq!(

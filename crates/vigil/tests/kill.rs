@@ -3,7 +3,8 @@
 //!
 //! - Mid-ingest: every event whose batch was acknowledged (200) must be in its stream's stored state after the
 //!   restart, and nothing beyond the batches that were sent; every acknowledged `POST /api/anomalies` (201) must
-//!   be readable. Unacknowledged work may or may not be there.
+//!   be readable. Unacknowledged work may or may not be there, and a client that retries its unacknowledged
+//!   batches (events numbered with `seq`) ends with every event applied exactly once.
 //! - Mid-training (MaxiDOM): profiles that became ready just before the kill must get their model promptly after
 //!   the restart (within a few claim TTLs), with no further `/train`.
 //!
@@ -72,6 +73,11 @@ async fn stored_events(
     count - 1
 }
 
+/// The `n`th event (from 0) of stream `kill-{s}`, numbered for idempotent retries.
+fn event(s: usize, n: usize) -> Value {
+    json!({"stream": format!("kill-{s}"), "value": n as f64, "seq": n + 1})
+}
+
 const STREAMS: usize = 4;
 const BATCH: usize = 10;
 /// Streams are configured to buffer up to this many events, so the `count` of a buffering answer is the number of
@@ -113,11 +119,15 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_write() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let batch: Vec<Value> = (0..BATCH)
-                        .map(|i| json!({"stream": format!("kill-{s}"), "value": (b * BATCH + i) as f64}))
-                        .collect();
+                    let batch: Vec<Value> = (0..BATCH).map(|i| event(s, b * BATCH + i)).collect();
                     sent[s].fetch_add(BATCH, Ordering::SeqCst);
-                    let Ok(r) = http.post(&url).bearer_auth(&token).json(&batch).send().await else {
+                    let Ok(r) = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&batch)
+                        .send()
+                        .await
+                    else {
                         break;
                     };
                     if r.status() != 200 {
@@ -188,6 +198,31 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_write() {
             assert!(
                 a <= stored && stored <= n,
                 "{l}: stream {s}: sent {n}, acknowledged {a}, stored {stored}"
+            );
+            // The client retries everything it sent without an answer: what was applied before the kill is
+            // answered as duplicate, the rest is applied, and the stream holds each event once (plus the probe).
+            let retry: Vec<Value> = (a..n).map(|i| event(s, i)).collect();
+            let answer: Vec<Value> = http
+                .post(server.url("/api/ingest"))
+                .bearer_auth(&token)
+                .json(&retry)
+                .send()
+                .await
+                .expect("retry")
+                .json()
+                .await
+                .expect("retry json");
+            let duplicates = answer.iter().filter(|x| x["status"] == "duplicate").count();
+            println!(
+                "{l}: stream kill-{s}: retried {}, duplicates {duplicates}",
+                n - a
+            );
+            assert_eq!(duplicates, stored - a, "{l}: stream {s}");
+            let after = stored_events(&http, &server, &token, &format!("kill-{s}")).await;
+            assert_eq!(
+                after,
+                n + 1,
+                "{l}: stream {s}: each event once, and the first probe"
             );
         }
         let ids = acked_ids.lock().expect("ids").clone();
