@@ -31,7 +31,9 @@ use std::time::Instant;
 use crate::answer::{self, Detail};
 use crate::bulk::BulkPool;
 use crate::db::{self as streams, Saved, Write};
+use crate::hub::Shared;
 use crate::incident::{self, Notice, Tracker};
+use crate::watch::{self, Watchers};
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
@@ -64,6 +66,8 @@ pub struct Engine {
     slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
     max_cached: usize,
     bulk: BulkPool,
+    /// The per-stream analysis feeds (`GET /api/realtime/stream?stream=`).
+    watchers: Watchers,
 }
 
 /// One analysed event.
@@ -97,11 +101,22 @@ pub enum Lane {
 impl Engine {
     /// `bulk_threads` analyse [`Lane::Bulk`] work (0: one per core).
     pub fn new(max_cached: usize, bulk_threads: usize) -> Self {
+        Self::with_watch_queue(max_cached, bulk_threads, 1024)
+    }
+
+    /// [`new`](Self::new), with `watch_queue` analyses per per-stream feed (see [`crate::watch`]).
+    pub fn with_watch_queue(max_cached: usize, bulk_threads: usize, watch_queue: usize) -> Self {
         Engine {
             slots: StdMutex::new(HashMap::new()),
             max_cached: max_cached.max(1),
             bulk: BulkPool::new(bulk_threads),
+            watchers: Watchers::new(watch_queue),
         }
+    }
+
+    /// The per-stream analysis feeds.
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
     }
 
     fn slot(&self, stream: &str) -> Arc<Mutex<Slot>> {
@@ -276,6 +291,8 @@ impl Engine {
             } = cached;
             // The events travel to the blocking pool and back (a lost race recomputes them) instead of being cloned.
             let flag = cancelled.clone();
+            // Asked per attempt: the feed's messages are built on the analysis thread only when someone watches.
+            let watched = self.watchers.is_watched(&stream);
             let job = move || {
                 let computed = compute(
                     state,
@@ -285,6 +302,7 @@ impl Engine {
                     stored_generation,
                     &flag,
                     detail,
+                    watched,
                 );
                 (computed, batch)
             };
@@ -302,6 +320,7 @@ impl Engine {
                 incidents,
                 tracker_json,
                 batch_incidents,
+                watch,
             } = computed?;
             let model_changed =
                 i64::try_from(parts.model_generation).unwrap_or(i64::MAX) != stored_generation;
@@ -326,6 +345,10 @@ impl Engine {
             };
             match saved {
                 Saved::Ok(v) => {
+                    // Published under the stream's lock, so watchers see batches in the order they were stored.
+                    if !watch.is_empty() {
+                        self.watchers.publish(&stream, watch);
+                    }
                     let generation = model.map_or(stored_generation, |m| m.1);
                     slot.cached = Some(Cached {
                         state,
@@ -398,6 +421,8 @@ struct Computed {
     incidents: Tracker,
     tracker_json: Option<String>,
     batch_incidents: incident::BatchIncidents,
+    /// The watchers' messages, one per event (empty when nobody watched the stream).
+    watch: Vec<Shared>,
 }
 
 /// The CPU-bound part: pushes the batch, runs the results through the incident tracker, serialises each
@@ -410,6 +435,7 @@ fn compute(
     stored_generation: i64,
     cancelled: &AtomicBool,
     detail: Detail,
+    watched: bool,
 ) -> Result<Computed, Error> {
     let mut pushed = Vec::with_capacity(batch.len());
     for e in batch {
@@ -449,8 +475,20 @@ fn compute(
     );
     drop(results);
     let mut analyses = Vec::with_capacity(pushed.len());
+    let mut watch = Vec::with_capacity(if watched { pushed.len() } else { 0 });
     for (a, e) in pushed.into_iter().zip(batch) {
         let json = answer::to_json(&a, &e.stream, detail).map_err(Error::internal)?;
+        if watched {
+            // Watchers get the whole result whatever form the ingesting client asked for.
+            let ts = e.timestamp.map(|t| t.timestamp_millis());
+            let m = if detail == Detail::Full {
+                watch::message(e.value, ts, json.get())
+            } else {
+                let full = serde_json::to_string(&a).map_err(Error::internal)?;
+                watch::message(e.value, ts, &full)
+            };
+            watch.push(m);
+        }
         analyses.push((a, json));
     }
     // The model is serialised only when it changed since the stored one (its JSON dominates the state's size).
@@ -468,6 +506,7 @@ fn compute(
         incidents,
         tracker_json,
         batch_incidents,
+        watch,
     })
 }
 
@@ -543,6 +582,7 @@ mod tests {
             0,
             &flag,
             Detail::Full,
+            false,
         );
         assert!(matches!(done, Err(Error::Unavailable(_))));
         let kept = compute(
@@ -553,8 +593,10 @@ mod tests {
             0,
             &AtomicBool::new(false),
             Detail::Full,
+            true,
         )
         .expect("not abandoned");
         assert_eq!(kept.analyses.len(), 100);
+        assert_eq!(kept.watch.len(), 100, "one watcher message per event");
     }
 }

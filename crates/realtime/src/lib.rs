@@ -69,6 +69,7 @@ pub mod overview;
 pub mod relay;
 mod routes;
 mod session;
+pub mod watch;
 mod ws;
 
 use std::sync::{Arc, OnceLock};
@@ -172,7 +173,11 @@ impl Realtime {
     ) -> Self {
         let rt = Realtime {
             inner: Arc::new(Inner {
-                engine: Engine::new(config.stream_cache_streams, config.stream_ingest_threads),
+                engine: Engine::with_watch_queue(
+                    config.stream_cache_streams,
+                    config.stream_ingest_threads,
+                    config.stream_subscriber_queue,
+                ),
                 hub: Arc::new(Hub::new(
                     config.stream_subscriber_queue,
                     config.stream_socket_queue,
