@@ -350,6 +350,8 @@ pub struct UserView {
     pub organization: Option<String>,
     pub role: Role,
     pub is_verified: bool,
+    /// `false` once an admin deactivated the account (it cannot sign in; its sessions ended).
+    pub is_active: bool,
     /// ISO 8601, UTC.
     pub created_at: String,
     pub last_login: Option<String>,
@@ -399,6 +401,7 @@ impl UserView {
             organization: u.organization.clone(),
             role: role_of(u)?,
             is_verified: u.is_verified,
+            is_active: u.is_active,
             created_at: iso(u.created_at),
             last_login: u.last_login.map(iso),
         })

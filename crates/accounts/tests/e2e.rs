@@ -1179,7 +1179,7 @@ async fn role_matrix_and_token_tampering() {
             "role from db",
         );
         // Deactivated accounts lose access at once.
-        call(
+        let (_, updated) = call(
             &app,
             Method::PUT,
             &format!("/api/users/{analyst_id}"),
@@ -1187,6 +1187,7 @@ async fn role_matrix_and_token_tampering() {
             Some(json!({"is_active": false})),
         )
         .await;
+        assert_eq!(updated["is_active"], false, "{l}: the answer says so: {updated}");
         expect(
             "deactivated",
             call(&app, Method::GET, "/api/auth/me", a, None).await.0,

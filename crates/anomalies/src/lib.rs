@@ -42,6 +42,7 @@ mod doc;
 pub mod egress;
 mod export;
 mod routes;
+pub mod svg;
 pub mod signing;
 
 use std::sync::Arc;
@@ -165,7 +166,9 @@ pub fn router_with_dispatcher(
         .routes(routes!(export::export))
         .routes(routes!(export::export_link))
         .routes(routes!(routes::get_one, routes::delete_one))
+        .routes(routes!(svg::diagram_svg))
         .routes(routes!(alerts::list, alerts::create))
+        .routes(routes!(alerts::deliveries))
         .routes(routes!(alerts::get_one, alerts::update, alerts::delete_one))
         .layer(Extension(settings))
         .layer(Extension(dispatcher))

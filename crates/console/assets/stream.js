@@ -183,8 +183,13 @@ export async function render(main, name, params, signal) {
         r?.window_size ? ` · window of ${r.window_size}` : ''),
       r?.detector?.explanation ? h('p', { class: 'explain' }, r.detector.explanation) : null]);
     if (r?.persistence) {
+      // The diagram itself is the server's SVG (the same image reports and e-mails use), fetched with the bearer
+      // header and shown from a blob: URL, so no token goes into an image link.
+      const img = h('img', { class: 'server-diagram', alt: `Persistence diagram of the anomaly at ${fmtTime(a.timestamp)} (H0 circles, H1 squares, H2 triangles)`, width: 360, height: 360 });
+      const save = h('a', { class: 'small', download: `diagram-${a.id}.svg` }, 'Download SVG');
+      serverDiagram(a.id, img, save);
       detail.append(h('div', { class: 'topo' },
-        h('figure', {}, diagram(r.persistence), h('figcaption', {}, 'Persistence diagram (H0 ●, H1 ■, H2 ▲; standardised units)')),
+        h('figure', {}, img, h('figcaption', {}, 'Persistence diagram (H0 ●, H1 ■, H2 ▲; standardised units) · ', save)),
         (r.persistence.h1?.length || r.persistence.h2?.length)
           ? h('figure', {}, diagram(r.persistence, { dims: ['h1', 'h2'] }), h('figcaption', {}, 'H1 and H2 alone, on their own scale'))
           : null,
@@ -203,6 +208,21 @@ export async function render(main, name, params, signal) {
             h('td', {}, `${t.technique_id ?? ''} ${t.technique ?? ''}`), h('td', {}, t.description ?? '')))))
         : h('p', { class: 'muted' }, 'No technique mapped.'),
       mitigation.length ? [h('h3', {}, 'Mitigation'), h('ul', {}, mitigation.map((m) => h('li', {}, String(m))))] : null]);
+  };
+
+  let diagramUrl = null;
+  signal.addEventListener('abort', () => { if (diagramUrl) URL.revokeObjectURL(diagramUrl); });
+  const serverDiagram = async (id, img, link) => {
+    try {
+      const r = await api.request(`/api/anomalies/${encodeURIComponent(id)}/diagram.svg`, { raw: true, signal, headers: { Accept: 'image/svg+xml' } });
+      const url = URL.createObjectURL(await r.blob());
+      if (diagramUrl) URL.revokeObjectURL(diagramUrl);
+      diagramUrl = url;
+      img.src = url;
+      link.href = url;
+    } catch (e) {
+      if (!signal.aborted) img.alt = `The diagram could not be loaded: ${e.message}`;
+    }
   };
 
   // One feed message: applied to the page's data at once (none is dropped); drawn at the next frame.

@@ -22,6 +22,7 @@
 //! - Passwords are Argon2id; reference bcrypt hashes verify and are upgraded on the first success; at most
 //!   `lockout_failures` password checks per window are admitted, counted before the hash is checked.
 
+pub mod admin;
 pub mod config;
 mod doc;
 pub mod import;
@@ -54,6 +55,7 @@ pub fn router(state: &AppState, config: MaxidomConfig) -> OpenApiRouter<AppState
         .routes(routes!(routes::train))
         .routes(routes!(routes::score))
         .routes(routes!(routes::status))
+        .routes(routes!(admin::profiles))
         .routes(routes!(routes::static_file))
         .routes(routes!(routes::static_file_root))
         .layer(Extension(svc))
