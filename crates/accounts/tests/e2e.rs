@@ -1187,7 +1187,10 @@ async fn role_matrix_and_token_tampering() {
             Some(json!({"is_active": false})),
         )
         .await;
-        assert_eq!(updated["is_active"], false, "{l}: the answer says so: {updated}");
+        assert_eq!(
+            updated["is_active"], false,
+            "{l}: the answer says so: {updated}"
+        );
         expect(
             "deactivated",
             call(&app, Method::GET, "/api/auth/me", a, None).await.0,

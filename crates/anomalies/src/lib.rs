@@ -42,8 +42,8 @@ mod doc;
 pub mod egress;
 mod export;
 mod routes;
-pub mod svg;
 pub mod signing;
+pub mod svg;
 
 use std::sync::Arc;
 use std::time::Duration;

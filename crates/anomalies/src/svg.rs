@@ -19,7 +19,7 @@ use vigil_store::anomalies as db;
 const W: f64 = 360.0;
 const H: f64 = 360.0;
 /// Left, top, right, bottom of the plot area.
-const BOX: [f64; 4] = [48.0, 34.0, W - 14.0, H - 40.0];
+const BOX: [f64; 4] = [48.0, 42.0, W - 14.0, H - 40.0];
 const COLOURS: [&str; 3] = ["#1d4ed8", "#c2410c", "#7e22ce"];
 const NAMES: [&str; 3] = ["H0", "H1", "H2"];
 
@@ -50,7 +50,7 @@ fn escape(text: &str) -> String {
 
 /// About five round tick values in [0, hi].
 fn ticks(hi: f64) -> Vec<f64> {
-    if !(hi > 0.0) || !hi.is_finite() {
+    if hi.is_nan() || hi <= 0.0 || !hi.is_finite() {
         return vec![0.0];
     }
     let raw = hi / 4.0;
@@ -68,8 +68,10 @@ fn ticks(hi: f64) -> Vec<f64> {
 
 /// The persistence diagram of `persistence` (`{"h0": [[b, d|null], …], "h1": …, "h2": …}`) as an SVG document.
 pub fn diagram(persistence: &Value, title: &str) -> String {
-    let dims: Vec<Vec<(f64, Option<f64>)>> =
-        ["h0", "h1", "h2"].iter().map(|d| pairs(persistence, d)).collect();
+    let dims: Vec<Vec<(f64, Option<f64>)>> = ["h0", "h1", "h2"]
+        .iter()
+        .map(|d| pairs(persistence, d))
+        .collect();
     let hi = dims
         .iter()
         .flatten()
@@ -182,11 +184,11 @@ pub fn diagram(persistence: &Value, title: &str) -> String {
         }
     }
     // Legend.
-    let mut lx = BOX[0] + 150.0;
+    let mut lx = BOX[0];
     for (i, n) in NAMES.iter().enumerate() {
         let _ = write!(
             s,
-            r##"<rect x="{lx}" y="8" width="9" height="9" fill="{}"/><text x="{}" y="16" fill="#14171c">{n} ({})</text>"##,
+            r##"<rect x="{lx}" y="22" width="9" height="9" fill="{}"/><text x="{}" y="30" fill="#14171c">{n} ({})</text>"##,
             COLOURS[i],
             lx + 12.0,
             dims[i].len()
@@ -269,7 +271,10 @@ mod tests {
         assert_eq!(svg.matches("class=\"pt h2\"").count(), 0);
         assert!(svg.contains("cpu &lt;&amp;&gt; &quot;x&quot;"));
         assert!(!svg.contains("<script") && !svg.contains("style="));
-        assert!(svg.contains("H0 [0.000, ∞)"), "essential classes on the ∞ line");
+        assert!(
+            svg.contains("H0 [0.000, ∞)"),
+            "essential classes on the ∞ line"
+        );
     }
 
     #[test]

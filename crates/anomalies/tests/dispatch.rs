@@ -160,7 +160,10 @@ async fn retries_until_the_receiver_recovers() {
             .expect("history");
         assert_eq!(history.len(), 1, "{}", db.label);
         let d = &history[0];
-        assert_eq!((d.outcome.as_str(), d.attempts, d.last_status), ("delivered", 3, Some(204)));
+        assert_eq!(
+            (d.outcome.as_str(), d.attempts, d.last_status),
+            ("delivered", 3, Some(204))
+        );
         assert_eq!(d.anomaly_id, anomaly.id);
         assert!(d.target.starts_with("http://127.0.0.1:") && d.target.ends_with("/hook"));
         assert!(!d.target.contains('?'), "{}", d.target);
@@ -280,8 +283,14 @@ async fn gives_up_after_max_attempts() {
         .expect("history");
     assert_eq!(history.len(), 1);
     let d = &history[0];
-    assert_eq!((d.outcome.as_str(), d.attempts, d.last_status), ("failed", 3, Some(500)));
-    assert_eq!(d.error.as_deref(), Some("answered 500 Internal Server Error"));
+    assert_eq!(
+        (d.outcome.as_str(), d.attempts, d.last_status),
+        ("failed", 3, Some(500))
+    );
+    assert_eq!(
+        d.error.as_deref(),
+        Some("answered 500 Internal Server Error")
+    );
 }
 
 #[tokio::test]

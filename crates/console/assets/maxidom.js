@@ -72,7 +72,7 @@ export async function render(main, params, signal) {
             h('div', { class: 'small muted' }, p.last_scored_at ? `last ${ago(p.last_scored_at)}` : 'never scored')),
           h('td', { class: 'num rate' }, p.anomaly_rate === null || p.anomaly_rate === undefined ? '—' : `${fmtNum(p.anomaly_rate * 100, 0)} %`),
           h('td', { class: 'lock' }, p.locked_until ? h('span', { class: 'error' }, `locked until ${fmtTime(p.locked_until)}`)
-            : (p.failed_attempts ? `${p.failed_attempts} failed` : 'none'))))))));
+            : (p.failed_attempts ? `${p.failed_attempts} failed` : 'none')))))));
     }
     clear(pager);
     pager.append(

@@ -14,10 +14,10 @@ use vigil_biometrics::lifecycle::Progress;
 use vigil_biometrics::model::TrainParams;
 use vigil_biometrics::sequential::{Run, normal_cdf};
 use vigil_http::auth::Admin;
+use vigil_http::axum::Extension;
 use vigil_http::axum::Json;
 use vigil_http::axum::extract::rejection::QueryRejection;
 use vigil_http::axum::extract::{Query, State};
-use vigil_http::axum::Extension;
 use vigil_http::{ApiResult, AppState, Error};
 use vigil_store::maxidom as db;
 use vigil_store::time::now_ms;
@@ -135,7 +135,8 @@ pub async fn profiles(
                 model_trained_at: p.model_trained_at,
                 last_retrained_at: p.last_retrained_at,
                 training_in_progress: p.training_claim.is_some()
-                    && p.training_claimed_at.is_some_and(|t| now.saturating_sub(t) < ttl_ms),
+                    && p.training_claimed_at
+                        .is_some_and(|t| now.saturating_sub(t) < ttl_ms),
                 vectors_stored: p.counts.total,
                 pool_size: p.pool_count,
                 failed_attempts: p.failed_attempts,

@@ -301,8 +301,7 @@ impl Engine {
                     &cfg,
                     stored_generation,
                     &flag,
-                    detail,
-                    watched,
+                    Wanted { detail, watched },
                 );
                 (computed, batch)
             };
@@ -425,6 +424,13 @@ struct Computed {
     watch: Vec<Shared>,
 }
 
+/// The JSON a batch must produce: each answer in the `detail` form, and the watchers' messages if `watched`.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    detail: Detail,
+    watched: bool,
+}
+
 /// The CPU-bound part: pushes the batch, runs the results through the incident tracker, serialises each
 /// analysis and the new state. Runs on the blocking pool.
 fn compute(
@@ -434,9 +440,9 @@ fn compute(
     cfg: &StreamConfig,
     stored_generation: i64,
     cancelled: &AtomicBool,
-    detail: Detail,
-    watched: bool,
+    wanted: Wanted,
 ) -> Result<Computed, Error> {
+    let Wanted { detail, watched } = wanted;
     let mut pushed = Vec::with_capacity(batch.len());
     for e in batch {
         if cancelled.load(Ordering::Relaxed) {
@@ -581,8 +587,10 @@ mod tests {
             &StreamConfig::default(),
             0,
             &flag,
-            Detail::Full,
-            false,
+            Wanted {
+                detail: Detail::Full,
+                watched: false,
+            },
         );
         assert!(matches!(done, Err(Error::Unavailable(_))));
         let kept = compute(
@@ -592,8 +600,10 @@ mod tests {
             &StreamConfig::default(),
             0,
             &AtomicBool::new(false),
-            Detail::Full,
-            true,
+            Wanted {
+                detail: Detail::Full,
+                watched: true,
+            },
         )
         .expect("not abandoned");
         assert_eq!(kept.analyses.len(), 100);

@@ -168,7 +168,9 @@ pub(crate) async fn current(
     .map_err(Error::internal)?;
     // A stream configured before its first event has a row with an empty state.
     let Some((name, state, cfg, at)) = row.filter(|r| !r.1.is_empty()) else {
-        return Err(Error::NotFound(format!("Stream '{stream}' has no events yet.")));
+        return Err(Error::NotFound(format!(
+            "Stream '{stream}' has no events yet."
+        )));
     };
     // One homology computation (milliseconds at the largest windows): off the async threads.
     let out = tokio::task::spawn_blocking(move || {

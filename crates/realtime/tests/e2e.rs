@@ -1427,14 +1427,12 @@ async fn a_stream_is_watched_analysis_by_analysis() {
                 .0,
             200
         );
-        let get = |path: &str, token: &str| {
-            app.client
-                .get(app.url(path))
-                .bearer_auth(token)
-                .send()
-        };
+        let get = |path: &str, token: &str| app.client.get(app.url(path)).bearer_auth(token).send();
         assert_eq!(
-            get("/api/streams/w/analysis", &viewer).await.unwrap().status(),
+            get("/api/streams/w/analysis", &viewer)
+                .await
+                .unwrap()
+                .status(),
             404,
             "{}: no events yet",
             app.label
@@ -1475,10 +1473,22 @@ async fn a_stream_is_watched_analysis_by_analysis() {
             .collect();
         // Two requests, the second compact: the watcher still gets whole results, in the stored order.
         let (s1, _) = post(&app, &analyst, "/api/ingest", &json!(events[..12])).await;
-        let (s2, _) = post(&app, &analyst, "/api/ingest?detail=scores", &json!(events[12..])).await;
+        let (s2, _) = post(
+            &app,
+            &analyst,
+            "/api/ingest?detail=scores",
+            &json!(events[12..]),
+        )
+        .await;
         assert_eq!((s1, s2), (200, 200), "{}", app.label);
         // Another stream's events are not this feed's.
-        post(&app, &analyst, "/api/ingest", &json!({"stream": "other", "value": 1})).await;
+        post(
+            &app,
+            &analyst,
+            "/api/ingest",
+            &json!({"stream": "other", "value": 1}),
+        )
+        .await;
 
         let got = sse_events(&mut body, "analysis", 30, Duration::from_secs(10)).await;
         assert_eq!(got.len(), 30, "{}: one message per event", app.label);
@@ -1501,7 +1511,10 @@ async fn a_stream_is_watched_analysis_by_analysis() {
         assert_eq!(current["events"], 30, "{}: {current}", app.label);
         assert_eq!(current["window"]["window_size"], 20);
         let h0 = current["window"]["persistence"]["h0"].as_array().unwrap();
-        assert_eq!(h0.len(), last["persistence"]["h0"].as_array().unwrap().len());
+        assert_eq!(
+            h0.len(),
+            last["persistence"]["h0"].as_array().unwrap().len()
+        );
         assert_eq!(
             app.client
                 .get(app.url("/api/streams/w/analysis"))

@@ -174,11 +174,19 @@ mod tests {
             let (s, l) = (&db.store, db.label);
             let u1 = user(s, "owner1").await;
             let u2 = user(s, "owner2").await;
-            record(s, &delivery("d1", &u1, 10, "delivered", Some(200))).await.unwrap();
-            record(s, &delivery("d2", &u2, 20, "failed", None)).await.unwrap();
-            record(s, &delivery("d3", &u1, 30, "failed", Some(500))).await.unwrap();
+            record(s, &delivery("d1", &u1, 10, "delivered", Some(200)))
+                .await
+                .unwrap();
+            record(s, &delivery("d2", &u2, 20, "failed", None))
+                .await
+                .unwrap();
+            record(s, &delivery("d3", &u1, 30, "failed", Some(500)))
+                .await
+                .unwrap();
             // A user deleted meanwhile: nothing stored.
-            record(s, &delivery("d4", "gone", 40, "delivered", Some(200))).await.unwrap();
+            record(s, &delivery("d4", "gone", 40, "delivered", Some(200)))
+                .await
+                .unwrap();
             let all = recent(s, None, 10).await.unwrap();
             let ids: Vec<&str> = all.iter().map(|d| d.id.as_str()).collect();
             assert_eq!(ids, ["d3", "d2", "d1"], "{l}: newest first");

@@ -1271,7 +1271,11 @@ mod tests {
         const Q: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
         for db in TestDb::all().await {
             let (s, l) = (&db.store, db.label);
-            assert_eq!(list_profiles(s, 10, 0).await.unwrap(), (0, Vec::new()), "{l}");
+            assert_eq!(
+                list_profiles(s, 10, 0).await.unwrap(),
+                (0, Vec::new()),
+                "{l}"
+            );
             enroll(s, P, "h", 1).await.unwrap();
             enroll(s, Q, "h", 2).await.unwrap();
             publish_first_model(s, P).await;
@@ -1280,7 +1284,10 @@ mod tests {
             assert_eq!(total, 2, "{l}");
             let ids: Vec<&str> = page.iter().map(|p| p.profile.profile_id.as_str()).collect();
             assert_eq!(ids, [Q, P], "{l}: newest first");
-            assert_eq!((page[0].run_state.as_deref(), page[0].run_updated_at), (None, None));
+            assert_eq!(
+                (page[0].run_state.as_deref(), page[0].run_updated_at),
+                (None, None)
+            );
             assert_eq!(page[1].run_state.as_deref(), Some(&[7u8, 8][..]), "{l}");
             assert_eq!(page[1].run_updated_at, Some(9));
             assert_eq!(page[1].profile.model_version, 1);

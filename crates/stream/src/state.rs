@@ -943,13 +943,19 @@ mod tests {
         let cfg = StreamConfig::default();
         let mut st = StreamState::new("s");
         let core = st.to_parts().expect("parts").core;
-        assert_eq!(StreamState::current_window(&core, &cfg).expect("read"), None);
+        assert_eq!(
+            StreamState::current_window(&core, &cfg).expect("read"),
+            None
+        );
         let mut last = None;
         for i in 0..cfg.min_events + 5 {
             let v = (i as f64 * 0.7).sin() * 3.0 + (i % 5) as f64;
             last = Some(st.push(&Event::new("s", v, None), &cfg).expect("push"));
         }
-        assert!(!st.is_calibrated(), "the test needs a stream still calibrating");
+        assert!(
+            !st.is_calibrated(),
+            "the test needs a stream still calibrating"
+        );
         let Some(Analysis::Result(r)) = last else {
             panic!("the last event was analysed")
         };
