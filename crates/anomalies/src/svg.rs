@@ -33,7 +33,11 @@ fn pairs(persistence: &Value, dim: &str) -> Vec<(f64, Option<f64>)> {
             list.iter()
                 .filter_map(|p| {
                     let b = p.get(0)?.as_f64().filter(|b| b.is_finite())?;
-                    let d = p.get(1).and_then(Value::as_f64).filter(|d| d.is_finite());
+                    // `[birth, null]` is an essential class; anything else in the death slot is no pair.
+                    let d = match p.get(1)? {
+                        Value::Null => None,
+                        v => Some(v.as_f64().filter(|d| d.is_finite())?),
+                    };
                     Some((b, d))
                 })
                 .collect()
@@ -279,7 +283,7 @@ mod tests {
 
     #[test]
     fn bad_or_empty_persistence_still_draws() {
-        let svg = diagram(&json!({"h0": [["x", 1], [1.0], null]}), "t");
+        let svg = diagram(&json!({"h0": [["x", 1], [1.0], null, [1.0, "y"]]}), "t");
         assert!(svg.contains("no classes"));
         assert_eq!(ticks(0.0), vec![0.0]);
         let t = ticks(1.0);
