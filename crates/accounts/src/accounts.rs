@@ -15,24 +15,24 @@ use crate::{AccountsConfig, policy};
 pub(crate) const EMAIL_TAKEN: &str = "Email already registered";
 pub(crate) const USERNAME_TAKEN: &str = "Username already taken";
 
-/// Process-wide pieces of the accounts API, shared by its handlers through an `Extension`.
+/// Process-wide pieces of the accounts API, shared by its handlers as typed router state (`State<Arc<Service>>`).
 #[derive(Debug)]
-pub struct Accounts {
+pub struct Service {
     pub config: AccountsConfig,
     pub mailer: Mailer,
     /// `<PUBLIC_URL>` without a trailing slash, for links in mail.
     pub public_url: String,
 }
 
-impl Accounts {
+impl Service {
     /// Builds the service; an unusable mail configuration falls back to logging (and `bootstrap_admin`, which
     /// the server runs at start, refuses it outright).
-    pub fn new(state: &AppState, config: AccountsConfig) -> Accounts {
+    pub fn new(state: &AppState, config: AccountsConfig) -> Service {
         let mailer = Mailer::from_config(&config).unwrap_or_else(|e| {
             tracing::error!(error = %e, "mail is misconfigured; logging mail instead of sending it");
             Mailer::Log
         });
-        Accounts {
+        Service {
             config,
             mailer,
             public_url: state.config.public_url.trim_end_matches('/').to_owned(),

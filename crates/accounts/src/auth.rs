@@ -2,11 +2,11 @@
 
 use std::sync::{Arc, OnceLock};
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vigil_http::auth::Viewer;
@@ -16,11 +16,11 @@ use vigil_store::time::now_ms;
 use vigil_store::tokens::{self, Purpose, RefreshUse};
 use vigil_store::users::{self, UserPatch};
 
-use crate::accounts::{self, Accounts, AuthResponse, NewAccount, TokenPair, UserView};
+use crate::accounts::{self, AuthResponse, NewAccount, Service, TokenPair, UserView};
 use crate::policy;
 use crate::ratelimit::{self, Limit};
 
-type Svc = Extension<Arc<Accounts>>;
+type Svc = State<Arc<Service>>;
 
 const INVALID_CREDENTIALS: &str = "Invalid credentials";
 const INVALID_REFRESH: &str = "Invalid refresh token";
@@ -47,7 +47,7 @@ pub struct RegisterBody {
         (status = 422, description = "Invalid username, email or password"), (status = 429, description = "Too many registrations")))]
 pub async fn register(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> ApiResult<(StatusCode, Json<AuthResponse>)> {
@@ -169,7 +169,7 @@ fn dummy_hash() -> &'static str {
         (status = 429, description = "Too many attempts")))]
 pub async fn login(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     ClientIp(ip): ClientIp,
     LoginForm(body): LoginForm,
 ) -> ApiResult<Json<AuthResponse>> {
@@ -244,7 +244,7 @@ pub struct RefreshBody {
         (status = 422, description = "Malformed body")))]
 pub async fn refresh(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> ApiResult<Json<TokenPair>> {
     let hash = policy::token_hash(&body.refresh_token);
@@ -344,7 +344,7 @@ pub struct ForgotBody {
         (status = 429, description = "Too many requests")))]
 pub async fn forgot_password(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ForgotBody>,
 ) -> ApiResult<Json<Value>> {
@@ -382,7 +382,7 @@ pub struct ResetBody {
         (status = 400, description = "Invalid or expired reset token"), (status = 422, description = "Weak password")))]
 pub async fn reset_password(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     ApiJson(body): ApiJson<ResetBody>,
 ) -> ApiResult<Json<Value>> {
     const INVALID: &str = "Invalid or expired reset token";

@@ -36,7 +36,7 @@ pub mod verify_page;
 
 use std::sync::Arc;
 
-use axum::Extension;
+use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vigil_http::AppState;
@@ -44,33 +44,71 @@ use vigil_http::AppState;
 pub use accounts::{NewAccount, bootstrap_admin, create_account};
 pub use config::AccountsConfig;
 
-/// The accounts, users and sources routes, ready to merge into the application.
-pub fn router(state: &AppState, config: AccountsConfig) -> OpenApiRouter<AppState> {
-    let limit = ratelimit::ApiLimit::new(state, &config);
-    accounts::spawn_purges(state, config.token_purge_interval_secs);
-    let svc = Arc::new(accounts::Accounts::new(state, config));
-    let routes = OpenApiRouter::new()
-        .routes(routes!(auth::register))
-        .routes(routes!(auth::login))
-        .routes(routes!(auth::me))
-        .routes(routes!(auth::refresh))
-        .routes(routes!(auth::logout))
-        .routes(routes!(auth::verify_email))
-        .routes(routes!(verify_page::page, verify_page::confirm))
-        .routes(routes!(auth::forgot_password))
-        .routes(routes!(auth::reset_password))
-        .routes(routes!(auth::verify_reset_token))
-        .routes(routes!(users::list_users))
-        .routes(routes!(
-            users::get_user,
-            users::update_user,
-            users::delete_user
-        ))
-        .routes(routes!(sources::create_source))
-        .routes(routes!(sources::delete_source));
-    // `GET /api/sources` is public and outside the per-address limit (see `sources`): added after the limit's
-    // route layer, which therefore does not reach it.
-    ratelimit::limited(routes, &limit)
-        .routes(routes!(sources::list_sources))
-        .layer(Extension(svc))
+/// The accounts side of the process. Wiring, as for every feature crate: `Accounts::new(config)`, then
+/// [`Accounts::router`].
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    config: AccountsConfig,
+}
+
+impl Accounts {
+    pub fn new(config: AccountsConfig) -> Self {
+        Accounts { config }
+    }
+
+    /// The accounts, users and sources routes, bound to `state`. Also starts this process's periodic purge of
+    /// expired tokens and rate-limit windows, so it must be called inside the Tokio runtime that serves the
+    /// application.
+    pub fn router(self, state: &AppState) -> OpenApiRouter<AppState> {
+        let config = self.config;
+        let limit = ratelimit::ApiLimit::new(state, &config);
+        accounts::spawn_purges(state, config.token_purge_interval_secs);
+        let svc = Arc::new(accounts::Service::new(state, config));
+        let routes = OpenApiRouter::new()
+            .routes(routes!(auth::register))
+            .routes(routes!(auth::login))
+            .routes(routes!(auth::me))
+            .routes(routes!(auth::refresh))
+            .routes(routes!(auth::logout))
+            .routes(routes!(auth::verify_email))
+            .routes(routes!(verify_page::page, verify_page::confirm))
+            .routes(routes!(auth::forgot_password))
+            .routes(routes!(auth::reset_password))
+            .routes(routes!(auth::verify_reset_token))
+            .routes(routes!(users::list_users))
+            .routes(routes!(
+                users::get_user,
+                users::update_user,
+                users::delete_user
+            ))
+            .routes(routes!(sources::create_source))
+            .routes(routes!(sources::delete_source));
+        // `GET /api/sources` is public and outside the per-address limit (see `sources`): added after the limit's
+        // route layer, which therefore does not reach it.
+        ratelimit::limited(routes, &limit)
+            .routes(routes!(sources::list_sources))
+            .with_state(RouterState {
+                app: state.clone(),
+                svc,
+            })
+    }
+}
+
+/// What the handlers extract with `State<…>`: a handler asking for anything else does not compile.
+#[derive(Clone)]
+struct RouterState {
+    app: AppState,
+    svc: Arc<accounts::Service>,
+}
+
+impl FromRef<RouterState> for AppState {
+    fn from_ref(s: &RouterState) -> Self {
+        s.app.clone()
+    }
+}
+
+impl FromRef<RouterState> for Arc<accounts::Service> {
+    fn from_ref(s: &RouterState) -> Self {
+        s.svc.clone()
+    }
 }

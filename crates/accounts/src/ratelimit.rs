@@ -107,7 +107,10 @@ pub const UNLIMITED_ROUTES: [&str; 1] = ["/api/ingest"];
 
 /// `router` with the general limit on each of its routes except [`UNLIMITED_ROUTES`], and the 429 it can answer
 /// stated in the API document for exactly those operations.
-pub fn limited(mut router: OpenApiRouter<AppState>, limit: &ApiLimit) -> OpenApiRouter<AppState> {
+pub fn limited<S>(mut router: OpenApiRouter<S>, limit: &ApiLimit) -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     if limit.limit.max > 0 {
         let detail = format!(
             "Too many requests from this address (API_RATE_LIMIT, {} per {} s); see Retry-After",

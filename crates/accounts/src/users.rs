@@ -2,19 +2,19 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::{Admin, Viewer};
 use vigil_http::{ApiJson, ApiResult, AppState, AuthUser, Error, Role};
 use vigil_store::tokens;
 use vigil_store::users::{self, UserPatch};
 
-use crate::accounts::{self, Accounts, UserView};
+use crate::accounts::{self, Service, UserView};
 use crate::policy;
 
-type Svc = Extension<Arc<Accounts>>;
+type Svc = State<Arc<Service>>;
 
 const NOT_FOUND: &str = "User not found";
 const NOT_ALLOWED: &str = "Not enough permissions";
@@ -121,7 +121,7 @@ pub struct UserUpdate {
         (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn update_user(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     Viewer(who): Viewer,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserUpdate>,

@@ -102,7 +102,7 @@ fn lax_limits() -> AccountsConfig {
 }
 
 async fn apps(config: AccountsConfig) -> Vec<TestApp> {
-    TestApp::all(move |state| vigil_accounts::router(state, config.clone())).await
+    TestApp::all(move |state| vigil_accounts::Accounts::new(config.clone()).router(state)).await
 }
 
 async fn call(

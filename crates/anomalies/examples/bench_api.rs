@@ -141,7 +141,8 @@ async fn main() {
             println!("{label}: dropped index {index}");
         }
         let app = TestApp::start(db, |state| {
-            vigil_anomalies::router(state, vigil_anomalies::AnomaliesConfig::default())
+            vigil_anomalies::Anomalies::new(&vigil_anomalies::AnomaliesConfig::default())
+                .router(state)
         })
         .await;
         let (_, token) = app.user_with_role("bench", Role::Viewer).await;

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::{Analyst, AuthUser};
-use vigil_http::axum::Extension;
 use vigil_http::axum::extract::rejection::QueryRejection;
 use vigil_http::axum::extract::{Path, Query, State};
 use vigil_http::axum::http::StatusCode;
@@ -83,7 +82,7 @@ pub struct UpdateAlertConfig {
 pub enum Channel {
     /// POST the anomaly JSON to this http(s) URL.
     Webhook(reqwest::Url),
-    /// Push to the owner's open stream sockets.
+    /// Deliver to the owner's open stream sockets.
     Websocket,
 }
 
@@ -273,7 +272,7 @@ pub(crate) async fn deliveries(
 pub(crate) async fn create(
     State(state): State<AppState>,
     Analyst(user): Analyst,
-    Extension(dispatcher): Extension<AlertDispatcher>,
+    State(dispatcher): State<AlertDispatcher>,
     ApiJson(body): ApiJson<CreateAlertConfig>,
 ) -> ApiResult<(StatusCode, ApiJson<AlertConfigDoc>)> {
     let new = NewAlertConfig {
@@ -323,7 +322,7 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     Analyst(user): Analyst,
     Path(id): Path<String>,
-    Extension(dispatcher): Extension<AlertDispatcher>,
+    State(dispatcher): State<AlertDispatcher>,
     ApiJson(body): ApiJson<UpdateAlertConfig>,
 ) -> ApiResult<ApiJson<AlertConfigDoc>> {
     let patch = AlertConfigPatch {

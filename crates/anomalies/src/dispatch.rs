@@ -1,4 +1,4 @@
-//! Alert delivery: which configs an anomaly fires, webhook POSTs in the background, and who gets a socket push.
+//! Alert delivery: which configs an anomaly fires, webhook POSTs in the background, and whose sockets get a `websocket` alert.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -59,8 +59,8 @@ impl DeliveryPolicy {
 /// registers itself with [`AlertDispatcher::set_socket_alerts`]; without one (a process serving no stream
 /// sockets) such channels have nobody to reach.
 pub trait SocketAlerts: Send + Sync + 'static {
-    /// Pushes `anomaly` to the open stream sockets of `users` (sorted, de-duplicated).
-    fn push(&self, state: &AppState, anomaly: &Anomaly, users: Vec<String>);
+    /// Delivers `anomaly` to the open stream sockets of `users` (sorted, de-duplicated).
+    fn deliver(&self, state: &AppState, anomaly: &Anomaly, users: Vec<String>);
 }
 
 struct Inner {
@@ -128,15 +128,15 @@ impl AlertDispatcher {
         self.inner.sockets.set(sink).is_ok()
     }
 
-    /// [`fire`](Self::fire), then pushes to the `websocket` channels' users through the registered
+    /// [`fire`](Self::fire), then delivers to the `websocket` channels' users through the registered
     /// [`SocketAlerts`] (nothing when none is registered).
-    pub async fn fire_and_push(&self, state: &AppState, anomaly: &Anomaly) {
+    pub async fn fire_and_deliver(&self, state: &AppState, anomaly: &Anomaly) {
         let users = self.fire(state, anomaly).await;
         if users.is_empty() {
             return;
         }
         match self.inner.sockets.get() {
-            Some(sink) => sink.push(state, anomaly, users),
+            Some(sink) => sink.deliver(state, anomaly, users),
             None => tracing::debug!(
                 anomaly = %anomaly.id,
                 users = users.len(),
@@ -149,7 +149,7 @@ impl AlertDispatcher {
     ///
     /// Webhook channels are queued as background tasks (`state.spawn`, so graceful shutdown waits for them, and they
     /// stop retrying when shutdown begins); this returns as soon as the configs are read. The result is the sorted,
-    /// de-duplicated ids of the users whose firing configs have the `websocket` channel, for the caller to push to.
+    /// de-duplicated ids of the users whose firing configs have the `websocket` channel, for the caller to deliver to.
     /// A database error is logged and yields no alerts: alerting never fails the caller's write.
     pub async fn fire(&self, state: &AppState, anomaly: &Anomaly) -> Vec<String> {
         let configs = match alert_configs::firing_for(&state.store, anomaly.anomaly_score).await {

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use vigil_http::auth::{Viewer, bearer_token};
-use vigil_http::axum::Extension;
 use vigil_http::axum::body::Body;
 use vigil_http::axum::extract::rejection::QueryRejection;
 use vigil_http::axum::extract::{FromRef, FromRequestParts};
@@ -132,7 +131,7 @@ pub(crate) struct ExportLink {
     ))]
 pub(crate) async fn export_link(
     State(state): State<AppState>,
-    Extension(settings): Extension<Arc<Settings>>,
+    State(settings): State<Arc<Settings>>,
     Viewer(user): Viewer,
     uri: Uri,
     format: Result<Query<FormatQuery>, QueryRejection>,
@@ -177,7 +176,7 @@ pub(crate) async fn export_link(
     ))]
 pub(crate) async fn export(
     State(state): State<AppState>,
-    Extension(settings): Extension<Arc<Settings>>,
+    State(settings): State<Arc<Settings>>,
     _caller: Downloader,
     format: Result<Query<FormatQuery>, QueryRejection>,
     filter: Result<Query<FilterQuery>, QueryRejection>,

@@ -51,7 +51,7 @@ use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vigil_http::AppState;
-use vigil_http::axum::Extension;
+use vigil_http::axum::extract::FromRef;
 
 pub use alerts::{AlertConfigDoc, Channel, CreateAlertConfig, UpdateAlertConfig};
 pub use dispatch::{AlertDispatcher, DeliveryPolicy, SocketAlerts};
@@ -138,38 +138,81 @@ pub(crate) struct Settings {
     pub export_link_ttl_ms: i64,
 }
 
-/// The anomaly and alert-config routes, with a dispatcher of their own.
+/// The anomaly log's side of the process: its settings and the one [`AlertDispatcher`] that delivers every alert
+/// (the stream pipeline shares it through [`Anomalies::dispatcher`], so webhook delivery has one queue, one
+/// concurrency limit and the configured secret and timeouts). Cheap to clone.
 ///
-/// When the stream pipeline must share the dispatcher (one queue and one concurrency limit for the process),
-/// build it once with [`AlertDispatcher::new`] and use [`router_with_dispatcher`].
-pub fn router(state: &AppState, config: AnomaliesConfig) -> OpenApiRouter<AppState> {
-    let dispatcher = AlertDispatcher::new(config.delivery_policy());
-    router_with_dispatcher(state, config, dispatcher)
+/// Wiring, as for every feature crate: `Anomalies::new(&config)`, then [`Anomalies::router`].
+#[derive(Clone)]
+pub struct Anomalies {
+    settings: Arc<Settings>,
+    dispatcher: AlertDispatcher,
 }
 
-/// [`router`] with a given dispatcher (a clone of the one the pipeline uses).
-pub fn router_with_dispatcher(
-    _state: &AppState,
-    config: AnomaliesConfig,
+impl Anomalies {
+    /// Builds the dispatcher from `config`'s delivery settings (`WEBHOOK_*`).
+    pub fn new(config: &AnomaliesConfig) -> Self {
+        Anomalies {
+            settings: Arc::new(Settings {
+                export_page_rows: config
+                    .export_page_rows
+                    .clamp(1, vigil_store::anomalies::MAX_PAGE),
+                export_link_ttl_ms: i64::try_from(
+                    config.export_link_ttl_secs.clamp(1, 3600) * 1000,
+                )
+                .unwrap_or(60_000),
+            }),
+            dispatcher: AlertDispatcher::new(config.delivery_policy()),
+        }
+    }
+
+    /// The process's alert dispatcher (for the stream pipeline and for tests).
+    pub fn dispatcher(&self) -> &AlertDispatcher {
+        &self.dispatcher
+    }
+
+    /// The anomaly and alert-config routes, bound to `state` and to this side's settings and dispatcher.
+    pub fn router(self, state: &AppState) -> OpenApiRouter<AppState> {
+        OpenApiRouter::new()
+            .routes(routes!(routes::list, routes::create))
+            .routes(routes!(routes::stats))
+            .routes(routes!(export::export))
+            .routes(routes!(export::export_link))
+            .routes(routes!(routes::get_one, routes::delete_one))
+            .routes(routes!(svg::diagram_svg))
+            .routes(routes!(alerts::list, alerts::create))
+            .routes(routes!(alerts::deliveries))
+            .routes(routes!(alerts::get_one, alerts::update, alerts::delete_one))
+            .with_state(RouterState {
+                app: state.clone(),
+                settings: self.settings,
+                dispatcher: self.dispatcher,
+            })
+    }
+}
+
+/// What the handlers extract with `State<…>`: a handler asking for anything else does not compile.
+#[derive(Clone)]
+struct RouterState {
+    app: AppState,
+    settings: Arc<Settings>,
     dispatcher: AlertDispatcher,
-) -> OpenApiRouter<AppState> {
-    let settings = Arc::new(Settings {
-        export_page_rows: config
-            .export_page_rows
-            .clamp(1, vigil_store::anomalies::MAX_PAGE),
-        export_link_ttl_ms: i64::try_from(config.export_link_ttl_secs.clamp(1, 3600) * 1000)
-            .unwrap_or(60_000),
-    });
-    OpenApiRouter::new()
-        .routes(routes!(routes::list, routes::create))
-        .routes(routes!(routes::stats))
-        .routes(routes!(export::export))
-        .routes(routes!(export::export_link))
-        .routes(routes!(routes::get_one, routes::delete_one))
-        .routes(routes!(svg::diagram_svg))
-        .routes(routes!(alerts::list, alerts::create))
-        .routes(routes!(alerts::deliveries))
-        .routes(routes!(alerts::get_one, alerts::update, alerts::delete_one))
-        .layer(Extension(settings))
-        .layer(Extension(dispatcher))
+}
+
+impl FromRef<RouterState> for AppState {
+    fn from_ref(s: &RouterState) -> Self {
+        s.app.clone()
+    }
+}
+
+impl FromRef<RouterState> for Arc<Settings> {
+    fn from_ref(s: &RouterState) -> Self {
+        s.settings.clone()
+    }
+}
+
+impl FromRef<RouterState> for AlertDispatcher {
+    fn from_ref(s: &RouterState) -> Self {
+        s.dispatcher.clone()
+    }
 }

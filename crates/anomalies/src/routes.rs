@@ -1,7 +1,6 @@
 //! The anomaly log's handlers: list, create, stats, get, delete.
 
 use vigil_http::auth::{Admin, Analyst, Viewer};
-use vigil_http::axum::Extension;
 use vigil_http::axum::extract::rejection::QueryRejection;
 use vigil_http::axum::extract::{Path, Query, State};
 use vigil_http::axum::http::StatusCode;
@@ -59,7 +58,7 @@ pub(crate) async fn list(
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(dispatcher): Extension<AlertDispatcher>,
+    State(dispatcher): State<AlertDispatcher>,
     Analyst(user): Analyst,
     ApiJson(body): ApiJson<CreateAnomaly>,
 ) -> ApiResult<(StatusCode, ApiJson<AnomalyDoc>)> {
@@ -67,7 +66,7 @@ pub(crate) async fn create(
     let stored = db::insert(&state.store, &new).await?;
     metrics::counter!("anomalies_created_total", "origin" => "api").increment(1);
     // Webhooks are queued; `websocket` channels reach the stream sockets through the realtime crate's sink.
-    dispatcher.fire_and_push(&state, &stored).await;
+    dispatcher.fire_and_deliver(&state, &stored).await;
     Ok((StatusCode::CREATED, ApiJson(AnomalyDoc::from(&stored))))
 }
 

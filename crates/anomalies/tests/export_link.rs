@@ -13,7 +13,7 @@ use vigil_http::testing::TestApp;
 const T0: i64 = 1_768_204_800_000; // 2026-01-12T08:00:00Z
 
 async fn apps_with(config: AnomaliesConfig) -> Vec<TestApp> {
-    TestApp::all(move |state| vigil_anomalies::router(state, config.clone())).await
+    TestApp::all(move |state| vigil_anomalies::Anomalies::new(&config).router(state)).await
 }
 
 /// `(status, body)` of opening `path` the way a browser does: no Authorization header.

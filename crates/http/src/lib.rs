@@ -12,9 +12,11 @@
 //!   middleware stack (CORS, gzip, body limit, panic → 500, tracing, per-route metrics).
 //! * [`serve::serve`]: serving with graceful shutdown; [`testing`] (feature `testing`): the real app on a random port.
 //!
-//! Feature crates expose `fn router(state: &AppState, …) -> utoipa_axum::router::OpenApiRouter<AppState>`, so their
-//! routes land in the OpenAPI document automatically; they keep process-local helpers (socket registries, caches)
-//! in `axum::Extension`s on their own routers and everything that must survive a restart in the database.
+//! Feature crates expose a handle built by `Feature::new(config, deps…)` whose `router(self, &AppState)` returns a
+//! `utoipa_axum::router::OpenApiRouter<AppState>` (routes land in the OpenAPI document automatically). Process-local
+//! parts (socket registries, caches) are the router's typed state, read with `State<…>` through
+//! [`axum::extract::FromRef`], so a handler cannot ask for something its router was not given; everything that
+//! must survive a restart lives in the database. ARCHITECTURE.md, "Feature crate contract".
 
 pub mod app;
 pub mod auth;

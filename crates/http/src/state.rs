@@ -8,8 +8,8 @@ use crate::HttpConfig;
 use crate::auth::TokenKeys;
 
 /// What every handler can reach. Cheap to clone. Holds no domain state: features keep theirs in the database
-/// (so replicas agree) and, where they need process-local parts such as socket registries, in their own
-/// `Extension`s.
+/// (so replicas agree) and, where they need process-local parts such as socket registries, in their routers'
+/// own typed state (which reaches this through `FromRef`).
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,

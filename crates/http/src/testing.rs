@@ -1,7 +1,7 @@
 //! End-to-end test support: the real application, on a random loopback port, over a throw-away database.
 //!
 //! ```ignore
-//! for app in TestApp::all(|state| my_feature::router(state)).await {
+//! for app in TestApp::all(|state| my_feature::MyFeature::new(config.clone()).router(state)).await {
 //!     let r = app.client.get(app.url("/health")).send().await?;
 //! }
 //! ```

@@ -75,7 +75,7 @@ fn benches(c: &mut Criterion) {
     });
 
     // A stream's refit (100 windows, 6 projected features): small enough that handing the trees to
-    // the pool costs more than it saves, which is why the stream engine grows them on its own thread.
+    // the pool costs more than it saves, which is why the stream analysis grows them on its own thread.
     let windows = gaussian(100 * 6, 3);
     let refit = Params {
         contamination: Contamination::Fraction(0.1),

@@ -14,7 +14,6 @@ use vigil_biometrics::lifecycle::Progress;
 use vigil_biometrics::model::TrainParams;
 use vigil_biometrics::sequential::{Run, normal_cdf};
 use vigil_http::auth::Admin;
-use vigil_http::axum::Extension;
 use vigil_http::axum::Json;
 use vigil_http::axum::extract::rejection::QueryRejection;
 use vigil_http::axum::extract::{Query, State};
@@ -103,7 +102,7 @@ pub fn run_scores(state: Option<&[u8]>, alpha: f64) -> (Vec<f64>, Option<f64>) {
     ))]
 pub async fn profiles(
     State(state): State<AppState>,
-    Extension(svc): Extension<Arc<Maxidom>>,
+    State(svc): State<Arc<Maxidom>>,
     Admin(_admin): Admin,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<ProfilePage>> {

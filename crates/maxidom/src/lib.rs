@@ -35,28 +35,53 @@ use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vigil_http::AppState;
-use vigil_http::axum::Extension;
+use vigil_http::axum::extract::FromRef;
 
 pub use config::MaxidomConfig;
 pub use service::Maxidom;
 
-/// The MaxiDOM routes, ready to merge into the application.
-///
-/// Also starts this process's recovery sweeper ([`Maxidom::spawn_recovery`]), so it must be called inside the
-/// Tokio runtime that serves the application.
-pub fn router(state: &AppState, config: MaxidomConfig) -> OpenApiRouter<AppState> {
-    let svc = Arc::new(Maxidom::new(config));
-    svc.spawn_recovery(state);
-    OpenApiRouter::new()
-        .routes(routes!(routes::enroll))
-        .routes(routes!(routes::verify_password))
-        .routes(routes!(routes::change_password))
-        .routes(routes!(routes::reset_profile))
-        .routes(routes!(routes::train))
-        .routes(routes!(routes::score))
-        .routes(routes!(routes::status))
-        .routes(routes!(admin::profiles))
-        .routes(routes!(routes::static_file))
-        .routes(routes!(routes::static_file_root))
-        .layer(Extension(svc))
+impl Maxidom {
+    /// The MaxiDOM routes, bound to `state` and to this service. Wiring, as for every feature crate:
+    /// `Maxidom::new(config)`, then this.
+    ///
+    /// Also starts this process's recovery sweeper ([`Maxidom::spawn_recovery`]), so it must be called inside the
+    /// Tokio runtime that serves the application.
+    pub fn router(self, state: &AppState) -> OpenApiRouter<AppState> {
+        let svc = Arc::new(self);
+        svc.spawn_recovery(state);
+        OpenApiRouter::new()
+            .routes(routes!(routes::enroll))
+            .routes(routes!(routes::verify_password))
+            .routes(routes!(routes::change_password))
+            .routes(routes!(routes::reset_profile))
+            .routes(routes!(routes::train))
+            .routes(routes!(routes::score))
+            .routes(routes!(routes::status))
+            .routes(routes!(admin::profiles))
+            .routes(routes!(routes::static_file))
+            .routes(routes!(routes::static_file_root))
+            .with_state(RouterState {
+                app: state.clone(),
+                svc,
+            })
+    }
+}
+
+/// What the handlers extract with `State<…>`: a handler asking for anything else does not compile.
+#[derive(Clone)]
+struct RouterState {
+    app: AppState,
+    svc: Arc<Maxidom>,
+}
+
+impl FromRef<RouterState> for AppState {
+    fn from_ref(s: &RouterState) -> Self {
+        s.app.clone()
+    }
+}
+
+impl FromRef<RouterState> for Arc<Maxidom> {
+    fn from_ref(s: &RouterState) -> Self {
+        s.svc.clone()
+    }
 }

@@ -7,11 +7,11 @@ use serde_json::Value;
 use vigil_biometrics::lifecycle::{Progress, TrainResponse};
 use vigil_biometrics::model::Score;
 use vigil_biometrics::{Payload, StoredVector};
+use vigil_http::axum::Json;
 use vigil_http::axum::body::Body;
 use vigil_http::axum::extract::{FromRequest, Path, Request, State};
 use vigil_http::axum::http::{StatusCode, header};
 use vigil_http::axum::response::{IntoResponse, Response};
-use vigil_http::axum::{Extension, Json};
 use vigil_http::password::{self, Verification};
 use vigil_http::{ApiResult, AppState, Error, JsonBytes};
 use vigil_store::maxidom::{self as db, Attempt};
@@ -28,7 +28,7 @@ const WRONG_PASSWORD: &str = "Incorrect current password.";
 const ALREADY_ENROLLED: &str = "Profile already enrolled.";
 const TOO_MANY: &str = "Too many failed password attempts. Try again later.";
 
-type Svc = Extension<Arc<Maxidom>>;
+type Svc = State<Arc<Maxidom>>;
 
 /// Accepts only canonical (lower-case, hyphenated) UUIDs: the id is a bearer capability and a file-system
 /// name in the reference, so anything else is refused before it reaches storage.
@@ -167,7 +167,7 @@ pub async fn enroll(
         (status = 422, description = "Password not provided"), (status = 429, description = "Too many failures")))]
 pub async fn verify_password(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     Path(raw): Path<String>,
     JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<Value>> {
@@ -187,7 +187,7 @@ pub async fn verify_password(
         (status = 429, description = "Too many failures")))]
 pub async fn change_password(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     Path(raw): Path<String>,
     JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<Value>> {
@@ -217,7 +217,7 @@ pub async fn change_password(
         (status = 422, description = "Bad profile_id")))]
 pub async fn reset_profile(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     Path(raw): Path<String>,
 ) -> ApiResult<StatusCode> {
     let profile_id = canonical_profile_id(&raw)?;
@@ -234,7 +234,7 @@ pub async fn reset_profile(
         (status = 422, description = "Invalid payload or profile_id")))]
 pub async fn train(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     Path(raw): Path<String>,
     PayloadBody(payload): PayloadBody,
 ) -> ApiResult<Json<TrainResponse>> {
@@ -270,7 +270,7 @@ pub async fn train(
         (status = 422, description = "Invalid payload")))]
 pub async fn score(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     Path(raw): Path<String>,
     PayloadBody(payload): PayloadBody,
 ) -> ApiResult<Json<Score>> {
@@ -327,7 +327,7 @@ pub struct Status {
         (status = 422, description = "Bad profile_id")))]
 pub async fn status(
     State(state): State<AppState>,
-    Extension(svc): Svc,
+    State(svc): Svc,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Status>> {
     let profile_id = canonical_profile_id(&raw)?;
@@ -373,7 +373,7 @@ pub async fn static_file(svc: Svc, file: Path<String>) -> Result<Response, Error
 }
 
 /// Only the two names the updater asks for, so the folder's other files (and `..`) are never reachable.
-async fn serve_static(Extension(svc): Svc, Path(file): Path<String>) -> Result<Response, Error> {
+async fn serve_static(State(svc): Svc, Path(file): Path<String>) -> Result<Response, Error> {
     let content_type = match file.as_str() {
         "update.xml" => "application/xml",
         "extension.crx" => "application/x-chrome-extension",

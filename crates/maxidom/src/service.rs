@@ -38,7 +38,7 @@ const SWEEP_BATCH: i64 = 64;
 /// Shortest heartbeat and sweep period, whatever the TTL (a zero period would spin).
 const MIN_BEAT: Duration = Duration::from_millis(100);
 
-/// Process-local pieces of the MaxiDOM routes (shared through an axum `Extension`).
+/// Process-local pieces of the MaxiDOM routes (their typed router state, `State<Arc<Maxidom>>`).
 #[derive(Debug)]
 pub struct Maxidom {
     pub config: MaxidomConfig,

@@ -21,7 +21,7 @@ fn new_id() -> String {
 }
 
 async fn apps(config: MaxidomConfig) -> Vec<TestApp> {
-    TestApp::all(move |state| vigil_maxidom::router(state, config.clone())).await
+    TestApp::all(move |state| vigil_maxidom::Maxidom::new(config.clone()).router(state)).await
 }
 
 async fn post(app: &TestApp, path: &str, body: &Value) -> (StatusCode, Value) {
@@ -1192,7 +1192,10 @@ async fn an_abandoned_pool_retraining_is_redone_by_the_sweeper() {
 /// A second server process sharing the database, emulated by a second router (own model cache) on the
 /// same store.
 async fn replica(state: AppState, config: MaxidomConfig) -> SocketAddr {
-    let app = vigil_http::app::build(state.clone(), vigil_maxidom::router(&state, config));
+    let app = vigil_http::app::build(
+        state.clone(),
+        vigil_maxidom::Maxidom::new(config).router(&state),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { vigil_http::axum::serve(listener, app).await });

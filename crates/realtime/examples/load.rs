@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
-use vigil_realtime::{Realtime, RealtimeConfig, router_with};
+use vigil_realtime::{Realtime, RealtimeConfig};
 
 fn values(n: usize, seed: u64) -> Vec<f64> {
     let mut r = vigil_stream::bench_data::SplitMix::new(seed);
@@ -321,9 +322,12 @@ async fn main() {
         let streams = args.first().copied().unwrap_or(8).max(1);
         let total = args.get(1).copied().unwrap_or(32_000);
         let db = vigil_store::testing::TestDb::sqlite().await;
-        let rt = Realtime::new(RealtimeConfig::default());
+        let rt = Realtime::new(
+            RealtimeConfig::default(),
+            &Anomalies::new(&AnomaliesConfig::default()),
+        );
         let rt2 = rt.clone();
-        let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
+        let app = TestApp::start(db, move |state| rt2.router(state)).await;
         let (_, token) = app.user_with_role("loader", Role::Analyst).await;
         for s in 0..streams {
             ingest(&app, &token, &format!("c{s}"), &values(200, s as u64)).await;
@@ -352,12 +356,15 @@ async fn main() {
 
     let db = vigil_store::testing::TestDb::sqlite().await;
     // The load sockets connect without a token, as the dashboard's public-feed socket does.
-    let rt = Realtime::new(RealtimeConfig {
-        stream_anonymous_streams: "*".into(),
-        ..RealtimeConfig::default()
-    });
+    let rt = Realtime::new(
+        RealtimeConfig {
+            stream_anonymous_streams: "*".into(),
+            ..RealtimeConfig::default()
+        },
+        &Anomalies::new(&AnomaliesConfig::default()),
+    );
     let rt2 = rt.clone();
-    let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
+    let app = TestApp::start(db, move |state| rt2.router(state)).await;
     let (_, token) = app.user_with_role("loader", Role::Analyst).await;
 
     // Calibrate every stream (and the WebSocket's).

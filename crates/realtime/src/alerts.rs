@@ -6,22 +6,21 @@
 //! incident's message when the message's `anomaly_score` reaches its threshold: the opening score for the open
 //! message, the peak for the close, so a config whose threshold only the peak reaches gets the close alone.
 //! `webhook:<url>` channels get an HTTP POST of the anomaly document (queued, signed and retried by the
-//! dispatcher), `websocket` channels a push to the owner's open stream sockets. Alerting runs in background tasks
+//! dispatcher), `websocket` channels a message to the owner's open stream sockets. Alerting runs in background tasks
 //! (tracked, so graceful shutdown waits for them) and never holds up ingestion.
 //!
-//! Broadcasts and socket pushes reach this replica's sockets directly and the other replicas' through the
-//! [`crate::relay`] (PostgreSQL only); both build their messages from the stored row with [`broadcast_text`] and
-//! [`alert_text`], so a message is the same text wherever it is delivered.
+//! Broadcasts and socket alerts reach this replica's sockets directly and the other replicas' through the
+//! [`crate::relay`] (PostgreSQL only); both build their messages from the stored row with
+//! [`crate::messages`], so a message is the same text wherever it is delivered.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
-use serde_json::json;
 use vigil_http::AppState;
 use vigil_store::anomalies::{self, Anomaly};
 
 use crate::Realtime;
-use crate::hub::Shared;
 use crate::incident::Notice;
+use crate::messages::{alert_text, broadcast_text};
 use crate::relay::Item;
 
 /// Broadcasts and alerts on the incidents a stored batch opened or closed, in order.
@@ -37,14 +36,14 @@ pub fn handle_incidents(app: &AppState, rt: &Realtime, notices: Vec<Notice>) {
                 rt.announce(app, Item::Anomaly(row.id.clone()));
                 let (app2, rt2) = (app.clone(), rt.clone());
                 // Webhooks are queued by the dispatcher; its `websocket` channels come back to [`SocketSink`].
-                app.spawn(async move { rt2.inner.dispatcher.fire_and_push(&app2, &row).await });
+                app.spawn(async move { rt2.inner.dispatcher.fire_and_deliver(&app2, &row).await });
             }
             Notice::Closed { id } => {
                 metrics::counter!("topoforge_incidents_total", "event" => "closed").increment(1);
                 let (app2, rt2) = (app.clone(), rt.clone());
                 app.spawn(async move {
                     match anomalies::get(&app2.store, &id).await {
-                        Ok(Some(row)) => rt2.inner.dispatcher.fire_and_push(&app2, &row).await,
+                        Ok(Some(row)) => rt2.inner.dispatcher.fire_and_deliver(&app2, &row).await,
                         // Deleted by an admin since: nothing left to report.
                         Ok(None) => tracing::debug!(incident = %id, "closed incident's row is gone"),
                         Err(e) => {
@@ -58,21 +57,21 @@ pub fn handle_incidents(app: &AppState, rt: &Realtime, notices: Vec<Notice>) {
 }
 
 /// Delivers `websocket` alert channels, for the pipeline's anomalies and for those recorded through
-/// `POST /api/anomalies` alike: a push to the users' stream sockets here, and an announcement for the other
+/// `POST /api/anomalies` alike: to the users' stream sockets here, and an announcement for the other
 /// replicas. Holds the realtime side weakly, since the dispatcher it is registered with is owned by that side.
 pub(crate) struct SocketSink(pub(crate) Weak<crate::Inner>);
 
 impl vigil_anomalies::SocketAlerts for SocketSink {
-    fn push(&self, app: &AppState, stored: &Anomaly, users: Vec<String>) {
+    fn deliver(&self, app: &AppState, stored: &Anomaly, users: Vec<String>) {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
         let rt = Realtime { inner };
-        if let Some(push) = alert_text(stored) {
+        if let Some(text) = alert_text(stored) {
             for user in &users {
-                let n = rt.inner.hub.push_to_user(user, &push);
+                let n = rt.inner.hub.deliver_to_user(user, &text);
                 metrics::counter!("topoforge_alert_pushes_total").increment(1);
-                tracing::debug!(%user, sockets = n, "alert pushed to the user's stream sockets");
+                tracing::debug!(%user, sockets = n, "alert delivered to the user's stream sockets");
             }
         }
         rt.announce(
@@ -83,39 +82,5 @@ impl vigil_anomalies::SocketAlerts for SocketSink {
                 opening: stored.incident_open,
             },
         );
-    }
-}
-
-/// An incident's row as its opening message showed it (open, one event, no end), for a replica that reads the
-/// row after it grew. The peak fields are the row's: the same as at the opening unless a later event of the
-/// incident scored higher before the row was read (rare: the detector caps scores after an alarm).
-pub(crate) fn as_opened(row: &Anomaly) -> Anomaly {
-    let mut a = row.clone();
-    if a.event_count.is_some() {
-        a.event_count = Some(1);
-        a.ended_at = None;
-        a.incident_open = true;
-    }
-    a
-}
-
-/// The broadcast message of a stored pipeline anomaly: its analysis result (the `analysis` of its metadata), as
-/// subscribed sockets (wrapped in `{"type":"anomaly"}`) and SSE clients receive it.
-pub(crate) fn broadcast_text(stored: &Anomaly) -> Option<Shared> {
-    let analysis = stored.metadata.get("analysis");
-    if analysis.is_none() {
-        tracing::error!(anomaly = %stored.id, "stored pipeline anomaly has no analysis; not broadcast");
-    }
-    analysis.map(|a| Arc::from(a.to_string()))
-}
-
-/// The `websocket` alert push of a stored anomaly: `{"type":"alert","data":<anomaly document>}`.
-pub(crate) fn alert_text(stored: &Anomaly) -> Option<Shared> {
-    match serde_json::to_value(vigil_anomalies::AnomalyDoc::from(stored)) {
-        Ok(doc) => Some(Arc::from(json!({"type": "alert", "data": doc}).to_string())),
-        Err(e) => {
-            tracing::error!(error = %e, "anomaly did not serialise; socket alerts skipped");
-            None
-        }
     }
 }

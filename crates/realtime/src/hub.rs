@@ -4,7 +4,7 @@
 //! Nothing here can slow ingestion: the broadcast is a bounded ring (`tokio::sync::broadcast`) that never waits
 //! for receivers — a receiver that falls more than the ring's capacity behind is told how much it missed and is
 //! disconnected with a logged reason — and per-socket alert queues are bounded and filled with `try_send`, a full
-//! queue dropping the push (counted and logged).
+//! queue dropping the alert (counted and logged).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,8 +49,8 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// `capacity`: messages a broadcast receiver may fall behind before it is dropped; `socket_queue`: alert
-    /// pushes buffered per socket.
+    /// `capacity`: messages a broadcast receiver may fall behind before it is dropped; `socket_queue`: alerts
+    /// buffered per socket.
     pub fn new(capacity: usize, socket_queue: usize) -> Self {
         let (anomalies, _) = broadcast::channel(capacity.max(1));
         Hub {
@@ -77,7 +77,7 @@ impl Hub {
         self.anomalies.receiver_count()
     }
 
-    /// Registers a socket of `user` for alert pushes; the pushes arrive on the returned receiver.
+    /// Registers a socket of `user` for `websocket` alerts; they arrive on the returned receiver.
     pub fn register(self: &Arc<Self>, user: &str) -> (Registration, mpsc::Receiver<Shared>) {
         let (tx, rx) = mpsc::channel(self.socket_queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -96,8 +96,8 @@ impl Hub {
         )
     }
 
-    /// Pushes `message` to every open socket of `user` on this replica; returns how many got it.
-    pub fn push_to_user(&self, user: &str, message: &Shared) -> usize {
+    /// Delivers `message` to every open socket of `user` on this replica; returns how many got it.
+    pub fn deliver_to_user(&self, user: &str, message: &Shared) -> usize {
         let senders: Vec<mpsc::Sender<Shared>> = {
             let map = match self.sockets.lock() {
                 Ok(g) => g,
@@ -113,7 +113,7 @@ impl Hub {
                 Ok(()) => delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     metrics::counter!("topoforge_alert_pushes_dropped_total").increment(1);
-                    tracing::warn!(%user, "alert push dropped: the socket's queue is full (slow consumer)");
+                    tracing::warn!(%user, "socket alert dropped: the socket's queue is full (slow consumer)");
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
@@ -121,7 +121,7 @@ impl Hub {
         delivered
     }
 
-    /// Whether `user` has a socket registered for alert pushes on this replica.
+    /// Whether `user` has a socket registered for `websocket` alerts on this replica.
     pub fn has_sockets(&self, user: &str) -> bool {
         self.sockets
             .lock()
@@ -129,7 +129,7 @@ impl Hub {
             .unwrap_or(false)
     }
 
-    /// Number of sockets registered for alert pushes.
+    /// Number of sockets registered for `websocket` alerts.
     pub fn registered_sockets(&self) -> usize {
         self.sockets
             .lock()
@@ -148,20 +148,20 @@ mod tests {
         let (reg, mut rx) = hub.register("u");
         let (reg2, _rx2) = hub.register("u");
         assert_eq!(hub.registered_sockets(), 2);
-        assert_eq!(hub.push_to_user("u", &Arc::from("x")), 2);
+        assert_eq!(hub.deliver_to_user("u", &Arc::from("x")), 2);
         assert_eq!(rx.recv().await.as_deref(), Some("x"));
         drop(reg);
         drop(reg2);
         assert_eq!(hub.registered_sockets(), 0);
-        assert_eq!(hub.push_to_user("u", &Arc::from("x")), 0);
+        assert_eq!(hub.deliver_to_user("u", &Arc::from("x")), 0);
     }
 
     #[tokio::test]
     async fn full_socket_queues_drop_instead_of_blocking() {
         let hub = Arc::new(Hub::new(4, 1));
         let (_reg, _rx) = hub.register("u");
-        assert_eq!(hub.push_to_user("u", &Arc::from("1")), 1);
-        assert_eq!(hub.push_to_user("u", &Arc::from("2")), 0);
+        assert_eq!(hub.deliver_to_user("u", &Arc::from("1")), 1);
+        assert_eq!(hub.deliver_to_user("u", &Arc::from("2")), 0);
     }
 
     #[tokio::test]

@@ -324,7 +324,7 @@ mod tests {
         for chunk in events.chunks(batch) {
             let mut analyses: Vec<Analysis> = chunk
                 .iter()
-                .map(|e| state.push(e, &cfg).expect("push"))
+                .map(|e| state.analyse(e, &cfg).expect("analysis"))
                 .collect();
             let mut results: Vec<Option<&mut AnalysisResult>> = analyses
                 .iter_mut()

@@ -14,12 +14,12 @@
 //! * `GET /api/streams/{stream}/analysis` (viewer): the stream's summary and its current window's persistence
 //!   diagrams, Betti numbers and landscape, computed from the stored state ([`overview`]), for a page that then
 //!   follows the feed above.
-//! * `GET|PUT /api/streams/{stream}/config`: a stream's engine configuration (weights, threshold, window …;
+//! * `GET|PUT /api/streams/{stream}/config`: a stream's analysis configuration (weights, threshold, window …;
 //!   viewer reads, analyst writes).
 //! * `GET /api/streams` (viewer): every stream's current window, event count, last score and calibration status, read from
 //!   the stored state ([`overview`]; the console's overview polls it, since the broadcast carries anomalies only).
 //!
-//! Each event goes through its stream's engine ([`vigil_stream`]); consecutive anomalous events of a stream form
+//! Each event is analysed with its stream's state ([`vigil_stream`]) by the [`Pipeline`]; consecutive anomalous events of a stream form
 //! an incident ([`incident`]: when it opens, grows and closes), stored as one row of `anomalies` (the peak's
 //! analysis in `metadata`) in the same transaction as the stream's state, broadcast to subscribers when it opens,
 //! and checked against alert configurations when it opens and when it closes ([`alerts`]). Each result carries
@@ -49,10 +49,10 @@
 //!
 //! ## Invariants
 //! * Streams never share state; a stream's state lives in the database (`stream_states`) and every answer
-//!   corresponds to a stored state (optimistic concurrency, see [`engine`]), so replicas can serve any stream.
+//!   corresponds to a stored state (optimistic concurrency, see [`pipeline`]), so replicas can serve any stream.
 //! * Slow consumers never slow ingestion: the anomaly broadcast is a bounded ring that never waits (a receiver
 //!   that falls behind by more than `--stream-subscriber-queue` messages is disconnected, with the reason
-//!   logged), alert pushes use bounded per-socket queues with `try_send`, and webhooks run in background tasks.
+//!   logged), socket alerts use bounded per-socket queues with `try_send`, and webhooks run in background tasks.
 //! * Subscribers on every replica see every anomaly: with PostgreSQL, each replica announces what it published
 //!   and republishes the other replicas' announcements to its own sockets ([`relay`]), with identical text.
 //! * A client that disconnects frees everything it held (its broadcast receiver, its alert registration, its
@@ -63,17 +63,19 @@
 //! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_ws_reply_seconds` (histogram, from
 //! reading a WebSocket event to flushing its analysis), `topoforge_state_conflicts_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
-//! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (webhook metrics are the dispatcher's),
+//! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (`websocket` alerts delivered and dropped;
+//! the names predate the one-verb rule and stay, since dashboards read them; webhook metrics are the dispatcher's),
 //! and the relay's (see [`relay`]).
 
 pub mod alerts;
 pub mod answer;
 mod bulk;
 pub mod db;
-pub mod engine;
 pub mod hub;
 pub mod incident;
+mod messages;
 pub mod overview;
+pub mod pipeline;
 pub mod relay;
 mod routes;
 mod session;
@@ -82,12 +84,14 @@ mod ws;
 
 use std::sync::{Arc, OnceLock};
 
+use axum::extract::FromRef;
 use vigil_http::AppState;
 use vigil_http::utoipa_axum::router::OpenApiRouter;
+use vigil_http::utoipa_axum::routes;
 
 pub use answer::Detail;
-pub use engine::{Engine, Lane, Outcome};
 pub use hub::Hub;
+pub use pipeline::{Lane, Outcome, Pipeline};
 
 /// Command-line / environment configuration of the stream endpoints.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
@@ -98,7 +102,7 @@ pub struct RealtimeConfig {
     /// Messages a subscriber (WebSocket or SSE) may fall behind the anomaly broadcast before it is dropped.
     #[arg(long, env = "STREAM_SUBSCRIBER_QUEUE", default_value_t = 1024)]
     pub stream_subscriber_queue: usize,
-    /// Alert pushes buffered per socket before further pushes to it are dropped.
+    /// `websocket` alerts buffered per socket before further alerts to it are dropped.
     #[arg(long, env = "STREAM_SOCKET_QUEUE", default_value_t = 64)]
     pub stream_socket_queue: usize,
     /// Largest batch `POST /api/ingest` accepts.
@@ -151,7 +155,10 @@ impl Default for RealtimeConfig {
     }
 }
 
-/// The process-local side of the stream endpoints: engine caches and the fan-out hub. Cheap to clone.
+/// The process-local side of the stream endpoints: the pipeline (with its per-stream caches) and the fan-out hub.
+/// Cheap to clone.
+///
+/// Wiring, as for every feature crate: `Realtime::new(config, &anomalies)`, then [`Realtime::router`].
 #[derive(Clone)]
 pub struct Realtime {
     pub(crate) inner: Arc<Inner>,
@@ -159,7 +166,7 @@ pub struct Realtime {
 
 pub(crate) struct Inner {
     pub config: RealtimeConfig,
-    pub engine: Engine,
+    pub pipeline: Pipeline,
     pub hub: Arc<Hub>,
     pub dispatcher: vigil_anomalies::AlertDispatcher,
     /// Set once the routes are built over a PostgreSQL store (see [`relay`]); empty with SQLite.
@@ -167,21 +174,13 @@ pub(crate) struct Inner {
 }
 
 impl Realtime {
-    /// With its own alert dispatcher (default delivery policy).
-    pub fn new(config: RealtimeConfig) -> Self {
-        let policy = vigil_anomalies::AnomaliesConfig::default().delivery_policy();
-        Self::with_dispatcher(config, vigil_anomalies::AlertDispatcher::new(policy))
-    }
-
-    /// Sharing the process's alert dispatcher (the one the anomalies routes use), so webhook delivery has one
-    /// queue and one concurrency limit.
-    pub fn with_dispatcher(
-        config: RealtimeConfig,
-        dispatcher: vigil_anomalies::AlertDispatcher,
-    ) -> Self {
+    /// The stream side of the process, delivering its alerts through `anomalies`' dispatcher (one queue, one
+    /// concurrency limit and the configured `WEBHOOK_*` settings for every alert of the process).
+    pub fn new(config: RealtimeConfig, anomalies: &vigil_anomalies::Anomalies) -> Self {
+        let dispatcher = anomalies.dispatcher().clone();
         let rt = Realtime {
             inner: Arc::new(Inner {
-                engine: Engine::with_watch_queue(
+                pipeline: Pipeline::with_watch_queue(
                     config.stream_cache_streams,
                     config.stream_ingest_threads,
                     config.stream_subscriber_queue,
@@ -206,14 +205,9 @@ impl Realtime {
         rt
     }
 
-    /// The engine caches (for tests and benchmarks).
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
-    }
-
-    /// The alert dispatcher this side delivers `websocket` channels for (share it with the anomalies routes).
-    pub fn dispatcher(&self) -> &vigil_anomalies::AlertDispatcher {
-        &self.inner.dispatcher
+    /// The pipeline that analyses and stores events (for tests and benchmarks).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
     }
 
     /// The fan-out hub (for tests and benchmarks).
@@ -241,6 +235,22 @@ impl Realtime {
             .as_ref()
     }
 
+    /// The stream routes (ingest, the socket, SSE, stream configuration and overview), bound to `state` and to
+    /// this side. Keep a clone to inspect the pipeline or the hub from tests.
+    pub fn router(self, state: &AppState) -> OpenApiRouter<AppState> {
+        OpenApiRouter::new()
+            .routes(routes!(routes::ingest))
+            .routes(routes!(routes::sse))
+            .routes(routes!(routes::get_config, routes::put_config))
+            .routes(routes!(overview::list))
+            .routes(routes!(overview::current))
+            .routes(routes!(ws::ws))
+            .with_state(RouterState {
+                app: state.clone(),
+                realtime: self,
+            })
+    }
+
     /// Tells the other replicas (if any) what was just published here.
     pub(crate) fn announce(&self, app: &AppState, item: relay::Item) {
         if let Some(r) = self.relay(app) {
@@ -249,12 +259,21 @@ impl Realtime {
     }
 }
 
-/// The stream routes with their own [`Realtime`] built from `config`.
-pub fn router(_state: &AppState, config: RealtimeConfig) -> OpenApiRouter<AppState> {
-    router_with(Realtime::new(config))
+/// What the handlers extract with `State<…>`: a handler asking for anything else does not compile.
+#[derive(Clone)]
+struct RouterState {
+    app: AppState,
+    realtime: Realtime,
 }
 
-/// The stream routes over an existing [`Realtime`] (tests keep a handle to inspect it).
-pub fn router_with(rt: Realtime) -> OpenApiRouter<AppState> {
-    routes::router(rt)
+impl FromRef<RouterState> for AppState {
+    fn from_ref(s: &RouterState) -> Self {
+        s.app.clone()
+    }
+}
+
+impl FromRef<RouterState> for Realtime {
+    fn from_ref(s: &RouterState) -> Self {
+        s.realtime.clone()
+    }
 }

@@ -1,6 +1,6 @@
 //! `GET /api/streams`: what each stream looks like now — its window of values, its event count and where it is
 //! in calibration — read from the stored state, for the console's overview and detail pages. Read-only; it
-//! never touches the engine, so watching streams costs ingestion nothing but one read per poll.
+//! never touches the pipeline, so watching streams costs ingestion nothing but one read per poll.
 
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
@@ -204,7 +204,7 @@ mod tests {
         let mut s = StreamState::new("s");
         for i in 0..n {
             let e = Event::new("s", (i % 7) as f64, None);
-            s.push(&e, cfg).expect("push");
+            s.analyse(&e, cfg).expect("analysis");
         }
         s.to_parts().expect("parts").core
     }

@@ -11,7 +11,7 @@
 //!   `anomalies`. Ids are announced after the row is committed, so the read always finds it (unless an admin
 //!   deleted it in between, which is logged and skipped).
 //! * **Identical messages.** Local and relayed messages are built by the same functions from the same stored
-//!   row ([`crate::alerts::broadcast_text`], [`crate::alerts::alert_text`]); serde_json's `float_roundtrip`
+//!   row ([`crate::messages::broadcast_text`], [`crate::messages::alert_text`]); serde_json's `float_roundtrip`
 //!   (enabled in this crate) makes the numbers read back from the row print exactly as they were written.
 //! * **Exactly once.** Each process announces with a random origin id and ignores its own announcements: its
 //!   local subscribers were served directly.
@@ -376,7 +376,7 @@ async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
             Item::Anomaly(id) => {
                 if let Some(text) = rows
                     .get(id.as_str())
-                    .and_then(crate::alerts::broadcast_text)
+                    .and_then(crate::messages::broadcast_text)
                 {
                     hub.publish(text);
                 }
@@ -387,16 +387,16 @@ async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
                 };
                 let opened;
                 let row = if *opening {
-                    opened = crate::alerts::as_opened(row);
+                    opened = crate::messages::as_opened(row);
                     &opened
                 } else {
                     row
                 };
-                let Some(text) = crate::alerts::alert_text(row) else {
+                let Some(text) = crate::messages::alert_text(row) else {
                     continue;
                 };
                 for user in users {
-                    hub.push_to_user(user, &text);
+                    hub.deliver_to_user(user, &text);
                 }
             }
         }

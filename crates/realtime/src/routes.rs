@@ -1,9 +1,9 @@
-//! The HTTP routes: ingest, SSE and per-stream configuration (the WebSocket lives in [`crate::ws`]).
+//! The HTTP routes: ingest, SSE and per-stream configuration (the WebSocket is [`crate::ws`]; both are assembled
+//! by [`crate::Realtime::router`]).
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -16,37 +16,17 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 use vigil_http::auth::{Analyst, Viewer};
-use vigil_http::utoipa_axum::router::OpenApiRouter;
-use vigil_http::utoipa_axum::routes;
 use vigil_http::{ApiJson, ApiResult, AppState, Error};
-use vigil_stream::{Event, StreamConfig};
+use vigil_stream::StreamConfig;
 
 use crate::Realtime;
 use crate::answer::Detail;
-use crate::engine::Lane;
 use crate::hub::Shared;
+use crate::pipeline::{Lane, parse_event};
 use crate::session::{
-    Caller, header_token, presented_token, recheck_interval, still_valid, stream_caller,
+    Caller, ConnectionGauge, header_token, presented_token, recheck_interval, still_valid,
+    stream_caller,
 };
-
-pub(crate) fn router(rt: Realtime) -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(ingest))
-        .routes(routes!(sse))
-        .routes(routes!(get_config, put_config))
-        .routes(routes!(crate::overview::list))
-        .routes(routes!(crate::overview::current))
-        .routes(routes!(crate::ws::ws))
-        .layer(Extension(rt))
-}
-
-/// `?token=` on the stream endpoints.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct TokenQuery {
-    /// An access token, for clients that cannot send an `Authorization` header.
-    pub token: Option<String>,
-}
 
 /// An event as `/openapi.json` states it: any JSON object; these members have a meaning, any other is kept and
 /// echoed in the analysis (documentation only: events are read by [`vigil_stream::Event::from_json`]).
@@ -103,15 +83,6 @@ enum IngestBody {
     Many(Vec<EventDoc>),
 }
 
-/// Parses one event (with the server's receive time), naming its position in a batch on error.
-pub(crate) fn parse_event(v: &Value, index: Option<usize>) -> Result<Event, Error> {
-    let e = Event::from_json(v).map_err(|e| match index {
-        Some(i) => Error::unprocessable(format!("event {i}: {e}")),
-        None => Error::unprocessable(e.to_string()),
-    })?;
-    Ok(e.received(chrono::Utc::now()))
-}
-
 /// `?detail=` of `POST /api/ingest`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -137,9 +108,9 @@ pub(crate) struct IngestQuery {
         (status = 413, description = "More events than `STREAM_MAX_BATCH` (10,000) in one batch"),
         (status = 422, description = "An event is not usable, or `detail` is not full, compact or scores"),
     ))]
-async fn ingest(
+pub(crate) async fn ingest(
     State(app): State<AppState>,
-    Extension(rt): Extension<Realtime>,
+    State(rt): State<Realtime>,
     Analyst(_user): Analyst,
     query: Result<Query<IngestQuery>, QueryRejection>,
     ApiJson(body): ApiJson<Value>,
@@ -168,7 +139,7 @@ async fn ingest(
     };
     let (outcomes, notices) = rt
         .inner
-        .engine
+        .pipeline
         .process_incidents(&app, events, None, Lane::Bulk, detail)
         .await;
     // Announced even if another stream's batch failed: the stored streams' incidents are committed.
@@ -208,9 +179,9 @@ pub(crate) struct SseQuery {
         (status = 401, description = "A token is required (STREAM_REQUIRE_AUTH, or `stream` given) or the given one is invalid"),
         (status = 422, description = "`stream` is not 1 to 128 bytes"),
     ))]
-async fn sse(
+pub(crate) async fn sse(
     State(app): State<AppState>,
-    Extension(rt): Extension<Realtime>,
+    State(rt): State<Realtime>,
     query: Result<Query<SseQuery>, QueryRejection>,
     parts: Parts,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
@@ -260,7 +231,7 @@ async fn sse(
         analyses: q
             .stream
             .as_deref()
-            .map(|s| rt.inner.engine.watchers().watch(s)),
+            .map(|s| rt.inner.pipeline.watchers().watch(s)),
         _gauge: {
             metrics::gauge!("topoforge_stream_connections", "kind" => "sse").increment(1.0);
             ConnectionGauge("sse")
@@ -326,21 +297,12 @@ async fn recv_watched(
     }
 }
 
-/// Decrements the connection gauge when the connection's resources are released.
-pub(crate) struct ConnectionGauge(pub &'static str);
-
-impl Drop for ConnectionGauge {
-    fn drop(&mut self) {
-        metrics::gauge!("topoforge_stream_connections", "kind" => self.0).decrement(1.0);
-    }
-}
-
-/// A stream's engine configuration (defaults when none was set).
+/// A stream's analysis configuration (defaults when none was set).
 #[utoipa::path(get, path = "/api/streams/{stream}/config", tag = "streams", security(("bearer" = [])),
     params(("stream" = String, Path, description = "Stream name")),
     responses((status = 200, description = "The configuration", body = Value), (status = 401),
         (status = 422, description = "Not a usable stream name")))]
-async fn get_config(
+pub(crate) async fn get_config(
     State(app): State<AppState>,
     Viewer(_user): Viewer,
     Path(stream): Path<String>,
@@ -352,7 +314,7 @@ async fn get_config(
     Ok(ApiJson(cfg))
 }
 
-/// Replaces a stream's engine configuration. Fields left out take their defaults. Changing the window, the
+/// Replaces a stream's analysis configuration. Fields left out take their defaults. Changing the window, the
 /// embedding, the homology dimension or the Betti rule makes the stream recalibrate.
 #[utoipa::path(put, path = "/api/streams/{stream}/config", tag = "streams", security(("bearer" = [])),
     params(("stream" = String, Path, description = "Stream name")),
@@ -363,9 +325,8 @@ async fn get_config(
         (status = 403, description = "Not an analyst"),
         (status = 422, description = "A value is out of range"),
     ))]
-async fn put_config(
+pub(crate) async fn put_config(
     State(app): State<AppState>,
-    Extension(_rt): Extension<Realtime>,
     Analyst(_user): Analyst,
     Path(stream): Path<String>,
     ApiJson(cfg): ApiJson<StreamConfig>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use serde::Deserialize;
 use vigil_http::auth::bearer_token;
 use vigil_http::{AppState, AuthUser, Error, Role};
 
@@ -95,5 +96,22 @@ pub(crate) async fn still_valid(
             tracing::warn!(error = %e, "could not re-check a stream connection's token");
             Ok(None)
         }
+    }
+}
+
+/// `?token=` on the stream endpoints.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TokenQuery {
+    /// An access token, for clients that cannot send an `Authorization` header.
+    pub token: Option<String>,
+}
+
+/// Decrements the connection gauge when the connection's resources are released.
+pub(crate) struct ConnectionGauge(pub &'static str);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("topoforge_stream_connections", "kind" => self.0).decrement(1.0);
     }
 }

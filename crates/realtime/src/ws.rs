@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
@@ -16,21 +15,21 @@ use vigil_http::{ApiResult, AppState};
 use vigil_stream::Event;
 
 use crate::Realtime;
-use crate::engine::{Lane, Outcome};
 use crate::hub::Shared;
-use crate::routes::{ConnectionGauge, TokenQuery, parse_event};
+use crate::pipeline::{Lane, Outcome, parse_event};
 use crate::session::{
-    Caller, header_token, presented_token, recheck_interval, still_valid, stream_caller,
+    Caller, ConnectionGauge, TokenQuery, header_token, presented_token, recheck_interval,
+    still_valid, stream_caller,
 };
 
 /// A client that does not take a frame within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// WebSocket close code "policy violation", used when a slow subscriber is dropped.
 const CLOSE_POLICY: u16 = 1008;
-/// Most frames, already received on one socket, that are handled together (one engine batch for their events).
+/// Most frames, already received on one socket, that are handled together (one pipeline batch for their events).
 const MAX_PIPELINED: usize = 100;
 
-/// Upgrades to the stream socket. `?token=` identifies the user (for `websocket` alert pushes); it is required
+/// Upgrades to the stream socket. `?token=` identifies the user (for `websocket` alerts); it is required
 /// when `STREAM_REQUIRE_AUTH` is set, and an invalid token is refused before the upgrade.
 #[utoipa::path(get, path = "/ws/stream", tag = "streams", params(TokenQuery),
     responses(
@@ -40,7 +39,7 @@ const MAX_PIPELINED: usize = 100;
     ))]
 pub(crate) async fn ws(
     State(app): State<AppState>,
-    Extension(rt): Extension<Realtime>,
+    State(rt): State<Realtime>,
     Query(q): Query<TokenQuery>,
     parts: Parts,
     upgrade: WebSocketUpgrade,
@@ -61,9 +60,9 @@ struct Session {
 async fn run(socket: WebSocket, app: AppState, rt: Realtime, caller: Caller) {
     metrics::gauge!("topoforge_stream_connections", "kind" => "websocket").increment(1.0);
     let _gauge = ConnectionGauge("websocket");
-    // Anomalies and alert pushes of other replicas reach this socket through the relay.
+    // Anomalies and socket alerts of other replicas reach this socket through the relay.
     rt.start(&app);
-    // Alert pushes for the socket's user; the registration is removed when this function returns.
+    // `websocket` alerts for the socket's user; the registration is removed when this function returns.
     let (_registration, mut alerts) = match &caller.user {
         Some(u) => {
             let (reg, rx) = rt.inner.hub.register(&u.id);
@@ -104,7 +103,7 @@ async fn run(socket: WebSocket, app: AppState, rt: Realtime, caller: Caller) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => (Vec::new(), false), // ping/pong are answered by the protocol layer
             },
-            pushed = recv_subscription(&mut session.subscription) => match pushed {
+            broadcast = recv_subscription(&mut session.subscription) => match broadcast {
                 Ok(data) => (vec![Reply::plain(format!("{{\"type\":\"anomaly\",\"data\":{data}}}"))], false),
                 Err(RecvError::Lagged(n)) => {
                     metrics::counter!("topoforge_subscribers_dropped_total", "reason" => "lagged").increment(1);
@@ -276,7 +275,7 @@ fn parse_frame(text: &str, received: Instant) -> Request {
 
 /// Handles frames in the order they were sent and returns the replies in that order.
 ///
-/// Consecutive events go through the engine as one batch, the way an `/api/ingest` array does: a client that
+/// Consecutive events go through the pipeline as one batch, the way an `/api/ingest` array does: a client that
 /// pipelines events gets batch throughput, while a client that waits for each answer sends batches of one.
 /// `config` and `subscribe` end a batch, so every event is analysed with the threshold in force when it was
 /// sent and only anomalies of later events reach a socket that subscribed. A batch with more than one event runs
@@ -353,7 +352,7 @@ async fn analyse(
         .unzip();
     let (results, notices) = rt
         .inner
-        .engine
+        .pipeline
         .process_each(app, events, threshold, lane)
         .await;
     crate::alerts::handle_incidents(app, rt, notices);

@@ -3,15 +3,19 @@
 //! a 422 with a detail, and every scored result names the evidence that drove its score.
 
 use serde_json::{Value, json};
+use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
-use vigil_realtime::{Realtime, RealtimeConfig, router_with};
+use vigil_realtime::{Realtime, RealtimeConfig};
 
 async fn apps() -> Vec<TestApp> {
     let mut out = Vec::new();
     for db in vigil_store::testing::TestDb::all().await {
-        let rt = Realtime::new(RealtimeConfig::default());
-        out.push(TestApp::start(db, move |_| router_with(rt.clone())).await);
+        let rt = Realtime::new(
+            RealtimeConfig::default(),
+            &Anomalies::new(&AnomaliesConfig::default()),
+        );
+        out.push(TestApp::start(db, move |state| rt.router(state)).await);
     }
     out
 }

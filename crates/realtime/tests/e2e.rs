@@ -7,9 +7,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
-use vigil_realtime::{Realtime, RealtimeConfig, router_with};
+use vigil_realtime::{Realtime, RealtimeConfig};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -38,18 +39,22 @@ fn open() -> RealtimeConfig {
     }
 }
 
+/// A stream side with an alert dispatcher of its own, at the default delivery settings.
+fn realtime(config: RealtimeConfig) -> Realtime {
+    Realtime::new(config, &Anomalies::new(&AnomaliesConfig::default()))
+}
+
 async fn apps(cfg: RealtimeConfig) -> Vec<(TestApp, Realtime)> {
     let mut out = Vec::new();
     for db in vigil_store::testing::TestDb::all().await {
         // The webhook receivers of these tests listen on loopback, which the default policy refuses.
-        let delivery = vigil_anomalies::DeliveryPolicy {
-            allow_private: true,
-            ..vigil_anomalies::AnomaliesConfig::default().delivery_policy()
-        };
-        let rt =
-            Realtime::with_dispatcher(cfg.clone(), vigil_anomalies::AlertDispatcher::new(delivery));
+        let anomalies = Anomalies::new(&AnomaliesConfig {
+            webhook_allow_private: true,
+            ..AnomaliesConfig::default()
+        });
+        let rt = Realtime::new(cfg.clone(), &anomalies);
         let rt2 = rt.clone();
-        let app = TestApp::start(db, move |_| router_with(rt2.clone())).await;
+        let app = TestApp::start(db, move |state| rt2.router(state)).await;
         out.push((app, rt));
     }
     out
@@ -571,11 +576,11 @@ async fn anomalies_are_stored_broadcast_and_streamed_over_sse() {
 async fn replicas_share_stream_state_through_the_database() {
     for (app, _rt) in apps(open()).await {
         // Two independent processes' worth of caches over one database, fed alternately, must give exactly
-        // the results of one engine fed everything.
+        // the results of one pipeline fed everything.
         let (a, b, single) = (
-            Realtime::new(Default::default()),
-            Realtime::new(Default::default()),
-            Realtime::new(Default::default()),
+            realtime(RealtimeConfig::default()),
+            realtime(RealtimeConfig::default()),
+            realtime(RealtimeConfig::default()),
         );
         let values = noise(90, 3);
         let mut alternating = Vec::new();
@@ -583,7 +588,7 @@ async fn replicas_share_stream_state_through_the_database() {
             let rt = if i % 3 == 0 { &a } else { &b };
             let e = vigil_stream::Event::new("shared", *x, None);
             let o = rt
-                .engine()
+                .pipeline()
                 .process(&app.state, vec![e], None, vigil_realtime::Lane::Bulk)
                 .await
                 .expect("process");
@@ -593,7 +598,7 @@ async fn replicas_share_stream_state_through_the_database() {
         for x in &values {
             let e = vigil_stream::Event::new("solo", *x, None);
             let o = single
-                .engine()
+                .pipeline()
                 .process(&app.state, vec![e], None, vigil_realtime::Lane::Bulk)
                 .await
                 .expect("process");
@@ -605,7 +610,7 @@ async fn replicas_share_stream_state_through_the_database() {
         }
         assert!(
             alternating == reference,
-            "{}: replicas diverged from a single engine",
+            "{}: replicas diverged from a single pipeline",
             app.label
         );
         let row = vigil_realtime::db::load(&app.state.store, "shared")
@@ -625,10 +630,10 @@ async fn two_replicas(test: &str) -> Option<((TestApp, Realtime), (TestApp, Real
         return None;
     };
     let replica = db.replica().await;
-    let (rt_a, rt_b) = (Realtime::new(open()), Realtime::new(open()));
+    let (rt_a, rt_b) = (realtime(open()), realtime(open()));
     let (a2, b2) = (rt_a.clone(), rt_b.clone());
-    let a = TestApp::start(db, move |_| router_with(a2.clone())).await;
-    let b = TestApp::start(replica, move |_| router_with(b2.clone())).await;
+    let a = TestApp::start(db, move |state| a2.router(state)).await;
+    let b = TestApp::start(replica, move |state| b2.router(state)).await;
     Some(((a, rt_a), (b, rt_b)))
 }
 
@@ -662,7 +667,7 @@ async fn contended_replicas_wait_instead_of_failing() {
                 } else {
                     vigil_realtime::Lane::Interactive
                 };
-                if let Err(e) = rt.engine().process(&state, events, None, lane).await {
+                if let Err(e) = rt.pipeline().process(&state, events, None, lane).await {
                     failures.push(e.to_string());
                 }
             }
@@ -789,14 +794,11 @@ async fn alerts_fire_to_webhooks_and_the_owners_sockets() {
 async fn hand_recorded_anomalies_reach_the_owners_sockets() {
     for db in vigil_store::testing::TestDb::all().await {
         // The process wiring of `vigil serve`: one dispatcher shared by the anomalies routes and the stream side.
-        let rt = Realtime::new(open());
+        let anomalies = Anomalies::new(&AnomaliesConfig::default());
+        let rt = Realtime::new(open(), &anomalies);
         let rt2 = rt.clone();
         let app = TestApp::start(db, move |state| {
-            router_with(rt2.clone()).merge(vigil_anomalies::router_with_dispatcher(
-                state,
-                vigil_anomalies::AnomaliesConfig::default(),
-                rt2.dispatcher().clone(),
-            ))
+            rt2.router(state).merge(anomalies.router(state))
         })
         .await;
         let (_, analyst) = app.user_with_role("recorder", Role::Analyst).await;
@@ -1458,12 +1460,12 @@ async fn a_stream_is_watched_analysis_by_analysis() {
         assert_eq!(sse.status(), 200, "{}", app.label);
         let mut body = sse.bytes_stream();
         for _ in 0..50 {
-            if rt.engine().watchers().is_watched("w") {
+            if rt.pipeline().watchers().is_watched("w") {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(rt.engine().watchers().is_watched("w"), "{}", app.label);
+        assert!(rt.pipeline().watchers().is_watched("w"), "{}", app.label);
 
         let values = noise(30, 5);
         let events: Vec<Value> = values

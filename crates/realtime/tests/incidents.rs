@@ -9,9 +9,10 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use vigil_anomalies::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSecret};
+use vigil_anomalies::{Anomalies, AnomaliesConfig};
 use vigil_http::Role;
 use vigil_http::testing::TestApp;
-use vigil_realtime::{Detail, Lane, Realtime, RealtimeConfig, router_with};
+use vigil_realtime::{Detail, Lane, Realtime, RealtimeConfig};
 
 const SECRET: &str = "incident-hook-secret";
 
@@ -33,27 +34,25 @@ fn spike_events(stream: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A stream side with an alert dispatcher of its own, at the default delivery settings.
+fn realtime(config: RealtimeConfig) -> Realtime {
+    Realtime::new(config, &Anomalies::new(&AnomaliesConfig::default()))
+}
+
 /// The app with the stream routes and the anomaly log, sharing one dispatcher that signs webhooks and may reach
 /// the loopback receiver.
 async fn apps() -> Vec<(TestApp, Realtime)> {
     let mut out = Vec::new();
     for db in vigil_store::testing::TestDb::all().await {
-        let delivery = vigil_anomalies::DeliveryPolicy {
-            allow_private: true,
-            secret: WebhookSecret::new(SECRET),
-            ..vigil_anomalies::AnomaliesConfig::default().delivery_policy()
-        };
-        let rt = Realtime::with_dispatcher(
-            RealtimeConfig::default(),
-            vigil_anomalies::AlertDispatcher::new(delivery),
-        );
+        let anomalies = Anomalies::new(&AnomaliesConfig {
+            webhook_allow_private: true,
+            webhook_secret: Some(SECRET.into()),
+            ..AnomaliesConfig::default()
+        });
+        let rt = Realtime::new(RealtimeConfig::default(), &anomalies);
         let rt2 = rt.clone();
         let app = TestApp::start(db, move |state| {
-            router_with(rt2.clone()).merge(vigil_anomalies::router_with_dispatcher(
-                state,
-                vigil_anomalies::AnomaliesConfig::default(),
-                rt2.dispatcher().clone(),
-            ))
+            rt2.router(state).merge(anomalies.router(state))
         })
         .await;
         out.push((app, rt));
@@ -289,7 +288,7 @@ async fn a_restart_mid_incident_continues_it_and_replays_give_the_same_incidents
             .await;
             assert_eq!(cfg.0, 200);
         }
-        // Stream a: up to the middle of the excursion through the server, the rest through a fresh engine over
+        // Stream a: up to the middle of the excursion through the server, the rest through a fresh pipeline over
         // the same database (another process picking the stream up after a crash).
         let events_a = spike_events("replay-a");
         let first = ingest(&app, &analyst, &events_a[..203], 203, "").await;
@@ -304,13 +303,13 @@ async fn a_restart_mid_incident_continues_it_and_replays_give_the_same_incidents
         assert_eq!(open_rows.len(), 1, "{}", app.label);
         assert_eq!(open_rows[0].id, opened);
         drop(rt);
-        let restarted = Realtime::new(RealtimeConfig::default());
+        let restarted = realtime(RealtimeConfig::default());
         let rest: Vec<vigil_stream::Event> = events_a[203..]
             .iter()
             .map(|v| vigil_stream::Event::from_json(v).unwrap())
             .collect();
         let (done, notices) = restarted
-            .engine()
+            .pipeline()
             .process_incidents(&app.state, rest, None, Lane::Bulk, Detail::Full)
             .await;
         let done = done.expect("processed after the restart");
@@ -477,7 +476,7 @@ async fn compact_answers_carry_the_full_answers_verdicts() {
 }
 
 #[tokio::test]
-async fn two_engines_racing_on_a_stream_open_one_incident_per_excursion() {
+async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
     for (app, _rt) in apps().await {
         let (_, analyst) = app.user_with_role("inc4", Role::Analyst).await;
         let cfg = send(
@@ -489,10 +488,10 @@ async fn two_engines_racing_on_a_stream_open_one_incident_per_excursion() {
         )
         .await;
         assert_eq!(cfg.0, 200);
-        // Two replicas' worth of engines over one database, each sending every other batch of 10, concurrently.
-        let engines = [
-            Realtime::new(RealtimeConfig::default()),
-            Realtime::new(RealtimeConfig::default()),
+        // Two replicas' worth of pipelines over one database, each sending every other batch of 10, concurrently.
+        let pipelines = [
+            realtime(RealtimeConfig::default()),
+            realtime(RealtimeConfig::default()),
         ];
         let events: Vec<vigil_stream::Event> = spike_events("raced")
             .iter()
@@ -500,20 +499,20 @@ async fn two_engines_racing_on_a_stream_open_one_incident_per_excursion() {
             .collect();
         let batches: Vec<Vec<vigil_stream::Event>> = events.chunks(10).map(<[_]>::to_vec).collect();
         let mut runs = Vec::new();
-        for (k, engine) in engines.iter().enumerate() {
+        for (k, pipeline) in pipelines.iter().enumerate() {
             let mine: Vec<Vec<vigil_stream::Event>> =
                 batches.iter().skip(k).step_by(2).cloned().collect();
             let state = app.state.clone();
-            let engine = engine.clone();
+            let pipeline = pipeline.clone();
             runs.push(tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for b in mine {
                     // A batch that loses every attempt is answered 503 with nothing stored (possible on SQLite,
-                    // where two engines in one process take no row lock); a client retries it.
+                    // where two pipelines in one process take no row lock); a client retries it.
                     let mut tries = 0;
                     let done = loop {
-                        let (done, _) = engine
-                            .engine()
+                        let (done, _) = pipeline
+                            .pipeline()
                             .process_incidents(&state, b.clone(), None, Lane::Bulk, Detail::Scores)
                             .await;
                         match done {

@@ -1,9 +1,9 @@
-//! Events analysed per second through `StreamState::push` with the default configuration (window 50, 2-D
+//! Events analysed per second through `StreamState::analyse` with the default configuration (window 50, 2-D
 //! embedding, H2), on one thread and on N threads with independent streams, plus where the time goes.
 //!
 //! `cargo run --release -p vigil-stream --example throughput -- [events_per_stream] [runs] [threads]`
 //!
-//! Streams are calibrated before timing, so every timed push is a full, scored analysis (including the
+//! Streams are calibrated before timing, so every timed event is a full, scored analysis (including the
 //! periodic model refits). Prints every run and the median.
 
 use std::time::Instant;
@@ -26,7 +26,7 @@ fn calibrated(i: u64, events: usize) -> (StreamState, Vec<Event>) {
     let cfg = StreamConfig::default();
     let mut state = StreamState::new(&name);
     for e in &all[..200] {
-        let _ = state.push(e, &cfg);
+        let _ = state.analyse(e, &cfg);
     }
     all.drain(..200);
     all.truncate(events);
@@ -55,7 +55,7 @@ fn main() {
         let t = Instant::now();
         let mut anomalies = 0usize;
         for e in &evs {
-            if st.push(e, &cfg).map(|a| a.is_anomaly()).unwrap_or(false) {
+            if st.analyse(e, &cfg).map(|a| a.is_anomaly()).unwrap_or(false) {
                 anomalies += 1;
             }
         }
@@ -83,7 +83,7 @@ fn main() {
                     let n = streams.first().map_or(0, |x| x.1.len());
                     for i in 0..n {
                         for (st, evs) in streams.iter_mut() {
-                            let _ = st.push(&evs[i], cfg);
+                            let _ = st.analyse(&evs[i], cfg);
                         }
                     }
                 });

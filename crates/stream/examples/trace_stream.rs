@@ -22,7 +22,7 @@ fn main() {
     let cfg = StreamConfig::default();
     let mut state = vigil_stream::StreamState::new(&s.name);
     for (i, e) in s.events().iter().enumerate() {
-        let a = match state.push(e, &cfg) {
+        let a = match state.analyse(e, &cfg) {
             Ok(a) => a,
             Err(err) => {
                 eprintln!("event {i}: {err}");

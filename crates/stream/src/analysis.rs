@@ -3,7 +3,7 @@
 use crate::classifier::SecurityAnalysis;
 use serde::{Deserialize, Serialize};
 
-/// What `push` returns for one event.
+/// What `StreamState::analyse` returns for one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Analysis {

@@ -7,7 +7,7 @@
 //! false alarms. Everything is generated from a seed with the crate's own SplitMix64, so the data, and
 //! therefore the measured precision/recall/delay, are identical on every machine.
 //!
-//! Scoring (per stream, with the engine's results):
+//! Scoring (per stream, with the analysis results):
 //! * the *zone* of an injected segment [start, end) is [start, end + window_size): a window that still
 //!   contains attacked events may alarm. For a level shift only the change itself is labelled
 //!   ([start, start + 1)): alarming for ever after the shift is a false alarm, which is the point;
@@ -235,7 +235,7 @@ pub fn evaluate(streams: &[LabelledStream], cfg: &StreamConfig) -> Result<Report
         let mut alarm_at = Vec::new();
         let mut scored = 0usize;
         for (i, e) in s.events().iter().enumerate() {
-            let a = state.push(e, cfg)?;
+            let a = state.analyse(e, cfg)?;
             if a.result().is_some_and(|r| r.calibrated) {
                 scored += 1;
             }

@@ -142,8 +142,8 @@ pub fn window_cost(points: usize, max_homology_dim: usize) -> u128 {
 }
 
 impl StreamConfig {
-    /// Checks every field. The engine only ever runs on validated configurations (see
-    /// [`crate::StreamState::push`]), so an API can reject bad input with this error.
+    /// Checks every field. Events are only ever analysed with validated configurations (see
+    /// [`crate::StreamState::analyse`]), so an API can reject bad input with this error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.min_events..=MAX_WINDOW).contains(&self.window_size) {
             return Err(ConfigError(

@@ -1,4 +1,4 @@
-//! Errors of the stream engine.
+//! Errors of the stream analysis.
 
 use thiserror::Error;
 
@@ -7,7 +7,7 @@ use thiserror::Error;
 pub enum StreamError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("event for stream `{event}` pushed into the state of stream `{state}`")]
+    #[error("event for stream `{event}` analysed by the state of stream `{state}`")]
     WrongStream { state: String, event: String },
     #[error("persistent homology failed: {0}")]
     Topology(#[from] vigil_topo::TopoError),

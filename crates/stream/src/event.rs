@@ -1,6 +1,6 @@
 //! Parsing of incoming events.
 //!
-//! An event is any JSON object. Only three things in it matter to the engine:
+//! An event is any JSON object. Only three things in it matter to the analysis:
 //!
 //! * `value` — the signal. A JSON number is taken as is; a string that parses as a finite decimal number
 //!   (`"3.5"`, `" 1e3 "`) is accepted too, because feeds that proxy CSV or query strings send numbers as
@@ -50,7 +50,7 @@ pub struct Event {
     pub value: f64,
     /// The client's timestamp, if it sent one. Only client timestamps feed the event-rate evidence.
     pub timestamp: Option<DateTime<Utc>>,
-    /// When the server received the event. The engine never reads a clock (it is deterministic); the
+    /// When the server received the event. The analysis never reads a clock (it is deterministic); the
     /// HTTP layer sets this so results of events without a client timestamp still carry a real time.
     pub received_at: Option<DateTime<Utc>>,
     /// The stream key.

@@ -1,6 +1,6 @@
-//! # vigil-stream: the TopoForge stream engine
+//! # vigil-stream: TopoForge stream analysis
 //!
-//! A pure, deterministic engine (no I/O, no clock, no global state): every event updates its stream's
+//! Pure and deterministic (no I/O, no clock, no global state): every event updates its stream's
 //! sliding window and its detector; the window's shape is measured with persistent homology against the
 //! stream's topology baseline and its own Isolation Forest; the detector turns how novel the recent values'
 //! shape is into a calibrated tail probability, which is the score; the evidence is mapped to MITRE ATT&CK.
@@ -12,7 +12,7 @@
 //! let cfg = StreamConfig::default();
 //! let mut state = StreamState::new("default");
 //! let event = Event::from_json(&serde_json::json!({"value": 0.7})).unwrap();
-//! let analysis = state.push(&event, &cfg).unwrap();
+//! let analysis = state.analyse(&event, &cfg).unwrap();
 //! assert_eq!(serde_json::to_value(&analysis).unwrap(), serde_json::json!({"status": "buffering", "count": 1}));
 //! ```
 //!

@@ -90,7 +90,7 @@ pub fn replay(series: &Series, cfg: &StreamConfig) -> Result<Vec<f64>, crate::St
     let mut out = Vec::with_capacity(series.values.len());
     for (t, v) in series.times.iter().zip(&series.values) {
         let event = Event::new(&series.name, *v, Some(t.and_utc()));
-        let a = state.push(&event, cfg)?;
+        let a = state.analyse(&event, cfg)?;
         out.push(a.result().map_or(0.0, |r| r.anomaly_score));
     }
     Ok(out)

@@ -1,4 +1,4 @@
-//! Per-stream state and the pipeline step `push`.
+//! Per-stream state and its one step, `analyse`.
 
 use std::collections::VecDeque;
 
@@ -386,10 +386,10 @@ impl StreamState {
         Self::from_parts(&core, model.as_deref())
     }
 
-    /// Feeds one event through the pipeline and returns its analysis. See the crate documentation for
-    /// the formulas. Fails only on an invalid configuration, an event of another stream, or an engine
-    /// error; never panics.
-    pub fn push(&mut self, event: &Event, cfg: &StreamConfig) -> Result<Analysis, StreamError> {
+    /// Analyses one event: updates the stream's state with it and returns its analysis. See the crate
+    /// documentation for the formulas. Fails only on an invalid configuration, an event of another stream, or a
+    /// homology error; never panics.
+    pub fn analyse(&mut self, event: &Event, cfg: &StreamConfig) -> Result<Analysis, StreamError> {
         cfg.validate()?;
         if event.stream != self.stream {
             return Err(StreamError::WrongStream {
@@ -950,7 +950,7 @@ mod tests {
         let mut last = None;
         for i in 0..cfg.min_events + 5 {
             let v = (i as f64 * 0.7).sin() * 3.0 + (i % 5) as f64;
-            last = Some(st.push(&Event::new("s", v, None), &cfg).expect("push"));
+            last = Some(st.analyse(&Event::new("s", v, None), &cfg).expect("push"));
         }
         assert!(
             !st.is_calibrated(),

@@ -1,4 +1,4 @@
-//! End-to-end behaviour of `StreamState::push`: result shape, buffering, determinism, persistence of the
+//! End-to-end behaviour of `StreamState::analyse`: result shape, buffering, determinism, persistence of the
 //! state, calibration, regime changes and the threat mappings.
 
 use chrono::{DateTime, Duration, Utc};
@@ -27,7 +27,7 @@ fn noise(stream: &str, n: usize, seed: u64) -> Vec<Event> {
 fn run(state: &mut StreamState, events: &[Event], cfg: &StreamConfig) -> Vec<Analysis> {
     events
         .iter()
-        .map(|e| state.push(e, cfg).expect("push succeeds"))
+        .map(|e| state.analyse(e, cfg).expect("analysis succeeds"))
         .collect()
 }
 
@@ -182,7 +182,7 @@ fn streams_never_share_state() {
     let mut a = StreamState::new("a");
     let e = Event::new("b", 1.0, None);
     assert!(matches!(
-        a.push(&e, &cfg),
+        a.analyse(&e, &cfg),
         Err(StreamError::WrongStream { .. })
     ));
     assert_eq!(a.events(), 0);
@@ -196,7 +196,7 @@ fn invalid_config_is_an_error_not_a_panic() {
     };
     let mut s = StreamState::new("c");
     assert!(matches!(
-        s.push(&Event::new("c", 1.0, None), &cfg),
+        s.analyse(&Event::new("c", 1.0, None), &cfg),
         Err(StreamError::Config(_))
     ));
 }
@@ -241,7 +241,7 @@ fn degenerate_inputs_never_fail() {
         let mut s = StreamState::new("x");
         for v in values {
             let a = s
-                .push(&Event::new("x", v, None), &cfg)
+                .analyse(&Event::new("x", v, None), &cfg)
                 .expect("no failure on finite input");
             let json = serde_json::to_string(&a).unwrap();
             assert!(!json.contains("NaN") && !json.contains("inf"));
@@ -386,7 +386,7 @@ fn changing_the_window_restarts_calibration() {
         window_size: 30,
         ..Default::default()
     };
-    let a = s.push(&Event::new("cfg", 10.0, None), &smaller).unwrap();
+    let a = s.analyse(&Event::new("cfg", 10.0, None), &smaller).unwrap();
     assert!(!s.is_calibrated());
     assert_eq!(a.result().unwrap().window_size, 30);
     // A change that does not touch the features (threshold) keeps the baseline.
@@ -396,7 +396,8 @@ fn changing_the_window_restarts_calibration() {
         anomaly_threshold: 90.0,
         ..Default::default()
     };
-    s.push(&Event::new("cfg", 10.0, None), &stricter).unwrap();
+    s.analyse(&Event::new("cfg", 10.0, None), &stricter)
+        .unwrap();
     assert!(s.is_calibrated());
 }
 
@@ -407,7 +408,7 @@ fn events_without_time_use_the_receive_time() {
     let mut last = None;
     for i in 0..10 {
         let e = Event::new("t", i as f64, None).received(t0() + Duration::milliseconds(1500));
-        last = Some(s.push(&e, &cfg).unwrap());
+        last = Some(s.analyse(&e, &cfg).unwrap());
     }
     assert_eq!(
         last.unwrap().result().unwrap().timestamp,

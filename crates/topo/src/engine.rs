@@ -1458,7 +1458,7 @@ impl Engine {
 
             work.clear();
             for &e in cofacets.iter() {
-                work.push(e);
+                work.insert(e);
             }
             work_v.clear();
             loop {
@@ -1470,7 +1470,7 @@ impl Engine {
                     break;
                 };
                 // The pivot stays in the column; the addition below cancels it.
-                work.push(piv);
+                work.insert(piv);
                 let Some(j) = pivots.get(piv.index) else {
                     // A pivot owned by a skipped apparent pair: add that (unreduced) apparent column, whose
                     // pivot is this entry, and go on.
@@ -1500,7 +1500,7 @@ impl Engine {
                             None,
                             thr,
                             |tau, cd, odd, _| {
-                                work.push(Entry {
+                                work.insert(Entry {
                                     diam: cd,
                                     coef: if odd { neg(factor) } else { factor },
                                     index: tau,
@@ -1555,7 +1555,7 @@ impl Engine {
                         None,
                         thr,
                         |tau, cd, odd, _| {
-                            work.push(Entry {
+                            work.insert(Entry {
                                 diam: cd,
                                 coef: if odd { neg(c) } else { c },
                                 index: tau,
@@ -1578,8 +1578,8 @@ const RADIX_BUCKETS: usize = 129;
 /// the current pivot and brings entries that, summed, all come later (the added column's pivot is the current
 /// one). Individual terms of a stored column can contribute entries *before* the pivot, but those cancel among
 /// themselves, so they are dropped on arrival. With every key at or after the last popped one, a radix heap
-/// applies: a push is an append to a bucket chosen by the highest bit in which the key differs from the last
-/// popped key, and a pop redistributes one bucket. Long reductions (the sphere's void pushes millions of
+/// applies: an insert is an append to a bucket chosen by the highest bit in which the key differs from the last
+/// popped key, and a pop redistributes one bucket. Long reductions (the sphere's void inserts millions of
 /// entries) stay sequential in memory instead of sifting through a multi-megabyte binary heap.
 #[derive(Debug)]
 pub(crate) struct WorkColumn {
@@ -1618,7 +1618,7 @@ impl WorkColumn {
     }
 
     #[inline(always)]
-    fn push(&mut self, e: Entry) {
+    fn insert(&mut self, e: Entry) {
         let e = Packed::pack(e);
         let k = e.key();
         if k < self.last {
@@ -1786,7 +1786,7 @@ mod tests {
             e(1.0, 3, 1),
             e(2.0, 5, 2),
         ] {
-            w.push(x);
+            w.insert(x);
         }
         // Z/3: (1.0, 9) first (equal diameters: larger index first); (1.0, 3) sums to 2; (2.0, 5) sums to 0.
         let p = w.pop_pivot(3).unwrap();
@@ -1794,12 +1794,12 @@ mod tests {
         let p = w.pop_pivot(3).unwrap();
         assert_eq!((p.diam, p.index, p.coef), (1.0, 3, 2));
         // Entries before the last pivot are dropped: they cancel in any valid column addition.
-        w.push(e(0.5, 7, 1));
+        w.insert(e(0.5, 7, 1));
         let p = w.pop_pivot(3).unwrap();
         assert_eq!((p.diam, p.index, p.coef), (3.0, 1, 1));
         assert!(w.pop_pivot(3).is_none());
         w.clear();
-        w.push(e(0.5, 7, 1));
+        w.insert(e(0.5, 7, 1));
         assert_eq!(w.pop_pivot(2).map(|p| p.index), Some(7));
     }
 

@@ -7,7 +7,7 @@ use vigil_anomalies::AnomaliesConfig;
 use vigil_http::testing::TestApp;
 
 pub async fn apps() -> Vec<TestApp> {
-    TestApp::all(|state| vigil_anomalies::router(state, test_config())).await
+    TestApp::all(|state| vigil_anomalies::Anomalies::new(&test_config()).router(state)).await
 }
 
 /// Fast retries so delivery tests finish quickly.

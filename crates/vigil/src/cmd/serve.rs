@@ -22,21 +22,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     vigil_accounts::bootstrap_admin(&state, &args.accounts)
         .await
         .context("creating the first admin")?;
-    // One dispatcher: anomalies recorded by analysts and by the stream pipeline share its queue and limits.
-    let alerts = vigil_anomalies::AlertDispatcher::new(args.anomalies.delivery_policy());
-    let realtime = vigil_realtime::Realtime::with_dispatcher(args.realtime.clone(), alerts.clone());
+    // Each feature crate: `Feature::new(config…)` (its process-local side), then `.router(&state)`. One alert
+    // dispatcher: the stream side delivers through the anomaly log's, so every alert shares its queue, limits and
+    // `WEBHOOK_*` settings.
+    let anomalies = vigil_anomalies::Anomalies::new(&args.anomalies);
+    let realtime = vigil_realtime::Realtime::new(args.realtime.clone(), &anomalies);
     // The TopoForge API's general per-address limit: the accounts router applies it itself; the anomaly log and
     // the stream routes get it here (ingest exempt). MaxiDOM, /health and /metrics are deliberately outside it
     // (`vigil_accounts::ratelimit::ApiLimit` says why).
     let limit = ApiLimit::new(&state, &args.accounts);
     let features: OpenApiRouter<AppState> = OpenApiRouter::new()
-        .merge(vigil_maxidom::router(&state, args.maxidom.clone()))
-        .merge(vigil_accounts::router(&state, args.accounts.clone()))
-        .merge(limited(
-            vigil_anomalies::router_with_dispatcher(&state, args.anomalies.clone(), alerts),
-            &limit,
-        ))
-        .merge(limited(vigil_realtime::router_with(realtime), &limit))
+        .merge(vigil_maxidom::Maxidom::new(args.maxidom.clone()).router(&state))
+        .merge(vigil_accounts::Accounts::new(args.accounts.clone()).router(&state))
+        .merge(limited(anomalies.router(&state), &limit))
+        .merge(limited(realtime.router(&state), &limit))
         .merge(vigil_console::router());
     let app = vigil_http::app::build(state.clone(), features);
 

@@ -1,4 +1,5 @@
-//! Running events through the per-stream engines, with the state kept in the database.
+//! The pipeline: events in, analysed on their streams' states (cached here, stored in the database), incidents
+//! tracked, outcomes out.
 //!
 //! Consistency across replicas: each replica caches a stream's [`StreamState`] together with the database
 //! `version` it corresponds to. A batch of a stream's events is computed on the cached state and written back with
@@ -34,10 +35,20 @@ use crate::db::{self as streams, Saved, Write};
 use crate::hub::Shared;
 use crate::incident::{self, Notice, Tracker};
 use crate::watch::{self, Watchers};
+use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use vigil_http::{AppState, Error};
 use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
+
+/// Parses one event (with the server's receive time), naming its position in a batch on error.
+pub(crate) fn parse_event(v: &Value, index: Option<usize>) -> Result<Event, Error> {
+    let e = Event::from_json(v).map_err(|e| match index {
+        Some(i) => Error::unprocessable(format!("event {i}: {e}")),
+        None => Error::unprocessable(e.to_string()),
+    })?;
+    Ok(e.received(chrono::Utc::now()))
+}
 
 /// How often a batch is computed before giving up with 503: once optimistically, then in locked turns
 /// ([`streams::StreamLock`]), whose write cannot miss on PostgreSQL once the row exists (the last attempts cover a
@@ -62,7 +73,7 @@ struct Cached {
 }
 
 /// The per-stream caches of this process.
-pub struct Engine {
+pub struct Pipeline {
     slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
     max_cached: usize,
     bulk: BulkPool,
@@ -98,7 +109,7 @@ pub enum Lane {
     Interactive,
 }
 
-impl Engine {
+impl Pipeline {
     /// `bulk_threads` analyse [`Lane::Bulk`] work (0: one per core).
     pub fn new(max_cached: usize, bulk_threads: usize) -> Self {
         Self::with_watch_queue(max_cached, bulk_threads, 1024)
@@ -106,7 +117,7 @@ impl Engine {
 
     /// [`new`](Self::new), with `watch_queue` analyses per per-stream feed (see [`crate::watch`]).
     pub fn with_watch_queue(max_cached: usize, bulk_threads: usize, watch_queue: usize) -> Self {
-        Engine {
+        Pipeline {
             slots: StdMutex::new(HashMap::new()),
             max_cached: max_cached.max(1),
             bulk: BulkPool::new(bulk_threads),
@@ -431,7 +442,7 @@ struct Wanted {
     watched: bool,
 }
 
-/// The CPU-bound part: pushes the batch, runs the results through the incident tracker, serialises each
+/// The CPU-bound part: analyses the batch, runs the results through the incident tracker, serialises each
 /// analysis and the new state. Runs on the blocking pool.
 fn compute(
     mut state: StreamState,
@@ -443,7 +454,7 @@ fn compute(
     wanted: Wanted,
 ) -> Result<Computed, Error> {
     let Wanted { detail, watched } = wanted;
-    let mut pushed = Vec::with_capacity(batch.len());
+    let mut analysed = Vec::with_capacity(batch.len());
     for e in batch {
         if cancelled.load(Ordering::Relaxed) {
             metrics::counter!("topoforge_batches_abandoned_total").increment(1);
@@ -453,7 +464,7 @@ fn compute(
         }
         let started = Instant::now();
         let a = state
-            .push(e, cfg)
+            .analyse(e, cfg)
             .map_err(|e| Error::unprocessable(e.to_string()))?;
         metrics::histogram!("topoforge_analysis_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -461,9 +472,9 @@ fn compute(
         if a.result().is_some() {
             metrics::counter!("topoforge_windows_analysed_total").increment(1);
         }
-        pushed.push(a);
+        analysed.push(a);
     }
-    let mut results: Vec<Option<&mut vigil_stream::AnalysisResult>> = pushed
+    let mut results: Vec<Option<&mut vigil_stream::AnalysisResult>> = analysed
         .iter_mut()
         .map(|a| match a {
             Analysis::Result(r) => Some(&mut **r),
@@ -480,9 +491,9 @@ fn compute(
         vigil_store::time::now_ms(),
     );
     drop(results);
-    let mut analyses = Vec::with_capacity(pushed.len());
-    let mut watch = Vec::with_capacity(if watched { pushed.len() } else { 0 });
-    for (a, e) in pushed.into_iter().zip(batch) {
+    let mut analyses = Vec::with_capacity(analysed.len());
+    let mut watch = Vec::with_capacity(if watched { analysed.len() } else { 0 });
+    for (a, e) in analysed.into_iter().zip(batch) {
         let json = answer::to_json(&a, &e.stream, detail).map_err(Error::internal)?;
         if watched {
             // Watchers get the whole result whatever form the ingesting client asked for.
@@ -545,7 +556,7 @@ fn cached_from(stream: &str, row: Option<streams::StoredStream>) -> Cached {
         StreamState::new(stream)
     } else {
         StreamState::from_parts(&row.state, row.model.as_deref()).unwrap_or_else(|e| {
-            // A state from another engine version (or damaged) cannot be trusted; the stream starts over.
+            // A state from another `STATE_VERSION` (or damaged) cannot be trusted; the stream starts over.
             tracing::warn!(%stream, error = %e, "stored stream state unusable; recalibrating from scratch");
             StreamState::new(stream)
         })

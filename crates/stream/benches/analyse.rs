@@ -1,4 +1,4 @@
-//! Throughput of `StreamState::push` with the default configuration (window 50, 2-D embedding, H2), and
+//! Throughput of `StreamState::analyse` with the default configuration (window 50, 2-D embedding, H2), and
 //! where the time goes: the whole step versus embedding + homology alone versus the model alone.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -11,9 +11,9 @@ fn warmed_state(cfg: &StreamConfig) -> (StreamState, Vec<Event>) {
     let s = generate(Base::Seasonal, Some(Attack::Beaconing), 1);
     let events = s.events();
     let mut state = StreamState::new(&s.name);
-    // Past calibration so every measured push is a full, scored analysis.
+    // Past calibration so every measured event is a full, scored analysis.
     for e in &events[..200] {
-        let _ = state.push(e, cfg);
+        let _ = state.analyse(e, cfg);
     }
     (state, events)
 }
@@ -25,22 +25,22 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("stream");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("push_default_scored", |b| {
+    g.bench_function("analyse_default_scored", |b| {
         let mut st = state.clone();
         let mut i = 0;
         b.iter(|| {
             let e = &tail[i % tail.len()];
             i += 1;
-            black_box(st.push(e, &cfg).ok());
+            black_box(st.analyse(e, &cfg).ok());
         })
     });
-    g.bench_function("push_default_to_json", |b| {
+    g.bench_function("analyse_default_to_json", |b| {
         let mut st = state.clone();
         let mut i = 0;
         b.iter(|| {
             let e = &tail[i % tail.len()];
             i += 1;
-            let a = st.push(e, &cfg).ok();
+            let a = st.analyse(e, &cfg).ok();
             black_box(serde_json::to_vec(&a).ok());
         })
     });
