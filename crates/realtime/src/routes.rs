@@ -164,6 +164,7 @@ pub(crate) struct SseQuery {
     /// An access token, for clients that cannot send an `Authorization` header.
     pub token: Option<String>,
     /// Also carry every analysis of this stream, as event `analysis` (signed-in callers only; 1–128 bytes).
+    #[param(min_length = 1, max_length = 128)]
     pub stream: Option<String>,
 }
 
