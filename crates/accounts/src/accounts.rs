@@ -342,6 +342,8 @@ pub struct UserView {
     pub organization: Option<String>,
     pub role: Role,
     pub is_verified: bool,
+    /// `false` once an admin deactivated the account (it cannot sign in; its sessions ended).
+    pub is_active: bool,
     /// ISO 8601, UTC.
     pub created_at: String,
     pub last_login: Option<String>,
@@ -391,6 +393,7 @@ impl UserView {
             organization: u.organization.clone(),
             role: u.role,
             is_verified: u.is_verified,
+            is_active: u.is_active,
             created_at: format_ts(u.created_at),
             last_login: u.last_login.map(format_ts),
         }

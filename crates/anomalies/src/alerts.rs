@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::{Analyst, AuthUser};
-use vigil_http::axum::extract::{Path, State};
+use vigil_http::axum::extract::rejection::QueryRejection;
+use vigil_http::axum::extract::{Path, Query, State};
 use vigil_http::axum::http::StatusCode;
 use vigil_http::{ApiJson, ApiResult, AppState, Error, Role};
 use vigil_store::alert_configs::{self, AlertConfig, AlertConfigPatch, NewAlertConfig};
@@ -178,6 +179,83 @@ pub(crate) async fn list(
     let configs = alert_configs::list(&state.store, owner).await?;
     Ok(ApiJson(
         configs.into_iter().map(AlertConfigDoc::from).collect(),
+    ))
+}
+
+/// One finished webhook delivery, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DeliveryDoc {
+    pub id: String,
+    pub config_id: String,
+    pub user_id: String,
+    pub anomaly_id: String,
+    /// `webhook`.
+    pub channel: String,
+    /// The webhook URL without its query or credentials.
+    pub target: String,
+    /// `delivered`, `failed` (every attempt failed), `refused` (not a public address), `abandoned` (server
+    /// shutting down).
+    pub outcome: String,
+    pub attempts: i64,
+    /// HTTP status of the last answer, if any.
+    pub last_status: Option<i64>,
+    /// Why the last attempt failed, in a few words.
+    pub error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub finished_at: i64,
+}
+
+/// `?limit=` of the delivery history.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    /// Newest deliveries to return, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+/// Recent webhook deliveries of the caller's alert configs (an admin: everyone's), newest first, with their
+/// outcome. Kept 30 days.
+#[utoipa::path(get, path = "/api/alerts/deliveries", tag = "alerts",
+    security(("bearer" = [])),
+    params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "Deliveries, newest first", body = [DeliveryDoc]),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Needs the analyst role"),
+        (status = 422, description = "`limit` out of range"),
+    ))]
+pub(crate) async fn deliveries(
+    State(state): State<AppState>,
+    Analyst(user): Analyst,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> ApiResult<ApiJson<Vec<DeliveryDoc>>> {
+    let q = query.map_err(|e| Error::unprocessable(e.body_text()))?.0;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(Error::unprocessable("limit must be 1 to 500"));
+    }
+    let owner = (user.role != Role::Admin).then_some(user.id.as_str());
+    let rows = vigil_store::alert_deliveries::recent(&state.store, owner, limit).await?;
+    Ok(ApiJson(
+        rows.into_iter()
+            .map(|d| DeliveryDoc {
+                id: d.id,
+                config_id: d.config_id,
+                user_id: d.user_id,
+                anomaly_id: d.anomaly_id,
+                channel: d.channel,
+                target: d.target,
+                outcome: d.outcome,
+                attempts: d.attempts,
+                last_status: d.last_status,
+                error: d.error,
+                created_at: d.created_at,
+                finished_at: d.finished_at,
+            })
+            .collect(),
     ))
 }
 

@@ -179,7 +179,12 @@ impl AlertDispatcher {
                                 }
                             },
                         };
-                        self.schedule(state, url, payload);
+                        let job = Job {
+                            config_id: config.id.clone(),
+                            user_id: config.user_id.clone(),
+                            anomaly_id: anomaly.id.clone(),
+                        };
+                        self.schedule(state, url, payload, job);
                     }
                     // Channels are validated on write; a bad one here came from elsewhere (an import, old data).
                     Err(e) => {
@@ -191,7 +196,7 @@ impl AlertDispatcher {
         sockets.into_iter().collect()
     }
 
-    fn schedule(&self, state: &AppState, url: reqwest::Url, body: Bytes) {
+    fn schedule(&self, state: &AppState, url: reqwest::Url, body: Bytes, job: Job) {
         let Ok(slot) = self.inner.queued.clone().try_acquire_owned() else {
             tracing::warn!(url = %url, "webhook queue full; delivery dropped");
             metrics::counter!("alert_webhook_deliveries_total", "outcome" => "dropped")
@@ -200,40 +205,138 @@ impl AlertDispatcher {
         };
         let inner = self.inner.clone();
         let shutdown = state.shutdown.clone();
+        let store = state.store.clone();
         state.spawn(async move {
-            let outcome = deliver(&inner, &url, body, &shutdown).await;
+            let started = vigil_store::time::now_ms();
+            let report = deliver(&inner, &url, body, &shutdown).await;
             drop(slot);
-            metrics::counter!("alert_webhook_deliveries_total", "outcome" => outcome).increment(1);
+            metrics::counter!("alert_webhook_deliveries_total", "outcome" => report.outcome)
+                .increment(1);
+            record(&store, &url, job, started, &report).await;
         });
     }
 }
 
-/// Runs one delivery to completion; returns the outcome label.
+/// Whom a webhook delivery is for (for its history row).
+struct Job {
+    config_id: String,
+    user_id: String,
+    anomaly_id: String,
+}
+
+/// How a delivery ended.
+struct Report {
+    outcome: &'static str,
+    attempts: u32,
+    last_status: Option<u16>,
+    error: Option<String>,
+}
+
+impl Report {
+    fn ended(outcome: &'static str, attempts: u32) -> Report {
+        Report {
+            outcome,
+            attempts,
+            last_status: None,
+            error: None,
+        }
+    }
+}
+
+/// Days of delivery history kept; older rows are purged now and then by the writers.
+const HISTORY_DAYS: i64 = 30;
+/// One in this many history writes also purges the rows past [`HISTORY_DAYS`] (cheap with the time index).
+const PURGE_EVERY: u64 = 64;
+
+/// Where a webhook went, as the history shows it: scheme, host, port and path only, since receivers often carry
+/// a secret in the query or the user info.
+pub fn shown_target(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{}://{host}:{p}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
+    }
+}
+
+/// Stores a finished delivery in the history (`alert_deliveries`); a failure is logged, never retried: the
+/// delivery itself is done.
+async fn record(
+    store: &vigil_store::Store,
+    url: &reqwest::Url,
+    job: Job,
+    started: i64,
+    report: &Report,
+) {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = vigil_store::time::now_ms();
+    let row = vigil_store::alert_deliveries::Delivery {
+        id: uuid::Uuid::new_v4().to_string(),
+        config_id: job.config_id,
+        user_id: job.user_id,
+        anomaly_id: job.anomaly_id,
+        channel: "webhook".into(),
+        target: shown_target(url),
+        outcome: report.outcome.into(),
+        attempts: i64::from(report.attempts),
+        last_status: report.last_status.map(i64::from),
+        error: report.error.clone(),
+        created_at: started,
+        finished_at: now,
+    };
+    if let Err(e) = vigil_store::alert_deliveries::record(store, &row).await {
+        tracing::warn!(error = %e, "could not store an alert delivery in the history");
+    }
+    if WRITES
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .is_multiple_of(PURGE_EVERY)
+    {
+        let cutoff = now - HISTORY_DAYS * 86_400_000;
+        if let Err(e) = vigil_store::alert_deliveries::purge_before(store, cutoff).await {
+            tracing::warn!(error = %e, "could not purge old alert deliveries");
+        }
+    }
+}
+
+/// Runs one delivery to completion; returns how it ended.
 async fn deliver(
     inner: &Inner,
     url: &reqwest::Url,
     body: Bytes,
     shutdown: &CancellationToken,
-) -> &'static str {
+) -> Report {
     let Some(client) = &inner.client else {
-        return "failed";
+        return Report {
+            error: Some("no HTTP client (TLS setup failed)".into()),
+            ..Report::ended("failed", 0)
+        };
     };
     let policy = &inner.policy;
     if !policy.allow_private
         && let Err(e) = egress::check_url(url)
     {
         tracing::warn!(url = %url, error = %e, "webhook refused");
-        return "refused";
+        return Report {
+            error: Some(e.to_string()),
+            ..Report::ended("refused", 0)
+        };
     }
     let delivery_id = uuid::Uuid::new_v4().to_string();
+    let mut last_status = None;
+    let mut error = None;
+    let mut attempts = 0;
     for attempt in 1..=policy.max_attempts.max(1) {
         let permit = tokio::select! {
             p = inner.running.clone().acquire_owned() => p,
-            () = shutdown.cancelled() => return "abandoned",
+            () = shutdown.cancelled() => return Report { last_status, error, ..Report::ended("abandoned", attempts) },
         };
         let Ok(_permit) = permit else {
-            return "failed";
+            return Report {
+                last_status,
+                error,
+                ..Report::ended("failed", attempts)
+            };
         };
+        attempts = attempt;
         metrics::counter!("alert_webhook_attempts_total").increment(1);
         let mut request = client
             .post(url.clone())
@@ -249,24 +352,50 @@ async fn deliver(
         let sent = request.body(body.clone()).send().await;
         drop(_permit);
         match sent {
-            Ok(r) if r.status().is_success() => return "delivered",
-            Ok(r) => tracing::debug!(url = %url, attempt, status = %r.status(), "webhook refused"),
+            Ok(r) if r.status().is_success() => {
+                return Report {
+                    last_status: Some(r.status().as_u16()),
+                    ..Report::ended("delivered", attempt)
+                };
+            }
+            Ok(r) => {
+                tracing::debug!(url = %url, attempt, status = %r.status(), "webhook refused");
+                last_status = Some(r.status().as_u16());
+                error = Some(format!("answered {}", r.status()));
+            }
             Err(e) if egress::refused_by_guard(&e) => {
                 // The name resolves to internal addresses only: retrying would not change that soon.
                 tracing::warn!(url = %url, error = %e, "webhook refused: not a public address");
-                return "refused";
+                return Report {
+                    error: Some("not a public address".into()),
+                    ..Report::ended("refused", attempt)
+                };
             }
-            Err(e) => tracing::debug!(url = %url, attempt, error = %e, "webhook failed"),
+            Err(e) => {
+                tracing::debug!(url = %url, attempt, error = %e, "webhook failed");
+                last_status = None;
+                error = Some(if e.is_timeout() {
+                    "timed out".into()
+                } else if e.is_connect() {
+                    "could not connect".into()
+                } else {
+                    "request failed".into()
+                });
+            }
         }
         if attempt < policy.max_attempts {
             tokio::select! {
                 () = tokio::time::sleep(policy.backoff(attempt)) => {}
-                () = shutdown.cancelled() => return "abandoned",
+                () = shutdown.cancelled() => return Report { last_status, error, ..Report::ended("abandoned", attempts) },
             }
         }
     }
     tracing::warn!(url = %url, attempts = policy.max_attempts, "webhook delivery failed");
-    "failed"
+    Report {
+        last_status,
+        error,
+        ..Report::ended("failed", attempts)
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub mod egress;
 mod export;
 mod routes;
 pub mod signing;
+pub mod svg;
 
 // `routes!` expands to `axum::…` paths; this crate's axum is vigil-http's re-export.
 use std::sync::Arc;
@@ -180,7 +181,9 @@ impl Anomalies {
             .routes(routes!(export::export))
             .routes(routes!(export::export_link))
             .routes(routes!(routes::get_one, routes::delete_one))
+            .routes(routes!(svg::diagram_svg))
             .routes(routes!(alerts::list, alerts::create))
+            .routes(routes!(alerts::deliveries))
             .routes(routes!(alerts::get_one, alerts::update, alerts::delete_one))
             .with_state(RouterState {
                 app: state.clone(),

@@ -148,7 +148,8 @@ async fn retries_until_the_receiver_recovers() {
     for db in TestDb::all().await {
         let (state, user) = state_with_user(&db).await;
         let (hook, hits) = flaky_receiver(2).await;
-        config(&state, &user, 0.5, &[hook]).await;
+        // A receiver's secret in the query never reaches the history.
+        config(&state, &user, 0.5, &[format!("{hook}?token=secret")]).await;
         let dispatcher = AlertDispatcher::new(policy(4, 1000));
         let anomaly = stored(&state, 0.9).await;
         let sockets = dispatcher.fire(&state, &anomaly).await;
@@ -160,6 +161,19 @@ async fn retries_until_the_receiver_recovers() {
             "{}: two failures, then delivered, then no more",
             db.label
         );
+        // The delivery's history row: one row for the three attempts, without the URL's query.
+        let history = vigil_store::alert_deliveries::recent(&state.store, Some(&user), 10)
+            .await
+            .expect("history");
+        assert_eq!(history.len(), 1, "{}", db.label);
+        let d = &history[0];
+        assert_eq!(
+            (d.outcome.as_str(), d.attempts, d.last_status),
+            ("delivered", 3, Some(204))
+        );
+        assert_eq!(d.anomaly_id, anomaly.id);
+        assert!(d.target.starts_with("http://127.0.0.1:") && d.target.ends_with("/hook"));
+        assert!(!d.target.contains('?'), "{}", d.target);
     }
 }
 
@@ -271,6 +285,19 @@ async fn gives_up_after_max_attempts() {
     dispatcher.fire(&state, &stored(&state, 0.9).await).await;
     drain(&state).await;
     assert_eq!(hits.load(Ordering::SeqCst), 3);
+    let history = vigil_store::alert_deliveries::recent(&state.store, None, 10)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 1);
+    let d = &history[0];
+    assert_eq!(
+        (d.outcome.as_str(), d.attempts, d.last_status),
+        ("failed", 3, Some(500))
+    );
+    assert_eq!(
+        d.error.as_deref(),
+        Some("answered 500 Internal Server Error")
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 // Alert configurations of the caller (an admin sees everyone's): create, edit the threshold and channels,
-// enable/disable, delete. Delivery history is not in the API yet, so it is not shown.
+// enable/disable, delete; and the recent webhook deliveries of those configs with their outcome.
 import * as api from './api.js';
-import { h, clear, fmtNum, toast, field } from './dom.js';
+import { h, clear, fmtNum, fmtTime, toast, field } from './dom.js';
 
 function channelsOf(text) {
   return text.split(/[\s,]+/).map((c) => c.trim()).filter(Boolean);
@@ -13,7 +13,8 @@ export async function render(main, _params, signal) {
   main.append(h('h1', {}, 'Alerts'),
     h('p', { class: 'muted' }, 'An active configuration fires when an anomaly\'s score (0–1) reaches its threshold: `webhook:<url>` posts the anomaly, `websocket` pushes it to your open stream sockets.'));
   if (api.can('analyst')) main.append(createForm(() => load()));
-  main.append(list);
+  const deliveries = h('section', { class: 'card', id: 'deliveries', 'aria-labelledby': 'deliveries-title' });
+  main.append(list, deliveries);
 
   const load = async () => {
     const rows = await api.get('/api/alerts', { signal });
@@ -26,6 +27,36 @@ export async function render(main, _params, signal) {
       h('thead', {}, h('tr', {}, ['Threshold', 'Channels', 'Active', 'Owner', ''].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, rows.map((a) => row(a, load)))));
   };
+  await load();
+  if (api.can('analyst')) await renderDeliveries(deliveries, signal);
+}
+
+const OUTCOME_CLASS = { delivered: 'ok', failed: 'error', refused: 'error', abandoned: 'muted' };
+
+// The newest webhook deliveries (one row per delivery, all its attempts), refreshed on demand.
+async function renderDeliveries(box, signal) {
+  const body = h('div', { id: 'delivery-table' });
+  const refresh = h('button', { type: 'button', class: 'secondary' }, 'Refresh');
+  const load = async () => {
+    const rows = await api.get(`/api/alerts/deliveries${api.query({ limit: 50 })}`, { signal });
+    clear(body);
+    if (!Array.isArray(rows) || !rows.length) {
+      body.append(h('p', {}, 'No webhook delivery yet.'));
+      return;
+    }
+    body.append(h('table', {},
+      h('caption', {}, `The newest ${rows.length} deliveries`),
+      h('thead', {}, h('tr', {}, ['Finished', 'Outcome', 'Attempts', 'Last answer', 'Webhook', 'Anomaly'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, rows.map((d) => h('tr', { 'data-outcome': d.outcome },
+        h('td', {}, fmtTime(d.finished_at)),
+        h('td', {}, h('span', { class: OUTCOME_CLASS[d.outcome] || '' }, d.outcome)),
+        h('td', { class: 'num' }, String(d.attempts)),
+        h('td', {}, d.last_status ? String(d.last_status) : (d.error || '—')),
+        h('td', { class: 'small' }, d.target),
+        h('td', { class: 'small', title: d.anomaly_id }, d.anomaly_id.slice(0, 8)))))));
+  };
+  refresh.addEventListener('click', () => { load().catch((x) => toast(x.message, 'error')); });
+  box.append(h('div', { class: 'row' }, h('h2', { id: 'deliveries-title' }, 'Recent deliveries'), refresh), body);
   await load();
 }
 

@@ -119,11 +119,15 @@ export function query(params) {
 }
 
 // Server-Sent Events read with fetch (EventSource cannot send the Authorization header, and the token must not
-// go in the URL). Calls `onEvent(name, data)` until `signal` aborts; reconnects after a drop.
-export async function sse(path, onEvent, signal) {
+// go in the URL). Calls `onEvent(name, data)` until `signal` aborts; reconnects after a drop, calling `onReconnect`
+// (if given) once the new connection is open, since events may have been missed in between.
+export async function sse(path, onEvent, signal, onReconnect) {
+  let first = true;
   while (!signal.aborted) {
     try {
       const r = await request(path, { raw: true, signal, headers: { Accept: 'text/event-stream' } });
+      if (!first && onReconnect) onReconnect();
+      first = false;
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';
       for (;;) {

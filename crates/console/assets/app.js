@@ -1,4 +1,5 @@
-// The console's shell: sign-in, the hash router (#/streams, #/streams/<name>, #/anomalies, #/alerts, #/users)
+// The console's shell: sign-in, the hash router (#/streams, #/streams/<name>, #/anomalies, #/alerts, #/users,
+// #/maxidom)
 // and the header. Each page module exports `render(main, params, signal)`; `signal` aborts when the page is left, which
 // stops its polling and its event stream.
 import * as api from './api.js';
@@ -8,6 +9,7 @@ import * as stream from './stream.js';
 import * as anomalies from './anomalies.js';
 import * as alerts from './alerts.js';
 import * as users from './users.js';
+import * as maxidom from './maxidom.js';
 
 const main = document.getElementById('main');
 const top = document.getElementById('top');
@@ -38,6 +40,7 @@ async function route(moved = false) {
   const { parts, params } = parseHash();
   // The Users page is for admins (the API refuses others anyway).
   top.querySelector('[data-nav="users"]').hidden = session.user?.role !== 'admin';
+  top.querySelector('[data-nav="maxidom"]').hidden = session.user?.role !== 'admin';
   for (const a of top.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === parts[0]) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -47,6 +50,7 @@ async function route(moved = false) {
     else if (parts[0] === 'anomalies') await anomalies.render(main, params, signal);
     else if (parts[0] === 'alerts') await alerts.render(main, params, signal);
     else if (parts[0] === 'users') await users.render(main, params, signal);
+    else if (parts[0] === 'maxidom') await maxidom.render(main, params, signal);
     else await overview.render(main, params, signal);
     if (moved && !signal.aborted) main.focus({ preventScroll: true });
   } catch (e) {

@@ -122,8 +122,10 @@ export function series(points, { label, marks = [], onMark, hline, w = 720, h = 
 }
 
 // Several named lines over the same x: `lines` = [{name, cls, points:[{x,y}]}], with a legend.
-export function multi(lines, { label, w = 720, h = 200, xTime = true } = {}) {
+// `dots: false` leaves out the per-point circles (live charts redrawn many times a second).
+export function multi(lines, { label, w = 720, h = 200, xTime = true, dots = true, id } = {}) {
   const svg = root(w, h, label, 'multi');
+  if (id) svg.id = id;
   const box = [48, 22, w - 10, h - 22];
   const all = lines.flatMap((l) => l.points).filter((p) => finite(p.x) && finite(p.y));
   if (!all.length) {
@@ -141,7 +143,7 @@ export function multi(lines, { label, w = 720, h = 200, xTime = true } = {}) {
   for (const l of lines) {
     const pts = l.points.filter((p) => finite(p.x) && finite(p.y));
     if (pts.length > 1) g.append(s('polyline', { class: `line ${l.cls}`, points: pts.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ') }));
-    for (const p of pts) g.append(s('circle', { cx: x(p.x), cy: y(p.y), r: 2.5, class: `dot ${l.cls}` }));
+    if (dots || pts.length === 1) for (const p of pts) g.append(s('circle', { cx: x(p.x), cy: y(p.y), r: 2.5, class: `dot ${l.cls}` }));
     g.append(s('rect', { x: lx, y: 6, width: 10, height: 10, class: `key ${l.cls}` }));
     g.append(s('text', { x: lx + 14, y: 15, class: 'tick' }, l.name));
     lx += 24 + l.name.length * 7;

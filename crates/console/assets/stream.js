@@ -1,11 +1,14 @@
-// Stream detail: the live window with anomalies marked, the selected anomaly's persistence diagram, barcode,
-// landscape, scores and MITRE ATT&CK mapping, Betti numbers and component scores of the stream's anomalies over
-// time, and the stream's configuration (analysts edit; the server enforces roles and cost limits).
+// Stream detail: the live window with anomalies marked, the current window's persistence diagram, barcode and
+// landscape, Betti numbers and component scores per event, the selected anomaly's topology, scores and MITRE
+// ATT&CK mapping, and the stream's configuration (analysts edit; the server enforces roles and cost limits).
+// Live data comes from one SSE connection: `/api/realtime/stream?stream=<name>` carries every analysis of this
+// stream (and the anomaly broadcast); the page applies every message and redraws once per animation frame.
 import * as api from './api.js';
 import { h, append, clear, fmtTime, fmtNum, riskClass, toast, field } from './dom.js';
 import { series, multi, diagram, barcode, landscape } from './charts.js';
 
-const POLL_MS = 2000;
+// Events kept for the per-event charts (the newest).
+const HISTORY = 300;
 
 function analysisOf(a) {
   const r = a?.metadata?.analysis;
@@ -19,8 +22,9 @@ function valueOf(a) {
 
 export async function render(main, name, params, signal) {
   document.title = `${name} · Vigil`;
-  const status = h('p', { class: 'muted', id: 'stream-status' });
+  const status = h('p', { class: 'muted', id: 'stream-status', 'aria-live': 'off' });
   const windowBox = h('div', { class: 'chart-box', id: 'window-chart' });
+  const currentTopo = h('div', { class: 'topo', id: 'current-topo' });
   const listBox = h('div', { id: 'anomaly-list' });
   const detail = h('section', { class: 'card', id: 'anomaly-detail', 'aria-labelledby': 'sel-title' });
   const trends = h('div', { class: 'grid2', id: 'trends' });
@@ -30,21 +34,41 @@ export async function render(main, name, params, signal) {
     h('h1', {}, `Stream ${name}`), status,
     h('section', { class: 'card', 'aria-labelledby': 'win-title' },
       h('h2', { id: 'win-title' }, 'Current window'), windowBox,
-      h('p', { class: 'muted small' }, 'Circles: anomalies recorded in this window (select one for its topology).')),
-    detail,
+      h('p', { class: 'muted small' }, 'Circles: anomalies recorded in this window (select one for its topology).'),
+      h('h3', {}, 'Topology of the current window'), currentTopo),
     h('section', { class: 'card', 'aria-labelledby': 'trend-title' },
-      h('h2', { id: 'trend-title' }, 'Anomalies over time'),
-      h('p', { class: 'muted small' }, 'Betti numbers and component scores of each recorded anomaly of this stream.'),
-      trends, listBox),
+      h('h2', { id: 'trend-title' }, 'Betti numbers and scores per event'),
+      h('p', { class: 'muted small' }, `Every analysis of this stream as it arrives (the newest ${HISTORY}).`),
+      trends),
+    detail,
+    h('section', { class: 'card', 'aria-labelledby': 'log-title' },
+      h('h2', { id: 'log-title' }, 'Recorded anomalies'), listBox),
     configBox);
 
   let anomalies = [];
   let selected = params.get('anomaly');
+  // The stream now: summary and window from GET /api/streams/{s}/analysis, then kept current by the feed.
   let win = null;
+  let topo = null; // {persistence, betti_numbers, topology_features, window_size}
+  const hist = []; // [{x, betti:{h0,h1,h2}, scores}]
+  let seq = 0;
+  let missed = 0;
 
   const loadAnomalies = async () => {
     const r = await api.get(`/api/anomalies${api.query({ source: name, limit: 100 })}`, { signal });
     anomalies = Array.isArray(r?.data) ? r.data : [];
+  };
+
+  const loadCurrent = async () => {
+    try {
+      const r = await api.get(`/api/streams/${encodeURIComponent(name)}/analysis`, { signal });
+      win = { ...r, values: [...(r.values || [])], times: [...(r.times || [])] };
+      topo = r.window || null;
+    } catch (e) {
+      if (e?.status !== 404) throw e;
+      win = null;
+      topo = null;
+    }
   };
 
   const select = (id) => {
@@ -52,6 +76,12 @@ export async function render(main, name, params, signal) {
     drawWindow();
     drawDetail();
     drawList();
+  };
+
+  const drawStatus = () => {
+    status.textContent = win
+      ? `${win.status} · ${win.events} events · score ${fmtNum(win.score, 1)} · threshold ${fmtNum(win.anomaly_threshold, 1)} · updated ${fmtTime(win.updated_at)}${missed ? ` · ${missed} updates missed` : ''}`
+      : 'No events yet.';
   };
 
   const drawWindow = () => {
@@ -77,6 +107,38 @@ export async function render(main, name, params, signal) {
     }));
   };
 
+  const drawCurrentTopo = () => {
+    clear(currentTopo);
+    if (!topo?.persistence) {
+      currentTopo.append(h('p', { class: 'muted' }, 'The window is still filling: its topology appears once the stream is analysed.'));
+      return;
+    }
+    const b = topo.betti_numbers || {};
+    currentTopo.append(
+      h('figure', {}, diagram(topo.persistence), h('figcaption', {},
+        `Persistence diagram of the current window (${topo.window_size} events; Betti ${b.h0}/${b.h1}/${b.h2})`)),
+      h('figure', {}, barcode(topo.persistence), h('figcaption', {}, 'Barcode of the current window')),
+      h('figure', {}, landscape(topo.topology_features?.landscape), h('figcaption', {},
+        `H1 landscape · entropy ${fmtNum(topo.topology_features?.entropy, 3)}`)));
+  };
+
+  const drawTrends = () => {
+    clear(trends);
+    const pts = (f) => hist.map((p) => ({ x: p.x, y: f(p) }));
+    trends.append(
+      multi([
+        { name: 'H0', cls: 'h0', points: pts((p) => p.betti.h0) },
+        { name: 'H1', cls: 'h1', points: pts((p) => p.betti.h1) },
+        { name: 'H2', cls: 'h2', points: pts((p) => p.betti.h2) },
+      ], { label: `Betti numbers of the last ${hist.length} windows`, w: 420, xTime: false, dots: false, id: 'betti-trend' }),
+      multi([
+        { name: 'total', cls: 's-total', points: pts((p) => p.scores.total) },
+        { name: 'betti', cls: 's-betti', points: pts((p) => p.scores.betti) },
+        { name: 'entropy', cls: 's-entropy', points: pts((p) => p.scores.entropy) },
+        { name: 'ml', cls: 's-ml', points: pts((p) => p.scores.ml) },
+      ], { label: `Component scores of the last ${hist.length} windows`, w: 420, xTime: false, dots: false, id: 'score-trend' }));
+  };
+
   const drawList = () => {
     clear(listBox);
     if (!anomalies.length) {
@@ -94,24 +156,6 @@ export async function render(main, name, params, signal) {
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Time'), h('th', { scope: 'col' }, 'Score'),
         h('th', { scope: 'col' }, 'Risk'), h('th', { scope: 'col' }, 'Betti H0/H1/H2'))),
       h('tbody', {}, rows)));
-  };
-
-  const drawTrends = () => {
-    clear(trends);
-    const rs = anomalies.map((a) => ({ ms: Date.parse(a.timestamp), r: analysisOf(a), a })).reverse();
-    const pts = (f) => rs.map(({ ms, r, a }) => ({ x: ms, y: f(r, a) }));
-    trends.append(
-      multi([
-        { name: 'H0', cls: 'h0', points: pts((_, a) => a.betti_h0) },
-        { name: 'H1', cls: 'h1', points: pts((_, a) => a.betti_h1) },
-        { name: 'H2', cls: 'h2', points: pts((_, a) => a.betti_h2) },
-      ], { label: `Betti numbers of ${rs.length} anomalies over time`, w: 420 }),
-      multi([
-        { name: 'total', cls: 's-total', points: pts((r) => r?.scores?.total) },
-        { name: 'betti', cls: 's-betti', points: pts((r) => r?.scores?.betti) },
-        { name: 'entropy', cls: 's-entropy', points: pts((r) => r?.scores?.entropy) },
-        { name: 'ml', cls: 's-ml', points: pts((r) => r?.scores?.ml) },
-      ], { label: `Component scores of ${rs.length} anomalies over time`, w: 420 }));
   };
 
   const drawDetail = async () => {
@@ -139,8 +183,13 @@ export async function render(main, name, params, signal) {
         r?.window_size ? ` · window of ${r.window_size}` : ''),
       r?.detector?.explanation ? h('p', { class: 'explain' }, r.detector.explanation) : null]);
     if (r?.persistence) {
+      // The diagram itself is the server's SVG (the same image reports and e-mails use), fetched with the bearer
+      // header and shown from a blob: URL, so no token goes into an image link.
+      const img = h('img', { class: 'server-diagram', alt: `Persistence diagram of the anomaly at ${fmtTime(a.timestamp)} (H0 circles, H1 squares, H2 triangles)`, width: 360, height: 360 });
+      const save = h('a', { class: 'small', download: `diagram-${a.id}.svg` }, 'Download SVG');
+      serverDiagram(a.id, img, save);
       detail.append(h('div', { class: 'topo' },
-        h('figure', {}, diagram(r.persistence), h('figcaption', {}, 'Persistence diagram (H0 ●, H1 ■, H2 ▲; standardised units)')),
+        h('figure', {}, img, h('figcaption', {}, 'Persistence diagram (H0 ●, H1 ■, H2 ▲; standardised units) · ', save)),
         (r.persistence.h1?.length || r.persistence.h2?.length)
           ? h('figure', {}, diagram(r.persistence, { dims: ['h1', 'h2'] }), h('figcaption', {}, 'H1 and H2 alone, on their own scale'))
           : null,
@@ -161,40 +210,113 @@ export async function render(main, name, params, signal) {
       mitigation.length ? [h('h3', {}, 'Mitigation'), h('ul', {}, mitigation.map((m) => h('li', {}, String(m))))] : null]);
   };
 
-  // Each update is measured with the User Timing API (`stream-update`: from the answer to the drawn chart), so
-  // its cost can be read in the browser's own timeline.
-  const poll = async () => {
-    const r = await api.get(`/api/streams${api.query({ stream: name })}`, { signal });
-    const t0 = performance.now();
-    win = Array.isArray(r) ? r[0] || null : null;
-    status.textContent = win
-      ? `${win.status} · ${win.events} events · score ${fmtNum(win.score, 1)} · threshold ${fmtNum(win.anomaly_threshold, 1)} · updated ${fmtTime(win.updated_at)}`
-      : 'No events yet.';
-    drawWindow();
-    performance.measure('stream-update', { start: t0, end: performance.now() });
+  let diagramUrl = null;
+  signal.addEventListener('abort', () => { if (diagramUrl) URL.revokeObjectURL(diagramUrl); });
+  const serverDiagram = async (id, img, link) => {
+    try {
+      const r = await api.request(`/api/anomalies/${encodeURIComponent(id)}/diagram.svg`, { raw: true, signal, headers: { Accept: 'image/svg+xml' } });
+      const url = URL.createObjectURL(await r.blob());
+      if (diagramUrl) URL.revokeObjectURL(diagramUrl);
+      diagramUrl = url;
+      img.src = url;
+      link.href = url;
+    } catch (e) {
+      if (!signal.aborted) img.alt = `The diagram could not be loaded: ${e.message}`;
+    }
   };
 
-  await Promise.all([poll(), loadAnomalies()]);
+  // One feed message: applied to the page's data at once (none is dropped); drawn at the next frame.
+  const apply = (m) => {
+    const r = m?.analysis;
+    if (!r || typeof r !== 'object') return;
+    if (!win) win = { stream: name, events: 0, status: 'buffering', values: [], times: [], score: null, anomaly_threshold: NaN, updated_at: null };
+    win.events += 1;
+    win.values.push(m.value);
+    win.times.push(typeof m.timestamp === 'number' ? m.timestamp : null);
+    win.updated_at = Date.now();
+    if (r.status === 'buffering') {
+      win.status = 'buffering';
+      return;
+    }
+    while (win.values.length > r.window_size) { win.values.shift(); win.times.shift(); }
+    win.status = r.calibrated ? 'live' : 'calibrating';
+    win.score = r.scores?.total ?? null;
+    topo = r;
+    seq += 1;
+    hist.push({ x: seq, betti: r.betti_numbers || {}, scores: r.scores || {} });
+    if (hist.length > HISTORY) hist.shift();
+  };
+
+  // Each drawn frame is measured with the User Timing API: `stream-update` is the frame's work,
+  // `stream-latency` from the oldest message of the frame to the drawn page, so the cost per update can be read
+  // in the browser's own timeline. The work is split over two frames (the window, status and per-event charts;
+  // then the window's diagram, barcode and landscape), so no single frame carries all of it.
+  let pending = [];
+  let frame = 0;
+  let topoFrame = 0;
+  const drawTopoFrame = () => {
+    topoFrame = 0;
+    if (signal.aborted) return;
+    const t0 = performance.now();
+    drawCurrentTopo();
+    performance.measure('stream-update', { start: t0, end: performance.now() });
+  };
+  const drawFrame = () => {
+    frame = 0;
+    if (signal.aborted) return;
+    const t0 = performance.now();
+    const oldest = pending[0];
+    pending = [];
+    drawStatus();
+    drawWindow();
+    drawTrends();
+    const t1 = performance.now();
+    performance.measure('stream-update', { start: t0, end: t1 });
+    if (oldest !== undefined) performance.measure('stream-latency', { start: oldest, end: t1 });
+    if (!topoFrame) topoFrame = requestAnimationFrame(drawTopoFrame);
+  };
+  const schedule = () => { if (!frame) frame = requestAnimationFrame(drawFrame); };
+
+  await Promise.all([loadCurrent(), loadAnomalies()]);
   if (!selected) selected = anomalies[0]?.id ?? null;
+  drawStatus();
   drawWindow();
+  drawCurrentTopo();
   drawTrends();
   drawList();
   await drawDetail();
   await renderConfig(configBox, name, signal);
 
-  const timer = setInterval(() => { poll().catch(() => {}); }, POLL_MS);
-  signal.addEventListener('abort', () => clearInterval(timer));
-  api.sse('/api/realtime/stream', async (ev, data) => {
+  signal.addEventListener('abort', () => {
+    if (frame) cancelAnimationFrame(frame);
+    if (topoFrame) cancelAnimationFrame(topoFrame);
+  });
+  api.sse(`/api/realtime/stream${api.query({ stream: name })}`, async (ev, data) => {
+    if (ev === 'analysis') {
+      try { apply(JSON.parse(data)); } catch { return; }
+      pending.push(performance.now());
+      schedule();
+      return;
+    }
+    if (ev === 'lagged') {
+      // Too far behind: say so, and take the stored state as the new starting point.
+      try { missed += Number(JSON.parse(data).missed) || 0; } catch { /* counted as unknown */ }
+      await loadCurrent().catch(() => {});
+      schedule();
+      return;
+    }
     if (ev !== 'anomaly') return;
     let r;
     try { r = JSON.parse(data); } catch { return; }
     if (r?.stream !== name) return;
     await loadAnomalies().catch(() => {});
-    drawTrends();
     drawList();
-    drawWindow();
+    schedule();
     if (!params.get('anomaly')) { selected = anomalies[0]?.id ?? null; drawDetail(); }
-  }, signal);
+  }, signal, () => {
+    // (Re)connected: events may have arrived in between; start again from the stored state.
+    loadCurrent().then(schedule).catch(() => {});
+  });
 }
 
 // The editable part of a stream's configuration. The whole stored configuration is sent back with the edits

@@ -1,5 +1,5 @@
-// Users (admin): every account, one page at a time; change a role, deactivate (signs the account out
-// everywhere; the listing does not say whether an account is active, so the page cannot show it).
+// Users (admin): every account, one page at a time, with whether it is active; change a role, deactivate (signs
+// the account out everywhere at once) or reactivate.
 import * as api from './api.js';
 import { h, clear, fmtTime, toast } from './dom.js';
 
@@ -26,7 +26,7 @@ export async function render(main, params, signal) {
     clear(table);
     const me = api.current()?.user?.id;
     table.append(h('table', {},
-      h('thead', {}, h('tr', {}, ['User', 'Email', 'Role', 'Verified', 'Created', 'Last sign-in', ''].map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', {}, h('tr', {}, ['User', 'Email', 'Role', 'Verified', 'Active', 'Created', 'Last sign-in', ''].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, (r?.data || []).map((u) => {
         const role = h('select', { 'aria-label': `Role of ${u.username}`, disabled: u.id === me },
           ['viewer', 'analyst', 'admin'].map((x) => h('option', { value: x }, x)));
@@ -37,17 +37,22 @@ export async function render(main, params, signal) {
             toast(`${u.username} is now ${role.value}.`);
           } catch (x) { toast(`Not changed: ${x.message}`, 'error'); role.value = u.role; }
         });
-        const deactivate = h('button', { type: 'button', class: 'danger', disabled: u.id === me }, 'Deactivate');
-        deactivate.addEventListener('click', async () => {
-          if (!window.confirm(`Deactivate ${u.username}? Their sessions end at once.`)) return;
+        const active = u.is_active !== false;
+        const toggle = h('button', { type: 'button', class: active ? 'danger' : 'secondary', disabled: u.id === me,
+          'aria-label': `${active ? 'Deactivate' : 'Reactivate'} ${u.username}` },
+          active ? 'Deactivate' : 'Reactivate');
+        toggle.addEventListener('click', async () => {
+          if (active && !window.confirm(`Deactivate ${u.username}? Their sessions end at once.`)) return;
           try {
-            await api.put(`/api/users/${encodeURIComponent(u.id)}`, { is_active: false });
-            toast(`${u.username} deactivated.`);
-          } catch (x) { toast(`Not deactivated: ${x.message}`, 'error'); }
+            await api.put(`/api/users/${encodeURIComponent(u.id)}`, { is_active: !active });
+            toast(`${u.username} ${active ? 'deactivated' : 'reactivated'}.`);
+          } catch (x) { toast(`Not changed: ${x.message}`, 'error'); }
+          await load();
         });
-        return h('tr', {}, h('td', {}, u.username, u.full_name ? h('div', { class: 'small muted' }, u.full_name) : null),
+        return h('tr', { 'data-user': u.username, class: active ? '' : 'inactive' }, h('td', {}, u.username, u.full_name ? h('div', { class: 'small muted' }, u.full_name) : null),
           h('td', {}, u.email), h('td', {}, role), h('td', {}, u.is_verified ? 'yes' : 'no'),
-          h('td', {}, fmtTime(u.created_at)), h('td', {}, fmtTime(u.last_login)), h('td', {}, deactivate));
+          h('td', { class: 'active' }, active ? 'yes' : h('strong', {}, 'no')),
+          h('td', {}, fmtTime(u.created_at)), h('td', {}, fmtTime(u.last_login)), h('td', {}, toggle));
       }))));
     clear(pager);
     pager.append(

@@ -22,6 +22,7 @@
 //! - Passwords are Argon2id; reference bcrypt hashes verify and are upgraded on the first success; at most
 //!   `lockout_failures` password checks per window are admitted, counted before the hash is checked.
 
+pub mod admin;
 pub mod config;
 mod doc;
 pub mod import;
@@ -58,6 +59,7 @@ impl Maxidom {
             .routes(routes!(routes::train))
             .routes(routes!(routes::score))
             .routes(routes!(routes::status))
+            .routes(routes!(admin::profiles))
             .routes(routes!(routes::static_file))
             .routes(routes!(routes::static_file_root))
             .with_state(RouterState {

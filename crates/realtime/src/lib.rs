@@ -9,7 +9,15 @@
 //!   bounds, and why it is stored in the state's own statement).
 //! * `WS /ws/stream`: the dashboard's socket (protocol below); `?token=` optional unless `STREAM_REQUIRE_AUTH`.
 //! * `GET /api/realtime/stream`: Server-Sent Events, event `anomaly`, data = the analysis result (same auth rule
-//!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header).
+//!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header). With `?stream=S`
+//!   (signed-in callers, any role: a viewer sees) it also carries every analysis of stream S, event `analysis`,
+//!   data `{"value","timestamp","analysis"}`, in the order the stream's batches were stored, whatever `detail`
+//!   the ingesting client asked for; event `lagged` `{"missed":n}` when the client fell more than
+//!   `--stream-subscriber-queue` analyses behind ([`watch`]: a bounded per-stream ring, filled only while someone
+//!   watches, never waited on). Process-local: a watcher sees the analyses of the events its replica analyses.
+//! * `GET /api/streams/{stream}/analysis` (viewer): the stream's summary and its current window's persistence
+//!   diagrams, Betti numbers and landscape, computed from the stored state ([`overview`]), for a page that then
+//!   follows the feed above.
 //! * `GET|PUT /api/streams/{stream}/config`: a stream's analysis configuration (weights, threshold, window …;
 //!   viewer reads, analyst writes).
 //! * `GET /api/streams` (viewer): every stream's current window, event count, last score and calibration status, read from
@@ -80,6 +88,7 @@ pub mod pipeline;
 pub mod relay;
 mod routes;
 mod session;
+pub mod watch;
 mod ws;
 
 use std::sync::{Arc, OnceLock};
@@ -182,7 +191,11 @@ impl Realtime {
         let dispatcher = anomalies.dispatcher().clone();
         let rt = Realtime {
             inner: Arc::new(Inner {
-                pipeline: Pipeline::new(config.stream_cache_streams, config.stream_ingest_threads),
+                pipeline: Pipeline::with_watch_queue(
+                    config.stream_cache_streams,
+                    config.stream_ingest_threads,
+                    config.stream_subscriber_queue,
+                ),
                 hub: Arc::new(Hub::new(
                     config.stream_subscriber_queue,
                     config.stream_socket_queue,
@@ -241,6 +254,7 @@ impl Realtime {
             .routes(routes!(routes::sse))
             .routes(routes!(routes::get_config, routes::put_config))
             .routes(routes!(overview::list))
+            .routes(routes!(overview::current))
             .routes(routes!(ws::ws))
             .with_state(RouterState {
                 app: state.clone(),

@@ -2,7 +2,7 @@
 //! in calibration — read from the stored state, for the console's overview and detail pages. Read-only; it
 //! never touches the pipeline, so watching streams costs ingestion nothing but one read per poll.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::Viewer;
 use vigil_http::axum;
@@ -114,6 +114,72 @@ pub(crate) async fn list(
                 )
             })
             .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(Error::internal)?;
+    Ok(ApiJson(out))
+}
+
+/// The topology of a stream's current window, next to its summary.
+#[derive(Debug, Serialize)]
+pub struct CurrentAnalysis {
+    #[serde(flatten)]
+    pub summary: StreamSummary,
+    /// The stored window's persistence diagrams (H0–H2, standardised units), Betti numbers and H1 landscape;
+    /// `null` while the stream is buffering or its state is unreadable.
+    pub window: Option<vigil_stream::CurrentWindow>,
+}
+
+/// The current window of one stream: its summary (as in `GET /api/streams`) and the persistence diagrams, Betti
+/// numbers and landscape of the window as stored now, computed from the stored state (any replica answers; the
+/// next analyses arrive on `GET /api/realtime/stream?stream=`). Viewer.
+#[utoipa::path(get, path = "/api/streams/{stream}/analysis", tag = "streams", security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name (1–128 bytes)")),
+    responses(
+        (status = 200, description = "`{stream, events, status, values, times, score, anomaly_threshold, updated_at, window}`; `window` = `{window_size, betti_numbers, persistence, topology_features}` or null", body = serde_json::Value),
+        (status = 401, description = "Not authenticated"),
+        (status = 404, description = "The stream has no events yet"),
+        (status = 422, description = "Not a usable stream name"),
+    ))]
+pub(crate) async fn current(
+    State(app): State<AppState>,
+    Viewer(_user): Viewer,
+    Path(stream): Path<String>,
+) -> ApiResult<ApiJson<CurrentAnalysis>> {
+    if stream.is_empty() || stream.len() > vigil_stream::event::MAX_STREAM_NAME {
+        return Err(Error::unprocessable("stream name must be 1 to 128 bytes"));
+    }
+    let stored = vigil_store::streams::load(&app.store, &stream).await?;
+    // A stream configured before its first event has a row with an empty state.
+    let Some(vigil_store::streams::StoredStream {
+        stream: name,
+        state,
+        config: cfg,
+        updated_at: at,
+        ..
+    }) = stored.filter(|r| !r.state.is_empty())
+    else {
+        return Err(Error::NotFound(format!(
+            "Stream '{stream}' has no events yet."
+        )));
+    };
+    // One homology computation (milliseconds at the largest windows): off the async threads.
+    let out = tokio::task::spawn_blocking(move || {
+        let config: StreamConfig = cfg
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default();
+        let window = match StreamState::current_window(&state, &config) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(stream = %name, error = %e, "no current window for the analysis view");
+                None
+            }
+        };
+        CurrentAnalysis {
+            summary: summarise(name, &state, cfg.as_deref(), at),
+            window,
+        }
     })
     .await
     .map_err(Error::internal)?;

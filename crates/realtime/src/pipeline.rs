@@ -33,7 +33,9 @@ use crate::answer::{self, Detail};
 pub use crate::bulk::Lane;
 use crate::bulk::{Scheduler, Slice};
 use crate::dedup::{self, Key, Seen};
+use crate::hub::Shared;
 use crate::incident::{self, Notice, Tracker};
+use crate::watch::{self, Watchers};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
@@ -82,6 +84,8 @@ pub struct Pipeline {
     slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
     max_cached: usize,
     analysis: Scheduler,
+    /// The per-stream analysis feeds (`GET /api/realtime/stream?stream=`).
+    watchers: Watchers,
 }
 
 /// One analysed event.
@@ -115,11 +119,26 @@ pub struct StreamBatch {
 impl Pipeline {
     /// `analysis_threads` analyse both lanes' work (0: one per core; see `bulk.rs`).
     pub fn new(max_cached: usize, analysis_threads: usize) -> Self {
+        Self::with_watch_queue(max_cached, analysis_threads, 1024)
+    }
+
+    /// [`new`](Self::new), with `watch_queue` analyses per per-stream feed (see [`crate::watch`]).
+    pub fn with_watch_queue(
+        max_cached: usize,
+        analysis_threads: usize,
+        watch_queue: usize,
+    ) -> Self {
         Pipeline {
             slots: StdMutex::new(HashMap::new()),
             max_cached: max_cached.max(1),
             analysis: Scheduler::new(analysis_threads),
+            watchers: Watchers::new(watch_queue),
         }
+    }
+
+    /// The per-stream analysis feeds.
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
     }
 
     fn slot(&self, stream: &str) -> Arc<Mutex<Slot>> {
@@ -329,6 +348,8 @@ impl Pipeline {
                 fresh.into_iter().map(|(i, k, e)| ((i, k), e)).unzip();
             // The events travel to the analysis pool and back (a lost race recomputes them) instead of being
             // cloned; the job runs in slices (see `bulk.rs`) and hands them back with its result.
+            // Asked per attempt: the feed's messages are built on the analysis thread only when someone watches.
+            let watched = self.watchers.is_watched(&stream);
             let mut job = Compute::new(
                 state,
                 incidents,
@@ -336,7 +357,7 @@ impl Pipeline {
                 cfg,
                 stored_generation,
                 cancelled.clone(),
-                detail,
+                Wanted { detail, watched },
             );
             let (computed, batch) = self
                 .analysis
@@ -352,6 +373,7 @@ impl Pipeline {
                 incidents,
                 tracker_json,
                 batch_incidents,
+                watch,
             } = computed?;
             let model_changed =
                 i64::try_from(parts.model_generation).unwrap_or(i64::MAX) != stored_generation;
@@ -377,6 +399,10 @@ impl Pipeline {
             };
             match saved {
                 Saved::Ok(v) => {
+                    // Published under the stream's lock, so watchers see batches in the order they were stored.
+                    if !watch.is_empty() {
+                        self.watchers.publish(&stream, watch);
+                    }
                     let generation = model.map_or(stored_generation, |m| m.1);
                     slot.cached = Some(Cached {
                         state,
@@ -477,6 +503,15 @@ struct Computed {
     incidents: Tracker,
     tracker_json: Option<String>,
     batch_incidents: incident::BatchIncidents,
+    /// The watchers' messages, one per event (empty when nobody watched the stream).
+    watch: Vec<Shared>,
+}
+
+/// The JSON a batch must produce: each answer in the `detail` form, and the watchers' messages if `watched`.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    detail: Detail,
+    watched: bool,
 }
 
 /// The CPU-bound part of one stream's batch, as a job that runs in slices: pushes the events, runs the results
@@ -489,11 +524,13 @@ struct Compute {
     cfg: StreamConfig,
     stored_generation: i64,
     cancelled: Arc<AtomicBool>,
-    detail: Detail,
+    wanted: Wanted,
     pushed: Vec<Analysis>,
     /// Set once every event is pushed and tracked.
     tracked: Option<incident::BatchIncidents>,
     analyses: Vec<(Analysis, Box<RawValue>)>,
+    /// The watchers' messages, one per serialised event when [`Wanted::watched`].
+    watch: Vec<Shared>,
 }
 
 impl Compute {
@@ -504,8 +541,9 @@ impl Compute {
         cfg: StreamConfig,
         stored_generation: i64,
         cancelled: Arc<AtomicBool>,
-        detail: Detail,
+        wanted: Wanted,
     ) -> Compute {
+        let watch = Vec::with_capacity(if wanted.watched { batch.len() } else { 0 });
         Compute {
             state: Some(state),
             incidents,
@@ -514,8 +552,9 @@ impl Compute {
             batch,
             cfg,
             stored_generation,
+            watch,
             cancelled,
-            detail,
+            wanted,
             tracked: None,
         }
     }
@@ -584,13 +623,30 @@ impl Compute {
         }
         while let Some(a) = self.pushed.pop() {
             let e = &self.batch[self.analyses.len()];
-            match answer::to_json(&a, &e.stream, self.detail) {
-                Ok(json) => self.analyses.push((a, json)),
+            let json = match answer::to_json(&a, &e.stream, self.wanted.detail) {
+                Ok(json) => json,
                 Err(e) => {
                     self.state = None;
                     return Some(Err(Error::internal(e)));
                 }
+            };
+            if self.wanted.watched {
+                // Watchers get the whole result whatever form the ingesting client asked for.
+                let ts = e.timestamp.map(|t| t.timestamp_millis());
+                let m = if self.wanted.detail == Detail::Full {
+                    watch::message(e.value, ts, json.get())
+                } else {
+                    match serde_json::to_string(&a) {
+                        Ok(full) => watch::message(e.value, ts, &full),
+                        Err(e) => {
+                            self.state = None;
+                            return Some(Err(Error::internal(e)));
+                        }
+                    }
+                };
+                self.watch.push(m);
             }
+            self.analyses.push((a, json));
             if !self.pushed.is_empty() && slice.should_yield() {
                 return None;
             }
@@ -616,6 +672,7 @@ impl Compute {
             incidents,
             tracker_json,
             batch_incidents: self.tracked.take().unwrap_or_default(),
+            watch: std::mem::take(&mut self.watch),
         })
     }
 }
@@ -629,7 +686,7 @@ fn compute(
     cfg: &StreamConfig,
     stored_generation: i64,
     cancelled: &AtomicBool,
-    detail: Detail,
+    wanted: Wanted,
 ) -> Result<Computed, Error> {
     let flag = Arc::new(AtomicBool::new(cancelled.load(Ordering::Relaxed)));
     let mut job = Compute::new(
@@ -639,7 +696,7 @@ fn compute(
         cfg.clone(),
         stored_generation,
         flag,
-        detail,
+        wanted,
     );
     let slice = Slice::unbounded();
     loop {
@@ -730,7 +787,10 @@ mod tests {
             &StreamConfig::default(),
             0,
             &AtomicBool::new(false),
-            Detail::Full,
+            Wanted {
+                detail: Detail::Full,
+                watched: true,
+            },
         )
         .expect("whole");
         let mut job = Compute::new(
@@ -740,7 +800,10 @@ mod tests {
             StreamConfig::default(),
             0,
             Arc::new(AtomicBool::new(false)),
-            Detail::Full,
+            Wanted {
+                detail: Detail::Full,
+                watched: true,
+            },
         );
         let slice = Slice::always_yield();
         let mut slices = 1;
@@ -795,7 +858,10 @@ mod tests {
             &StreamConfig::default(),
             0,
             &flag,
-            Detail::Full,
+            Wanted {
+                detail: Detail::Full,
+                watched: false,
+            },
         );
         assert!(matches!(done, Err(Error::Unavailable(_))));
         let kept = compute(
@@ -805,9 +871,13 @@ mod tests {
             &StreamConfig::default(),
             0,
             &AtomicBool::new(false),
-            Detail::Full,
+            Wanted {
+                detail: Detail::Full,
+                watched: true,
+            },
         )
         .expect("not abandoned");
         assert_eq!(kept.analyses.len(), 100);
+        assert_eq!(kept.watch.len(), 100, "one watcher message per event");
     }
 }

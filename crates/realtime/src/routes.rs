@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 use vigil_http::axum;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -14,18 +14,18 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio::sync::broadcast;
 use vigil_http::auth::{Analyst, Viewer};
 use vigil_http::{ApiJson, ApiQuery, ApiResult, AppState, Error};
 use vigil_stream::StreamConfig;
 
 use crate::Realtime;
 use crate::answer::Detail;
+use crate::hub::Shared;
 use crate::pipeline::{Lane, parse_event};
 use crate::session::{
-    Caller, ConnectionGauge, TokenQuery, header_token, presented_token, recheck_interval,
-    still_valid, stream_caller,
+    Caller, ConnectionGauge, header_token, presented_token, recheck_interval, still_valid,
+    stream_caller,
 };
 
 /// An event as `/openapi.json` states it: any JSON object; these members have a meaning, any other is kept and
@@ -165,19 +165,40 @@ pub(crate) async fn ingest(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// Server-Sent Events: every anomaly of every stream as event `anomaly` with the analysis result as data. A
-/// client that falls more than the subscriber queue behind is disconnected (it can reconnect).
-#[utoipa::path(get, path = "/api/realtime/stream", tag = "streams", params(TokenQuery),
+/// `?token=` and `?stream=` of the SSE feed.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SseQuery {
+    /// An access token, for clients that cannot send an `Authorization` header.
+    pub token: Option<String>,
+    /// Also carry every analysis of this stream, as event `analysis` (signed-in callers only; 1–128 bytes).
+    #[param(min_length = 1, max_length = 128)]
+    pub stream: Option<String>,
+}
+
+/// Server-Sent Events: every anomaly of every stream as event `anomaly` with the analysis result as data. With
+/// `?stream=S` (signed-in callers, any role), also every analysis of stream S as event `analysis`, data
+/// `{"value","timestamp","analysis"}` (the event's value and client time in ms, and the whole result or the
+/// buffering status), and event `lagged`, data `{"missed":n}`, when the client fell more than the subscriber queue
+/// behind that stream's analyses (it goes on with the oldest analysis still queued). A client that falls more than the subscriber queue
+/// behind the anomalies is disconnected (it can reconnect).
+#[utoipa::path(get, path = "/api/realtime/stream", tag = "streams", params(SseQuery),
     responses(
-        (status = 200, description = "text/event-stream of `anomaly` events"),
-        (status = 401, description = "A token is required (STREAM_REQUIRE_AUTH) or the given one is invalid"),
+        (status = 200, description = "text/event-stream of `anomaly` (and, with `stream`, `analysis` and `lagged`) events"),
+        (status = 401, description = "A token is required (STREAM_REQUIRE_AUTH, or `stream` given) or the given one is invalid"),
+        (status = 422, description = "`stream` is not 1 to 128 bytes"),
     ))]
 pub(crate) async fn sse(
     State(app): State<AppState>,
     State(rt): State<Realtime>,
-    Query(q): Query<TokenQuery>,
+    ApiQuery(q): ApiQuery<SseQuery>,
     parts: Parts,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    if let Some(s) = &q.stream
+        && (s.is_empty() || s.len() > vigil_stream::event::MAX_STREAM_NAME)
+    {
+        return Err(Error::unprocessable("stream name must be 1 to 128 bytes"));
+    }
     let token = presented_token(header_token(&parts), q.token);
     let caller = Caller {
         user: stream_caller(&app, &rt, token.as_deref()).await?,
@@ -185,6 +206,13 @@ pub(crate) async fn sse(
     };
     if let Err(detail) = caller.may_subscribe(&rt) {
         return Err(Error::Unauthorized(detail));
+    }
+    // A stream's every analysis is for signed-in users (a viewer sees), even where the anomaly broadcast is open
+    // to anonymous clients.
+    if q.stream.is_some() && caller.user.is_none() {
+        return Err(Error::Unauthorized(
+            "watching a stream's analyses requires a token".into(),
+        ));
     }
     // The stream ends when the session does (logout, revocation, deactivation, expiry), as a socket closes.
     let session_ended = {
@@ -206,37 +234,75 @@ pub(crate) async fn sse(
     };
     // Anomalies of other replicas reach this client through the relay.
     rt.start(&app);
-    let rx = rt.inner.hub.subscribe();
-    metrics::gauge!("topoforge_stream_connections", "kind" => "sse").increment(1.0);
-    let guard = ConnectionGauge("sse");
+    let feed = Feed {
+        anomalies: rt.inner.hub.subscribe(),
+        analyses: q
+            .stream
+            .as_deref()
+            .map(|s| rt.inner.pipeline.watchers().watch(s)),
+        _gauge: {
+            metrics::gauge!("topoforge_stream_connections", "kind" => "sse").increment(1.0);
+            ConnectionGauge("sse")
+        },
+    };
     let shutdown = app.shutdown.clone();
-    let stream = BroadcastStream::new(rx)
-        .take_while(|item| {
-            let keep = match item {
-                Ok(_) => true,
-                Err(BroadcastStreamRecvError::Lagged(n)) => {
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok(event), feed))
+    })
+    .take_until(async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = session_ended => {}
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// What one SSE client receives: the anomaly broadcast and, if it watches a stream, that stream's analyses.
+struct Feed {
+    anomalies: broadcast::Receiver<Shared>,
+    analyses: Option<broadcast::Receiver<Shared>>,
+    _gauge: ConnectionGauge,
+}
+
+impl Feed {
+    /// The next event to send; `None` ends the response (a slow anomaly subscriber, or the server closing).
+    async fn next(&mut self) -> Option<SseEvent> {
+        tokio::select! {
+            r = self.anomalies.recv() => match r {
+                Ok(data) => Some(SseEvent::default().event("anomaly").data(data.as_ref())),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
                     metrics::counter!("topoforge_subscribers_dropped_total", "reason" => "lagged")
                         .increment(1);
                     tracing::warn!(missed = n, "dropping a slow SSE subscriber");
-                    false
+                    None
                 }
-            };
-            std::future::ready(keep)
-        })
-        .filter_map(move |item| {
-            let _held = &guard;
-            std::future::ready(
-                item.ok()
-                    .map(|data| Ok(SseEvent::default().event("anomaly").data(data.as_ref()))),
-            )
-        })
-        .take_until(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = session_ended => {}
-            }
-        });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+                Err(broadcast::error::RecvError::Closed) => None,
+            },
+            r = recv_watched(&mut self.analyses) => match r {
+                Ok(data) => Some(SseEvent::default().event("analysis").data(data.as_ref())),
+                // A watcher is a live chart: it is told what it missed and reads on from the oldest kept.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    metrics::counter!("topoforge_watch_lagged_total").increment(1);
+                    Some(SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}")))
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.analyses = None;
+                    Some(SseEvent::default().comment("feed closed"))
+                }
+            },
+        }
+    }
+}
+
+async fn recv_watched(
+    rx: &mut Option<broadcast::Receiver<Shared>>,
+) -> Result<Shared, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A stream's analysis configuration (defaults when none was set).

@@ -28,6 +28,7 @@
 //! concurrency. Long reads (exports) therefore page through results instead of holding the connection.
 
 pub mod alert_configs;
+pub mod alert_deliveries;
 pub mod anomalies;
 mod checkpoint;
 mod error;

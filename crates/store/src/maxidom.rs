@@ -1096,6 +1096,54 @@ pub async fn reset(store: &Store, profile_id: &str) -> Result<bool, StoreError> 
     Ok(done.rows_affected() == 1)
 }
 
+/// One profile as the admin listing shows it: its row and its current run (the opaque run state and when it
+/// was last written), if it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileListing {
+    pub profile: Profile,
+    pub run_state: Option<Vec<u8>>,
+    pub run_updated_at: Option<i64>,
+}
+
+/// Most profiles one page of [`list_profiles`] returns.
+pub const MAX_PROFILES_LISTED: i64 = 200;
+
+/// The number of profiles and one page of them, newest first, each with its run state (one statement for the
+/// page; the run is a LEFT JOIN on its primary key).
+pub async fn list_profiles(
+    store: &Store,
+    limit: i64,
+    offset: i64,
+) -> Result<(i64, Vec<ProfileListing>), StoreError> {
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM maxidom_profiles")
+        .fetch_one(store.pool())
+        .await?;
+    let columns = PROFILE_COLUMNS
+        .split(',')
+        .map(|c| format!("p.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {columns}, r.state AS run_state, r.updated_at AS run_updated_at \
+         FROM maxidom_profiles p LEFT JOIN maxidom_runs r ON r.profile_id = p.profile_id \
+         ORDER BY p.created_at DESC, p.profile_id LIMIT $1 OFFSET $2"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(limit.clamp(0, MAX_PROFILES_LISTED))
+        .bind(offset.max(0))
+        .fetch_all(store.pool())
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(ProfileListing {
+            profile: profile_from_row(r)?,
+            run_state: r.try_get("run_state")?,
+            run_updated_at: r.try_get("run_updated_at")?,
+        });
+    }
+    Ok((total, out))
+}
+
 /// The profile's current run state (an opaque `vigil_biometrics::sequential::Run` encoding), if any.
 pub async fn run_state(store: &Store, profile_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let row = sqlx::query("SELECT state FROM maxidom_runs WHERE profile_id = $1")
@@ -1215,6 +1263,38 @@ mod tests {
                 None,
                 "{l}: a reset ends the run"
             );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn profiles_are_listed_newest_first_with_their_runs() {
+        const Q: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+        for db in TestDb::all().await {
+            let (s, l) = (&db.store, db.label);
+            assert_eq!(
+                list_profiles(s, 10, 0).await.unwrap(),
+                (0, Vec::new()),
+                "{l}"
+            );
+            enroll(s, P, "h", 1).await.unwrap();
+            enroll(s, Q, "h", 2).await.unwrap();
+            publish_first_model(s, P).await;
+            put_run_state(s, P, &[7, 8], 9).await.unwrap();
+            let (total, page) = list_profiles(s, 10, 0).await.unwrap();
+            assert_eq!(total, 2, "{l}");
+            let ids: Vec<&str> = page.iter().map(|p| p.profile.profile_id.as_str()).collect();
+            assert_eq!(ids, [Q, P], "{l}: newest first");
+            assert_eq!(
+                (page[0].run_state.as_deref(), page[0].run_updated_at),
+                (None, None)
+            );
+            assert_eq!(page[1].run_state.as_deref(), Some(&[7u8, 8][..]), "{l}");
+            assert_eq!(page[1].run_updated_at, Some(9));
+            assert_eq!(page[1].profile.model_version, 1);
+            assert!(page[1].profile.model_active && page[1].profile.counts.total == 1);
+            let (_, second) = list_profiles(s, 1, 1).await.unwrap();
+            assert_eq!(second.len(), 1);
+            assert_eq!(second[0].profile.profile_id, P, "{l}: paged");
         }
     }
 

@@ -126,4 +126,4 @@ pub use config::{BettiRuleConfig, ConfigError, ScoreWeights, StreamConfig};
 pub use detector::{DetectorKind, DetectorParams, Verdict};
 pub use error::StreamError;
 pub use event::{Event, EventError};
-pub use state::{STATE_VERSION, StateParts, StateView, StreamState, squash};
+pub use state::{CurrentWindow, STATE_VERSION, StateParts, StateView, StreamState, squash};

@@ -111,6 +111,16 @@ pub struct StateView {
     pub last_total: Option<f64>,
 }
 
+/// The topology of a stored state's current window (see [`StreamState::current_window`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CurrentWindow {
+    /// Events in the window.
+    pub window_size: usize,
+    pub betti_numbers: BettiNumbers,
+    pub persistence: Persistence,
+    pub topology_features: TopologyFeatures,
+}
+
 /// All the state of one stream: its window, calibration, baseline and model. Streams never share state.
 /// Serialisable (with a [`STATE_VERSION`]) so it can be stored and moved between replicas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +253,79 @@ impl StreamState {
             values: state.values.into(),
             times: state.times.into(),
         })
+    }
+
+    /// The persistent homology of the stored window as it stands, standardised as the stream's next analysis
+    /// will standardise it (its baseline, or its running statistics before calibration); `None` while the window
+    /// holds fewer than `min_events` values (the stream is buffering). Read-only, from the stored core alone, so
+    /// any replica answers it without the stream's engine. The standardisation moves a little with every normal
+    /// event, so this can differ slightly from the last event's own result, which was computed before that event
+    /// was learned.
+    pub fn current_window(
+        core: &[u8],
+        cfg: &StreamConfig,
+    ) -> Result<Option<CurrentWindow>, StreamError> {
+        cfg.validate()?;
+        // `view` checks the version first, so a state of another version is refused with that reason.
+        Self::view(core, cfg)?;
+        let state: Self =
+            serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        let values: Vec<f64> = state.values.iter().copied().collect();
+        if values.len() < cfg.min_events {
+            return Ok(None);
+        }
+        let (mean, scale) = match &state.baseline {
+            Some(b) => (
+                b.value.mean,
+                window::usable_scale(b.value.std(), b.value.mean),
+            ),
+            None => (
+                state.running.mean,
+                window::usable_scale(state.running.std(), state.running.mean),
+            ),
+        };
+        let mut coords = Vec::new();
+        window::embed(
+            &values,
+            cfg.embedding_dim,
+            cfg.embedding_delay,
+            mean,
+            scale,
+            &mut coords,
+        );
+        let t = window::topology(&coords, cfg)?;
+        let pairs = |d: usize| -> Vec<Pair> {
+            t.barcodes
+                .dims
+                .get(d)
+                .map(|bars| {
+                    bars.iter()
+                        .map(|b| (b.birth, b.death.is_finite().then_some(b.death)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(Some(CurrentWindow {
+            window_size: values.len(),
+            betti_numbers: BettiNumbers {
+                h0: t.betti[0],
+                h1: t.betti[1],
+                h2: t.betti[2],
+            },
+            persistence: Persistence {
+                h0: pairs(0),
+                h1: pairs(1),
+                h2: pairs(2),
+            },
+            topology_features: TopologyFeatures {
+                entropy: t.entropy,
+                total_lifetime: t.total_lifetime,
+                landscape: LandscapeJson {
+                    x: t.landscape.x,
+                    y: t.landscape.y,
+                },
+            },
+        }))
     }
 
     /// Reassembles a state from [`Self::to_parts`]; refuses other versions, and a calibrated state
@@ -851,5 +934,38 @@ mod tests {
             assert!(s >= prev);
             prev = s;
         }
+    }
+
+    /// Before calibration the window is standardised with the running statistics, which already include the
+    /// last event when it is analysed, so the stored window's topology is exactly the last result's.
+    #[test]
+    fn current_window_matches_the_last_result_before_calibration() {
+        let cfg = StreamConfig::default();
+        let mut st = StreamState::new("s");
+        let core = st.to_parts().expect("parts").core;
+        assert_eq!(
+            StreamState::current_window(&core, &cfg).expect("read"),
+            None
+        );
+        let mut last = None;
+        for i in 0..cfg.min_events + 5 {
+            let v = (i as f64 * 0.7).sin() * 3.0 + (i % 5) as f64;
+            last = Some(st.analyse(&Event::new("s", v, None), &cfg).expect("push"));
+        }
+        assert!(
+            !st.is_calibrated(),
+            "the test needs a stream still calibrating"
+        );
+        let Some(Analysis::Result(r)) = last else {
+            panic!("the last event was analysed")
+        };
+        let core = st.to_parts().expect("parts").core;
+        let w = StreamState::current_window(&core, &cfg)
+            .expect("read")
+            .expect("a full enough window");
+        assert_eq!(w.persistence, r.persistence);
+        assert_eq!(w.betti_numbers, r.betti_numbers);
+        assert_eq!(w.window_size, r.window_size);
+        assert!(StreamState::current_window(b"{}", &cfg).is_err());
     }
 }

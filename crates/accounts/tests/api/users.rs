@@ -500,12 +500,17 @@ async fn tampering(app: &TestApp, c: &Cast) {
         "role from db",
     );
     // Deactivated accounts lose access at once.
-    app.api_with(r)
+    let (_, updated) = app
+        .api_with(r)
         .put(
             &format!("/api/users/{analyst_id}"),
             &json!({"is_active": false}),
         )
         .await;
+    assert_eq!(
+        updated["is_active"], false,
+        "{l}: the answer says so: {updated}"
+    );
     expect(
         l,
         "deactivated",

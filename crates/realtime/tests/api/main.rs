@@ -14,4 +14,5 @@ mod socket_auth;
 mod sse;
 mod streams;
 mod subscribers;
+mod watch;
 mod websocket;
