@@ -65,46 +65,59 @@ pub use doc::{
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnomaliesConfig {
     /// Seconds one webhook attempt may take (connect + response) before it counts as failed.
-    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 5.0)]
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = defaults::WEBHOOK_TIMEOUT_SECS)]
     pub webhook_timeout_secs: f64,
     /// Attempts per webhook delivery, the first included.
-    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 4)]
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = defaults::WEBHOOK_MAX_ATTEMPTS)]
     pub webhook_max_attempts: u32,
     /// Delay before the first retry in ms; it doubles per retry (with jitter) up to 30 s.
-    #[arg(long, env = "WEBHOOK_BACKOFF_MS", default_value_t = 500)]
+    #[arg(long, env = "WEBHOOK_BACKOFF_MS", default_value_t = defaults::WEBHOOK_BACKOFF_MS)]
     pub webhook_backoff_ms: u64,
     /// Webhook POSTs in flight at once, process-wide.
-    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = defaults::WEBHOOK_CONCURRENCY)]
     pub webhook_concurrency: usize,
     /// Deliveries that may wait (queued or retrying); beyond this new deliveries are dropped and counted.
-    #[arg(long, env = "WEBHOOK_QUEUE", default_value_t = 1000)]
+    #[arg(long, env = "WEBHOOK_QUEUE", default_value_t = defaults::WEBHOOK_QUEUE)]
     pub webhook_queue: usize,
     /// Allow webhooks to loopback, private and link-local addresses (off: only public addresses, against SSRF).
-    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = defaults::WEBHOOK_ALLOW_PRIVATE, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
     /// Signs every webhook (HMAC-SHA256 in `X-Vigil-Signature` over `"{X-Vigil-Timestamp}.{body}"`) when set.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// Rows fetched per export page (each page is one short keyset query).
-    #[arg(long, env = "EXPORT_PAGE_ROWS", default_value_t = 1000)]
+    #[arg(long, env = "EXPORT_PAGE_ROWS", default_value_t = defaults::EXPORT_PAGE_ROWS)]
     pub export_page_rows: i64,
     /// Seconds a signed export link (`POST /api/anomalies/export/link`) works (1–3600).
-    #[arg(long, env = "EXPORT_LINK_TTL_SECS", default_value_t = 60)]
+    #[arg(long, env = "EXPORT_LINK_TTL_SECS", default_value_t = defaults::EXPORT_LINK_TTL_SECS)]
     pub export_link_ttl_secs: u64,
 }
 
+/// The default of every setting, shared by the command line (`default_value_t`) and `Default`.
+pub mod defaults {
+    pub const WEBHOOK_TIMEOUT_SECS: f64 = 5.0;
+    pub const WEBHOOK_MAX_ATTEMPTS: u32 = 4;
+    pub const WEBHOOK_BACKOFF_MS: u64 = 500;
+    pub const WEBHOOK_CONCURRENCY: usize = 8;
+    pub const WEBHOOK_QUEUE: usize = 1000;
+    pub const WEBHOOK_ALLOW_PRIVATE: bool = false;
+    pub const EXPORT_PAGE_ROWS: i64 = 1000;
+    pub const EXPORT_LINK_TTL_SECS: u64 = 60;
+}
+
 impl Default for AnomaliesConfig {
+    /// The same values as the command-line defaults.
     fn default() -> Self {
         AnomaliesConfig {
-            webhook_timeout_secs: 5.0,
-            webhook_max_attempts: 4,
-            webhook_backoff_ms: 500,
-            webhook_concurrency: 8,
-            webhook_queue: 1000,
-            webhook_allow_private: false,
+            webhook_timeout_secs: defaults::WEBHOOK_TIMEOUT_SECS,
+            webhook_max_attempts: defaults::WEBHOOK_MAX_ATTEMPTS,
+            webhook_backoff_ms: defaults::WEBHOOK_BACKOFF_MS,
+            webhook_concurrency: defaults::WEBHOOK_CONCURRENCY,
+            webhook_queue: defaults::WEBHOOK_QUEUE,
+            webhook_allow_private: defaults::WEBHOOK_ALLOW_PRIVATE,
             webhook_secret: None,
-            export_page_rows: 1000,
-            export_link_ttl_secs: 60,
+            export_page_rows: defaults::EXPORT_PAGE_ROWS,
+            export_link_ttl_secs: defaults::EXPORT_LINK_TTL_SECS,
         }
     }
 }

@@ -108,35 +108,35 @@ pub use pipeline::{Lane, Outcome, Pipeline};
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct RealtimeConfig {
     /// Require a valid token (`?token=` or bearer header) on `WS /ws/stream` and the SSE stream.
-    #[arg(long, env = "STREAM_REQUIRE_AUTH", default_value_t = false)]
+    #[arg(long, env = "STREAM_REQUIRE_AUTH", default_value_t = defaults::STREAM_REQUIRE_AUTH)]
     pub stream_require_auth: bool,
     /// Messages a subscriber (WebSocket or SSE) may fall behind the anomaly broadcast before it is dropped.
-    #[arg(long, env = "STREAM_SUBSCRIBER_QUEUE", default_value_t = 1024)]
+    #[arg(long, env = "STREAM_SUBSCRIBER_QUEUE", default_value_t = defaults::STREAM_SUBSCRIBER_QUEUE)]
     pub stream_subscriber_queue: usize,
     /// `websocket` alerts buffered per socket before further alerts to it are dropped.
-    #[arg(long, env = "STREAM_SOCKET_QUEUE", default_value_t = 64)]
+    #[arg(long, env = "STREAM_SOCKET_QUEUE", default_value_t = defaults::STREAM_SOCKET_QUEUE)]
     pub stream_socket_queue: usize,
     /// Largest batch `POST /api/ingest` accepts.
-    #[arg(long, env = "STREAM_MAX_BATCH", default_value_t = 10_000)]
+    #[arg(long, env = "STREAM_MAX_BATCH", default_value_t = defaults::STREAM_MAX_BATCH)]
     pub stream_max_batch: usize,
     /// Streams whose state this process keeps in memory (others reload from the database).
-    #[arg(long, env = "STREAM_CACHE_STREAMS", default_value_t = 10_000)]
+    #[arg(long, env = "STREAM_CACHE_STREAMS", default_value_t = defaults::STREAM_CACHE_STREAMS)]
     pub stream_cache_streams: usize,
     /// Threads that analyse events (0: one per core). They run at normal priority; a scheduler in the process
     /// puts a socket's single events ahead of `POST /api/ingest` batches and keeps the batches a guaranteed share.
-    #[arg(long, env = "STREAM_INGEST_THREADS", default_value_t = 0)]
+    #[arg(long, env = "STREAM_INGEST_THREADS", default_value_t = defaults::STREAM_INGEST_THREADS)]
     pub stream_ingest_threads: usize,
     /// Streams that a socket without a token may feed events into (comma-separated; `*` for every stream; empty,
     /// the default: none). The TopoForge dashboard forwards public feed events to `default` over an anonymous
     /// socket: set `default` to keep that working.
-    #[arg(long, env = "STREAM_ANONYMOUS_STREAMS", default_value = "")]
+    #[arg(long, env = "STREAM_ANONYMOUS_STREAMS", default_value = defaults::STREAM_ANONYMOUS_STREAMS)]
     pub stream_anonymous_streams: String,
     /// Whether a client without a token may receive the anomaly broadcast (WebSocket `subscribe`, SSE).
-    #[arg(long, env = "STREAM_ANONYMOUS_SUBSCRIBE", default_value_t = false)]
+    #[arg(long, env = "STREAM_ANONYMOUS_SUBSCRIBE", default_value_t = defaults::STREAM_ANONYMOUS_SUBSCRIBE)]
     pub stream_anonymous_subscribe: bool,
     /// How often an open socket or SSE stream re-checks its token (milliseconds): a logout, a revoked session, a
     /// deactivated account or a role change takes effect on open connections within this time.
-    #[arg(long, env = "STREAM_SESSION_RECHECK_MS", default_value_t = 5_000)]
+    #[arg(long, env = "STREAM_SESSION_RECHECK_MS", default_value_t = defaults::STREAM_SESSION_RECHECK_MS)]
     pub stream_session_recheck_ms: u64,
 }
 
@@ -150,18 +150,32 @@ impl RealtimeConfig {
     }
 }
 
+/// The default of every setting, shared by the command line (`default_value_t`) and `Default`.
+pub mod defaults {
+    pub const STREAM_REQUIRE_AUTH: bool = false;
+    pub const STREAM_SUBSCRIBER_QUEUE: usize = 1024;
+    pub const STREAM_SOCKET_QUEUE: usize = 64;
+    pub const STREAM_MAX_BATCH: usize = 10_000;
+    pub const STREAM_CACHE_STREAMS: usize = 10_000;
+    pub const STREAM_INGEST_THREADS: usize = 0;
+    pub const STREAM_ANONYMOUS_STREAMS: &str = "";
+    pub const STREAM_ANONYMOUS_SUBSCRIBE: bool = false;
+    pub const STREAM_SESSION_RECHECK_MS: u64 = 5_000;
+}
+
 impl Default for RealtimeConfig {
+    /// The same values as the command-line defaults.
     fn default() -> Self {
         RealtimeConfig {
-            stream_require_auth: false,
-            stream_subscriber_queue: 1024,
-            stream_socket_queue: 64,
-            stream_max_batch: 10_000,
-            stream_cache_streams: 10_000,
-            stream_ingest_threads: 0,
-            stream_anonymous_streams: String::new(),
-            stream_anonymous_subscribe: false,
-            stream_session_recheck_ms: 5_000,
+            stream_require_auth: defaults::STREAM_REQUIRE_AUTH,
+            stream_subscriber_queue: defaults::STREAM_SUBSCRIBER_QUEUE,
+            stream_socket_queue: defaults::STREAM_SOCKET_QUEUE,
+            stream_max_batch: defaults::STREAM_MAX_BATCH,
+            stream_cache_streams: defaults::STREAM_CACHE_STREAMS,
+            stream_ingest_threads: defaults::STREAM_INGEST_THREADS,
+            stream_anonymous_streams: defaults::STREAM_ANONYMOUS_STREAMS.to_owned(),
+            stream_anonymous_subscribe: defaults::STREAM_ANONYMOUS_SUBSCRIBE,
+            stream_session_recheck_ms: defaults::STREAM_SESSION_RECHECK_MS,
         }
     }
 }
