@@ -158,17 +158,13 @@ async fn contended_replicas_wait_instead_of_failing() {
     a.stop().await;
 }
 
-#[tokio::test]
-async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
-    let Some(((a, rt_a), (b, rt_b))) = two_replicas("the cross-replica fan-out test").await else {
-        return;
-    };
-
-    let (user_id, analyst) = a.user_with_role("fanout", Role::Analyst).await;
+/// An analyst with an active `websocket` alert configuration; returns their token.
+async fn websocket_alert_owner(app: &TestApp) -> String {
+    let (user_id, analyst) = app.user_with_role("fanout", Role::Analyst).await;
     vigil_store::alert_configs::create(
-        &a.state.store,
+        &app.state.store,
         &vigil_store::alert_configs::NewAlertConfig {
-            user_id: user_id.clone(),
+            user_id,
             threshold: 0.5,
             notification_channels: vec!["websocket".to_owned()],
             is_active: true,
@@ -176,25 +172,12 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     )
     .await
     .unwrap();
+    analyst
+}
 
-    // Subscribers on both replicas; the alert owner has a socket on each.
-    let mut sub_a = connect(&a, "").await;
-    let mut sub_b = connect(&b, "").await;
-    for ws in [&mut sub_a, &mut sub_b] {
-        ws.send(Message::text(r#"{"type":"subscribe"}"#))
-            .await
-            .unwrap();
-    }
-    let mut owner_a = connect(&a, &format!("?token={analyst}")).await;
-    let mut owner_b = connect(&b, &format!("?token={analyst}")).await;
-    let sse = b
-        .client
-        .get(b.url("/api/realtime/stream"))
-        .send()
-        .await
-        .expect("sse");
-    assert_eq!(sse.status().as_u16(), 200);
-    let mut sse_body = sse.bytes_stream();
+/// Waits until the broadcast subscribers (a socket on A; a socket and the SSE stream on B), the owner's sockets
+/// and both relays are registered, so nothing is published before everyone listens.
+async fn wait_until_everyone_listens(rt_a: &Realtime, rt_b: &Realtime) {
     for _ in 0..250 {
         if (rt_a.hub().subscribers(), rt_b.hub().subscribers()) == (1, 2)
             && (
@@ -215,21 +198,114 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(rt_a.relay_listening() && rt_b.relay_listening());
+}
 
+/// Configures `stream` for quick calibration, ingests a spike through `app` and returns how many analyses alarm.
+async fn spike_on(app: &TestApp, token: &str, stream: &str) -> usize {
     assert_eq!(
-        a.api_as(&analyst)
-            .put("/api/streams/xr/config", &quick_config())
+        app.api_as(token)
+            .put(&format!("/api/streams/{stream}/config"), &quick_config())
             .await
             .0,
         200
     );
-    let body = ingest_spike(&a, &analyst, "xr").await;
-    let flagged = body
-        .as_array()
+    let body = ingest_spike(app, token, stream).await;
+    body.as_array()
         .unwrap()
         .iter()
         .filter(|r| r["is_anomaly"] == true)
-        .count();
+        .count()
+}
+
+/// The `data` object of each anomaly frame, as text: what the SSE stream carries in its `data:` lines.
+fn anomaly_payloads(frames: &[String]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|m| {
+            m.strip_prefix("{\"type\":\"anomaly\",\"data\":")
+                .and_then(|r| r.strip_suffix('}'))
+                .expect("anomaly frame shape")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The SSE `data:` lines read until `want` anomaly events arrived (10 s at most), plus whatever arrives within
+/// `quiet` after them (which should be nothing).
+async fn sse_anomaly_data<S, B>(body: &mut S, want: usize, quiet: Duration) -> Vec<String>
+where
+    S: futures_util::Stream<Item = reqwest::Result<B>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while text.matches("event: anomaly").count() < want && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), body.next()).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(chunk.as_ref())),
+            _ => break,
+        }
+    }
+    // Nothing more arrives.
+    if let Ok(Some(Ok(chunk))) = tokio::time::timeout(quiet, body.next()).await {
+        text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Terminates both replicas' LISTEN connections server-side and waits until each listens again on a new one.
+async fn kill_listeners_and_wait_for_new_ones(a: &TestApp, rt_a: &Realtime, rt_b: &Realtime) {
+    let killed = vigil_store::testing::postgres_listener_pids(&a.state.store).await;
+    assert_eq!(killed.len(), 2, "one listener per replica");
+    vigil_store::testing::terminate_postgres_listeners(&a.state.store).await;
+    let mut back = Vec::new();
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        back = vigil_store::testing::postgres_listener_pids(&a.state.store).await;
+        if back.len() == 2
+            && back.iter().all(|p| !killed.contains(p))
+            && rt_a.relay_listening()
+            && rt_b.relay_listening()
+        {
+            break;
+        }
+    }
+    assert!(
+        back.len() == 2 && back.iter().all(|p| !killed.contains(p)),
+        "both replicas listen again on new connections: {back:?} (killed {killed:?})"
+    );
+}
+
+#[tokio::test]
+async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
+    let Some(((a, rt_a), (b, rt_b))) = two_replicas("the cross-replica fan-out test").await else {
+        return;
+    };
+    let analyst = websocket_alert_owner(&a).await;
+
+    // Subscribers on both replicas; the alert owner has a socket on each.
+    let mut sub_a = connect(&a, "").await;
+    let mut sub_b = connect(&b, "").await;
+    for ws in [&mut sub_a, &mut sub_b] {
+        ws.send(Message::text(r#"{"type":"subscribe"}"#))
+            .await
+            .unwrap();
+    }
+    let mut owner_a = connect(&a, &format!("?token={analyst}")).await;
+    let mut owner_b = connect(&b, &format!("?token={analyst}")).await;
+    let sse = b
+        .client
+        .get(b.url("/api/realtime/stream"))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(sse.status().as_u16(), 200);
+    let mut sse_body = sse.bytes_stream();
+    wait_until_everyone_listens(&rt_a, &rt_b).await;
+
+    let flagged = spike_on(&a, &analyst, "xr").await;
     assert!(flagged > 0, "spikes far off the baseline alarm");
 
     // Every anomaly exactly once on each replica, and B's text is A's text, in the same order.
@@ -251,34 +327,8 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     }
 
     // The SSE stream on B carries the same results.
-    let expected_data: Vec<String> = on_a
-        .iter()
-        .map(|m| {
-            m.strip_prefix("{\"type\":\"anomaly\",\"data\":")
-                .and_then(|r| r.strip_suffix('}'))
-                .expect("anomaly frame shape")
-                .to_owned()
-        })
-        .collect();
-    let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while text.matches("event: anomaly").count() < flagged && tokio::time::Instant::now() < deadline
-    {
-        match tokio::time::timeout(Duration::from_secs(5), sse_body.next()).await {
-            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
-            _ => break,
-        }
-    }
-    // Nothing more arrives.
-    if let Ok(Some(Ok(chunk))) = tokio::time::timeout(quiet, sse_body.next()).await {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let sse_data: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(sse_data, expected_data, "SSE on replica B");
+    let sse_data = sse_anomaly_data(&mut sse_body, flagged, quiet).await;
+    assert_eq!(sse_data, anomaly_payloads(&on_a), "SSE on replica B");
 
     // `websocket` alerts reach the owner's sockets on both replicas, once per anomaly, with the same text.
     let mut alerts_a = drain_texts(&mut owner_a, Duration::from_secs(10), quiet).await;
@@ -292,33 +342,8 @@ async fn anomalies_reach_subscribers_on_other_replicas_exactly_once() {
     assert_eq!(first["data"]["source_type"], "xr");
 
     // The listeners survive losing their connections: kill both server-side, and the next anomalies still cross.
-    let killed = vigil_store::testing::postgres_listener_pids(&a.state.store).await;
-    assert_eq!(killed.len(), 2, "one listener per replica");
-    vigil_store::testing::terminate_postgres_listeners(&a.state.store).await;
-    let mut back = Vec::new();
-    for _ in 0..250 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        back = vigil_store::testing::postgres_listener_pids(&a.state.store).await;
-        if back.len() == 2
-            && back.iter().all(|p| !killed.contains(p))
-            && rt_a.relay_listening()
-            && rt_b.relay_listening()
-        {
-            break;
-        }
-    }
-    assert!(
-        back.len() == 2 && back.iter().all(|p| !killed.contains(p)),
-        "both replicas listen again on new connections: {back:?} (killed {killed:?})"
-    );
-    assert_eq!(
-        a.api_as(&analyst)
-            .put("/api/streams/xr2/config", &quick_config())
-            .await
-            .0,
-        200
-    );
-    ingest_spike(&a, &analyst, "xr2").await;
+    kill_listeners_and_wait_for_new_ones(&a, &rt_a, &rt_b).await;
+    spike_on(&a, &analyst, "xr2").await;
     let on_a = drain_texts(&mut sub_a, Duration::from_secs(10), quiet).await;
     let on_b = drain_texts(&mut sub_b, Duration::from_secs(10), quiet).await;
     assert!(!on_a.is_empty());
