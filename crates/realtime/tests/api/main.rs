@@ -10,6 +10,7 @@ mod alerts;
 mod helpers;
 mod ingest;
 mod replicas;
+mod roles;
 mod socket_auth;
 mod sse;
 mod streams;
