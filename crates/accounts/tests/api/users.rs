@@ -159,18 +159,23 @@ async fn one_user(app: &TestApp, c: &Cast) {
 
 /// Updates: self edits profile, never its role; admin changes roles, effective at once.
 async fn updates(app: &TestApp, c: &Cast) {
+    profile_edits(app, c).await;
+    let viewer = password_change(app, c).await;
+    role_changes(app, c, &viewer).await;
+}
+
+/// Step: the viewer edits their own profile but not their role, an analyst cannot edit another user, a taken
+/// email and a weak password are refused.
+async fn profile_edits(app: &TestApp, c: &Cast) {
     let Cast {
         l,
         viewer_id,
-        admin_id,
         victim_id,
         ..
     } = c;
     let v = Some(c.viewer.as_str());
     let a = Some(c.analyst.as_str());
-    let r = Some(c.admin.as_str());
     let other = format!("/api/users/{victim_id}");
-    // Updates: self edits profile, never its role; admin changes roles, effective at once.
     let me = format!("/api/users/{viewer_id}");
     let (s, b) = app
         .api_with(v)
@@ -217,6 +222,14 @@ async fn updates(app: &TestApp, c: &Cast) {
         StatusCode::UNPROCESSABLE_ENTITY,
         "weak pw",
     );
+}
+
+/// Step: changing one's own password needs the current one and ends every session; returns the viewer's new
+/// access token (after logging in with the new password).
+async fn password_change(app: &TestApp, c: &Cast) -> String {
+    let Cast { l, viewer_id, .. } = c;
+    let v = Some(c.viewer.as_str());
+    let me = format!("/api/users/{viewer_id}");
     // Changing one's own password needs the current one.
     let change = json!({"password": "Chang3d!pass", "current_password": "Wrong!pass1"});
     let (s, b) = app.api_with(v).put(&me, &change).await;
@@ -247,7 +260,24 @@ async fn updates(app: &TestApp, c: &Cast) {
     let relogin = login_form(app, "vera", "Chang3d!pass").await;
     assert_eq!(relogin.status(), StatusCode::OK, "{l}");
     let session: Value = relogin.json().await.expect("json");
-    let v = session["access_token"].as_str();
+    session["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned()
+}
+
+/// Step: a role change by an admin takes effect at once (the role comes from the database, not the token), and
+/// the last active admin cannot be demoted. `viewer` is the viewer's current access token.
+async fn role_changes(app: &TestApp, c: &Cast, viewer: &str) {
+    let Cast {
+        l,
+        viewer_id,
+        admin_id,
+        ..
+    } = c;
+    let v = Some(viewer);
+    let r = Some(c.admin.as_str());
+    let me = format!("/api/users/{viewer_id}");
     expect(
         l,
         "viewer",
