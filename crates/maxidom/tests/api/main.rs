@@ -12,6 +12,7 @@ mod helpers;
 mod payloads;
 mod recovery;
 mod replicas;
+mod roles;
 mod score;
 mod static_files;
 mod training;
