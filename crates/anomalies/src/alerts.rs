@@ -3,10 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use vigil_http::auth::{Analyst, AuthUser};
-use vigil_http::axum::extract::rejection::QueryRejection;
-use vigil_http::axum::extract::{Path, Query, State};
+use vigil_http::axum::extract::{Path, State};
 use vigil_http::axum::http::StatusCode;
-use vigil_http::{ApiJson, ApiResult, AppState, Error, Role};
+use vigil_http::{ApiJson, ApiQuery, ApiResult, AppState, Error, Role};
 use vigil_store::alert_configs::{self, AlertConfig, AlertConfigPatch, NewAlertConfig};
 
 use crate::dispatch::AlertDispatcher;
@@ -230,9 +229,8 @@ pub struct DeliveriesQuery {
 pub(crate) async fn deliveries(
     State(state): State<AppState>,
     Analyst(user): Analyst,
-    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<ApiJson<Vec<DeliveryDoc>>> {
-    let q = query.map_err(|e| Error::unprocessable(e.body_text()))?.0;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(Error::unprocessable("limit must be 1 to 500"));

@@ -15,10 +15,9 @@ use vigil_biometrics::model::TrainParams;
 use vigil_biometrics::sequential::{Run, normal_cdf};
 use vigil_http::auth::Admin;
 use vigil_http::axum::Json;
-use vigil_http::axum::extract::rejection::QueryRejection;
-use vigil_http::axum::extract::{Query, State};
-use vigil_http::{ApiResult, AppState, Error};
-use vigil_store::maxidom as db;
+use vigil_http::axum::extract::State;
+use vigil_http::{ApiQuery, ApiResult, AppState, Error};
+use vigil_store::maxidom;
 use vigil_store::time::now_ms;
 
 use crate::Maxidom;
@@ -104,18 +103,17 @@ pub async fn profiles(
     State(state): State<AppState>,
     State(svc): State<Arc<Maxidom>>,
     Admin(_admin): Admin,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<ProfilePage>> {
-    let q = query.map_err(|e| Error::unprocessable(e.body_text()))?.0;
     let page = q.page.unwrap_or(1);
     let limit = q.limit.unwrap_or(50);
     if !(1..=1_000_000).contains(&page) {
         return Err(Error::unprocessable("page must be 1 to 1000000"));
     }
-    if !(1..=db::MAX_PROFILES_LISTED).contains(&limit) {
+    if !(1..=maxidom::MAX_PROFILES_LISTED).contains(&limit) {
         return Err(Error::unprocessable("limit must be 1 to 200"));
     }
-    let (total, rows) = db::list_profiles(&state.store, limit, (page - 1) * limit).await?;
+    let (total, rows) = maxidom::list_profiles(&state.store, limit, (page - 1) * limit).await?;
     let now = now_ms();
     let ttl_ms = i64::try_from(svc.config.claim_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let alpha = TrainParams::default().alpha;

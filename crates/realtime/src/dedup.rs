@@ -57,7 +57,7 @@ impl Key {
 /// Why an event's identity is unusable (answered 422 with the event's position).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
-    #[error("`event_id` must be a string of 1 to 128 bytes or a non-negative integer")]
+    #[error("`event_id` must be a string of 1 to 128 bytes or an integer from 0 to 2^53")]
     InvalidId,
     #[error("`seq` must be an integer from 0 to 2^53")]
     InvalidSeq,
@@ -68,8 +68,9 @@ pub fn key(event: &Value) -> Result<Key, KeyError> {
     let id = match event.get("event_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s.clone()),
-        // Integers are accepted as ids and kept as their decimal text, so `7` and `"7"` are the same id.
-        Some(Value::Number(n)) if n.as_u64().is_some() => Some(n.to_string()),
+        // Integers (JSON-safe, as `seq`) are accepted as ids and kept as their decimal text, so `7` and `"7"` are
+        // the same id.
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v <= MAX_SEQ) => Some(n.to_string()),
         Some(_) => return Err(KeyError::InvalidId),
     };
     let seq = match event.get("seq") {
@@ -169,6 +170,19 @@ mod tests {
         assert_eq!(key(&json!({"seq": 1.5})), Err(KeyError::InvalidSeq));
         assert_eq!(key(&json!({"seq": "3"})), Err(KeyError::InvalidSeq));
         assert_eq!(key(&json!({"seq": MAX_SEQ + 1})), Err(KeyError::InvalidSeq));
+    }
+
+    /// Integer ids share `seq`'s JSON-safe range, as the API document states.
+    #[test]
+    fn integer_ids_stop_at_two_to_the_53() {
+        assert_eq!(
+            key(&json!({"event_id": MAX_SEQ})).map(|k| k.id),
+            Ok(Some(MAX_SEQ.to_string()))
+        );
+        assert_eq!(
+            key(&json!({"event_id": MAX_SEQ + 1})),
+            Err(KeyError::InvalidId)
+        );
     }
 
     #[test]

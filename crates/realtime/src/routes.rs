@@ -44,16 +44,44 @@ struct EventDoc {
     #[schema(min_length = 1, max_length = 128)]
     stream: Option<String>,
     /// A client id making the event idempotent: an event whose id is among the last 1,000 ids its stream applied
-    /// is answered `{"stream","status":"duplicate","event_id","seq"}` and not applied again. 1–128 bytes (or a
-    /// non-negative integer, the same id as its decimal text).
-    #[schema(min_length = 1, max_length = 128)]
-    event_id: Option<String>,
+    /// is answered `{"stream","status":"duplicate","event_id","seq"}` and not applied again. 1–128 bytes (or an
+    /// integer from 0 to 2^53, the same id as its decimal text).
+    event_id: Option<EventIdDoc>,
     /// A per-source sequence number (the source is the event's stream): an event numbered at or below the highest
     /// `seq` its stream applied is a duplicate (answered as for `event_id`), so an in-order producer can retry any
     /// batch after a failure.
     #[schema(minimum = 0, maximum = 9_007_199_254_740_992_u64)]
     seq: Option<u64>,
 }
+
+/// An event's client id: 1–128 bytes of text, or an integer from 0 to 2^53. Written by hand: the derive takes no
+/// bounds on an untagged enum's variants.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct EventIdDoc(Value);
+
+impl utoipa::PartialSchema for EventIdDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::Type;
+        use utoipa::openapi::{ObjectBuilder, OneOfBuilder};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(crate::dedup::MAX_ID_LEN)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0.0))
+                    .maximum(Some(crate::dedup::MAX_SEQ as f64)),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventIdDoc {}
 
 /// An event's time: text or Unix seconds.
 #[derive(Deserialize, utoipa::ToSchema)]
