@@ -222,9 +222,9 @@ fn fmt(v: f64) -> String {
     params(("id" = String, Path, description = "Anomaly id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The persistence diagram", content_type = "image/svg+xml", body = String),
+        (status = 200, description = "The persistence diagram (empty, and titled so, for an anomaly recorded without an analysis)", content_type = "image/svg+xml", body = String),
         (status = 401, description = "Not signed in"),
-        (status = 404, description = "No such anomaly, or it was recorded without an analysis (no persistence)"),
+        (status = 404, description = "No such anomaly"),
     ))]
 pub(crate) async fn diagram_svg(
     State(state): State<AppState>,
@@ -234,17 +234,22 @@ pub(crate) async fn diagram_svg(
     let found = db::get(&state.store, &id)
         .await?
         .ok_or_else(|| Error::not_found("Anomaly not found"))?;
-    let Some(persistence) = found
+    // An anomaly posted without an analysis (`POST /api/anomalies`) still exists: it gets an empty diagram that
+    // says so, as a report embedding it would want, rather than a 404 for a resource that is there.
+    let empty = Value::Object(serde_json::Map::new());
+    let recorded = found
         .metadata
         .get("analysis")
         .and_then(|a| a.get("persistence"))
-        .filter(|p| p.is_object())
-    else {
-        return Err(Error::not_found(
-            "This anomaly was recorded without an analysis: it has no persistence diagram.",
-        ));
+        .filter(|p| p.is_object());
+    let title = match recorded {
+        Some(_) => format!("{} · anomaly {}", found.source_type, &found.id),
+        None => format!(
+            "{} · anomaly {} · recorded without an analysis",
+            found.source_type, &found.id
+        ),
     };
-    let title = format!("{} · anomaly {}", found.source_type, &found.id);
+    let persistence = recorded.unwrap_or(&empty);
     let body = diagram(persistence, &title);
     Ok((
         [

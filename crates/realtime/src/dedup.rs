@@ -70,18 +70,38 @@ pub fn key(event: &Value) -> Result<Key, KeyError> {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s.clone()),
         // Integers (JSON-safe, as `seq`) are accepted as ids and kept as their decimal text, so `7` and `"7"` are
         // the same id.
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v <= MAX_SEQ) => Some(n.to_string()),
+        Some(Value::Number(n)) => match whole(n) {
+            Some(v) => Some(v.to_string()),
+            None => return Err(KeyError::InvalidId),
+        },
         Some(_) => return Err(KeyError::InvalidId),
     };
     let seq = match event.get("seq") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(s) if s <= MAX_SEQ => Some(s),
-            _ => return Err(KeyError::InvalidSeq),
+        Some(Value::Number(n)) => match whole(n) {
+            Some(s) => Some(s),
+            None => return Err(KeyError::InvalidSeq),
         },
         Some(_) => return Err(KeyError::InvalidSeq),
     };
     Ok(Key { id, seq })
+}
+
+/// A JSON number that is a whole number from 0 to 2^53, written either way (`104` or `104.0`: JSON does not tell
+/// them apart, and neither does JSON Schema's `integer`).
+fn whole(n: &serde_json::Number) -> Option<u64> {
+    let v = match n.as_u64() {
+        Some(v) => v,
+        None => {
+            let f = n.as_f64()?;
+            if f.fract() != 0.0 || !(0.0..=MAX_SEQ as f64).contains(&f) {
+                return None;
+            }
+            // Exact: a whole f64 in [0, 2^53] converts to u64 without loss.
+            f as u64
+        }
+    };
+    (v <= MAX_SEQ).then_some(v)
 }
 
 /// What a stream remembers of the events it applied.
@@ -183,6 +203,11 @@ mod tests {
             key(&json!({"event_id": MAX_SEQ + 1})),
             Err(KeyError::InvalidId)
         );
+        // `104.0` is the integer 104 in JSON: the same id and the same sequence number.
+        let k = key(&json!({"event_id": 104.0, "seq": 7.0})).expect("whole numbers");
+        assert_eq!((k.id.as_deref(), k.seq), (Some("104"), Some(7)));
+        assert_eq!(key(&json!({"seq": 7.5})), Err(KeyError::InvalidSeq));
+        assert_eq!(key(&json!({"event_id": -1})), Err(KeyError::InvalidId));
     }
 
     #[test]
