@@ -1209,8 +1209,8 @@ mod tests {
 
     const P: &str = "3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f";
 
-    /// One vector, then the profile's first model (version 1) published, for tests that score against it.
-    async fn publish_first_model(s: &Store, profile_id: &str) {
+    /// One vector, then the claim of the profile's first training (quotas of 1).
+    async fn claim_first_training(s: &Store, profile_id: &str) -> Claim {
         add_vector(s, profile_id, "v", &[1.0; 15], kinds(true), 2)
             .await
             .unwrap();
@@ -1220,10 +1220,15 @@ mod tests {
             mouse: 1,
             digraph: 1,
         };
-        let claim = claim_initial_training(s, profile_id, "t", 3, 0, ready)
+        claim_initial_training(s, profile_id, "t", 3, 0, ready)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// One vector, then the profile's first model (version 1) published, for tests that score against it.
+    async fn publish_first_model(s: &Store, profile_id: &str) {
+        let claim = claim_first_training(s, profile_id).await;
         assert!(publish_model(s, &claim, b"m1", 4, None).await.unwrap());
     }
 
@@ -1811,19 +1816,7 @@ mod tests {
         for db in TestDb::all().await {
             let s = &db.store;
             enroll(s, P, "h", 1).await.unwrap();
-            add_vector(s, P, "v", &[1.0; 15], kinds(true), 2)
-                .await
-                .unwrap();
-            let ready = Thresholds {
-                total: 1,
-                keyboard: 1,
-                mouse: 1,
-                digraph: 1,
-            };
-            let claim = claim_initial_training(s, P, "t", 3, 0, ready)
-                .await
-                .unwrap()
-                .unwrap();
+            let claim = claim_first_training(s, P).await;
             reset(s, P).await.unwrap();
             assert!(
                 !publish_model(s, &claim, b"stale", 4, None).await.unwrap(),
