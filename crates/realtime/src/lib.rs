@@ -13,8 +13,11 @@
 //!   (signed-in callers, any role: a viewer sees) it also carries every analysis of stream S, event `analysis`,
 //!   data `{"value","timestamp","analysis"}`, in the order the stream's batches were stored, whatever `detail`
 //!   the ingesting client asked for; event `lagged` `{"missed":n}` when the client fell more than
-//!   `--stream-subscriber-queue` analyses behind ([`watch`]: a bounded per-stream ring, filled only while someone
-//!   watches, never waited on). Process-local: a watcher sees the analyses of the events its replica analyses.
+//!   `--stream-subscriber-queue` analyses behind, or when analyses relayed from another replica were lost
+//!   ([`watch`]: a bounded per-stream ring, filled only while someone watches, never waited on). With PostgreSQL a
+//!   watcher sees every analysis of the stream whichever replica made it: those of other replicas arrive through
+//!   the relay in compact form (`"compact":true`: without persistence diagrams, landscape, security analysis and
+//!   detector report, which `GET /api/streams/{stream}/analysis` serves).
 //! * `GET /api/streams/{stream}/analysis` (viewer): the stream's summary and its current window's persistence
 //!   diagrams, Betti numbers and landscape, computed from the stored state ([`overview`]), for a page that then
 //!   follows the feed above.
@@ -241,8 +244,9 @@ impl Realtime {
     }
 
     /// Starts the cross-replica relay if `app`'s store is PostgreSQL; later calls do nothing. The routes call it
-    /// on first use (a socket or SSE client connecting, an anomaly to announce), so a replica listens as soon as
-    /// it has someone to deliver to; calling it at startup only makes that earlier.
+    /// on first use (a socket or SSE client connecting, an ingest request, an anomaly to announce), so a replica
+    /// listens as soon as it has someone to deliver to or analyses someone elsewhere may watch; calling it at
+    /// startup only makes that earlier.
     pub fn start(&self, app: &AppState) {
         self.relay(app);
     }
@@ -256,7 +260,13 @@ impl Realtime {
     fn relay(&self, app: &AppState) -> Option<&relay::Relay> {
         self.inner
             .relay
-            .get_or_init(|| relay::Relay::start(app, self.inner.hub.clone()))
+            .get_or_init(|| {
+                relay::Relay::start(
+                    app,
+                    self.inner.hub.clone(),
+                    self.inner.pipeline.watchers().clone(),
+                )
+            })
             .as_ref()
     }
 

@@ -35,7 +35,7 @@ use crate::bulk::{Scheduler, Slice};
 use crate::dedup::{self, Key, Seen};
 use crate::hub::Shared;
 use crate::incident::{self, Notice, Tracker};
-use crate::watch::{self, Watchers};
+use crate::watch::{self, Interest, Position, Watchers};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
@@ -84,8 +84,8 @@ pub struct Pipeline {
     slots: StdMutex<HashMap<String, Arc<Mutex<Slot>>>>,
     max_cached: usize,
     analysis: Scheduler,
-    /// The per-stream analysis feeds (`GET /api/realtime/stream?stream=`).
-    watchers: Watchers,
+    /// The per-stream analysis feeds (`GET /api/realtime/stream?stream=`), shared with the relay.
+    watchers: Arc<Watchers>,
 }
 
 /// One analysed event.
@@ -132,12 +132,12 @@ impl Pipeline {
             slots: StdMutex::new(HashMap::new()),
             max_cached: max_cached.max(1),
             analysis: Scheduler::new(analysis_threads),
-            watchers: Watchers::new(watch_queue),
+            watchers: Arc::new(Watchers::new(watch_queue)),
         }
     }
 
     /// The per-stream analysis feeds.
-    pub fn watchers(&self) -> &Watchers {
+    pub fn watchers(&self) -> &Arc<Watchers> {
         &self.watchers
     }
 
@@ -348,8 +348,9 @@ impl Pipeline {
                 fresh.into_iter().map(|(i, k, e)| ((i, k), e)).unzip();
             // The events travel to the analysis pool and back (a lost race recomputes them) instead of being
             // cloned; the job runs in slices (see `bulk.rs`) and hands them back with its result.
-            // Asked per attempt: the feed's messages are built on the analysis thread only when someone watches.
-            let watched = self.watchers.is_watched(&stream);
+            // Asked per attempt: the feeds' messages are built on the analysis thread only when someone watches,
+            // here (whole results) or on another replica (compact ones, relayed).
+            let watched = self.watchers.interest(&stream);
             let mut job = Compute::new(
                 state,
                 incidents,
@@ -374,6 +375,8 @@ impl Pipeline {
                 tracker_json,
                 batch_incidents,
                 watch,
+                relayed,
+                ordinals,
             } = computed?;
             let model_changed =
                 i64::try_from(parts.model_generation).unwrap_or(i64::MAX) != stored_generation;
@@ -399,9 +402,20 @@ impl Pipeline {
             };
             match saved {
                 Saved::Ok(v) => {
-                    // Published under the stream's lock, so watchers see batches in the order they were stored.
+                    // Published under the stream's lock, so watchers see batches in the order they were stored; the
+                    // stored version and each event's ordinal let every feed (here or on another replica) drop
+                    // repeats and report gaps.
+                    let at = |o: &u64| Position {
+                        version: v,
+                        ordinal: *o,
+                    };
                     if !watch.is_empty() {
-                        self.watchers.publish(&stream, watch);
+                        self.watchers
+                            .publish(&stream, ordinals.iter().map(at).zip(watch));
+                    }
+                    if !relayed.is_empty() {
+                        self.watchers
+                            .relay(&stream, ordinals.iter().map(at).zip(relayed));
                     }
                     let generation = model.map_or(stored_generation, |m| m.1);
                     slot.cached = Some(Cached {
@@ -503,15 +517,20 @@ struct Computed {
     incidents: Tracker,
     tracker_json: Option<String>,
     batch_incidents: incident::BatchIncidents,
-    /// The watchers' messages, one per event (empty when nobody watched the stream).
+    /// The local watchers' messages, one per event (empty when nobody here watched the stream).
     watch: Vec<Shared>,
+    /// The compact messages for other replicas' watchers, one per event (empty when none watched).
+    relayed: Vec<Shared>,
+    /// Each event's ordinal in its stream (`StreamState::events` after it), when anyone watched.
+    ordinals: Vec<u64>,
 }
 
-/// The JSON a batch must produce: each answer in the `detail` form, and the watchers' messages if `watched`.
+/// The JSON a batch must produce: each answer in the `detail` form, and the watchers' messages for whoever
+/// watches.
 #[derive(Debug, Clone, Copy)]
 struct Wanted {
     detail: Detail,
-    watched: bool,
+    watched: Interest,
 }
 
 /// The CPU-bound part of one stream's batch, as a job that runs in slices: pushes the events, runs the results
@@ -529,8 +548,12 @@ struct Compute {
     /// Set once every event is pushed and tracked.
     tracked: Option<incident::BatchIncidents>,
     analyses: Vec<(Analysis, Box<RawValue>)>,
-    /// The watchers' messages, one per serialised event when [`Wanted::watched`].
+    /// The local watchers' messages, one per serialised event when watched here.
     watch: Vec<Shared>,
+    /// The compact messages for other replicas, one per serialised event when watched elsewhere.
+    relayed: Vec<Shared>,
+    /// Each pushed event's ordinal in its stream, when watched anywhere.
+    ordinals: Vec<u64>,
 }
 
 impl Compute {
@@ -543,7 +566,10 @@ impl Compute {
         cancelled: Arc<AtomicBool>,
         wanted: Wanted,
     ) -> Compute {
-        let watch = Vec::with_capacity(if wanted.watched { batch.len() } else { 0 });
+        let sized = |on: bool| Vec::with_capacity(if on { batch.len() } else { 0 });
+        let watch = sized(wanted.watched.local);
+        let relayed = sized(wanted.watched.remote);
+        let ordinals = Vec::with_capacity(if wanted.watched.any() { batch.len() } else { 0 });
         Compute {
             state: Some(state),
             incidents,
@@ -553,6 +579,8 @@ impl Compute {
             cfg,
             stored_generation,
             watch,
+            relayed,
+            ordinals,
             cancelled,
             wanted,
             tracked: None,
@@ -593,6 +621,9 @@ impl Compute {
                 metrics::counter!("topoforge_windows_analysed_total").increment(1);
             }
             self.pushed.push(a);
+            if self.wanted.watched.any() {
+                self.ordinals.push(state.events());
+            }
             if self.pushed.len() < self.batch.len() && slice.should_yield() {
                 return None;
             }
@@ -630,9 +661,9 @@ impl Compute {
                     return Some(Err(Error::internal(e)));
                 }
             };
-            if self.wanted.watched {
+            let ts = e.timestamp.map(|t| t.timestamp_millis());
+            if self.wanted.watched.local {
                 // Watchers get the whole result whatever form the ingesting client asked for.
-                let ts = e.timestamp.map(|t| t.timestamp_millis());
                 let m = if self.wanted.detail == Detail::Full {
                     watch::message(e.value, ts, json.get())
                 } else {
@@ -645,6 +676,15 @@ impl Compute {
                     }
                 };
                 self.watch.push(m);
+            }
+            if self.wanted.watched.remote {
+                match watch::compact_message(e.value, ts, &a) {
+                    Ok(m) => self.relayed.push(m),
+                    Err(e) => {
+                        self.state = None;
+                        return Some(Err(Error::internal(e)));
+                    }
+                }
             }
             self.analyses.push((a, json));
             if !self.pushed.is_empty() && slice.should_yield() {
@@ -673,6 +713,8 @@ impl Compute {
             tracker_json,
             batch_incidents: self.tracked.take().unwrap_or_default(),
             watch: std::mem::take(&mut self.watch),
+            relayed: std::mem::take(&mut self.relayed),
+            ordinals: std::mem::take(&mut self.ordinals),
         })
     }
 }
@@ -789,7 +831,10 @@ mod tests {
             &AtomicBool::new(false),
             Wanted {
                 detail: Detail::Full,
-                watched: true,
+                watched: Interest {
+                    local: true,
+                    remote: true,
+                },
             },
         )
         .expect("whole");
@@ -802,7 +847,10 @@ mod tests {
             Arc::new(AtomicBool::new(false)),
             Wanted {
                 detail: Detail::Full,
-                watched: true,
+                watched: Interest {
+                    local: true,
+                    remote: true,
+                },
             },
         );
         let slice = Slice::always_yield();
@@ -860,7 +908,7 @@ mod tests {
             &flag,
             Wanted {
                 detail: Detail::Full,
-                watched: false,
+                watched: Interest::default(),
             },
         );
         assert!(matches!(done, Err(Error::Unavailable(_))));
@@ -873,11 +921,20 @@ mod tests {
             &AtomicBool::new(false),
             Wanted {
                 detail: Detail::Full,
-                watched: true,
+                watched: Interest {
+                    local: true,
+                    remote: true,
+                },
             },
         )
         .expect("not abandoned");
         assert_eq!(kept.analyses.len(), 100);
         assert_eq!(kept.watch.len(), 100, "one watcher message per event");
+        assert_eq!(kept.relayed.len(), 100, "one compact message per event");
+        assert_eq!(
+            kept.ordinals,
+            (1..=100).collect::<Vec<u64>>(),
+            "each event's ordinal in its stream"
+        );
     }
 }

@@ -1,9 +1,17 @@
 //! Cross-replica fan-out over PostgreSQL `LISTEN`/`NOTIFY`.
 //!
 //! Replicas are stateless and share one PostgreSQL database, but subscribers (WebSocket `subscribe`, SSE, the
-//! `websocket` alert channel) hold sockets on one replica each. So every replica announces what it published
-//! locally on the channel [`CHANNEL`], and every replica listens there and republishes what *other* replicas
-//! announced to its own sockets. With SQLite there is one process, nothing to relay, and the relay is not started.
+//! `websocket` alert channel, a stream's watchers) hold sockets on one replica each. So every replica announces
+//! what it published locally on the channel [`CHANNEL`], and every replica listens there and republishes what
+//! *other* replicas announced to its own sockets. With SQLite there is one process, nothing to relay, and the
+//! relay is not started.
+//!
+//! Per-stream feeds (`?stream=` watchers) ride the same channel ([`crate::watch`] has the protocol): replicas
+//! announce which streams they have watchers for ([`Item::Watching`], refreshed every
+//! [`crate::watch::PRESENCE_INTERVAL`], asked for with [`Item::Hello`] when a replica starts listening), and the
+//! replica that stores a batch of a stream watched elsewhere announces each analysis as a compact message with
+//! its position ([`Item::Watch`]; carried whole, so the listener reads no row). A stream nobody watches anywhere
+//! costs ingestion nothing here, and its analyses are never announced.
 //!
 //! * **Payload limit.** `NOTIFY` payloads must stay under 8000 bytes, and an analysis (persistence diagrams,
 //!   landscapes) is larger. Notifications therefore carry anomaly ids only, packed into an [`Envelope`] (several
@@ -16,7 +24,9 @@
 //! * **Exactly once.** Each process announces with a random origin id and ignores its own announcements: its
 //!   local subscribers were served directly.
 //! * **Never in the way.** Announcing is a bounded `try_send` to one sender task (a full queue drops the
-//!   announcement, counted and logged); the listener reads rows only when someone here would receive them.
+//!   announcement, counted and logged); watch messages may fill only three quarters of the queue
+//!   (`reason="watch_backlog"` beyond), so a burst of analyses never crowds out anomalies; the listener reads rows
+//!   only when someone here would receive them.
 //! * **Reconnects.** A lost listener connection is re-established with exponential backoff (100 ms to 30 s), each
 //!   failure logged. Announcements made while it was down are not replayed (like any live broadcast; the
 //!   anomaly log keeps every row), and the gap is logged and counted.
@@ -24,7 +34,8 @@
 //! The SQL of both ends (`pg_notify`, `LISTEN`) is in `vigil_store::notify`, like all of the service's SQL.
 //!
 //! Metrics: `topoforge_relay_notifications_total{direction}` (`sent` / `received`),
-//! `topoforge_relay_dropped_total{reason}`, `topoforge_relay_reconnects_total`.
+//! `topoforge_relay_dropped_total{reason}`, `topoforge_relay_reconnects_total`, and the watch feeds' (see
+//! [`crate::watch`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,12 +44,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use vigil_http::AppState;
 use vigil_store::anomalies::{self, Anomaly};
 use vigil_store::notify::{self, Notice};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Shared};
+use crate::watch::{Position, Watchers};
 
 /// The notification channel (per database, so all replicas of one deployment share it).
 pub const CHANNEL: &str = "vigil_realtime";
@@ -48,6 +61,9 @@ pub const MAX_PAYLOAD: usize = 7900;
 
 /// Announcements waiting for the sender task; beyond this they are dropped (the database is not keeping up).
 const QUEUE: usize = 4096;
+
+/// Free places in the queue below which watch messages are dropped, kept for anomalies, alerts and presence.
+const WATCH_RESERVE: usize = QUEUE / 4;
 
 /// Announcements packed into one notification at most (a bound on the work per notification).
 const MAX_BATCH: usize = 512;
@@ -73,7 +89,31 @@ pub enum Item {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         opening: bool,
     },
+    /// The announcing replica has watchers for these streams (see [`crate::watch`]).
+    Watching(Vec<String>),
+    /// The announcing replica just started listening: replicas with watchers announce them now.
+    Hello,
+    /// One analysis of a stream watched elsewhere: its position and the compact watcher message.
+    Watch {
+        stream: String,
+        version: i64,
+        ordinal: u64,
+        message: RawJson,
+    },
 }
+
+/// A JSON text carried as is inside an envelope (not re-escaped as a string).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<RawValue>);
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for RawJson {}
 
 /// One notification's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,16 +131,28 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    /// Starts the sender and listener tasks when the store is PostgreSQL; `None` otherwise.
-    pub(crate) fn start(app: &AppState, hub: Arc<Hub>) -> Option<Relay> {
+    /// Starts the sender, listener and presence tasks when the store is PostgreSQL, and connects `watchers` to
+    /// them; `None` otherwise.
+    pub(crate) fn start(app: &AppState, hub: Arc<Hub>, watchers: Arc<Watchers>) -> Option<Relay> {
         if app.store.backend() != vigil_store::Backend::Postgres {
             return None;
         }
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let (tx, rx) = mpsc::channel(QUEUE);
         let listening = Arc::new(AtomicBool::new(false));
+        let out = tx.clone();
+        watchers.set_outbox(Box::new(move |stream: &str, pos: Position, m: &Shared| {
+            announce_watch(&out, stream, pos, m)
+        }));
         app.spawn(send_loop(app.clone(), origin.clone(), rx));
-        app.spawn(listen_loop(app.clone(), hub, origin, listening.clone()));
+        app.spawn(presence_loop(app.clone(), watchers.clone(), tx.clone()));
+        let receiving = Receiving {
+            hub,
+            watchers,
+            origin,
+            hello: tx.clone(),
+        };
+        app.spawn(listen_loop(app.clone(), receiving, listening.clone()));
         Some(Relay { tx, listening })
     }
 
@@ -121,6 +173,59 @@ impl Relay {
     /// Whether this replica is currently subscribed to the other replicas' announcements.
     pub(crate) fn listening(&self) -> bool {
         self.listening.load(Ordering::Acquire)
+    }
+}
+
+/// Queues one compact watch message; `false` when it was dropped (the queue is too full to spare the place).
+fn announce_watch(tx: &mpsc::Sender<Item>, stream: &str, pos: Position, message: &Shared) -> bool {
+    if tx.capacity() <= WATCH_RESERVE {
+        metrics::counter!("topoforge_relay_dropped_total", "reason" => "watch_backlog")
+            .increment(1);
+        tracing::debug!(%stream, "watch message not relayed: the relay queue is backed up");
+        return false;
+    }
+    let message = match RawValue::from_string(message.to_string()) {
+        Ok(m) => RawJson(m),
+        Err(e) => {
+            tracing::error!(%stream, error = %e, "watch message is not JSON; not relayed");
+            return false;
+        }
+    };
+    let item = Item::Watch {
+        stream: stream.to_owned(),
+        version: pos.version,
+        ordinal: pos.ordinal,
+        message,
+    };
+    match tx.try_send(item) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!("topoforge_relay_dropped_total", "reason" => "queue_full")
+                .increment(1);
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// Announces the streams watched here: when one gets its first watcher or another replica asks, and every
+/// [`crate::watch::PRESENCE_INTERVAL`] while any is watched.
+async fn presence_loop(app: AppState, watchers: Arc<Watchers>, tx: mpsc::Sender<Item>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(crate::watch::PRESENCE_INTERVAL) => {}
+            () = watchers.changed() => {}
+            () = app.shutdown.cancelled() => return,
+        }
+        let streams = watchers.watched();
+        if streams.is_empty() {
+            continue;
+        }
+        if tx.try_send(Item::Watching(streams)).is_err() {
+            metrics::counter!("topoforge_relay_dropped_total", "reason" => "queue_full")
+                .increment(1);
+            tracing::warn!("watch presence not announced: the relay queue is full");
+        }
     }
 }
 
@@ -167,8 +272,12 @@ pub fn pack(origin: &str, items: Vec<Item>) -> Vec<String> {
     out
 }
 
-/// Splits an alert whose user list would not fit in `budget` bytes into alerts of the same anomaly.
+/// Splits an alert whose user list, or a presence whose stream list, would not fit in `budget` bytes into
+/// several items of the same kind.
 fn split(item: Item, budget: usize) -> Vec<Item> {
+    if let Item::Watching(streams) = item {
+        return split_watching(streams, budget);
+    }
     let Item::Alert { id, users, opening } = item else {
         return vec![item];
     };
@@ -197,6 +306,28 @@ fn split(item: Item, budget: usize) -> Vec<Item> {
             users: chunk,
             opening,
         });
+    }
+    out
+}
+
+fn split_watching(streams: Vec<String>, budget: usize) -> Vec<Item> {
+    let json_len = |s: &str| serde_json::to_string(s).map_or(usize::MAX / 4, |t| t.len());
+    // `{"watching":[…]}` around the names.
+    let fixed = 15;
+    let mut out = Vec::new();
+    let mut chunk: Vec<String> = Vec::new();
+    let mut size = fixed;
+    for s in streams {
+        let len = json_len(&s) + 1;
+        if size + len > budget && !chunk.is_empty() {
+            out.push(Item::Watching(std::mem::take(&mut chunk)));
+            size = fixed;
+        }
+        size += len;
+        chunk.push(s);
+    }
+    if !chunk.is_empty() {
+        out.push(Item::Watching(chunk));
     }
     out
 }
@@ -239,7 +370,26 @@ async fn announce(app: &AppState, payload: &str) {
     }
 }
 
-async fn listen_loop(app: AppState, hub: Arc<Hub>, origin: String, listening: Arc<AtomicBool>) {
+/// What the listener delivers to, and how it asks for the other replicas' presence.
+struct Receiving {
+    hub: Arc<Hub>,
+    watchers: Arc<Watchers>,
+    origin: String,
+    hello: mpsc::Sender<Item>,
+}
+
+impl Receiving {
+    /// Asks the other replicas which streams they watch (announcements made while this one was not listening
+    /// were missed).
+    fn hello(&self) {
+        if self.hello.try_send(Item::Hello).is_err() {
+            metrics::counter!("topoforge_relay_dropped_total", "reason" => "queue_full")
+                .increment(1);
+        }
+    }
+}
+
+async fn listen_loop(app: AppState, r: Receiving, listening: Arc<AtomicBool>) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let connected = tokio::select! {
@@ -258,6 +408,7 @@ async fn listen_loop(app: AppState, hub: Arc<Hub>, origin: String, listening: Ar
         };
         listening.store(true, Ordering::Release);
         tracing::info!(channel = CHANNEL, "listening for other replicas' anomalies");
+        r.hello();
         loop {
             let next = tokio::select! {
                 n = listener.next() => n,
@@ -271,10 +422,11 @@ async fn listen_loop(app: AppState, hub: Arc<Hub>, origin: String, listening: Ar
                     backoff = BACKOFF_MIN;
                     metrics::counter!("topoforge_relay_notifications_total", "direction" => "received")
                         .increment(1);
-                    deliver(&app, &hub, &origin, &payload).await;
+                    deliver(&app, &r, &payload).await;
                 }
                 Ok(Notice::Reconnected) => {
                     metrics::counter!("topoforge_relay_reconnects_total").increment(1);
+                    r.hello();
                     tracing::warn!(
                         "relay connection lost and re-established; other replicas' anomalies announced meanwhile were missed"
                     );
@@ -304,7 +456,8 @@ async fn pause(app: &AppState, backoff: &mut Duration) -> bool {
 }
 
 /// Republishes another replica's announcements to this replica's sockets.
-async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
+async fn deliver(app: &AppState, r: &Receiving, payload: &str) {
+    let (hub, origin) = (&*r.hub, r.origin.as_str());
     let envelope: Envelope = match serde_json::from_str(payload) {
         Ok(e) => e,
         Err(e) => {
@@ -315,6 +468,7 @@ async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
     if envelope.origin == origin {
         return;
     }
+    deliver_watch(&r.watchers, &envelope.items);
     // Read only the rows someone here will receive.
     let broadcast = hub.subscribers() > 0;
     let mut wanted: Vec<String> = Vec::new();
@@ -368,6 +522,7 @@ async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
                     hub.publish(text);
                 }
             }
+            Item::Watching(_) | Item::Hello | Item::Watch { .. } => {}
             Item::Alert { id, users, opening } => {
                 let Some(row) = rows.get(id.as_str()) else {
                     continue;
@@ -386,6 +541,34 @@ async fn deliver(app: &AppState, hub: &Hub, origin: &str, payload: &str) {
                     hub.deliver_to_user(user, &text);
                 }
             }
+        }
+    }
+}
+
+/// The presence and watch items of one envelope: interest noted, analyses delivered to the feeds here (in
+/// order; a feed drops positions it already passed).
+fn deliver_watch(watchers: &Watchers, items: &[Item]) {
+    for item in items {
+        match item {
+            Item::Watching(streams) => watchers.watched_elsewhere(streams),
+            Item::Hello => watchers.announce_soon(),
+            Item::Watch {
+                stream,
+                version,
+                ordinal,
+                message,
+            } => {
+                if !watchers.is_watched(stream) {
+                    continue;
+                }
+                metrics::counter!("topoforge_watch_received_total").increment(1);
+                let pos = Position {
+                    version: *version,
+                    ordinal: *ordinal,
+                };
+                watchers.publish(stream, [(pos, Shared::from(message.0.get()))]);
+            }
+            Item::Anomaly(_) | Item::Alert { .. } => {}
         }
     }
 }

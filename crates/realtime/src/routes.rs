@@ -27,6 +27,7 @@ use crate::session::{
     Caller, ConnectionGauge, header_token, presented_token, recheck_interval, still_valid,
     stream_caller,
 };
+use crate::watch::Delivery;
 
 /// An event as `/openapi.json` states it: any JSON object; these members have a meaning, any other is kept and
 /// echoed in the analysis (documentation only: events are read by [`vigil_stream::Event::from_json`]).
@@ -156,6 +157,8 @@ pub(crate) async fn ingest(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let detail = query.detail.unwrap_or_default();
+    // Watchers of these streams on other replicas are learnt of, and reached, through the relay.
+    rt.start(&app);
     let (events, single) = match &body {
         Value::Array(items) => {
             if items.len() > rt.inner.config.stream_max_batch {
@@ -207,8 +210,10 @@ pub(crate) struct SseQuery {
 /// Server-Sent Events: every anomaly of every stream as event `anomaly` with the analysis result as data. With
 /// `?stream=S` (signed-in callers, any role), also every analysis of stream S as event `analysis`, data
 /// `{"value","timestamp","analysis"}` (the event's value and client time in ms, and the whole result or the
-/// buffering status), and event `lagged`, data `{"missed":n}`, when the client fell more than the subscriber queue
-/// behind that stream's analyses (it goes on with the oldest analysis still queued). A client that falls more than the subscriber queue
+/// buffering status; an analysis made on another replica arrives compact, `"compact":true`, without persistence,
+/// landscape, security analysis and detector report, which `GET /api/streams/{stream}/analysis` serves), and event
+/// `lagged`, data `{"missed":n}`, when the client fell more than the subscriber queue behind that stream's
+/// analyses (it goes on with the oldest analysis still queued) or analyses relayed from another replica were lost. A client that falls more than the subscriber queue
 /// behind the anomalies is disconnected (it can reconnect).
 #[utoipa::path(get, path = "/api/realtime/stream", tag = "streams", params(SseQuery),
     responses(
@@ -290,7 +295,7 @@ pub(crate) async fn sse(
 /// What one SSE client receives: the anomaly broadcast and, if it watches a stream, that stream's analyses.
 struct Feed {
     anomalies: broadcast::Receiver<Shared>,
-    analyses: Option<broadcast::Receiver<Shared>>,
+    analyses: Option<broadcast::Receiver<Delivery>>,
     _gauge: ConnectionGauge,
 }
 
@@ -309,7 +314,12 @@ impl Feed {
                 Err(broadcast::error::RecvError::Closed) => None,
             },
             r = recv_watched(&mut self.analyses) => match r {
-                Ok(data) => Some(SseEvent::default().event("analysis").data(data.as_ref())),
+                Ok(Delivery::Analysis(data)) => Some(SseEvent::default().event("analysis").data(data.as_ref())),
+                // Analyses relayed from another replica that never arrived.
+                Ok(Delivery::Missed(n)) => {
+                    metrics::counter!("topoforge_watch_lagged_total").increment(1);
+                    Some(SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}")))
+                }
                 // A watcher is a live chart: it is told what it missed and reads on from the oldest kept.
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     metrics::counter!("topoforge_watch_lagged_total").increment(1);
@@ -325,8 +335,8 @@ impl Feed {
 }
 
 async fn recv_watched(
-    rx: &mut Option<broadcast::Receiver<Shared>>,
-) -> Result<Shared, broadcast::error::RecvError> {
+    rx: &mut Option<broadcast::Receiver<Delivery>>,
+) -> Result<Delivery, broadcast::error::RecvError> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -30,7 +30,7 @@ async fn drain_texts(ws: &mut Ws, first_wait: Duration, quiet: Duration) -> Vec<
 
 /// Two replicas over one PostgreSQL database: separate pools, separate process-local caches and hubs, one JWT
 /// secret. `None` (after saying so) without `TEST_DATABASE_URL`.
-async fn two_replicas(test: &str) -> Option<((TestApp, Realtime), (TestApp, Realtime))> {
+pub(crate) async fn two_replicas(test: &str) -> Option<((TestApp, Realtime), (TestApp, Realtime))> {
     let Some(db) = vigil_store::testing::TestDb::postgres().await else {
         eprintln!("skipping {test}: it needs PostgreSQL (set TEST_DATABASE_URL)");
         return None;

@@ -176,3 +176,198 @@ async fn a_stream_is_watched_analysis_by_analysis() {
         current_window_matches(&app, &viewer, last).await;
     }
 }
+
+/// Every SSE event (name, data as JSON) read from `body` until `want` `analysis` events arrived (or `limit`
+/// passes), then whatever arrives within `quiet` after them (which should be nothing).
+async fn sse_all<S, B>(
+    body: &mut S,
+    want: usize,
+    limit: Duration,
+    quiet: Duration,
+) -> Vec<(String, Value)>
+where
+    S: futures_util::Stream<Item = reqwest::Result<B>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let mut buf = String::new();
+    let mut out: Vec<(String, Value)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut quiet_until = None;
+    loop {
+        let analyses = out.iter().filter(|(e, _)| e == "analysis").count();
+        if analyses >= want && quiet_until.is_none() {
+            quiet_until = Some(tokio::time::Instant::now() + quiet);
+        }
+        let until = quiet_until.unwrap_or(deadline);
+        let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(until, body.next()).await else {
+            return out;
+        };
+        buf.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+        while let Some(i) = buf.find("\n\n") {
+            let block: String = buf.drain(..i + 2).collect();
+            let mut event = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = Some(e.trim().to_owned());
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            if let Some(event) = event {
+                out.push((
+                    event,
+                    serde_json::from_str(&data).expect("event data is JSON"),
+                ));
+            }
+        }
+    }
+}
+
+/// Opens `?stream=` SSE on `app` as `token`.
+async fn watch_on(
+    app: &TestApp,
+    token: &str,
+    stream: &str,
+) -> impl futures_util::Stream<Item = reqwest::Result<impl AsRef<[u8]>>> + Unpin {
+    let sse = app
+        .client
+        .get(app.url(&format!("/api/realtime/stream?stream={stream}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    sse.bytes_stream()
+}
+
+/// Waits (5 s at most) until `ok` holds.
+async fn wait_for(what: &str, ok: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Two replicas on one PostgreSQL database; the stream is analysed on B. A watcher on A receives every analysis
+/// (compact, relayed) in order exactly once; a watcher on B receives every analysis whole, once; B relays
+/// nothing for a stream nobody watches, and only the watched stream's analyses while it is watched.
+#[tokio::test]
+async fn a_stream_analysed_on_another_replica_is_watched_analysis_by_analysis() {
+    let Some(((a, rt_a), (b, rt_b))) =
+        crate::replicas::two_replicas("the cross-replica watch test").await
+    else {
+        return;
+    };
+    let (_, analyst) = a.user_with_role("xwatcher", Role::Analyst).await;
+    let (_, viewer) = a.user_with_role("xlooker", Role::Viewer).await;
+    assert_eq!(
+        b.api_as(&analyst)
+            .put("/api/streams/xw/config", &quick_config())
+            .await
+            .0,
+        200
+    );
+    rt_a.start(&a.state);
+    rt_b.start(&b.state);
+    wait_for("both replicas listen", || {
+        rt_a.relay_listening() && rt_b.relay_listening()
+    })
+    .await;
+
+    // Nobody watches anywhere: B analyses, stores and announces nothing for the feed.
+    let before: Vec<Value> = noise(20, 9)
+        .iter()
+        .map(|v| json!({"stream": "xw", "value": v}))
+        .collect();
+    assert_eq!(
+        b.api_as(&analyst)
+            .post("/api/ingest", &json!(before))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(rt_b.pipeline().watchers().relayed(), 0, "nobody watches");
+
+    // Watchers on A (another replica than the analysing one) and on B (the analysing one).
+    let mut on_a = watch_on(&a, &viewer, "xw").await;
+    let mut on_b = watch_on(&b, &viewer, "xw").await;
+    wait_for("B knows A watches the stream", || {
+        rt_a.pipeline().watchers().is_watched("xw")
+            && rt_b.pipeline().watchers().is_watched("xw")
+            && rt_b.pipeline().watchers().interest("xw").remote
+    })
+    .await;
+
+    let values = noise(30, 10);
+    let events: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"stream": "xw", "value": v, "timestamp": 1_700_000_000 + i as i64}))
+        .collect();
+    let (s1, _) = b
+        .api_as(&analyst)
+        .post("/api/ingest", &json!(events[..12]))
+        .await;
+    let (s2, _) = b
+        .api_as(&analyst)
+        .post("/api/ingest?detail=scores", &json!(events[12..]))
+        .await;
+    assert_eq!((s1.as_u16(), s2.as_u16()), (200, 200));
+    // Another stream's events are neither this feed's nor relayed.
+    b.api_as(&analyst)
+        .post("/api/ingest", &json!({"stream": "xother", "value": 1}))
+        .await;
+
+    let quiet = Duration::from_millis(1500);
+    let got_a = sse_all(&mut on_a, 30, Duration::from_secs(10), quiet).await;
+    let got_b = sse_all(&mut on_b, 30, Duration::from_secs(10), quiet).await;
+    let analyses = |got: &[(String, Value)]| -> Vec<Value> {
+        let names: Vec<&str> = got
+            .iter()
+            .map(|(e, _)| e.as_str())
+            .filter(|e| *e != "anomaly")
+            .collect();
+        assert!(names.iter().all(|e| *e == "analysis"), "no gap: {names:?}");
+        got.iter()
+            .filter(|(e, _)| e == "analysis")
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    let (remote, local) = (analyses(&got_a), analyses(&got_b));
+    assert_eq!(remote.len(), 30, "A: every analysis, exactly once");
+    assert_eq!(local.len(), 30, "B: every analysis, exactly once");
+    for ((r, l), v) in remote.iter().zip(&local).zip(&values) {
+        assert_eq!(r["value"].as_f64(), Some(*v), "A: in order");
+        assert_eq!(l["value"].as_f64(), Some(*v), "B: in order");
+        assert_eq!(r["timestamp"], l["timestamp"]);
+        // The same analysis: A's is compact, B's whole.
+        let (rc, lc) = (&r["analysis"], &l["analysis"]);
+        assert_eq!(rc["compact"], true, "{rc}");
+        assert!(rc.get("persistence").is_none());
+        assert!(lc["persistence"]["h0"].is_array(), "{lc}");
+        assert!(lc.get("compact").is_none());
+        for k in [
+            "scores",
+            "betti_numbers",
+            "window_size",
+            "calibrated",
+            "is_anomaly",
+        ] {
+            assert_eq!(rc[k], lc[k], "{k}");
+        }
+        assert_eq!(rc["risk_level"], lc["security_analysis"]["risk_level"]);
+    }
+    assert_eq!(
+        rt_b.pipeline().watchers().relayed(),
+        30,
+        "B relays the watched stream's analyses only"
+    );
+    assert_eq!(rt_a.pipeline().watchers().relayed(), 0);
+    drop((on_a, on_b));
+    b.stop().await;
+    a.stop().await;
+}
