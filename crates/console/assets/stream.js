@@ -2,13 +2,17 @@
 // landscape, Betti numbers and component scores per event, the selected anomaly's topology, scores and MITRE
 // ATT&CK mapping, and the stream's configuration (analysts edit; the server enforces roles and cost limits).
 // Live data comes from one SSE connection: `/api/realtime/stream?stream=<name>` carries every analysis of this
-// stream (and the anomaly broadcast); the page applies every message and redraws once per animation frame.
+// stream (and the anomaly broadcast); the page applies every message and redraws once per animation frame. An
+// analysis made on another replica than the page's arrives compact (`compact: true`, no diagrams): the window's
+// topology is then read from `/api/streams/<name>/analysis`, at most once a second.
 import * as api from './api.js';
 import { h, append, clear, fmtTime, fmtNum, riskClass, toast, field } from './dom.js';
 import { series, multi, diagram, barcode, landscape } from './charts.js';
 
 // Events kept for the per-event charts (the newest).
 const HISTORY = 300;
+// Least time between two reads of the window's topology while compact analyses arrive.
+const TOPO_REFRESH_MS = 1000;
 
 function analysisOf(a) {
   const r = a?.metadata?.analysis;
@@ -225,6 +229,24 @@ export async function render(main, name, params, signal) {
     }
   };
 
+  // The stored window's topology, for compact analyses: one request at a time, at most one per TOPO_REFRESH_MS.
+  let topoAt = 0;
+  let topoBusy = false;
+  let topoTimer = 0;
+  const refreshTopo = () => {
+    if (topoBusy || topoTimer || signal.aborted) return;
+    topoTimer = setTimeout(async () => {
+      topoTimer = 0;
+      topoBusy = true;
+      topoAt = Date.now();
+      try {
+        const r = await api.get(`/api/streams/${encodeURIComponent(name)}/analysis`, { signal });
+        if (r?.window) { topo = r.window; schedule(); }
+      } catch { /* the next compact analysis asks again */ } finally { topoBusy = false; }
+    }, Math.max(0, topoAt + TOPO_REFRESH_MS - Date.now()));
+  };
+  signal.addEventListener('abort', () => { if (topoTimer) clearTimeout(topoTimer); });
+
   // One feed message: applied to the page's data at once (none is dropped); drawn at the next frame.
   const apply = (m) => {
     const r = m?.analysis;
@@ -241,7 +263,7 @@ export async function render(main, name, params, signal) {
     while (win.values.length > r.window_size) { win.values.shift(); win.times.shift(); }
     win.status = r.calibrated ? 'live' : 'calibrating';
     win.score = r.scores?.total ?? null;
-    topo = r;
+    if (r.compact) refreshTopo(); else topo = r;
     seq += 1;
     hist.push({ x: seq, betti: r.betti_numbers || {}, scores: r.scores || {} });
     if (hist.length > HISTORY) hist.shift();

@@ -642,6 +642,83 @@ mod tests {
     }
 
     #[test]
+    fn watch_messages_travel_as_json_and_presence_is_split_by_stream() {
+        let message = RawJson(
+            RawValue::from_string(
+                r#"{"value":1.5,"timestamp":null,"analysis":{"compact":true}}"#.into(),
+            )
+            .expect("json"),
+        );
+        let watch = Item::Watch {
+            stream: "s".into(),
+            version: 7,
+            ordinal: 42,
+            message,
+        };
+        let streams: Vec<String> = (0..500).map(|i| format!("stream-{i:040}")).collect();
+        let payloads = pack(
+            "me",
+            vec![watch.clone(), Item::Hello, Item::Watching(streams.clone())],
+        );
+        // The message is embedded as JSON, not escaped into a string.
+        assert!(
+            payloads[0].contains(r#""message":{"value":1.5"#),
+            "{}",
+            payloads[0]
+        );
+        assert!(payloads.len() > 2);
+        let got = unpack(&payloads);
+        assert_eq!(got[..2], [watch, Item::Hello]);
+        let mut back = Vec::new();
+        for i in &got[2..] {
+            match i {
+                Item::Watching(s) => back.extend(s.iter().cloned()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(back, streams);
+    }
+
+    #[tokio::test]
+    async fn relayed_watch_messages_reach_this_replicas_feeds_and_presence_is_noted() {
+        let w = Watchers::new(8);
+        let mut rx = w.watch("s");
+        let msg = |o: u64| Item::Watch {
+            stream: "s".into(),
+            version: 3,
+            ordinal: o,
+            message: RawJson(RawValue::from_string(format!("{{\"n\":{o}}}")).expect("json")),
+        };
+        deliver_watch(
+            &w,
+            &[
+                Item::Watching(vec!["t".into()]),
+                msg(1),
+                msg(2),
+                msg(2),
+                msg(4),
+            ],
+        );
+        let mut got = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            got.push(d);
+        }
+        use crate::watch::Delivery;
+        assert_eq!(
+            got,
+            vec![
+                Delivery::Analysis(Shared::from(r#"{"n":1}"#)),
+                Delivery::Analysis(Shared::from(r#"{"n":2}"#)),
+                Delivery::Missed(1),
+                Delivery::Analysis(Shared::from(r#"{"n":4}"#)),
+            ]
+        );
+        // Interest in `t` is noted (it counts once a relay can reach it).
+        w.set_outbox(Box::new(|_: &str, _: Position, _: &Shared| true));
+        assert!(w.interest("t").remote && !w.interest("s").remote);
+    }
+
+    #[test]
     fn an_item_that_cannot_fit_is_dropped_not_sent_broken() {
         let payloads = pack(
             "me",
