@@ -229,7 +229,7 @@ async fn watch_on(
     app: &TestApp,
     token: &str,
     stream: &str,
-) -> impl futures_util::Stream<Item = reqwest::Result<impl AsRef<[u8]>>> + Unpin {
+) -> impl futures_util::Stream<Item = reqwest::Result<impl AsRef<[u8]> + use<>>> + Unpin + use<> {
     let sse = app
         .client
         .get(app.url(&format!("/api/realtime/stream?stream={stream}")))
@@ -368,6 +368,91 @@ async fn a_stream_analysed_on_another_replica_is_watched_analysis_by_analysis() 
     );
     assert_eq!(rt_a.pipeline().watchers().relayed(), 0);
     drop((on_a, on_b));
+    b.stop().await;
+    a.stop().await;
+}
+
+/// The console's pace across replicas: 200 events/s ingested on B (batches of 10 every 50 ms, for 3 s) reach a
+/// watcher on A, every one, in order, with no `lagged`. Prints how long after each batch's answer its last
+/// analysis arrived on A (information only: the machine is shared).
+#[tokio::test]
+async fn a_watched_stream_at_200_events_per_second_crosses_replicas_whole() {
+    let Some(((a, rt_a), (b, rt_b))) =
+        crate::replicas::two_replicas("the cross-replica watch pace test").await
+    else {
+        return;
+    };
+    let (_, analyst) = a.user_with_role("xpacer", Role::Analyst).await;
+    assert_eq!(
+        b.api_as(&analyst)
+            .put("/api/streams/xpace/config", &quick_config())
+            .await
+            .0,
+        200
+    );
+    rt_a.start(&a.state);
+    rt_b.start(&b.state);
+    let mut on_a = watch_on(&a, &analyst, "xpace").await;
+    wait_for("B knows A watches the stream", || {
+        rt_a.relay_listening()
+            && rt_b.relay_listening()
+            && rt_b.pipeline().watchers().interest("xpace").remote
+    })
+    .await;
+
+    const BATCHES: usize = 60;
+    const PER_BATCH: usize = 10;
+    let values = noise(BATCHES * PER_BATCH, 11);
+    let reader = tokio::spawn(async move {
+        let got = sse_all(
+            &mut on_a,
+            BATCHES * PER_BATCH,
+            Duration::from_secs(60),
+            Duration::from_millis(1000),
+        )
+        .await;
+        (got, tokio::time::Instant::now())
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let started = tokio::time::Instant::now();
+    for chunk in values.chunks(PER_BATCH) {
+        tick.tick().await;
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|v| json!({"stream": "xpace", "value": v}))
+            .collect();
+        let (s, _) = b
+            .api_as(&analyst)
+            .post("/api/ingest?detail=scores", &json!(batch))
+            .await;
+        assert_eq!(s, 200);
+    }
+    let sent = started.elapsed();
+    let (got, _) = reader.await.unwrap();
+    let names: Vec<&str> = got
+        .iter()
+        .map(|(e, _)| e.as_str())
+        .filter(|e| *e != "anomaly")
+        .collect();
+    assert!(
+        names.iter().all(|e| *e == "analysis"),
+        "no analysis missed: {:?}",
+        names
+            .iter()
+            .filter(|e| **e != "analysis")
+            .collect::<Vec<_>>()
+    );
+    let arrived: Vec<f64> = got
+        .iter()
+        .filter(|(e, _)| e == "analysis")
+        .map(|(_, d)| d["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(arrived, values, "every analysis, in order, once");
+    eprintln!(
+        "{} events at 200/s sent in {sent:?}; B relayed {}",
+        values.len(),
+        rt_b.pipeline().watchers().relayed()
+    );
     b.stop().await;
     a.stop().await;
 }
