@@ -475,6 +475,17 @@ async fn compact_answers_carry_the_full_answers_verdicts() {
     }
 }
 
+/// Two replicas' pipelines race on every batch of one stream: both send each batch, concurrently, the events
+/// numbered with `seq` as one producer would (a producer whose batches reach two replicas). Each batch is applied
+/// once, by whichever pipeline stores it first (the other's answers are duplicates), so the stream's events are
+/// stored in the producer's order and the excursion is one excursion: racing writers must open one incident for
+/// it, and every incident id answered must be the one stored.
+///
+/// Why not "each pipeline sends every other batch": two unsynchronised clients put no order on their batches, so
+/// the stream stores whatever interleaving the race produced. Under load one pipeline ran through all of its
+/// batches before the other stored its first (on SQLite, where the retry turns lock nothing, the loser lost 12
+/// races in a row), the stream saw the excursion, 100 quiet events, then the excursion again, and rightly opened
+/// two incidents — the flaky failure this test had.
 #[tokio::test]
 async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
     for (app, _rt) in apps().await {
@@ -488,24 +499,26 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
         )
         .await;
         assert_eq!(cfg.0, 200);
-        // Two replicas' worth of pipelines over one database, each sending every other batch of 10, concurrently.
         let pipelines = [
             realtime(RealtimeConfig::default()),
             realtime(RealtimeConfig::default()),
         ];
         let events: Vec<vigil_stream::Event> = spike_events("raced")
-            .iter()
-            .map(|v| vigil_stream::Event::from_json(v).unwrap())
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut v)| {
+                v["seq"] = json!(i + 1);
+                vigil_stream::Event::from_json(&v).unwrap()
+            })
             .collect();
         let batches: Vec<Vec<vigil_stream::Event>> = events.chunks(10).map(<[_]>::to_vec).collect();
         let mut runs = Vec::new();
-        for (k, pipeline) in pipelines.iter().enumerate() {
-            let mine: Vec<Vec<vigil_stream::Event>> =
-                batches.iter().skip(k).step_by(2).cloned().collect();
+        for pipeline in &pipelines {
+            let mine = batches.clone();
             let state = app.state.clone();
             let pipeline = pipeline.clone();
             runs.push(tokio::spawn(async move {
-                let mut ids = Vec::new();
+                let (mut ids, mut applied) = (Vec::new(), 0);
                 for b in mine {
                     // A batch that loses every attempt is answered 503 with nothing stored (possible on SQLite,
                     // where two pipelines in one process take no row lock); a client retries it.
@@ -521,6 +534,7 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
                         }
                     };
                     for o in done.expect("stored") {
+                        applied += usize::from(o.analysis.is_some());
                         if let Some(r) = o.result()
                             && let Some(id) = &r.incident_id
                         {
@@ -528,13 +542,21 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
                         }
                     }
                 }
-                ids
+                (ids, applied)
             }));
         }
-        let mut ids = std::collections::BTreeSet::new();
+        let (mut ids, mut applied) = (std::collections::BTreeSet::new(), 0);
         for r in runs {
-            ids.extend(r.await.unwrap());
+            let (i, a) = r.await.unwrap();
+            ids.extend(i);
+            applied += a;
         }
+        assert_eq!(
+            applied,
+            events.len(),
+            "{}: every event applied once",
+            app.label
+        );
         let rows = log_of(&app, &analyst, "raced").await;
         let row_ids: std::collections::BTreeSet<String> = rows
             .iter()
