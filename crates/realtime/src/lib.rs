@@ -77,7 +77,7 @@
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
 //! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (`websocket` alerts delivered and dropped;
 //! the names predate the one-verb rule and stay, since dashboards read them; webhook metrics are the dispatcher's),
-//! and the relay's (see [`relay`]).
+//! the relay's (see [`relay`]) and the watch feeds' (see [`watch`]).
 
 pub mod alerts;
 pub mod answer;
