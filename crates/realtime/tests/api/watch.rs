@@ -406,14 +406,13 @@ async fn a_watched_stream_at_200_events_per_second_crosses_replicas_whole() {
     const PER_BATCH: usize = 10;
     let values = noise(BATCHES * PER_BATCH, 11);
     let reader = tokio::spawn(async move {
-        let got = sse_all(
+        sse_all(
             &mut on_a,
             BATCHES * PER_BATCH,
             Duration::from_secs(60),
             Duration::from_millis(1000),
         )
-        .await;
-        got
+        .await
     });
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let started = tokio::time::Instant::now();
