@@ -1,0 +1,312 @@
+//! Leases (`leases`, migration 0014): a named claim that one owner holds at a time, for a limited time, shared by
+//! every replica. Callers namespace the names (`stream:<name>` for stream ownership, `nats:<name>` for the NATS
+//! ingest) and pick the owner ids (one per replica process).
+//!
+//! Every change is one statement, so two replicas racing for a lease cannot both win: taking it is an
+//! `INSERT … ON CONFLICT (name) DO UPDATE … WHERE <held by the same owner or expired> RETURNING …`, which PostgreSQL
+//! evaluates against the row's latest committed version under the row lock, and SQLite runs under its single
+//! writer.
+//!
+//! **Clock.** Expiry is computed from the *database's* clock inside each statement (`statement_timestamp()` on
+//! PostgreSQL, `julianday('now')` on SQLite), never from the caller's, so replicas whose clocks disagree still agree
+//! on who holds a lease and when it runs out. A returned [`Lease::expires_at`] is therefore on the database's
+//! clock; a holder should renew well before it (a third of the TTL is the usual margin) rather than compare it
+//! with its own clock.
+//!
+//! **Fencing.** [`Lease::epoch`] grows every time the lease is taken anew (by another owner, or by the same owner
+//! after it expired or was released); extending a live lease keeps it. A holder that stalled past its expiry holds
+//! a stale epoch, so [`renew`] and [`release`] refuse it, and writes guarded by the epoch (or by their own version
+//! check) cannot overwrite a newer holder's work.
+
+use std::time::Duration;
+
+use crate::{Backend, Store, StoreError};
+
+/// A lease as stored: who holds `name`, under which fencing epoch, until when (Unix ms, database clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub epoch: i64,
+    pub expires_at: i64,
+}
+
+/// The longest TTL honoured; longer ones are cut to it, which keeps `now + ttl` far from overflowing a BIGINT.
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The database's current time in Unix ms, as an SQL expression. Both are constant within one statement.
+fn db_now(store: &Store) -> &'static str {
+    match store.backend() {
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)",
+        Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.min(MAX_TTL).as_millis()).unwrap_or(i64::MAX)
+}
+
+type Row = (String, String, i64, i64);
+
+fn from_row((name, owner, epoch, expires_at): Row) -> Lease {
+    Lease {
+        name,
+        owner,
+        epoch,
+        expires_at,
+    }
+}
+
+/// Takes `name` for `owner` when it is free, expired, or already held by `owner` (then extends it to `ttl` from
+/// now); `None` while another live owner holds it. The epoch grows unless a live lease of the same owner was
+/// extended. Taking it anew clears any pending hand-over request.
+pub async fn acquire(
+    store: &Store,
+    name: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Option<Lease>, StoreError> {
+    let now = db_now(store);
+    let sql = format!(
+        "INSERT INTO leases (name, owner, epoch, expires_at) VALUES ($1, $2, 1, {now} + $3) \
+         ON CONFLICT (name) DO UPDATE SET \
+           epoch = CASE WHEN leases.owner = excluded.owner AND leases.expires_at >= {now} \
+                   THEN leases.epoch ELSE leases.epoch + 1 END, \
+           wanted_by = CASE WHEN leases.owner = excluded.owner AND leases.expires_at >= {now} \
+                       THEN leases.wanted_by ELSE NULL END, \
+           wanted_at = CASE WHEN leases.owner = excluded.owner AND leases.expires_at >= {now} \
+                       THEN leases.wanted_at ELSE NULL END, \
+           owner = excluded.owner, \
+           expires_at = excluded.expires_at \
+         WHERE leases.owner = excluded.owner OR leases.expires_at < {now} \
+         RETURNING name, owner, epoch, expires_at"
+    );
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(name)
+        .bind(owner)
+        .bind(ttl_ms(ttl))
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.map(from_row))
+}
+
+/// Extends a lease its holder still has (same owner and epoch, not expired) to `ttl` from now; `None` when it was
+/// lost: it expired (and may have been taken by someone else meanwhile) or was released. A lost lease is taken
+/// again with [`acquire`], which gives it a new epoch.
+pub async fn renew(
+    store: &Store,
+    lease: &Lease,
+    ttl: Duration,
+) -> Result<Option<Lease>, StoreError> {
+    let now = db_now(store);
+    let sql = format!(
+        "UPDATE leases SET expires_at = {now} + $4 \
+         WHERE name = $1 AND owner = $2 AND epoch = $3 AND expires_at >= {now} \
+         RETURNING name, owner, epoch, expires_at"
+    );
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(&lease.name)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .bind(ttl_ms(ttl))
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.map(from_row))
+}
+
+/// Gives the lease up at once, so the next [`acquire`] by anyone succeeds without waiting for the expiry. Does
+/// nothing when it is no longer held by `lease.owner` under `lease.epoch` (someone else's lease is never ended).
+/// The row stays (expired), so the epoch keeps growing across holders.
+pub async fn release(store: &Store, lease: &Lease) -> Result<(), StoreError> {
+    let now = db_now(store);
+    let sql = format!(
+        "UPDATE leases SET expires_at = {now} - 1 \
+         WHERE name = $1 AND owner = $2 AND epoch = $3 AND expires_at >= {now}"
+    );
+    sqlx::query(&sql)
+        .bind(&lease.name)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// Who holds `name` now, or held it last: an expired or released lease is returned too, with its (past) expiry.
+/// `None` when the lease was never taken. For waiters and the console.
+pub async fn holder(store: &Store, name: &str) -> Result<Option<Lease>, StoreError> {
+    let row: Option<Row> =
+        sqlx::query_as("SELECT name, owner, epoch, expires_at FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(row.map(from_row))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::testing::TestDb;
+
+    const LONG: Duration = Duration::from_secs(60);
+    const SHORT: Duration = Duration::from_millis(500);
+
+    /// Sleeps until a lease taken with [`SHORT`] just before has expired (the database's clock is this machine's).
+    async fn wait_past_short() {
+        tokio::time::sleep(SHORT + Duration::from_millis(250)).await;
+    }
+
+    #[tokio::test]
+    async fn two_owners_racing_for_a_free_lease_get_exactly_one_winner() {
+        for db in TestDb::all().await {
+            let store = Arc::new(db.store.clone());
+            for round in 0..10 {
+                let name = format!("stream:race-{round}");
+                let tasks: Vec<_> = ["a", "b", "c", "d"]
+                    .into_iter()
+                    .map(|owner| {
+                        let store = Arc::clone(&store);
+                        let name = name.clone();
+                        tokio::spawn(async move { acquire(&store, &name, owner, LONG).await })
+                    })
+                    .collect();
+                let mut winners = Vec::new();
+                for task in tasks {
+                    if let Some(l) = task.await.unwrap().unwrap() {
+                        winners.push(l);
+                    }
+                }
+                assert_eq!(winners.len(), 1, "{}: {winners:?}", db.label);
+                let held = holder(&store, &name).await.unwrap().unwrap();
+                assert_eq!(held, winners[0], "{}", db.label);
+                assert_eq!(held.epoch, 1, "{}", db.label);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_is_refused_to_others_and_extended_for_its_owner() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            assert_eq!(holder(s, "stream:x").await.unwrap(), None, "{}", db.label);
+            let a = acquire(s, "stream:x", "a", LONG).await.unwrap().unwrap();
+            assert_eq!((a.owner.as_str(), a.epoch), ("a", 1), "{}", db.label);
+            let lead = a.expires_at - crate::time::now_ms();
+            assert!(
+                (50_000..=70_000).contains(&lead),
+                "{}: expires in {lead} ms, TTL 60 s (database clock vs ours)",
+                db.label
+            );
+            assert_eq!(
+                acquire(s, "stream:x", "b", LONG).await.unwrap(),
+                None,
+                "{}",
+                db.label
+            );
+            let again = acquire(s, "stream:x", "a", LONG).await.unwrap().unwrap();
+            assert_eq!(again.epoch, 1, "{}: extending keeps the epoch", db.label);
+            assert!(again.expires_at >= a.expires_at, "{}", db.label);
+            // Another name is independent.
+            let other = acquire(s, "nats:x", "b", LONG).await.unwrap().unwrap();
+            assert_eq!(other.epoch, 1, "{}", db.label);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_passes_to_the_next_owner_and_the_old_one_cannot_renew() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            let a = acquire(s, "stream:y", "a", SHORT).await.unwrap().unwrap();
+            let a = renew(s, &a, SHORT)
+                .await
+                .unwrap()
+                .expect("renewed while live");
+            assert_eq!(
+                acquire(s, "stream:y", "b", LONG).await.unwrap(),
+                None,
+                "{}",
+                db.label
+            );
+            wait_past_short().await;
+            let b = acquire(s, "stream:y", "b", LONG)
+                .await
+                .unwrap()
+                .expect("expired");
+            assert_eq!((b.owner.as_str(), b.epoch), ("b", 2), "{}", db.label);
+            assert_eq!(
+                renew(s, &a, LONG).await.unwrap(),
+                None,
+                "{}: lost",
+                db.label
+            );
+            release(s, &a).await.unwrap();
+            assert_eq!(
+                holder(s, "stream:y").await.unwrap(),
+                Some(b.clone()),
+                "{}: a stale release leaves the new holder alone",
+                db.label
+            );
+            assert_eq!(
+                acquire(s, "stream:y", "a", LONG).await.unwrap(),
+                None,
+                "{}",
+                db.label
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_not_renewed_even_if_nobody_took_it() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            let a = acquire(s, "stream:z", "a", SHORT).await.unwrap().unwrap();
+            wait_past_short().await;
+            assert_eq!(renew(s, &a, LONG).await.unwrap(), None, "{}", db.label);
+            let again = acquire(s, "stream:z", "a", LONG).await.unwrap().unwrap();
+            assert_eq!(
+                again.epoch, 2,
+                "{}: retaken after expiry: new epoch",
+                db.label
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn release_frees_the_lease_at_once_and_epochs_only_grow() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            let mut last = 0;
+            for (i, owner) in ["a", "b", "a", "a", "c"].into_iter().enumerate() {
+                let l = acquire(s, "stream:r", owner, LONG)
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{}: round {i} refused", db.label));
+                assert!(
+                    l.epoch > last,
+                    "{}: epoch {} after {last}",
+                    db.label,
+                    l.epoch
+                );
+                last = l.epoch;
+                release(s, &l).await.unwrap();
+                assert_eq!(
+                    renew(s, &l, LONG).await.unwrap(),
+                    None,
+                    "{}: released",
+                    db.label
+                );
+                let after = holder(s, "stream:r").await.unwrap().unwrap();
+                assert_eq!(
+                    (after.owner.as_str(), after.epoch),
+                    (owner, l.epoch),
+                    "{}",
+                    db.label
+                );
+                assert!(after.expires_at < l.expires_at, "{}", db.label);
+            }
+            assert_eq!(last, 5, "{}", db.label);
+        }
+    }
+}
