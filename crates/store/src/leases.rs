@@ -143,6 +143,72 @@ pub async fn holder(store: &Store, name: &str) -> Result<Option<Lease>, StoreErr
     Ok(row.map(from_row))
 }
 
+/// Asks the live holder of `name` (someone other than `who`) to hand the lease over when convenient: records
+/// `who` as its taker-in-waiting, replacing an earlier request. Does nothing when `who` holds it or nobody does.
+/// The holder sees the request through [`wanted`] and passes the lease on with [`hand_over`].
+pub async fn want(store: &Store, name: &str, who: &str) -> Result<(), StoreError> {
+    let now = db_now(store);
+    let sql = format!(
+        "UPDATE leases SET wanted_by = $2, wanted_at = {now} \
+         WHERE name = $1 AND owner <> $2 AND expires_at >= {now}"
+    );
+    sqlx::query(&sql)
+        .bind(name)
+        .bind(who)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// The live leases of `owner` that another owner asked for within the last `fresh` (older requests are taken
+/// as abandoned: the asker gave up or died).
+pub async fn wanted(
+    store: &Store,
+    owner: &str,
+    fresh: Duration,
+) -> Result<Vec<Lease>, StoreError> {
+    let now = db_now(store);
+    let sql = format!(
+        "SELECT name, owner, epoch, expires_at FROM leases \
+         WHERE owner = $1 AND wanted_by IS NOT NULL AND expires_at >= {now} AND wanted_at >= {now} - $2"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(owner)
+        .bind(ttl_ms(fresh))
+        .fetch_all(store.pool())
+        .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// Passes a lease its holder still has straight to the owner that asked for it within the last `fresh`, for
+/// `ttl` from now and under a new epoch, so the asker's next [`acquire`] finds it already its own and nobody
+/// else can slip in between. Returns the new owner; `None` (nothing changed) when the lease is no longer held
+/// under `lease.epoch` or nobody asked recently.
+pub async fn hand_over(
+    store: &Store,
+    lease: &Lease,
+    fresh: Duration,
+    ttl: Duration,
+) -> Result<Option<String>, StoreError> {
+    let now = db_now(store);
+    let sql = format!(
+        "UPDATE leases SET owner = wanted_by, epoch = epoch + 1, expires_at = {now} + $5, \
+           wanted_by = NULL, wanted_at = NULL \
+         WHERE name = $1 AND owner = $2 AND epoch = $3 AND expires_at >= {now} \
+           AND wanted_by IS NOT NULL AND wanted_at >= {now} - $4 \
+         RETURNING owner"
+    );
+    let row: Option<(String,)> = sqlx::query_as(&sql)
+        .bind(&lease.name)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .bind(ttl_ms(fresh))
+        .bind(ttl_ms(ttl))
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.map(|(owner,)| owner))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -307,6 +373,40 @@ mod tests {
                 assert!(after.expires_at < l.expires_at, "{}", db.label);
             }
             assert_eq!(last, 5, "{}", db.label);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wanted_lease_is_handed_straight_to_the_asker() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            let a = acquire(s, "stream:h", "a", LONG).await.unwrap().unwrap();
+            assert!(wanted(s, "a", LONG).await.unwrap().is_empty(), "{}", db.label);
+            want(s, "stream:h", "a").await.unwrap();
+            assert!(
+                wanted(s, "a", LONG).await.unwrap().is_empty(),
+                "{}: the holder asking for its own lease is no request",
+                db.label
+            );
+            want(s, "stream:h", "b").await.unwrap();
+            let asked = wanted(s, "a", LONG).await.unwrap();
+            assert_eq!(asked, vec![a.clone()], "{}", db.label);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert!(
+                wanted(s, "a", Duration::from_millis(10)).await.unwrap().is_empty(),
+                "{}: a request older than `fresh` is ignored",
+                db.label
+            );
+            let to = hand_over(s, &a, LONG, LONG).await.unwrap();
+            assert_eq!(to.as_deref(), Some("b"), "{}", db.label);
+            let b = acquire(s, "stream:h", "b", LONG).await.unwrap().expect("b's now");
+            assert_eq!(b.epoch, a.epoch + 1, "{}: a new epoch for the new owner", db.label);
+            assert_eq!(renew(s, &a, LONG).await.unwrap(), None, "{}", db.label);
+            assert_eq!(hand_over(s, &a, LONG, LONG).await.unwrap(), None, "{}", db.label);
+            assert!(wanted(s, "b", LONG).await.unwrap().is_empty(), "{}", db.label);
+            // Nobody asking: nothing to hand over.
+            assert_eq!(hand_over(s, &b, LONG, LONG).await.unwrap(), None, "{}", db.label);
+            assert_eq!(holder(s, "stream:h").await.unwrap(), Some(b), "{}", db.label);
         }
     }
 }
