@@ -84,6 +84,7 @@ pub mod hub;
 pub mod incident;
 mod messages;
 pub mod overview;
+mod ownership;
 pub mod pipeline;
 pub mod relay;
 mod routes;
@@ -138,6 +139,15 @@ pub struct RealtimeConfig {
     /// deactivated account or a role change takes effect on open connections within this time.
     #[arg(long, env = "STREAM_SESSION_RECHECK_MS", default_value_t = defaults::STREAM_SESSION_RECHECK_MS)]
     pub stream_session_recheck_ms: u64,
+    /// With PostgreSQL, a replica analyses a stream only while it holds the stream's lease: how long a lease lasts
+    /// without renewal (milliseconds), i.e. how soon the other replicas take over the streams of a replica that
+    /// died. Held leases are renewed after a third of it.
+    #[arg(long, env = "STREAM_LEASE_TTL_MS", default_value_t = defaults::STREAM_LEASE_TTL_MS)]
+    pub stream_lease_ttl_ms: u64,
+    /// A replica gives up a stream's lease after this long without events for it (milliseconds), so another
+    /// replica receiving the stream's events takes it at once.
+    #[arg(long, env = "STREAM_LEASE_IDLE_MS", default_value_t = defaults::STREAM_LEASE_IDLE_MS)]
+    pub stream_lease_idle_ms: u64,
 }
 
 impl RealtimeConfig {
@@ -161,6 +171,8 @@ pub mod defaults {
     pub const STREAM_ANONYMOUS_STREAMS: &str = "";
     pub const STREAM_ANONYMOUS_SUBSCRIBE: bool = false;
     pub const STREAM_SESSION_RECHECK_MS: u64 = 5_000;
+    pub const STREAM_LEASE_TTL_MS: u64 = 5_000;
+    pub const STREAM_LEASE_IDLE_MS: u64 = 1_000;
 }
 
 impl Default for RealtimeConfig {
@@ -176,6 +188,8 @@ impl Default for RealtimeConfig {
             stream_anonymous_streams: defaults::STREAM_ANONYMOUS_STREAMS.to_owned(),
             stream_anonymous_subscribe: defaults::STREAM_ANONYMOUS_SUBSCRIBE,
             stream_session_recheck_ms: defaults::STREAM_SESSION_RECHECK_MS,
+            stream_lease_ttl_ms: defaults::STREAM_LEASE_TTL_MS,
+            stream_lease_idle_ms: defaults::STREAM_LEASE_IDLE_MS,
         }
     }
 }
@@ -205,10 +219,14 @@ impl Realtime {
         let dispatcher = anomalies.dispatcher().clone();
         let rt = Realtime {
             inner: Arc::new(Inner {
-                pipeline: Pipeline::with_watch_queue(
+                pipeline: Pipeline::with_settings(
                     config.stream_cache_streams,
                     config.stream_ingest_threads,
                     config.stream_subscriber_queue,
+                    ownership::Owner::new(
+                        std::time::Duration::from_millis(config.stream_lease_ttl_ms),
+                        std::time::Duration::from_millis(config.stream_lease_idle_ms),
+                    ),
                 ),
                 hub: Arc::new(Hub::new(
                     config.stream_subscriber_queue,

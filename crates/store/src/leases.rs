@@ -162,11 +162,7 @@ pub async fn want(store: &Store, name: &str, who: &str) -> Result<(), StoreError
 
 /// The live leases of `owner` that another owner asked for within the last `fresh` (older requests are taken
 /// as abandoned: the asker gave up or died).
-pub async fn wanted(
-    store: &Store,
-    owner: &str,
-    fresh: Duration,
-) -> Result<Vec<Lease>, StoreError> {
+pub async fn wanted(store: &Store, owner: &str, fresh: Duration) -> Result<Vec<Lease>, StoreError> {
     let now = db_now(store);
     let sql = format!(
         "SELECT name, owner, epoch, expires_at FROM leases \
@@ -381,7 +377,11 @@ mod tests {
         for db in TestDb::all().await {
             let s = &db.store;
             let a = acquire(s, "stream:h", "a", LONG).await.unwrap().unwrap();
-            assert!(wanted(s, "a", LONG).await.unwrap().is_empty(), "{}", db.label);
+            assert!(
+                wanted(s, "a", LONG).await.unwrap().is_empty(),
+                "{}",
+                db.label
+            );
             want(s, "stream:h", "a").await.unwrap();
             assert!(
                 wanted(s, "a", LONG).await.unwrap().is_empty(),
@@ -393,20 +393,50 @@ mod tests {
             assert_eq!(asked, vec![a.clone()], "{}", db.label);
             tokio::time::sleep(Duration::from_millis(30)).await;
             assert!(
-                wanted(s, "a", Duration::from_millis(10)).await.unwrap().is_empty(),
+                wanted(s, "a", Duration::from_millis(10))
+                    .await
+                    .unwrap()
+                    .is_empty(),
                 "{}: a request older than `fresh` is ignored",
                 db.label
             );
             let to = hand_over(s, &a, LONG, LONG).await.unwrap();
             assert_eq!(to.as_deref(), Some("b"), "{}", db.label);
-            let b = acquire(s, "stream:h", "b", LONG).await.unwrap().expect("b's now");
-            assert_eq!(b.epoch, a.epoch + 1, "{}: a new epoch for the new owner", db.label);
+            let b = acquire(s, "stream:h", "b", LONG)
+                .await
+                .unwrap()
+                .expect("b's now");
+            assert_eq!(
+                b.epoch,
+                a.epoch + 1,
+                "{}: a new epoch for the new owner",
+                db.label
+            );
             assert_eq!(renew(s, &a, LONG).await.unwrap(), None, "{}", db.label);
-            assert_eq!(hand_over(s, &a, LONG, LONG).await.unwrap(), None, "{}", db.label);
-            assert!(wanted(s, "b", LONG).await.unwrap().is_empty(), "{}", db.label);
+            assert_eq!(
+                hand_over(s, &a, LONG, LONG).await.unwrap(),
+                None,
+                "{}",
+                db.label
+            );
+            assert!(
+                wanted(s, "b", LONG).await.unwrap().is_empty(),
+                "{}",
+                db.label
+            );
             // Nobody asking: nothing to hand over.
-            assert_eq!(hand_over(s, &b, LONG, LONG).await.unwrap(), None, "{}", db.label);
-            assert_eq!(holder(s, "stream:h").await.unwrap(), Some(b), "{}", db.label);
+            assert_eq!(
+                hand_over(s, &b, LONG, LONG).await.unwrap(),
+                None,
+                "{}",
+                db.label
+            );
+            assert_eq!(
+                holder(s, "stream:h").await.unwrap(),
+                Some(b),
+                "{}",
+                db.label
+            );
         }
     }
 }
