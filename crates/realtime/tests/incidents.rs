@@ -488,20 +488,29 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
         )
         .await;
         assert_eq!(cfg.0, 200);
-        // Two replicas' worth of pipelines over one database, each sending every other batch of 10, concurrently.
+        // Two replicas' worth of pipelines over one database race on every batch of 10: both send all of them,
+        // in order, concurrently, each event numbered (`seq`), so each batch is applied once — by whichever
+        // pipeline gets there first; the other's copy is a duplicate — and in order: a pipeline sends batch k+1
+        // only after batch k was applied. (Sending alternate batches from the two instead, as this test once did,
+        // leaves their order to chance: one pipeline running a few batches ahead splits the excursion into two
+        // legitimate incidents, on any storage.)
         let pipelines = [
             realtime(RealtimeConfig::default()),
             realtime(RealtimeConfig::default()),
         ];
         let events: Vec<vigil_stream::Event> = spike_events("raced")
             .iter()
-            .map(|v| vigil_stream::Event::from_json(v).unwrap())
+            .enumerate()
+            .map(|(i, v)| {
+                let mut v = v.clone();
+                v["seq"] = json!(i + 1);
+                vigil_stream::Event::from_json(&v).unwrap()
+            })
             .collect();
         let batches: Vec<Vec<vigil_stream::Event>> = events.chunks(10).map(<[_]>::to_vec).collect();
         let mut runs = Vec::new();
-        for (k, pipeline) in pipelines.iter().enumerate() {
-            let mine: Vec<Vec<vigil_stream::Event>> =
-                batches.iter().skip(k).step_by(2).cloned().collect();
+        for pipeline in &pipelines {
+            let mine = batches.clone();
             let state = app.state.clone();
             let pipeline = pipeline.clone();
             runs.push(tokio::spawn(async move {
@@ -546,6 +555,18 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
             app.label
         );
         assert_eq!(rows.len(), 1, "{}: one excursion, one incident", app.label);
+        let row = vigil_store::streams::load(&app.state.store, "raced")
+            .await
+            .unwrap()
+            .unwrap();
+        let state =
+            vigil_stream::StreamState::from_parts(&row.state, row.model.as_deref()).unwrap();
+        assert_eq!(
+            state.events(),
+            350,
+            "{}: every event applied once",
+            app.label
+        );
         assert!(
             vigil_store::incidents::open_of(&app.state.store, "raced")
                 .await
