@@ -178,7 +178,8 @@ impl Core {
                 tracing::warn!(error = %e, "could not read the stream leases other replicas want")
             }
         }
-        for (stream, entry) in held {
+        let mut renew = false;
+        for (stream, entry) in &held {
             let Some(h) = locked(&entry.lease).clone() else {
                 continue;
             };
@@ -192,17 +193,44 @@ impl Core {
                 *locked(&entry.lease) = None;
                 continue;
             }
-            if h.since.elapsed() >= owner.ttl / 3 {
-                let at = Instant::now();
-                match leases::renew(store, &h.lease, owner.ttl).await {
-                    Ok(Some(lease)) => *locked(&entry.lease) = Some(Held { lease, since: at }),
-                    Ok(None) => {
-                        // Lost (it lapsed); the next group takes it again, and the version check fences any
-                        // write computed meanwhile.
-                        tracing::info!(%stream, "a stream lease lapsed before it was renewed");
-                        *locked(&entry.lease) = None;
-                    }
-                    Err(e) => tracing::warn!(%stream, error = %e, "could not renew a stream lease"),
+            renew |= h.since.elapsed() >= owner.ttl / 3;
+        }
+        if renew {
+            self.renew_all(store, held).await;
+        }
+    }
+
+    /// Renews every stream lease of this replica in one statement, and forgets those it lost.
+    async fn renew_all(&self, store: &Store, held: Vec<(String, Arc<Entry>)>) {
+        let owner = &self.owner;
+        let at = Instant::now();
+        let renewed = match leases::renew_all(store, &owner.id, "stream:", owner.ttl).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the stream leases");
+                return;
+            }
+        };
+        let renewed: std::collections::HashMap<String, Lease> =
+            renewed.into_iter().map(|l| (l.name.clone(), l)).collect();
+        for (stream, entry) in held {
+            let mut lease = locked(&entry.lease);
+            // Only the lease as it was before the statement: one taken anew meanwhile is newer than the answer.
+            let Some(h) = lease.as_ref().filter(|h| h.since <= at) else {
+                continue;
+            };
+            match renewed.get(&lease_name(&stream)) {
+                Some(l) if l.epoch == h.lease.epoch => {
+                    *lease = Some(Held {
+                        lease: l.clone(),
+                        since: at,
+                    });
+                }
+                _ => {
+                    // Lost (it lapsed, or was handed over); the next group takes it again, and the version check
+                    // fences any write computed meanwhile.
+                    tracing::info!(%stream, "a stream lease was lost before it was renewed");
+                    *lease = None;
                 }
             }
         }

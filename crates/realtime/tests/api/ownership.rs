@@ -213,10 +213,18 @@ async fn a_dead_replicas_stream_is_taken_over_within_seconds_and_nothing_acknowl
         rt_b.pipeline().leased_streams(),
         vec!["survivor".to_owned()]
     );
+    let taken = leases::holder(&a.state.store, "stream:survivor")
+        .await
+        .unwrap()
+        .expect("a lease");
+    // A live replica keeps its streams past the TTL: its keeper renews them.
+    tokio::time::sleep(Duration::from_millis(2 * TTL_MS)).await;
     let held = leases::holder(&a.state.store, "stream:survivor")
         .await
         .unwrap()
         .expect("a lease");
+    assert_eq!((&held.owner, held.epoch), (&taken.owner, taken.epoch));
+    assert!(held.expires_at > taken.expires_at, "renewed");
     b.stop().await;
     drop(rt_b);
     assert!(
