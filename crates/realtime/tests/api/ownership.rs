@@ -37,6 +37,12 @@ async fn two_replicas(
     Some(((a, rt_a), (b, rt_b)))
 }
 
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn leasing(ttl_ms: u64, idle_ms: u64) -> RealtimeConfig {
     RealtimeConfig {
         stream_lease_ttl_ms: ttl_ms,
@@ -269,6 +275,17 @@ async fn a_dead_replicas_stream_is_taken_over_within_seconds_and_nothing_acknowl
 async fn a_lease_is_handed_over_on_request_and_released_when_idle() {
     // A TTL far longer than the test: anything faster than it is a hand-over or a release, not an expiry.
     const TTL_MS: u64 = 30_000;
+    let metrics = vigil_http::metrics::handle();
+    // Other tests in this process record too, so only growth is checked.
+    let before = |name: &str| metric(&metrics.render(), name);
+    let counters = [
+        "vigil_stream_lease_acquisitions_total",
+        "vigil_stream_lease_waits_total",
+        "vigil_stream_lease_handovers_total",
+        "vigil_stream_checkpoints_total",
+        "vigil_stream_checkpoint_events_count",
+    ];
+    let start: Vec<f64> = counters.iter().map(|c| before(c)).collect();
     let Some(((a, rt_a), (b, rt_b))) = two_replicas(
         "the lease hand-over test",
         leasing(TTL_MS, 600_000),
@@ -320,6 +337,18 @@ async fn a_lease_is_handed_over_on_request_and_released_when_idle() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let (_, n) = stored_core(&a, "moving").await;
     assert_eq!(n, 40);
+    // Taken three times (A, B by hand-over, A again), waited for once at least, handed over once at least, and
+    // stored in checkpoints.
+    let text = metrics.render();
+    let grew: Vec<f64> = counters
+        .iter()
+        .zip(&start)
+        .map(|(c, s)| metric(&text, c) - s)
+        .collect();
+    assert!(
+        grew[0] >= 3.0 && grew[1] >= 1.0 && grew[2] >= 1.0 && grew[3] >= 3.0 && grew[4] >= 3.0,
+        "{counters:?} grew by {grew:?}"
+    );
     b.stop().await;
     a.stop().await;
 }
