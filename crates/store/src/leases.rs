@@ -13,6 +13,10 @@
 //! clock; a holder should renew well before it (a third of the TTL is the usual margin) rather than compare it
 //! with its own clock.
 //!
+//! **Hand-over.** A replica waiting for a lease records itself with [`want`]; the holder finds such requests with
+//! [`wanted`] (one query for all its leases) and passes the lease straight to the asker with [`hand_over`], so
+//! nobody else slips in between. [`renew_all`] extends every lease of an owner in a namespace in one statement.
+//!
 //! **Fencing.** [`Lease::epoch`] grows every time the lease is taken anew (by another owner, or by the same owner
 //! after it expired or was released); extending a live lease keeps it. A holder that stalled past its expiry holds
 //! a stale epoch, so [`renew`] and [`release`] refuse it, and writes guarded by the epoch (or by their own version
