@@ -5,7 +5,7 @@
 //! * **Taking a stream** ([`Core::own`], before each group): a lease this replica renewed within two thirds of
 //!   the TTL is used as is. Otherwise `acquire`; a new epoch (the stream was someone else's meanwhile, or the
 //!   lease lapsed) drops the cache, so the group starts from the stored row.
-//! * **Waiting**: while another live replica holds it, the group waits — backoff from 2 ms to 50 ms, for at most
+//! * **Waiting**: while another live replica holds it, the group waits — backoff from 2 ms to 20 ms, for at most
 //!   three TTLs, then 503 — and records itself as the lease's taker-in-waiting (`leases::want`, again every
 //!   250 ms). Contention costs latency, not errors.
 //! * **The keeper** (one task per replica, started with its first lease, every [`KEEPER_TICK`]): renews held leases
@@ -35,12 +35,12 @@ use crate::pipeline::{Core, Entry, Slot, locked};
 
 /// How often the keeper renews, releases and hands over (and so the longest a hand-over request waits to be
 /// seen).
-pub const KEEPER_TICK: Duration = Duration::from_millis(25);
+pub const KEEPER_TICK: Duration = Duration::from_millis(10);
 /// A waiting replica re-records its request this often (another waiter may have replaced it, or the lease was
 /// taken anew, which clears it).
 const WANT_AGAIN: Duration = Duration::from_millis(250);
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);
-const MAX_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(20);
 
 /// This replica's identity as a lease owner, and its lease settings.
 pub(crate) struct Owner {
