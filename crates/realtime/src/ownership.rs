@@ -164,13 +164,17 @@ impl Core {
         match leases::wanted(store, &owner.id, owner.ttl).await {
             Ok(wanted) => {
                 for lease in wanted {
-                    let Some(stream) = lease.name.strip_prefix("stream:") else {
+                    let Some(stream) = lease.name.strip_prefix("stream:").map(str::to_owned) else {
                         continue;
                     };
-                    if let Some(entry) = self.existing(stream)
-                        && !entry.handing_over.swap(true, Ordering::AcqRel)
+                    // Also a lease the database says is ours while this process holds no entry or lease for
+                    // it (handed to us just as our waiting group gave up): passing it on beats waiting for expiry.
+                    let entry = self.existing(&stream);
+                    if entry
+                        .as_ref()
+                        .is_none_or(|e| !e.handing_over.swap(true, Ordering::AcqRel))
                     {
-                        self.spawn_hand_over(store, stream, entry);
+                        self.spawn_hand_over(store, &stream, entry, lease);
                     }
                 }
             }
@@ -236,30 +240,46 @@ impl Core {
         }
     }
 
-    /// Passes `stream`'s lease to the replica that asked, once the group in flight is stored.
-    fn spawn_hand_over(self: &Arc<Self>, store: &Store, stream: &str, entry: Arc<Entry>) {
+    /// Passes `stream`'s lease (as the database showed it) to the replica that asked, once the group in flight is
+    /// stored.
+    fn spawn_hand_over(
+        self: &Arc<Self>,
+        store: &Store,
+        stream: &str,
+        entry: Option<Arc<Entry>>,
+        lease: Lease,
+    ) {
         let store = store.clone();
         let stream = stream.to_owned();
         let (ttl, fresh) = (self.owner.ttl, self.owner.ttl);
         tokio::spawn(async move {
             // A group in flight is stored and answered first.
-            let mut slot = entry.slot.lock().await;
-            let held = locked(&entry.lease).clone();
-            let Some(h) = held else {
-                entry.handing_over.store(false, Ordering::Release);
-                return;
+            let mut slot = match &entry {
+                Some(e) => Some(e.slot.lock().await),
+                None => None,
             };
-            match leases::hand_over(&store, &h.lease, fresh, ttl).await {
+            // `hand_over` checks the owner and epoch: a lease taken anew since the query is left alone.
+            match leases::hand_over(&store, &lease, fresh, ttl).await {
                 Ok(Some(to)) => {
                     metrics::counter!("vigil_stream_lease_handovers_total").increment(1);
                     tracing::debug!(%stream, %to, "handed a stream lease over");
-                    *locked(&entry.lease) = None;
-                    slot.cached = None;
+                    if let Some(e) = &entry {
+                        let mut held = locked(&e.lease);
+                        if held.as_ref().is_some_and(|h| h.lease.epoch == lease.epoch) {
+                            *held = None;
+                        }
+                    }
+                    if let Some(slot) = slot.as_mut() {
+                        slot.cached = None;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(%stream, error = %e, "could not hand a stream lease over"),
             }
-            entry.handing_over.store(false, Ordering::Release);
+            drop(slot);
+            if let Some(e) = entry {
+                e.handing_over.store(false, Ordering::Release);
+            }
         });
     }
 }
