@@ -15,7 +15,8 @@
 //!   under a new epoch. The asker's next `acquire` finds it its own and reloads the row, which holds everything the
 //!   previous owner acknowledged (it answers only after its checkpoint commits).
 //! * **Death**: a replica that dies holds its leases until they expire (TTL, 5 s by default); waiting replicas
-//!   then take them. Nothing acknowledged is lost, since every answer followed its commit.
+//!   then take them. Nothing acknowledged is lost, since every answer followed its commit. A replica that shuts
+//!   down gracefully releases its leases (each after its group in flight), so its streams move at once.
 //! * **The fence**: a replica that stalled past its lease without noticing still writes with the row's `version`
 //!   check, so it cannot overwrite the newer owner's checkpoint; its write misses and its group is recomputed on
 //!   the stored row (after waiting for the lease again).
@@ -48,6 +49,8 @@ pub(crate) struct Owner {
     ttl: Duration,
     idle: Duration,
     keeper: AtomicBool,
+    /// The keeper task, to stop it as a crash would ([`Core::abandon_leases`]).
+    keeper_task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Owner {
@@ -58,6 +61,7 @@ impl Owner {
             ttl: ttl.max(Duration::from_millis(100)),
             idle,
             keeper: AtomicBool::new(false),
+            keeper_task: std::sync::Mutex::new(None),
         }
     }
 
@@ -122,7 +126,7 @@ impl Core {
                         .record(started.elapsed().as_secs_f64());
                 }
                 *locked(&entry.lease) = Some(Held { lease, since: at });
-                self.start_keeper(&app.store);
+                self.start_keeper(app);
                 return Ok(());
             }
             // Another live replica holds it; anything we cached is not the stream's state any more.
@@ -145,13 +149,34 @@ impl Core {
         }
     }
 
-    fn start_keeper(self: &Arc<Self>, store: &Store) {
+    fn start_keeper(self: &Arc<Self>, app: &AppState) {
         if self.owner.keeper.swap(true, Ordering::AcqRel) {
             return;
         }
-        let core = Arc::downgrade(self);
-        let store = store.clone();
-        tokio::spawn(keep(core, store));
+        // Tracked, so a graceful shutdown waits for the keeper to give the leases up.
+        let task = app.tasks.spawn(keep(Arc::downgrade(self), app.clone()));
+        *locked(&self.owner.keeper_task) = Some(task.abort_handle());
+    }
+
+    /// Stops the keeper without releasing anything, as a crash would: the leases lapse after their TTL.
+    pub(crate) fn abandon_leases(&self) {
+        if let Some(task) = locked(&self.owner.keeper_task).take() {
+            task.abort();
+        }
+    }
+
+    /// Gives up every stream lease this replica holds, each after its group in flight (graceful shutdown), so the
+    /// other replicas take the streams at once instead of after the TTL.
+    async fn release_all(&self, store: &Store) {
+        for (stream, entry) in self.leased() {
+            let _turn = entry.slot.lock().await;
+            let held = locked(&entry.lease).take();
+            if let Some(h) = held
+                && let Err(e) = leases::release(store, &h.lease).await
+            {
+                tracing::warn!(%stream, error = %e, "could not release a stream lease at shutdown");
+            }
+        }
     }
 
     /// One round of the keeper: hand-overs, renewals, idle releases.
@@ -284,15 +309,24 @@ impl Core {
     }
 }
 
-/// The keeper's loop; it ends with the pipeline (a replica that stops keeps its leases until they expire).
-async fn keep(core: Weak<Core>, store: Store) {
+/// The keeper's loop. It ends with the pipeline (then the leases lapse after their TTL) or at shutdown, after
+/// releasing them.
+async fn keep(core: Weak<Core>, app: AppState) {
     let mut tick = tokio::time::interval(KEEPER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = app.shutdown.cancelled() => {
+                if let Some(core) = core.upgrade() {
+                    core.release_all(&app.store).await;
+                }
+                return;
+            }
+        }
         let Some(core) = core.upgrade() else {
             return;
         };
-        core.keep_once(&store).await;
+        core.keep_once(&app.store).await;
     }
 }

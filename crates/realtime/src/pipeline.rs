@@ -234,6 +234,13 @@ impl Pipeline {
         locked(&self.core.streams).len()
     }
 
+    /// Stops renewing and handing over this replica's stream leases without releasing them, as a crash would
+    /// (tests of the take-over by other replicas).
+    #[doc(hidden)]
+    pub fn abandon_leases(&self) {
+        self.core.abandon_leases();
+    }
+
     /// The streams whose lease this replica holds now (PostgreSQL; always empty with SQLite), sorted.
     pub fn leased_streams(&self) -> Vec<String> {
         let mut out: Vec<String> = locked(&self.core.streams)

@@ -231,6 +231,8 @@ async fn a_dead_replicas_stream_is_taken_over_within_seconds_and_nothing_acknowl
         .expect("a lease");
     assert_eq!((&held.owner, held.epoch), (&taken.owner, taken.epoch));
     assert!(held.expires_at > taken.expires_at, "renewed");
+    // Dies: its keeper stops without giving anything up (a graceful stop would release the lease).
+    rt_b.pipeline().abandon_leases();
     b.stop().await;
     drop(rt_b);
     assert!(
@@ -350,5 +352,41 @@ async fn a_lease_is_handed_over_on_request_and_released_when_idle() {
         "{counters:?} grew by {grew:?}"
     );
     b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_that_shuts_down_releases_its_streams() {
+    const TTL_MS: u64 = 30_000;
+    let Some(((a, _rt_a), (b, rt_b))) = two_replicas(
+        "the graceful shutdown test",
+        leasing(TTL_MS, 600_000),
+        leasing(TTL_MS, 600_000),
+    )
+    .await
+    else {
+        return;
+    };
+    let (_, analyst) = a.user_with_role("owner4", Role::Analyst).await;
+    let evs = events("leaving", &noise(20, 3), 0);
+    ingest(&b, &analyst, &evs[..10]).await;
+    assert_eq!(rt_b.pipeline().leased_streams(), vec!["leaving".to_owned()]);
+    b.stop().await;
+    let h = leases::holder(&a.state.store, "stream:leaving")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        h.expires_at < vigil_store::time::now_ms(),
+        "released at shutdown"
+    );
+    let started = Instant::now();
+    ingest(&a, &analyst, &evs[10..]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no wait for the TTL"
+    );
+    let (_, n) = stored_core(&a, "leaving").await;
+    assert_eq!(n, 20);
     a.stop().await;
 }
