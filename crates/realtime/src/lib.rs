@@ -59,7 +59,9 @@
 //!
 //! ## Invariants
 //! * Streams never share state; a stream's state lives in the database (`stream_states`) and every answer
-//!   corresponds to a stored state (optimistic concurrency, see [`pipeline`]), so replicas can serve any stream.
+//!   follows the commit of the checkpoint that holds its event (group commit, see [`pipeline`]), so replicas can
+//!   serve any stream. With PostgreSQL one replica at a time analyses a stream (its lease; `ownership.rs`): the
+//!   others' requests for it wait for a hand-over (`STREAM_LEASE_TTL_MS`, `STREAM_LEASE_IDLE_MS`).
 //! * Slow consumers never slow ingestion: the anomaly broadcast is a bounded ring that never waits (a receiver
 //!   that falls behind by more than `--stream-subscriber-queue` messages is disconnected, with the reason
 //!   logged), socket alerts use bounded per-socket queues with `try_send`, and webhooks run in background tasks.
@@ -73,7 +75,9 @@
 //! `topoforge_analysis_duration_seconds` (histogram, per event), `topoforge_ws_reply_seconds` (histogram, from
 //! reading a WebSocket event to flushing its analysis), `topoforge_analysis_job_seconds{lane}` (histogram, from
 //! queueing an analysis job to its result), `topoforge_bulk_slices_yielded_total`,
-//! `topoforge_duplicate_events_total`, `topoforge_state_conflicts_total`,
+//! `topoforge_duplicate_events_total`, `topoforge_state_conflicts_total`, `vigil_stream_checkpoints_total`,
+//! `vigil_stream_checkpoint_events` (events per checkpoint), `vigil_stream_lease_acquisitions_total`,
+//! `vigil_stream_lease_waits_total`, `vigil_stream_lease_wait_seconds`, `vigil_stream_lease_handovers_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
 //! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (`websocket` alerts delivered and dropped;
 //! the names predate the one-verb rule and stay, since dashboards read them; webhook metrics are the dispatcher's),
@@ -87,6 +91,7 @@ pub mod hub;
 pub mod incident;
 mod messages;
 pub mod overview;
+mod ownership;
 pub mod pipeline;
 pub mod relay;
 mod routes;
@@ -141,6 +146,15 @@ pub struct RealtimeConfig {
     /// deactivated account or a role change takes effect on open connections within this time.
     #[arg(long, env = "STREAM_SESSION_RECHECK_MS", default_value_t = defaults::STREAM_SESSION_RECHECK_MS)]
     pub stream_session_recheck_ms: u64,
+    /// With PostgreSQL, a replica analyses a stream only while it holds the stream's lease: how long a lease lasts
+    /// without renewal (milliseconds), i.e. how soon the other replicas take over the streams of a replica that
+    /// died. Held leases are renewed after a third of it.
+    #[arg(long, env = "STREAM_LEASE_TTL_MS", default_value_t = defaults::STREAM_LEASE_TTL_MS)]
+    pub stream_lease_ttl_ms: u64,
+    /// A replica gives up a stream's lease after this long without events for it (milliseconds), so another
+    /// replica receiving the stream's events takes it at once.
+    #[arg(long, env = "STREAM_LEASE_IDLE_MS", default_value_t = defaults::STREAM_LEASE_IDLE_MS)]
+    pub stream_lease_idle_ms: u64,
 }
 
 impl RealtimeConfig {
@@ -164,6 +178,8 @@ pub mod defaults {
     pub const STREAM_ANONYMOUS_STREAMS: &str = "";
     pub const STREAM_ANONYMOUS_SUBSCRIBE: bool = false;
     pub const STREAM_SESSION_RECHECK_MS: u64 = 5_000;
+    pub const STREAM_LEASE_TTL_MS: u64 = 5_000;
+    pub const STREAM_LEASE_IDLE_MS: u64 = 1_000;
 }
 
 impl Default for RealtimeConfig {
@@ -179,6 +195,8 @@ impl Default for RealtimeConfig {
             stream_anonymous_streams: defaults::STREAM_ANONYMOUS_STREAMS.to_owned(),
             stream_anonymous_subscribe: defaults::STREAM_ANONYMOUS_SUBSCRIBE,
             stream_session_recheck_ms: defaults::STREAM_SESSION_RECHECK_MS,
+            stream_lease_ttl_ms: defaults::STREAM_LEASE_TTL_MS,
+            stream_lease_idle_ms: defaults::STREAM_LEASE_IDLE_MS,
         }
     }
 }
@@ -208,10 +226,14 @@ impl Realtime {
         let dispatcher = anomalies.dispatcher().clone();
         let rt = Realtime {
             inner: Arc::new(Inner {
-                pipeline: Pipeline::with_watch_queue(
+                pipeline: Pipeline::with_settings(
                     config.stream_cache_streams,
                     config.stream_ingest_threads,
                     config.stream_subscriber_queue,
+                    ownership::Owner::new(
+                        std::time::Duration::from_millis(config.stream_lease_ttl_ms),
+                        std::time::Duration::from_millis(config.stream_lease_idle_ms),
+                    ),
                 ),
                 hub: Arc::new(Hub::new(
                     config.stream_subscriber_queue,

@@ -557,6 +557,18 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
             "{}: every event applied once",
             app.label
         );
+        let row = vigil_store::streams::load(&app.state.store, "raced")
+            .await
+            .unwrap()
+            .unwrap();
+        let state =
+            vigil_stream::StreamState::from_parts(&row.state, row.model.as_deref()).unwrap();
+        assert_eq!(
+            state.events(),
+            events.len() as u64,
+            "{}: the stored state holds every event once",
+            app.label
+        );
         let rows = log_of(&app, &analyst, "raced").await;
         let row_ids: std::collections::BTreeSet<String> = rows
             .iter()

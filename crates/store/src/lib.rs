@@ -33,6 +33,7 @@ pub mod anomalies;
 mod checkpoint;
 mod error;
 pub mod incidents;
+pub mod leases;
 pub mod maxidom;
 pub mod notify;
 pub mod rate_limits;
