@@ -178,24 +178,31 @@ impl Worker {
                 }
             };
             let mut messages = Vec::new();
+            let mut broken = false;
             while let Some(m) = fetched.next().await {
                 match m {
                     Ok(m) => messages.push(m),
                     Err(e) => {
-                        // What arrived before the error is applied; the rest comes with the next fetch.
-                        tracing::debug!(stream = %self.stream, error = %e, "NATS fetch ended early");
+                        // What arrived before the error is applied; then the consumer is bound again, since
+                        // messages the server counts as delivered but we never read would otherwise come back
+                        // only after `ack_wait`, behind newer ones (and be dropped as applied).
+                        tracing::warn!(stream = %self.stream, error = %e, "NATS fetch ended early");
+                        broken = true;
                         break;
                     }
                 }
             }
             if messages.is_empty() {
+                if broken {
+                    return Stop::Failed;
+                }
                 continue;
             }
             // A batch must be stored while the lease is surely ours: renew first if it is due.
             if !self.keep_lease(renewed).await {
                 return Stop::LeaseLost;
             }
-            if self.apply(messages).await.is_err() {
+            if self.apply(messages).await.is_err() || broken {
                 return Stop::Failed;
             }
         }
@@ -292,6 +299,7 @@ impl Worker {
             .await;
         crate::alerts::handle_incidents(&self.app, &self.rt, notices);
         let outcomes = outcomes?;
+        tracing::debug!(stream = %self.stream, events = outcomes.len(), "NATS batch stored");
         let duplicates = outcomes.iter().filter(|o| o.analysis.is_none()).count();
         counter("topoforge_nats_duplicate_events_total", duplicates as u64);
         Ok(())

@@ -9,6 +9,7 @@
 mod alerts;
 mod helpers;
 mod ingest;
+mod nats;
 mod replicas;
 mod roles;
 mod socket_auth;
