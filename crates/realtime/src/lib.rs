@@ -7,6 +7,9 @@
 //!   per-source `seq`; one its stream already applied (a retried batch) is not applied again and is answered
 //!   `{"stream":…,"status":"duplicate","event_id":…,"seq":…}` in place of its analysis ([`dedup`]: the rule, the
 //!   bounds, and why it is stored in the state's own statement).
+//! * NATS JetStream (with `NATS_URL`): producers publish events to `vigil.events.<stream>`; the replicas consume
+//!   them as one group, one replica per stream, in order, each message applied once through the same pipeline
+//!   and acknowledged after its state is stored ([`nats`]).
 //! * `WS /ws/stream`: the dashboard's socket (protocol below); `?token=` optional unless `STREAM_REQUIRE_AUTH`.
 //! * `GET /api/realtime/stream`: Server-Sent Events, event `anomaly`, data = the analysis result (same auth rule
 //!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header). With `?stream=S`
@@ -74,7 +77,7 @@
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
 //! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (`websocket` alerts delivered and dropped;
 //! the names predate the one-verb rule and stay, since dashboards read them; webhook metrics are the dispatcher's),
-//! and the relay's (see [`relay`]).
+//! the relay's (see [`relay`]) and the NATS consumer's (see [`nats`]).
 
 pub mod alerts;
 pub mod answer;
