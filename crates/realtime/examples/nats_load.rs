@@ -72,6 +72,40 @@ async fn drained(js: &jetstream::Context, name: &str, streams: &[String]) {
     }
 }
 
+/// The baseline: the same events through `POST /api/ingest?detail=scores`, batches of `per_message`, each
+/// stream's batches in sequence and the streams in parallel.
+async fn http_ingest(
+    app: &TestApp,
+    token: &str,
+    streams: &[String],
+    per_stream: usize,
+    per_message: usize,
+    seed: u64,
+) {
+    let jobs = streams.iter().enumerate().map(|(k, s)| {
+        let vals = values(per_stream, seed + k as u64);
+        async move {
+            for chunk in vals.chunks(per_message) {
+                let body: Vec<Value> = chunk
+                    .iter()
+                    .map(|v| json!({"stream": s, "value": v}))
+                    .collect();
+                let r = app
+                    .client
+                    .post(app.url("/api/ingest?detail=scores"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("ingest");
+                assert!(r.status().is_success(), "ingest: {}", r.status());
+                r.bytes().await.expect("answer");
+            }
+        }
+    });
+    futures_util::future::join_all(jobs).await;
+}
+
 /// The stored event count of `stream`.
 async fn stored(app: &TestApp, stream: &str) -> u64 {
     vigil_store::streams::load(&app.state.store, stream)
@@ -131,7 +165,11 @@ async fn main() {
         if postgres { "PostgreSQL" } else { "SQLite" }
     );
     let per_stream = events / streams;
-    let mut rates = Vec::new();
+    let (_, token) = app.user_with_role("bench", vigil_http::Role::Analyst).await;
+    let http_names: Vec<String> = (0..streams).map(|s| format!("h{s}")).collect();
+    http_ingest(&app, &token, &http_names, 200, per_message.min(200), 1_000).await;
+    let (mut rates, mut baseline) = (Vec::new(), Vec::new());
+    // NATS and HTTP runs alternate, so both meet the same neighbours on a shared machine.
     for run in 0..3u64 {
         let base = 200 + (run as usize + 1) * per_stream;
         let started = Instant::now();
@@ -145,14 +183,36 @@ async fn main() {
         }
         let rate = (per_stream * streams) as f64 / took.as_secs_f64();
         println!(
-            "run {run}: published in {:.2} s, all applied and acknowledged after {:.2} s → {rate:.0} events/s",
+            "run {run}: NATS: published in {:.2} s, all applied and acknowledged after {:.2} s → {rate:.0} events/s",
             published.as_secs_f64(),
             took.as_secs_f64()
         );
         rates.push(rate);
+        let started = Instant::now();
+        http_ingest(
+            &app,
+            &token,
+            &http_names,
+            per_stream,
+            per_message,
+            run * 100,
+        )
+        .await;
+        let took = started.elapsed();
+        let rate = (per_stream * streams) as f64 / took.as_secs_f64();
+        println!(
+            "run {run}: POST /api/ingest?detail=scores (baseline): {:.2} s → {rate:.0} events/s",
+            took.as_secs_f64()
+        );
+        baseline.push(rate);
     }
     rates.sort_by(f64::total_cmp);
-    println!("median: {:.0} events/s", rates[rates.len() / 2]);
+    baseline.sort_by(f64::total_cmp);
+    println!(
+        "median: NATS {:.0} events/s, POST /api/ingest {:.0} events/s",
+        rates[rates.len() / 2],
+        baseline[baseline.len() / 2]
+    );
     app.stop().await;
     let _ = js.delete_stream(&name).await;
 }

@@ -144,7 +144,7 @@ pub struct RealtimeConfig {
     pub stream_session_recheck_ms: u64,
     /// NATS server to consume events from (e.g. `nats://127.0.0.1:4222`); unset, the default: the NATS ingest
     /// path is off and nothing connects. See [`nats`].
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// The JetStream stream holding the events; created if missing (file storage, limits retention with
     /// `NATS_MAX_AGE_HOURS`, subjects `<NATS_SUBJECT_PREFIX>.>`).

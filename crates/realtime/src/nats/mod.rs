@@ -199,3 +199,31 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_is_off_without_a_url_and_settings_are_bounded() {
+        assert!(Settings::from_config(&RealtimeConfig::default()).is_none());
+        let blank = RealtimeConfig {
+            nats_url: Some("  ".into()),
+            ..RealtimeConfig::default()
+        };
+        assert!(Settings::from_config(&blank).is_none());
+        let s = Settings::from_config(&RealtimeConfig {
+            nats_url: Some("nats://127.0.0.1:4222".into()),
+            nats_subject_prefix: "a.b.".into(),
+            nats_fetch_batch: 0,
+            nats_lease_ttl_ms: 1,
+            ..RealtimeConfig::default()
+        })
+        .expect("on");
+        assert_eq!(s.subject_prefix, "a.b", "a trailing dot is not doubled");
+        assert_eq!(s.fetch_batch, 1);
+        assert_eq!(s.lease_ttl, Duration::from_millis(300));
+        assert_eq!(s.stream, "VIGIL_EVENTS");
+        assert_eq!(s.max_age, Duration::from_secs(168 * 3600));
+    }
+}
