@@ -1,6 +1,7 @@
 //! Assembles the HTTP application: the feature routers, the core routes (`/health`, `/metrics`, API docs) and the
 //! middleware every request passes through.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Router;
@@ -231,27 +232,38 @@ async fn render_metrics() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Liveness and database reachability.
+/// Liveness and database reachability, and the state of the components features registered
+/// ([`crate::health`], e.g. `nats` when the NATS ingest path is on).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok`, or `degraded` when the database does not answer.
+    /// `ok`; `degraded` when the database does not answer (503) or a registered component is unhealthy (200).
     pub status: &'static str,
     pub database: &'static str,
     pub version: &'static str,
+    /// Each registered component's state (e.g. `"nats": "connected"`); absent when none is registered.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
 }
 
 /// Liveness probe: answers 200 while the process and its database work, 503 when the database does not answer.
+/// A registered component that is unhealthy (an optional input such as NATS being down) makes the status
+/// `degraded` but keeps the 200: the process still serves its HTTP API.
 #[utoipa::path(get, path = "/health", tag = "service", responses(
-    (status = 200, description = "Healthy", body = Health),
+    (status = 200, description = "Healthy (or degraded by an optional component)", body = Health),
     (status = 503, description = "The database does not answer", body = Health),
 ))]
 async fn health(State(state): State<AppState>) -> Response {
     let version = env!("CARGO_PKG_VERSION");
+    let report = state.health.report();
+    let components_ok = report.values().all(|c| c.healthy);
+    let components: BTreeMap<String, String> =
+        report.into_iter().map(|(k, c)| (k, c.state)).collect();
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => ApiJson(Health {
-            status: "ok",
+            status: if components_ok { "ok" } else { "degraded" },
             database: "ok",
             version,
+            components,
         })
         .into_response(),
         _ => (
@@ -260,6 +272,7 @@ async fn health(State(state): State<AppState>) -> Response {
                 status: "degraded",
                 database: "unreachable",
                 version,
+                components,
             }),
         )
             .into_response(),

@@ -12,6 +12,7 @@
 //! * [`password`]: Argon2id hashing, with bcrypt hashes from the Python originals still verifying.
 //! * [`app::build`]: merges the feature routers with `/health`, `/metrics`, `/openapi.json`, `/docs`, `/redoc` and the
 //!   middleware stack (CORS, gzip, body limit, panic → 500, tracing, per-route metrics).
+//! * [`health`]: components a feature adds to `/health` (their state, and whether it is healthy).
 //! * [`serve::serve`]: serving with graceful shutdown; [`testing`] (feature `testing`): the real app on a random port.
 //!
 //! Feature crates expose a handle built by `Feature::new(config, deps…)` whose `router(self, &AppState)` returns a
@@ -25,6 +26,7 @@ pub mod auth;
 mod client_ip;
 pub mod config;
 mod error;
+pub mod health;
 mod json;
 pub mod metrics;
 pub mod password;

@@ -19,6 +19,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Cancelled when the server begins shutting down; long-lived connections (WebSocket, SSE) end on it.
     pub shutdown: CancellationToken,
+    /// Components a feature reports on `/health` besides the database (e.g. the NATS ingest connection).
+    pub health: Arc<crate::health::HealthComponents>,
 }
 
 impl AppState {
@@ -33,6 +35,7 @@ impl AppState {
             config: Arc::new(config),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            health: Arc::default(),
         }
     }
 

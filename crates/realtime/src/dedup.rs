@@ -129,6 +129,11 @@ impl Seen {
         Ok(seen)
     }
 
+    /// The highest `seq` applied (the NATS ingest path resumes its consumer after it, see `nats`).
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
     /// The stored form.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(self)

@@ -7,6 +7,9 @@
 //!   per-source `seq`; one its stream already applied (a retried batch) is not applied again and is answered
 //!   `{"stream":…,"status":"duplicate","event_id":…,"seq":…}` in place of its analysis ([`dedup`]: the rule, the
 //!   bounds, and why it is stored in the state's own statement).
+//! * NATS JetStream (with `NATS_URL`): producers publish events to `vigil.events.<stream>`; the replicas consume
+//!   them as one group, one replica per stream, in order, each message applied once through the same pipeline
+//!   and acknowledged after its state is stored ([`nats`]).
 //! * `WS /ws/stream`: the dashboard's socket (protocol below); `?token=` optional unless `STREAM_REQUIRE_AUTH`.
 //! * `GET /api/realtime/stream`: Server-Sent Events, event `anomaly`, data = the analysis result (same auth rule
 //!   as the socket, since `EventSource` cannot send headers; `?token=` or a bearer header). With `?stream=S`
@@ -82,6 +85,7 @@
 //! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (`websocket` alerts delivered and dropped;
 //! the names predate the one-verb rule and stay, since dashboards read them; webhook metrics are the dispatcher's),
 //! the relay's (see [`relay`]) and the watch feeds' (see [`watch`]).
+//! the relay's (see [`relay`]) and the NATS consumer's (see [`nats`]).
 
 pub mod alerts;
 pub mod answer;
@@ -90,6 +94,7 @@ pub mod dedup;
 pub mod hub;
 pub mod incident;
 mod messages;
+pub mod nats;
 pub mod overview;
 mod ownership;
 pub mod pipeline;
@@ -155,6 +160,36 @@ pub struct RealtimeConfig {
     /// replica receiving the stream's events takes it at once.
     #[arg(long, env = "STREAM_LEASE_IDLE_MS", default_value_t = defaults::STREAM_LEASE_IDLE_MS)]
     pub stream_lease_idle_ms: u64,
+    /// NATS server to consume events from (e.g. `nats://127.0.0.1:4222`); unset, the default: the NATS ingest
+    /// path is off and nothing connects. See [`nats`].
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// The JetStream stream holding the events; created if missing (file storage, limits retention with
+    /// `NATS_MAX_AGE_HOURS`, subjects `<NATS_SUBJECT_PREFIX>.>`).
+    #[arg(long, env = "NATS_STREAM", default_value = defaults::NATS_STREAM)]
+    pub nats_stream: String,
+    /// Producers publish a stream's events to `<prefix>.<stream>`.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = defaults::NATS_SUBJECT_PREFIX)]
+    pub nats_subject_prefix: String,
+    /// Hours JetStream keeps a message when Vigil creates the stream (its retention; acknowledged or not).
+    #[arg(long, env = "NATS_MAX_AGE_HOURS", default_value_t = defaults::NATS_MAX_AGE_HOURS)]
+    pub nats_max_age_hours: u64,
+    /// Milliseconds JetStream waits for an acknowledgement before delivering a message again.
+    #[arg(long, env = "NATS_ACK_WAIT_MS", default_value_t = defaults::NATS_ACK_WAIT_MS)]
+    pub nats_ack_wait_ms: u64,
+    /// Messages fetched (and applied as one batch) at a time per stream.
+    #[arg(long, env = "NATS_FETCH_BATCH", default_value_t = defaults::NATS_FETCH_BATCH)]
+    pub nats_fetch_batch: usize,
+    /// Messages delivered and not yet acknowledged per stream (the consumer's `max_ack_pending`).
+    #[arg(long, env = "NATS_MAX_IN_FLIGHT", default_value_t = defaults::NATS_MAX_IN_FLIGHT)]
+    pub nats_max_in_flight: usize,
+    /// Milliseconds a replica's claim on a stream (`nats:<stream>` lease) lasts without renewal: how soon another
+    /// replica takes over a dead one's streams.
+    #[arg(long, env = "NATS_LEASE_TTL_MS", default_value_t = defaults::NATS_LEASE_TTL_MS)]
+    pub nats_lease_ttl_ms: u64,
+    /// Milliseconds between two looks for new streams (subjects) in the JetStream stream and free leases.
+    #[arg(long, env = "NATS_DISCOVER_MS", default_value_t = defaults::NATS_DISCOVER_MS)]
+    pub nats_discover_ms: u64,
 }
 
 impl RealtimeConfig {
@@ -180,6 +215,15 @@ pub mod defaults {
     pub const STREAM_SESSION_RECHECK_MS: u64 = 5_000;
     pub const STREAM_LEASE_TTL_MS: u64 = 5_000;
     pub const STREAM_LEASE_IDLE_MS: u64 = 1_000;
+    pub const NATS_STREAM: &str = "VIGIL_EVENTS";
+    pub const NATS_SUBJECT_PREFIX: &str = "vigil.events";
+    /// A week: time to bring a consumer back after an outage.
+    pub const NATS_MAX_AGE_HOURS: u64 = 168;
+    pub const NATS_ACK_WAIT_MS: u64 = 30_000;
+    pub const NATS_FETCH_BATCH: usize = 100;
+    pub const NATS_MAX_IN_FLIGHT: usize = 1_000;
+    pub const NATS_LEASE_TTL_MS: u64 = 5_000;
+    pub const NATS_DISCOVER_MS: u64 = 1_000;
 }
 
 impl Default for RealtimeConfig {
@@ -197,6 +241,15 @@ impl Default for RealtimeConfig {
             stream_session_recheck_ms: defaults::STREAM_SESSION_RECHECK_MS,
             stream_lease_ttl_ms: defaults::STREAM_LEASE_TTL_MS,
             stream_lease_idle_ms: defaults::STREAM_LEASE_IDLE_MS,
+            nats_url: None,
+            nats_stream: defaults::NATS_STREAM.to_owned(),
+            nats_subject_prefix: defaults::NATS_SUBJECT_PREFIX.to_owned(),
+            nats_max_age_hours: defaults::NATS_MAX_AGE_HOURS,
+            nats_ack_wait_ms: defaults::NATS_ACK_WAIT_MS,
+            nats_fetch_batch: defaults::NATS_FETCH_BATCH,
+            nats_max_in_flight: defaults::NATS_MAX_IN_FLIGHT,
+            nats_lease_ttl_ms: defaults::NATS_LEASE_TTL_MS,
+            nats_discover_ms: defaults::NATS_DISCOVER_MS,
         }
     }
 }
@@ -217,6 +270,8 @@ pub(crate) struct Inner {
     pub dispatcher: vigil_anomalies::AlertDispatcher,
     /// Set once the routes are built over a PostgreSQL store (see [`relay`]); empty with SQLite.
     pub relay: OnceLock<Option<relay::Relay>>,
+    /// Set when the routes are built: the NATS consumer, if `NATS_URL` is set ([`nats`]).
+    pub nats: OnceLock<Option<nats::NatsIngest>>,
 }
 
 impl Realtime {
@@ -242,6 +297,7 @@ impl Realtime {
                 dispatcher,
                 config,
                 relay: OnceLock::new(),
+                nats: OnceLock::new(),
             }),
         };
         // `websocket` alert channels fired anywhere in the process (the pipeline, POST /api/anomalies) reach
@@ -295,6 +351,9 @@ impl Realtime {
     /// The stream routes (ingest, the socket, SSE, stream configuration and overview), bound to `state` and to
     /// this side. Keep a clone to inspect the pipeline or the hub from tests.
     pub fn router(self, state: &AppState) -> OpenApiRouter<AppState> {
+        self.inner
+            .nats
+            .get_or_init(|| nats::NatsIngest::start(&self.inner.config, state, &self));
         OpenApiRouter::new()
             .routes(routes!(routes::ingest))
             .routes(routes!(routes::sse))
@@ -306,6 +365,11 @@ impl Realtime {
                 app: state.clone(),
                 realtime: self,
             })
+    }
+
+    /// The NATS consumer side, when `NATS_URL` is set and the routes were built.
+    pub fn nats(&self) -> Option<&nats::NatsIngest> {
+        self.inner.nats.get().and_then(Option::as_ref)
     }
 
     /// Tells the other replicas (if any) what was just published here.

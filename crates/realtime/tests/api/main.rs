@@ -9,6 +9,7 @@
 mod alerts;
 mod helpers;
 mod ingest;
+mod nats;
 mod ownership;
 mod replicas;
 mod roles;
