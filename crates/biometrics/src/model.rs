@@ -19,6 +19,10 @@
 //! far, (count + 1) / (n + 1). Beyond the farthest training row the p-value keeps falling exponentially in
 //! ln-distance (scale: the spread of the farthest fifth), so two clearly foreign sessions still rank. A score
 //! therefore means the same for every profile: 0.05 is "as unusual as the owner's most unusual 5 %".
+//! The mouse model compares a payload only with the owner's payloads of similar size (mouse points,
+//! [`SizeCalibration`]): a small payload's vector is noisier for anyone, so "unusual" is judged among
+//! payloads with as much data. Models trained on vectors that do not record the size (earlier versions)
+//! calibrate against all rows.
 //!
 //! **Scoring.** A modality votes when the session carries its signal (≥ 30 mouse points, ≥ 6 key events)
 //! and its model exists. A payload's `score` (kept as `payload_score` once [`Score::in_run`] folds it into the
@@ -837,9 +841,11 @@ impl ProfileModels {
 
     /// Encodes the models for storage. Layout (little-endian): magic `VBPM`, format u16 (2), version u64,
     /// trained_at i64, trained_on u64, alpha f64, mouse input u8 ([`MouseInput`]), then mouse and typing, each a presence byte
-    /// (0 absent, 2 Euclidean k-NN, 3 fractional k-NN, see [`Metric`]) followed by n_cols u32, k u32, n_rows u64, centre and scale (n_cols f64 each),
+    /// (0 absent, 2 Euclidean k-NN, 3 p = ½ k-NN, 4 p = ¼ k-NN, 5 p = ¼ k-NN with a size calibration, see
+    /// [`Metric`]) followed by n_cols u32, k u32, n_rows u64, centre and scale (n_cols f64 each),
     /// the standardised rows (n_rows · n_cols f64), the sorted leave-one-out distances (n_rows f64) and the
-    /// tail scale f64.
+    /// tail scale f64; with presence 5 then the [`SizeCalibration`]: window u32, ln sizes (n_rows f64,
+    /// ascending) and the leave-one-out distances in that order (n_rows f64).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 * 1024);
         out.extend_from_slice(MAGIC);
