@@ -738,7 +738,8 @@ fn combine(ps: &[f64]) -> f64 {
 }
 
 impl ProfileModels {
-    /// Scores one session's vectors; `mouse_points` and `key_events` open the vote gates.
+    /// Scores one session's vectors; `mouse_points` and `key_events` open the vote gates, and `mouse_points`
+    /// picks the owner's payloads the mouse score is calibrated against ([`SizeCalibration`]).
     pub fn score(
         &self,
         f: &FeatureVector,
