@@ -275,7 +275,8 @@ pub struct KnnModel {
 /// equal (user35 0.785 → 0.862), user20 worse (0.993 → 0.957: its payload sizes differ from the others', and
 /// size is itself a trace of the person that this calibration no longer counts against an impostor).
 /// Not tuned on the dev data: a window of a quarter, a third or two thirds of the rows gives 0.925–0.927
-/// (EER 0.152–0.164), and below 2 · [`CAL_MIN_WINDOW`] training rows it is the global calibration.
+/// (EER 0.152–0.164). A model of at most [`CAL_MIN_WINDOW`] training rows (a first model at the readiness
+/// quota) compares every payload with all of them, as before.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SizeCalibration {
     /// ln(1 + mouse points) of each training row, ascending.
