@@ -78,7 +78,41 @@ def vec(r, groups):
     return v
 
 
-def knn(train, p):
+def size_window(sizes, s, m):
+    """model.rs `size_window`: the m training rows nearest in ln size, as [lo, hi) over `sizes` (ascending)."""
+    n = len(sizes)
+    m = min(m, n)
+    lo = hi = int(np.searchsorted(sizes, s, "left"))
+    while hi - lo < m:
+        if lo > 0 and (hi == n or s - sizes[lo - 1] <= sizes[hi] - s):
+            lo -= 1
+        else:
+            hi += 1
+    return lo, hi
+
+
+def calibrate(loo):
+    """Sorted leave-out distances, ln of the largest and the tail scale (model.rs `Calibration`)."""
+    loo = np.sort(loo)
+    n = len(loo)
+    top = np.log(np.maximum(loo[int(n * 0.8):], 1e-12))
+    tail = max(float(np.mean(top - top[0])), 1e-3) if len(top) > 1 else 0.1
+    return loo, math.log(max(loo[-1], 1e-12)), tail
+
+
+def p_value(c, d):
+    loo, lmax, tail = c
+    n = len(loo)
+    ld = math.log(max(d, 1e-12))
+    if ld > lmax:
+        return math.exp(-(ld - lmax) / tail) / (n + 1)
+    return (n - np.searchsorted(loo, d, "left") + 1) / (n + 1)
+
+
+def knn(train, p, sizes=None, share=0.5, min_window=30):
+    """The service's k-NN model. With `sizes` (mouse points of each training row), a payload is calibrated
+    against the leave-one-out distances of the max(min_window, share·n) training rows nearest to it in
+    ln(1 + points) (size-conditional calibration); without, against all of them."""
     med = np.median(train, 0)
     iqr = np.quantile(train, 0.75, 0) - np.quantile(train, 0.25, 0)
     sd = train.std(0)
@@ -93,16 +127,23 @@ def knn(train, p):
 
     d = kd(train)
     np.fill_diagonal(d, np.inf)
-    loo = np.sort(np.sort(d, 1)[:, :k].mean(1))
-    lmax = math.log(max(loo[-1], 1e-12))
-    top = np.log(np.maximum(loo[int(n * 0.8):], 1e-12))
-    tail = max(float(np.mean(top - top[0])), 1e-3) if len(top) > 1 else 0.1
+    loo_rows = np.sort(d, 1)[:, :k].mean(1)
+    everything = calibrate(loo_rows)
+    if sizes is not None:
+        ls = np.log1p(np.asarray(sizes, float))
+        order = np.argsort(ls, kind="stable")
+        ls, loo_by_size = ls[order], loo_rows[order]
+        m = max(min_window, int(n * share))
 
-    def score(x):
+    def score(x, xs=None):
         dx = np.sort(kd(x), 1)[:, :k].mean(1)
-        pv = (n - np.searchsorted(loo, dx, "left") + 1) / (n + 1)
-        ld = np.log(np.maximum(dx, 1e-12))
-        return np.where(ld > lmax, np.exp(-(ld - lmax) / tail) / (n + 1), pv)
+        if sizes is None or xs is None:
+            return np.array([p_value(everything, v) for v in dx])
+        out = []
+        for v, s in zip(dx, np.log1p(np.asarray(xs, float))):
+            lo, hi = size_window(ls, s, m)
+            out.append(p_value(calibrate(loo_by_size[lo:hi]), v))
+        return np.array(out)
 
     return score
 
@@ -123,16 +164,17 @@ def run_scores(ps, rho=0.15, window=10, minz=-3.0):
     return out
 
 
-def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=None):
+def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=None, sized=False):
     g_pay, i_pay, g_run, i_run, g_last, i_last, per_user = [], [], [], [], [], [], {}
     for u in splits:
         tr = splits[u][0]
         # The curve trains on exactly the first n_train payloads (as eval_dev's seed baseline does).
         tr = tr[:n_train] if n_train else tr[:last_growth(len(tr))][-300:]
-        score = knn(np.array([vec(r, groups) for r in tr if r[0][0] > 0]), p)
+        rows = [r for r in tr if r[0][0] > 0]
+        score = knn(np.array([vec(r, groups) for r in rows]), p, [r[2] for r in rows] if sized else None)
         allc = [(v == u, c) for v in splits for c in chunks[v]]
         flat = [r for _, c in allc for r in c]
-        pv = score(np.array([vec(r, groups) for r in flat]))
+        pv = score(np.array([vec(r, groups) for r in flat]), [r[2] for r in flat])
         pos, ul = 0, ([], [])
         for gen, c in allc:
             ps = [float(pv[pos + j]) if c[j][2] >= 30 else None for j in range(len(c))]
@@ -148,10 +190,11 @@ def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=Non
 
 
 VARIANTS = [
-    ("previous: angles + click timing, p = 1/2", ["angle", "click"], 0.5),
-    ("+ turn quantiles, p = 1/2", ["angle", "click", "turnq"], 0.5),
-    ("shipped: + turn quantiles, p = 1/4", ["angle", "click", "turnq"], 0.25),
-    ("shipped without turn quantiles (p = 1/4)", ["angle", "click"], 0.25),
+    ("previous: angles + click timing, p = 1/2", ["angle", "click"], 0.5, False),
+    ("+ turn quantiles, p = 1/2", ["angle", "click", "turnq"], 0.5, False),
+    ("previous: + turn quantiles, p = 1/4", ["angle", "click", "turnq"], 0.25, False),
+    ("previous without turn quantiles (p = 1/4)", ["angle", "click"], 0.25, False),
+    ("shipped: p = 1/4, size-conditional calibration", ["angle", "click", "turnq"], 0.25, True),
 ]
 
 
@@ -176,8 +219,8 @@ def main():
     f = lambda m: f"{m[0]:.3f} / {m[1]:.3f} / {m[2]:.3f}"  # noqa: E731
     print("| variant | per payload alone AUC / EER / FRR@1%FAR | in its run | chunk (last payload) | genuine < 0.05 |")
     print("|---|---|---|---|---|")
-    for name, groups, p in VARIANTS:
-        r = evaluate(vectors, splits, chunks, groups, p)
+    for name, groups, p, sized in VARIANTS:
+        r = evaluate(vectors, splits, chunks, groups, p, sized=sized)
         m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
         print(f"| {name} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} | {r['genuine_below_005']:.3f} |",
               flush=True)
@@ -188,8 +231,8 @@ def main():
         print("\n| payloads | variant | per payload alone | in its run | chunk (last payload) |")
         print("|---|---|---|---|---|")
     for n in curve:
-        for name, groups, p in (VARIANTS[0], VARIANTS[2]):
-            r = evaluate(vectors, splits, chunks, groups, p, n_train=n)
+        for name, groups, p, sized in (VARIANTS[2], VARIANTS[4]):
+            r = evaluate(vectors, splits, chunks, groups, p, n_train=n, sized=sized)
             m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
             print(f"| {n} | {name} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} |", flush=True)
 

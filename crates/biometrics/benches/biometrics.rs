@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vigil_biometrics::model::{Parallelism, StoredVector, TrainParams, train_models};
+use vigil_biometrics::model::{Detector, Parallelism, StoredVector, TrainParams, train_models};
 use vigil_biometrics::synth::{Persona, SessionGenerator, load_payload};
 use vigil_biometrics::{Payload, extract_features, extract_rich};
 
@@ -67,6 +67,18 @@ fn training(c: &mut Criterion) {
         c.bench_function("score_payload/42KB", |b| {
             b.iter(|| models.score_payload(black_box(&payload)))
         });
+        // What the size-conditional calibration adds to a score: the mouse p-value against the rows nearest in
+        // size (`SizeCalibration`) versus against all rows.
+        if let Some(Detector::Knn(m)) = &models.mouse {
+            let d = m.loo[m.loo.len() / 2];
+            let points = payload.mouse_point_count();
+            c.bench_function("mouse_p_value/all_rows", |b| {
+                b.iter(|| m.p_value(black_box(d)))
+            });
+            c.bench_function("mouse_p_value/size_conditional", |b| {
+                b.iter(|| m.p_value_for_size(black_box(d), black_box(points)))
+            });
+        }
         let bytes = models.to_bytes();
         println!("model blob: {} bytes", bytes.len());
         c.bench_function("ProfileModels::from_bytes", |b| {

@@ -19,6 +19,10 @@
 //! far, (count + 1) / (n + 1). Beyond the farthest training row the p-value keeps falling exponentially in
 //! ln-distance (scale: the spread of the farthest fifth), so two clearly foreign sessions still rank. A score
 //! therefore means the same for every profile: 0.05 is "as unusual as the owner's most unusual 5 %".
+//! The mouse model compares a payload only with the owner's payloads of similar size (mouse points,
+//! [`SizeCalibration`]): a small payload's vector is noisier for anyone, so "unusual" is judged among
+//! payloads with as much data. Models trained on vectors that do not record the size (earlier versions)
+//! calibrate against all rows.
 //!
 //! **Scoring.** A modality votes when the session carries its signal (≥ 30 mouse points, ≥ 6 key events)
 //! and its model exists. A payload's `score` (kept as `payload_score` once [`Score::in_run`] folds it into the
@@ -40,7 +44,7 @@ use crate::error::ModelError;
 use crate::features::{FEATURE_COUNT, FeatureVector, idx};
 use crate::lifecycle::{MIN_MODEL_ROWS, MOUSE_COLUMNS, Matrix, TYPING_COLUMNS};
 use crate::payload::Payload;
-use crate::rich::{RICH_COUNT, RICH_COUNT_V1, RichVector, extract_rich, groups};
+use crate::rich::{RICH_COUNT, RICH_COUNT_V1, RICH_COUNT_V2, RichVector, extract_rich, groups};
 use crate::sequential::Run;
 
 /// The mouse model votes only with at least this many mouse points in the session.
@@ -90,6 +94,11 @@ impl MouseInput {
 const MAX_K: usize = 10;
 /// Share of the leave-one-out distances that shape the tail beyond the farthest one.
 const TAIL_SHARE: f64 = 0.2;
+/// Size-conditional calibration compares a payload with this share of the owner's training payloads (those
+/// nearest to it in size; see [`SizeCalibration`])…
+pub const CAL_WINDOW_SHARE: f64 = 0.5;
+/// … and with at least this many (the readiness quota: a first model calibrates on all its rows).
+pub const CAL_MIN_WINDOW: usize = 30;
 
 /// A stored vector: the 15 contract features and, when a version that extracts it stored it, the rich vector.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,7 +106,8 @@ pub struct StoredVector {
     pub contract: FeatureVector,
     /// The rich vector; values its version did not extract (see `rich_len`) are 0 and never read.
     pub rich: Option<RichVector>,
-    /// Rich values actually stored: [`RICH_COUNT`], [`RICH_COUNT_V1`] (the previous version), or 0.
+    /// Rich values actually stored: [`RICH_COUNT`], [`RICH_COUNT_V2`] or [`RICH_COUNT_V1`] (earlier versions),
+    /// or 0.
     pub rich_len: usize,
 }
 
@@ -132,12 +142,13 @@ impl StoredVector {
     }
 
     /// Parses [`to_values`](Self::to_values) output: 15 values (imported or stored by an earlier version),
-    /// 15 + [`RICH_COUNT_V1`] (the previous version) or 15 + [`RICH_COUNT`]; anything else is `None`.
+    /// 15 + [`RICH_COUNT_V1`] or 15 + [`RICH_COUNT_V2`] (earlier versions) or 15 + [`RICH_COUNT`]; anything
+    /// else is `None`.
     pub fn from_values(values: &[f64]) -> Option<Self> {
         let contract = <[f64; FEATURE_COUNT]>::try_from(values.get(..FEATURE_COUNT)?).ok()?;
         let stored = &values[FEATURE_COUNT..];
         let rich_len = stored.len();
-        if ![0, RICH_COUNT_V1, RICH_COUNT].contains(&rich_len) {
+        if ![0, RICH_COUNT_V1, RICH_COUNT_V2, RICH_COUNT].contains(&rich_len) {
             return None;
         }
         let rich = (rich_len > 0).then(|| {
@@ -155,9 +166,17 @@ impl StoredVector {
     /// The richest mouse input this vector supports.
     pub fn mouse_input(&self) -> MouseInput {
         match (self.rich, self.rich_len) {
-            (Some(_), n) if n >= RICH_COUNT => MouseInput::RichTurns,
+            (Some(_), n) if n >= RICH_COUNT_V2 => MouseInput::RichTurns,
             (Some(_), n) if n >= RICH_COUNT_V1 => MouseInput::Rich,
             _ => MouseInput::Contract,
+        }
+    }
+
+    /// The payload's mouse points, when the version that stored the vector recorded them.
+    pub fn mouse_points(&self) -> Option<f64> {
+        match self.rich {
+            Some(r) if self.rich_len >= RICH_COUNT => Some(r[groups::SIZE]),
+            _ => None,
         }
     }
 
@@ -237,6 +256,88 @@ pub struct KnnModel {
     pub loo: Vec<f64>,
     /// ln-distance scale of the tail beyond the farthest training row.
     pub tail: f64,
+    /// Calibration conditional on the payload's size (mouse models trained on vectors that record it);
+    /// `None`: every score is calibrated against all of [`loo`](Self::loo).
+    pub by_size: Option<SizeCalibration>,
+}
+
+/// Size-conditional calibration (a Mondrian, or local, conformal p-value): a payload's distance is compared
+/// with the leave-one-out distances of the [`window`](Self::window) training payloads nearest to it in
+/// ln(1 + mouse points), not with all of them.
+///
+/// Why: a payload's statistics are means and quantiles over its points, so a small payload's vector is
+/// noisier and lies farther from the owner's payloads whoever produced it, and a large one nearer. Against
+/// all rows, the owner's small payloads look foreign and a large impostor payload looks ordinary; against
+/// rows of its own size, a distance is judged by what is usual *for that much data*. The p-value keeps its
+/// meaning (the share of comparable owner payloads at least as far). Measured offline on the dev protocol
+/// (`scripts/maxidom/offline_dev.py`, chunk protocol, pooled, same model otherwise): per payload AUC 0.833 →
+/// 0.846, per chunk (last payload) 0.912 → 0.927 and EER 0.170 → 0.151; 9 of the 10 users rank better or
+/// equal (user35 0.785 → 0.862), user20 worse (0.993 → 0.957: its payload sizes differ from the others', and
+/// size is itself a trace of the person that this calibration no longer counts against an impostor).
+/// Not tuned on the dev data: a window of a quarter, a third or two thirds of the rows gives 0.925–0.927
+/// (EER 0.152–0.164). A model of at most [`CAL_MIN_WINDOW`] training rows (a first model at the readiness
+/// quota) compares every payload with all of them, as before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizeCalibration {
+    /// ln(1 + mouse points) of each training row, ascending.
+    pub ln_size: Vec<f64>,
+    /// The same rows' leave-one-out distances, in the same order.
+    pub loo: Vec<f64>,
+    /// How many rows a payload is compared with: max([`CAL_MIN_WINDOW`], ⌊n · [`CAL_WINDOW_SHARE`]⌋),
+    /// at most n.
+    pub window: usize,
+}
+
+impl SizeCalibration {
+    /// The [`window`](Self::window) rows nearest to `ln_size` (a contiguous range of the size order; ties
+    /// go to the smaller side).
+    pub fn nearest(&self, ln_size: f64) -> std::ops::Range<usize> {
+        let n = self.ln_size.len();
+        let m = self.window.min(n);
+        let mut lo = self.ln_size.partition_point(|&x| x < ln_size);
+        let mut hi = lo;
+        while hi - lo < m {
+            if lo > 0 && (hi == n || ln_size - self.ln_size[lo - 1] <= self.ln_size[hi] - ln_size) {
+                lo -= 1;
+            } else {
+                hi += 1;
+            }
+        }
+        lo..hi
+    }
+}
+
+/// ln-distance scale of the tail beyond the farthest of the sorted leave-one-out distances: the mean
+/// ln-excess of the farthest [`TAIL_SHARE`] over the first of them.
+fn tail_scale(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return 0.1;
+    }
+    let first = ((n as f64) * (1.0 - TAIL_SHARE)).floor() as usize;
+    let top = &sorted[first.min(n - 1)..];
+    let base = ln_pos(top[0]);
+    if top.len() > 1 {
+        (top.iter().map(|&x| ln_pos(x) - base).sum::<f64>() / top.len() as f64).max(1e-3)
+    } else {
+        0.1
+    }
+}
+
+/// Conformal p-value of a distance against sorted leave-one-out distances: (count at least as far + 1) /
+/// (n + 1), with an exponential tail in ln-distance beyond the farthest.
+fn conformal(sorted: &[f64], tail: f64, d: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 || d.is_nan() {
+        return 0.0;
+    }
+    let at_least = n - sorted.partition_point(|&x| x < d);
+    let np1 = (n + 1) as f64;
+    if at_least > 0 {
+        return (at_least as f64 + 1.0) / np1;
+    }
+    let over = (ln_pos(d) - ln_pos(sorted[n - 1])).max(0.0) / tail;
+    (-over).exp() / np1
 }
 
 fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
@@ -267,8 +368,14 @@ fn ln_pos(x: f64) -> f64 {
 }
 
 impl KnnModel {
-    /// Fits on a matrix; `None` below `min_rows` rows.
+    /// Fits on a matrix; `None` below `min_rows` rows. Calibration on all rows.
     pub fn fit(m: &Matrix, min_rows: usize) -> Option<Self> {
+        Self::fit_sized(m, min_rows, None)
+    }
+
+    /// Fits on a matrix; with `points` (each row's payload size, in row order) the calibration is conditional
+    /// on size ([`SizeCalibration`]). `None` below `min_rows` rows, or when `points` does not match the rows.
+    pub fn fit_sized(m: &Matrix, min_rows: usize, points: Option<&[f64]>) -> Option<Self> {
         let (n, c) = (m.n_rows(), m.n_cols);
         if n < min_rows.max(2) || c == 0 {
             return None;
@@ -311,7 +418,11 @@ impl KnnModel {
             rows,
             loo: Vec::new(),
             tail: 0.0,
+            by_size: None,
         };
+        if points.is_some_and(|p| p.len() != n) {
+            return None;
+        }
         let mut d = Vec::with_capacity(n);
         let mut loo = Vec::with_capacity(n);
         for i in 0..n {
@@ -324,15 +435,30 @@ impl KnnModel {
             }
             loo.push(mean_of_smallest(&mut d, k));
         }
+        model.by_size = points.map(|points| {
+            let mut pairs: Vec<(f64, f64)> = points
+                .iter()
+                .map(|&p| {
+                    if p.is_finite() {
+                        p.max(0.0).ln_1p()
+                    } else {
+                        0.0
+                    }
+                })
+                .zip(loo.iter().copied())
+                .collect();
+            // Stable: rows of equal size keep their training order (deterministic windows).
+            pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            SizeCalibration {
+                ln_size: pairs.iter().map(|p| p.0).collect(),
+                loo: pairs.iter().map(|p| p.1).collect(),
+                window: CAL_MIN_WINDOW
+                    .max((n as f64 * CAL_WINDOW_SHARE).floor() as usize)
+                    .min(n),
+            }
+        });
         loo.sort_unstable_by(f64::total_cmp);
-        let first = ((n as f64) * (1.0 - TAIL_SHARE)).floor() as usize;
-        let top = &loo[first.min(n - 1)..];
-        let base = ln_pos(top[0]);
-        model.tail = if top.len() > 1 {
-            (top.iter().map(|&x| ln_pos(x) - base).sum::<f64>() / top.len() as f64).max(1e-3)
-        } else {
-            0.1
-        };
+        model.tail = tail_scale(&loo);
         model.loo = loo;
         Some(model)
     }
@@ -363,18 +489,18 @@ impl KnnModel {
     /// (count + 1) / (n + 1), with an exponential tail beyond the largest. In (0, 1]; higher is more like
     /// the owner.
     pub fn p_value(&self, d: f64) -> f64 {
-        let n = self.loo.len();
-        if n == 0 || d.is_nan() {
-            return 0.0;
-        }
-        let at_least = n - self.loo.partition_point(|&x| x < d);
-        let np1 = (n + 1) as f64;
-        if at_least > 0 {
-            return (at_least as f64 + 1.0) / np1;
-        }
-        let max = self.loo[n - 1];
-        let over = (ln_pos(d) - ln_pos(max)).max(0.0) / self.tail;
-        (-over).exp() / np1
+        conformal(&self.loo, self.tail, d)
+    }
+
+    /// [`p_value`](Self::p_value) for a payload with `points` mouse points: against the training rows of
+    /// similar size when the model has a [`SizeCalibration`], else against all.
+    pub fn p_value_for_size(&self, d: f64, points: usize) -> f64 {
+        let Some(c) = &self.by_size else {
+            return self.p_value(d);
+        };
+        let mut w = c.loo[c.nearest((points as f64).ln_1p())].to_vec();
+        w.sort_unstable_by(f64::total_cmp);
+        conformal(&w, tail_scale(&w), d)
     }
 }
 
@@ -551,6 +677,8 @@ pub fn train_models(
         data: Vec::new(),
         n_cols: level.columns(),
     };
+    // Size-conditional calibration when every mouse row recorded its size (not rows of earlier versions).
+    let mouse_points: Option<Vec<f64>> = mouse_vs.iter().map(|v| v.mouse_points()).collect();
     for v in &mouse_vs {
         let rich = v.rich.unwrap_or([0.0; RICH_COUNT]);
         mouse_input(&v.contract, &rich, level, &mut mm.data);
@@ -563,7 +691,8 @@ pub fn train_models(
         typing_input(&v.contract, &mut tm.data);
     }
     let min = params.min_rows.max(1);
-    let mouse = KnnModel::fit(&mm, params.mouse_rows.max(min)).map(Detector::Knn);
+    let mouse = KnnModel::fit_sized(&mm, params.mouse_rows.max(min), mouse_points.as_deref())
+        .map(Detector::Knn);
     let typing = if digraphs >= params.digraph_rows {
         KnnModel::fit(&tm, params.typing_rows.max(min)).map(Detector::Knn)
     } else {
@@ -610,7 +739,8 @@ fn combine(ps: &[f64]) -> f64 {
 }
 
 impl ProfileModels {
-    /// Scores one session's vectors; `mouse_points` and `key_events` open the vote gates.
+    /// Scores one session's vectors; `mouse_points` and `key_events` open the vote gates, and `mouse_points`
+    /// picks the owner's payloads the mouse score is calibrated against ([`SizeCalibration`]).
     pub fn score(
         &self,
         f: &FeatureVector,
@@ -632,10 +762,11 @@ impl ProfileModels {
             row.clear();
             if mouse {
                 mouse_input(f, rich, self.mouse_input, &mut row);
+                Some(m.p_value_for_size(m.distance(&row), mouse_points))
             } else {
                 typing_input(f, &mut row);
+                Some(m.p_value(m.distance(&row)))
             }
-            Some(m.p_value(m.distance(&row)))
         };
         let mouse = vote(&self.mouse, mouse_points >= MIN_MOUSE_POINTS, true);
         let typing = vote(&self.typing, key_events >= MIN_KEY_EVENTS, false);
@@ -712,9 +843,11 @@ impl ProfileModels {
 
     /// Encodes the models for storage. Layout (little-endian): magic `VBPM`, format u16 (2), version u64,
     /// trained_at i64, trained_on u64, alpha f64, mouse input u8 ([`MouseInput`]), then mouse and typing, each a presence byte
-    /// (0 absent, 2 Euclidean k-NN, 3 fractional k-NN, see [`Metric`]) followed by n_cols u32, k u32, n_rows u64, centre and scale (n_cols f64 each),
+    /// (0 absent, 2 Euclidean k-NN, 3 p = ½ k-NN, 4 p = ¼ k-NN, 5 p = ¼ k-NN with a size calibration, see
+    /// [`Metric`]) followed by n_cols u32, k u32, n_rows u64, centre and scale (n_cols f64 each),
     /// the standardised rows (n_rows · n_cols f64), the sorted leave-one-out distances (n_rows f64) and the
-    /// tail scale f64.
+    /// tail scale f64; with presence 5 then the [`SizeCalibration`]: window u32, ln sizes (n_rows f64,
+    /// ascending) and the leave-one-out distances in that order (n_rows f64).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 * 1024);
         out.extend_from_slice(MAGIC);
@@ -732,10 +865,11 @@ impl ProfileModels {
         for m in [&self.mouse, &self.typing] {
             match m {
                 Some(Detector::Knn(m)) => {
-                    out.push(match m.metric {
-                        Metric::Euclidean => KNN_EUCLIDEAN,
-                        Metric::Fractional => KNN_FRACTIONAL,
-                        Metric::Quarter => KNN_QUARTER,
+                    out.push(match (m.metric, &m.by_size) {
+                        (Metric::Quarter, Some(_)) => KNN_QUARTER_SIZED,
+                        (Metric::Euclidean, _) => KNN_EUCLIDEAN,
+                        (Metric::Fractional, _) => KNN_FRACTIONAL,
+                        (Metric::Quarter, None) => KNN_QUARTER,
                     });
                     // Column counts are 4..=20 and k ≤ 10: far below u32::MAX.
                     out.extend_from_slice(&(m.n_cols as u32).to_le_bytes());
@@ -746,6 +880,13 @@ impl ProfileModels {
                     f64s(&mut out, &m.rows);
                     f64s(&mut out, &m.loo);
                     out.extend_from_slice(&m.tail.to_le_bytes());
+                    // Only p = ¼ models are trained with a size calibration (the encoding above says so).
+                    if let (Metric::Quarter, Some(c)) = (m.metric, &m.by_size) {
+                        // window ≤ rows ≤ MAX_ROWS: fits a u32.
+                        out.extend_from_slice(&(c.window as u32).to_le_bytes());
+                        f64s(&mut out, &c.ln_size);
+                        f64s(&mut out, &c.loo);
+                    }
                 }
                 // Legacy models are never re-encoded by the server (a training replaces them); encoding one
                 // as absent keeps this total.
@@ -825,6 +966,8 @@ const KNN_EUCLIDEAN: u8 = 2;
 const KNN_FRACTIONAL: u8 = 3;
 /// Presence byte of a k-NN model with the Minkowski p = ¼ distance ([`Metric::Quarter`]).
 const KNN_QUARTER: u8 = 4;
+/// Presence byte of a p = ¼ k-NN model with a [`SizeCalibration`].
+const KNN_QUARTER_SIZED: u8 = 5;
 /// Most training rows a decoded model may claim (the server trains on at most a few hundred).
 const MAX_ROWS: usize = 1 << 20;
 
@@ -874,12 +1017,12 @@ impl<'a> Reader<'a> {
         let metric = match presence {
             KNN_EUCLIDEAN => Metric::Euclidean,
             KNN_FRACTIONAL => Metric::Fractional,
-            KNN_QUARTER => Metric::Quarter,
+            KNN_QUARTER | KNN_QUARTER_SIZED => Metric::Quarter,
             _ => Metric::Euclidean,
         };
         match presence {
             0 => Ok(None),
-            KNN_EUCLIDEAN | KNN_FRACTIONAL | KNN_QUARTER => {
+            KNN_EUCLIDEAN | KNN_FRACTIONAL | KNN_QUARTER | KNN_QUARTER_SIZED => {
                 let cols = u32::from_le_bytes(self.array()?) as usize;
                 if cols != n_cols {
                     return Err(corrupt(format!(
@@ -908,6 +1051,24 @@ impl<'a> Reader<'a> {
                 if !(tail.is_finite() && tail > 0.0) {
                     return Err(corrupt("tail scale"));
                 }
+                let by_size = if presence == KNN_QUARTER_SIZED {
+                    let window = u32::from_le_bytes(self.array()?) as usize;
+                    if !(1..=n).contains(&window) {
+                        return Err(corrupt("calibration window out of range"));
+                    }
+                    let ln_size = self.f64s(n)?;
+                    if ln_size.windows(2).any(|w| w[0] > w[1]) {
+                        return Err(corrupt("calibration sizes are not sorted"));
+                    }
+                    let by_size_loo = self.f64s(n)?;
+                    Some(SizeCalibration {
+                        ln_size,
+                        loo: by_size_loo,
+                        window,
+                    })
+                } else {
+                    None
+                };
                 Ok(Some(KnnModel {
                     metric,
                     n_cols,
@@ -917,6 +1078,7 @@ impl<'a> Reader<'a> {
                     rows,
                     loo,
                     tail,
+                    by_size,
                 }))
             }
             other => Err(corrupt(format!("presence byte {other}"))),
@@ -972,6 +1134,8 @@ mod tests {
                     for x in r.iter_mut() {
                         *x = 1.0 + 0.1 * rng.normal();
                     }
+                    // Payload sizes of 50–500 mouse points.
+                    r[groups::SIZE] = (50.0 * 1.1f64.powf(rng.normal() * 10.0)).clamp(50.0, 500.0);
                     r
                 });
                 StoredVector {
@@ -1056,16 +1220,30 @@ mod tests {
             back.score(&vs[3].contract, &r, 50, 50),
             a.score(&vs[3].contract, &r, 50, 50)
         );
-        // A model stored by the previous version (Euclidean, presence byte 2) decodes with its own metric.
+        assert_eq!(a.to_bytes()[39], KNN_QUARTER_SIZED);
+        // A model stored by the previous version (p = ¼, no size calibration) decodes as it was and
+        // calibrates every payload against all rows, whatever its size.
         let mut old = a.clone();
         let Some(Detector::Knn(m)) = &mut old.mouse else {
             panic!("no mouse model")
         };
         assert_eq!(m.metric, Metric::Quarter);
+        m.by_size = None;
+        let bytes = old.to_bytes();
+        assert_eq!(bytes[39], KNN_QUARTER);
+        let back = ProfileModels::from_bytes(&bytes).unwrap();
+        assert_eq!(back, old);
+        assert_eq!(
+            back.score(&vs[3].contract, &r, 50, 0),
+            back.score(&vs[3].contract, &r, 5000, 0)
+        );
+        // One stored before that (Euclidean, presence byte 2) decodes with its own metric.
+        let Some(Detector::Knn(m)) = &mut old.mouse else {
+            panic!("no mouse model")
+        };
         m.metric = Metric::Euclidean;
         let bytes = old.to_bytes();
         assert_eq!(bytes[39], KNN_EUCLIDEAN);
-        assert_eq!(a.to_bytes()[39], KNN_QUARTER);
         // And one stored with the p = ½ distance.
         let Some(Detector::Knn(m)) = &mut old.mouse else {
             panic!("no mouse model")
@@ -1075,6 +1253,82 @@ mod tests {
         assert_eq!(bytes[39], KNN_FRACTIONAL);
         assert_eq!(ProfileModels::from_bytes(&bytes).unwrap(), old);
         assert_eq!(ProfileModels::from_bytes(&bytes).unwrap(), old);
+    }
+
+    #[test]
+    fn size_window_takes_the_nearest_rows() {
+        let c = SizeCalibration {
+            ln_size: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            loo: vec![0.0; 6],
+            window: 3,
+        };
+        assert_eq!(c.nearest(3.4), 1..4);
+        assert_eq!(c.nearest(0.0), 0..3);
+        assert_eq!(c.nearest(100.0), 3..6);
+        assert_eq!(c.nearest(f64::NAN).len(), 3);
+        // A tie goes to the smaller side.
+        let two = SizeCalibration {
+            window: 2,
+            ..c.clone()
+        };
+        assert_eq!(two.nearest(3.5), 2..4);
+        assert_eq!(two.nearest(3.0), 1..3);
+        let all = SizeCalibration { window: 6, ..c };
+        assert_eq!(all.nearest(2.5), 0..6);
+    }
+
+    #[test]
+    fn a_payload_is_calibrated_against_the_owners_payloads_of_its_size() {
+        // The owner's small payloads (40 points) are three times noisier than their large ones (1,000).
+        let mut vs = cloud(200, 20.0, true);
+        let mut rng = crate::synth::Rng::new(5);
+        for (i, v) in vs.iter_mut().enumerate() {
+            let small = i % 2 == 0;
+            let spread = if small { 3.0 } else { 1.0 };
+            for x in v.contract.iter_mut() {
+                *x = 20.0 + spread * rng.normal();
+            }
+            if let Some(r) = v.rich.as_mut() {
+                r[groups::SIZE] = if small { 40.0 } else { 1000.0 };
+            }
+        }
+        let m = train_models(&vs, &TrainParams::default(), 200, 0, 1).unwrap();
+        let Some(Detector::Knn(mouse)) = &m.mouse else {
+            panic!("no mouse model")
+        };
+        let c = mouse.by_size.as_ref().unwrap();
+        assert_eq!((c.window, c.ln_size.len()), (100, 200));
+        // A session as far out as a typical small payload: ordinary for 40 points, unusual for 1,000.
+        let mut far = [20.0; FEATURE_COUNT];
+        for (j, x) in far.iter_mut().enumerate() {
+            *x += if j % 2 == 0 { 3.0 } else { -3.0 };
+        }
+        let r = vs[0].rich.unwrap();
+        let small = m.score(&far, &r, 40, 0);
+        let large = m.score(&far, &r, 1000, 0);
+        assert!(small.score > 0.2, "{small:?}");
+        assert!(large.score < 0.05, "{large:?}");
+        // Against all rows it would be in between.
+        let all = mouse.p_value(mouse.distance(&{
+            let mut row = Vec::new();
+            mouse_input(&far, &r, m.mouse_input, &mut row);
+            row
+        }));
+        assert!(large.score < all && all < small.score, "{all}");
+        // Vectors stored before the size (13 rich values) train without it.
+        vs[7] =
+            StoredVector::from_values(&vs[7].to_values()[..FEATURE_COUNT + RICH_COUNT_V2]).unwrap();
+        assert_eq!(
+            (vs[7].mouse_input(), vs[7].mouse_points()),
+            (MouseInput::RichTurns, None)
+        );
+        let m = train_models(&vs, &TrainParams::default(), 200, 0, 1).unwrap();
+        let Some(Detector::Knn(mouse)) = &m.mouse else {
+            panic!("no mouse model")
+        };
+        assert!(mouse.by_size.is_none());
+        assert_eq!(m.mouse_input, MouseInput::RichTurns);
+        assert_eq!(m.score(&far, &r, 40, 0), m.score(&far, &r, 1000, 0));
     }
 
     #[test]
@@ -1268,6 +1522,21 @@ mod tests {
         let mut presence = bytes.clone();
         presence[39] = 7;
         assert!(ProfileModels::from_bytes(&presence).is_err());
+        // The size calibration's window (after the mouse model's tail) and its size order are checked.
+        let Some(Detector::Knn(mouse)) = &m.mouse else {
+            panic!("no mouse model")
+        };
+        let (c, n) = (mouse.n_cols, mouse.n_rows());
+        let window_at = 39 + 1 + 4 + 4 + 8 + 8 * (2 * c + n * c + n) + 8;
+        assert_eq!(bytes[window_at..window_at + 4], 30u32.to_le_bytes());
+        for bad in [0u32, 31] {
+            let mut b = bytes.clone();
+            b[window_at..window_at + 4].copy_from_slice(&bad.to_le_bytes());
+            assert!(ProfileModels::from_bytes(&b).is_err(), "window {bad}");
+        }
+        let mut unsorted = bytes.clone();
+        unsorted[window_at + 4..window_at + 12].copy_from_slice(&1e9f64.to_le_bytes());
+        assert!(ProfileModels::from_bytes(&unsorted).is_err());
         for i in (0..bytes.len()).step_by(97) {
             let mut b = bytes.clone();
             b[i] ^= 0xA5;

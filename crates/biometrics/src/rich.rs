@@ -9,12 +9,18 @@
 //! | angles | mean, std and share > 90° of the absolute direction change between consecutive moving segments of a path (rad); median and 90 % quantile of ln(1 + 100 · curvature), curvature = direction change / mean length of the two segments (px, at least 1) |
 //! | click timing | median ln(1 + ms from the end of the last path to the press), median ln(1 + ms from the release to the next path's start) (both only under 5 s), median and std of click duration (0–1000 ms), clicks per path |
 //! | turn quantiles | 25 %, 50 % and 75 % quantiles of the same absolute direction changes as the angle group (rad) |
+//! | size | mouse points in the payload (all paths) |
 //!
 //! Turn quantiles: the angle group's mean and share > 90° summarise the turn-angle distribution by its tails;
 //! its quartiles say how a person's *ordinary* small corrections look (a steady hand vs. a jittery one), the
 //! strongest per-person signal measured on the dev data (per-feature AUC of the angle values 0.72–0.76 against
 //! 0.53–0.67 for the rest). Added after the first two groups, so vectors stored before them have 10 rich values
 //! ([`RICH_COUNT_V1`]).
+//!
+//! Size: not a model input. The mouse model's calibration is conditional on it (`model::SizeCalibration`):
+//! a payload with few points has noisier statistics, so its distance to the owner's payloads is larger for
+//! anyone, and it is compared with the owner's payloads of similar size. Added last, so vectors stored
+//! before it have 13 rich values ([`RICH_COUNT_V2`]) and their profiles calibrate on all rows as before.
 //!
 //! Only groups that earned their place are extracted (this runs on every `/score`). Measured on the dev protocol
 //! and left out (ARCHITECTURE.md, MaxiDOM, ablation): speed quantiles and a speed histogram, acceleration and jerk
@@ -26,9 +32,11 @@
 use crate::payload::Payload;
 
 /// Values in a rich vector.
-pub const RICH_COUNT: usize = 13;
+pub const RICH_COUNT: usize = 14;
 /// Values in a rich vector stored by the version before the turn quantiles.
 pub const RICH_COUNT_V1: usize = 10;
+/// Values in a rich vector stored by the version before the size.
+pub const RICH_COUNT_V2: usize = 13;
 
 /// A rich vector, in the order of the table above.
 pub type RichVector = [f64; RICH_COUNT];
@@ -40,6 +48,8 @@ pub mod groups {
     pub const ANGLES: Range<usize> = 0..5;
     pub const CLICK_TIMING: Range<usize> = 5..10;
     pub const TURN_QUANTILES: Range<usize> = 10..13;
+    /// One value: the payload's mouse points ([`crate::Payload::mouse_point_count`]).
+    pub const SIZE: usize = 13;
 }
 
 /// Click-to-move latencies at or above this are not part of one gesture.
@@ -172,6 +182,7 @@ pub fn extract_rich(p: &Payload) -> RichVector {
     for q in turn_q {
         put(q);
     }
+    put(p.mouse_point_count() as f64);
     debug_assert_eq!(i, RICH_COUNT);
     out
 }
@@ -235,6 +246,7 @@ mod tests {
         // Pressed 100 ms after the path ended; no move after the release; one click per path.
         assert!((r[5] - 100f64.ln_1p()).abs() < 1e-12);
         assert_eq!(&r[6..10], &[0.0, 100.0, 0.0, 1.0]);
+        assert_eq!(r[groups::SIZE], 11.0);
     }
 
     #[test]

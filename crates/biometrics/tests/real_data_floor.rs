@@ -273,8 +273,8 @@ fn chunk_sizes(n: usize, len: &mut usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Below the values measured when the floors were set (printed by the test: 0.986 per payload, 0.993 / 0.996 in
-/// runs, with the turn quantiles and the p = ¼ distance; 0.979 / 0.991 / 0.996 before), by a margin for platform
-/// noise.
-const FLOOR: f64 = 0.96;
-const RUN_FLOOR: f64 = 0.98;
+/// Below the values measured when the floors were set (printed by the test: 0.992 per payload, 0.996 / 0.999 in
+/// runs, with the size-conditional calibration; 0.986 / 0.993 / 0.996 before it, 0.979 / 0.991 / 0.996 before the
+/// turn quantiles and the p = ¼ distance), by a margin for platform noise.
+const FLOOR: f64 = 0.97;
+const RUN_FLOOR: f64 = 0.985;
