@@ -38,19 +38,6 @@ fn start(dir: &std::path::Path, env: &[(&'static str, String)]) -> Server {
     Server::start(dir, &env)
 }
 
-async fn admin_token(http: &reqwest::Client, server: &Server) -> String {
-    let r: Value = http
-        .post(server.url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login json");
-    r["access_token"].as_str().expect("access token").to_owned()
-}
-
 /// The number of events a buffering stream holds, from the answer to one more event.
 async fn stored_events(
     http: &reqwest::Client,
@@ -93,7 +80,7 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_write() {
         let env = server_env(&db);
         let server = start(dir.path(), &env);
         let http = reqwest::Client::new();
-        let token = admin_token(&http, &server).await;
+        let token = server.admin_token(&http, ADMIN_PASSWORD).await;
         for s in 0..STREAMS {
             let r = http
                 .put(server.url(&format!("/api/streams/kill-{s}/config")))
@@ -187,7 +174,7 @@ async fn kill_9_mid_ingest_keeps_every_acknowledged_write() {
         }
 
         let server = start(dir.path(), &env);
-        let token = admin_token(&http, &server).await;
+        let token = server.admin_token(&http, ADMIN_PASSWORD).await;
         for s in 0..STREAMS {
             let (a, n) = (
                 acked[s].load(Ordering::SeqCst),

@@ -103,16 +103,7 @@ async fn a_replica_killed_with_sigkill_mid_stream_loses_nothing_and_applies_noth
     let a = Server::start(dir_a.path(), &env);
     let b = Server::start(dir_b.path(), &env);
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(b.url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login json");
-    let token = login["access_token"].as_str().expect("token").to_owned();
+    let token = b.admin_token(&http, ADMIN_PASSWORD).await;
 
     let js = jetstream::new(async_nats::connect(nats_url.as_str()).await.expect("NATS"));
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -71,6 +71,20 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// Signs in as the bootstrap admin (the `ADMIN_PASSWORD` the server was started with): its access token.
+    pub async fn admin_token(&self, http: &reqwest::Client, password: &str) -> String {
+        let r: serde_json::Value = http
+            .post(self.url("/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login json");
+        r["access_token"].as_str().expect("access token").to_owned()
+    }
+
     /// SIGTERM, then wait: a graceful shutdown exits 0.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
