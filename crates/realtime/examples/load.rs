@@ -2,6 +2,7 @@
 //! random loopback port, default stream configuration: window 50, 2-D embedding, H2).
 //!
 //! `cargo run --release -p vigil-realtime --example load -- [streams] [events_per_stream] [runs] [paced_rate]`
+//! (`STREAM_INGEST_THREADS` sizes the analysis pool as it does for `vigil serve`; default one thread per core)
 //!
 //! 1. `POST /api/ingest`: every stream sends batches of 100 events concurrently → events/s.
 //! 2. One WebSocket alone: send an event, wait for its analysis, repeat → events/s and round-trip p50/p99.
@@ -359,6 +360,11 @@ async fn main() {
     let rt = Realtime::new(
         RealtimeConfig {
             stream_anonymous_streams: "*".into(),
+            // The server's own setting, so the pool size can be compared (0, the default: one per core).
+            stream_ingest_threads: std::env::var("STREAM_INGEST_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             ..RealtimeConfig::default()
         },
         &Anomalies::new(&AnomaliesConfig::default()),
