@@ -92,6 +92,20 @@ impl Js {
         (info.num_pending, info.num_ack_pending)
     }
 
+    /// Waits (≤ 10 s) until each of `streams`' consumers has nothing pending and nothing unacknowledged.
+    async fn wait_drained(&self, streams: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for s in streams {
+            while self.consumer_backlog(s).await != (0, 0) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{s}: messages left unacknowledged"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
     async fn delete(self) {
         let _ = self.js.delete_stream(&self.stream).await;
     }
@@ -222,16 +236,7 @@ async fn published_events_are_applied_once_in_order_and_acknowledged() {
         }
         let rows = incident_rows(&app, "plain").await;
         assert!(!rows.is_empty(), "the excursion opened an incident");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for s in streams {
-            while js.consumer_backlog(s).await != (0, 0) {
-                assert!(
-                    Instant::now() < deadline,
-                    "{s}: messages left unacknowledged"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        js.wait_drained(&streams).await;
 
         crash_between_store_and_ack(&js, &app, &rt, second, &analyst, &values).await;
         app.stop().await;
@@ -309,11 +314,7 @@ async fn crash_between_store_and_ack(
     all.extend(&more);
     let (_, window) = summary(&b, token, "plain").await;
     assert_eq!(window[..], all[all.len() - window.len()..], "in order");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while js.consumer_backlog("plain").await != (0, 0) {
-        assert!(Instant::now() < deadline, "messages left unacknowledged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    js.wait_drained(&["plain"]).await;
     b.stop().await;
 }
 
@@ -345,11 +346,7 @@ async fn malformed_messages_do_not_stall_a_stream() {
     assert_eq!(summary(&app, &analyst, "m").await.1, vec![1.0, 4.0, 5.0]);
     assert_eq!(summary(&app, &analyst, "elsewhere").await.0, 0);
     assert!(metric("topoforge_nats_malformed_messages_total") - before >= 4.0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while js.consumer_backlog("m").await != (0, 0) {
-        assert!(Instant::now() < deadline, "malformed messages left pending");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    js.wait_drained(&["m"]).await;
     app.stop().await;
     js.delete().await;
 }
@@ -461,16 +458,7 @@ async fn a_killed_replica_hands_its_streams_over_and_nothing_is_lost_or_applied_
             .collect();
         assert_eq!(window, expected, "{s}: in order to the end");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for s in streams {
-        while js.consumer_backlog(s).await != (0, 0) {
-            assert!(
-                Instant::now() < deadline,
-                "{s}: messages left unacknowledged"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    js.wait_drained(&streams).await;
     eprintln!(
         "duplicates dropped: {}, redeliveries: {} (this process, all tests)",
         metric("topoforge_nats_duplicate_events_total"),
