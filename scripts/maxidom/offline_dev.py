@@ -1,6 +1,7 @@
 """The MaxiDOM chunk protocol offline, in seconds: the service's model mirrored in numpy on cached vectors.
 
     python3 scripts/maxidom/offline_dev.py [--data ../shared/data/mouse-dev] [--users]
+    python3 scripts/maxidom/offline_dev.py --weights equal,sqrt-points:clip3 [--users]
 
 Same data, converter, splits and chunks as `eval_dev.py --protocol chunks` (it imports them; chunks are cut with
 the same seed, so they are the same payloads), and the same model as `crates/biometrics/src/model.rs`: per
@@ -13,6 +14,11 @@ service's growth schedule (trained at 30, 60, 120, 240, 390, … payloads, on th
 service only in what the service does over time (the feedback loop's pool), so its numbers sit within ~0.005 AUC
 of `eval_dev.py`'s. The first run extracts and caches every payload's vectors (a few minutes); later runs take
 seconds per variant. Use it to try an idea; measure the winner through the API with `eval_dev.py`.
+
+`--weights` compares ways of weighting a run's payloads in its Stouffer sum on the shipped model (the p-values
+are computed once and shared), with the genuine payloads' share of run scores below 0.05 / 0.01 and a moment
+estimate of the owner's within-run correlation of z as the weighted sum sees it (pooled, and the range leaving
+each user out). The service ships `sqrt-points:clip3` (`sequential::payload_weight`).
 """
 
 import argparse
@@ -148,45 +154,101 @@ def knn(train, p, sizes=None, share=0.5, min_window=30):
     return score
 
 
-def run_scores(ps, rho=0.15, window=10, minz=-3.0):
-    """sequential::Run::push over one chunk: per payload the run's score (None: the payload did not vote)."""
-    zs, out = [], []
-    for p in ps:
+def run_scores(ps, ns=None, rho=0.15, window=10, minz=-3.0, weight=None):
+    """sequential::Run::push over one chunk: per payload the run's score (None: the payload did not vote).
+
+    `weight(points)` gives each voting payload's Stouffer weight (None: equal weights); `ns` are the payloads'
+    mouse point counts. Weighted Stouffer: Z = Σ w z / √((1 − ρ) Σ w² + ρ (Σ w)²), which is
+    Σ w_i z_i / √(Σ w_i² + ρ Σ_{i≠j} w_i w_j) and, with equal weights, the equal-weight formula."""
+    ns = ns if ns is not None else [0] * len(ps)
+    zs, ws, out = [], [], []
+
+    def comb(z, w):
+        sd = math.sqrt((1 - rho) * sum(x * x for x in w) + rho * sum(w) ** 2)
+        return norm.cdf(sum(a * b for a, b in zip(z, w)) / sd)
+
+    for p, n in zip(ps, ns):
         if p is None:
-            m = len(zs[-window:])
-            out.append(norm.cdf(sum(zs[-window:]) / math.sqrt(m + m * (m - 1) * rho)) if m else 0.5)
+            out.append(comb(zs[-window:], ws[-window:]) if zs else 0.5)
             continue
         z = norm.ppf(min(max(p, 1e-300), 1 - 1e-16))
-        past = zs[-(window - 1):]
-        m = len(past) + 1
-        out.append(norm.cdf((sum(past) + z) / math.sqrt(m + m * (m - 1) * rho)) if m > 1 else p)
+        w = weight(n) if weight else 1.0
+        past, pw = zs[-(window - 1):], ws[-(window - 1):]
+        out.append(comb(past + [z], pw + [w]) if past else p)
         zs.append(max(z, minz))
+        ws.append(w)
     return out
+
+
+# The weighted variants' reference size: a payload of REF_POINTS mouse points weighs 1 (only ratios matter to
+# Stouffer; the reference only makes weight 1 mean "a typical payload", as for format-1 run states).
+REF_POINTS = 200.0
+WEIGHTS = {
+    "equal": None,
+    "sqrt-points": lambda n: math.sqrt(n / REF_POINTS),
+    "points": lambda n: n / REF_POINTS,
+    "log-points": lambda n: math.log1p(n) / math.log1p(REF_POINTS),
+}
+
+
+def clipped(f, ratio):
+    """f's weight bounded to [1/ratio, ratio] (the reference payload weighs 1)."""
+    return lambda n: min(max(f(n), 1 / ratio), ratio)
+
+
+# Payload p-values per (user, model variant): variants that only change the run combination reuse them.
+P_VALUES = {}
 
 
 def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=None, sized=False):
     g_pay, i_pay, g_run, i_run, g_last, i_last, per_user = [], [], [], [], [], [], {}
+    g_chunks = []
     for u in splits:
-        tr = splits[u][0]
-        # The curve trains on exactly the first n_train payloads (as eval_dev's seed baseline does).
-        tr = tr[:n_train] if n_train else tr[:last_growth(len(tr))][-300:]
-        rows = [r for r in tr if r[0][0] > 0]
-        score = knn(np.array([vec(r, groups) for r in rows]), p, [r[2] for r in rows] if sized else None)
         allc = [(v == u, c) for v in splits for c in chunks[v]]
-        flat = [r for _, c in allc for r in c]
-        pv = score(np.array([vec(r, groups) for r in flat]), [r[2] for r in flat])
+        key = (u, tuple(groups), p, sized, n_train, id(chunks))
+        if key not in P_VALUES:
+            tr = splits[u][0]
+            # The curve trains on exactly the first n_train payloads (as eval_dev's seed baseline does).
+            tr = tr[:n_train] if n_train else tr[:last_growth(len(tr))][-300:]
+            rows = [r for r in tr if r[0][0] > 0]
+            score = knn(np.array([vec(r, groups) for r in rows]), p, [r[2] for r in rows] if sized else None)
+            flat = [r for _, c in allc for r in c]
+            P_VALUES[key] = score(np.array([vec(r, groups) for r in flat]), [r[2] for r in flat])
+        pv = P_VALUES[key]
         pos, ul = 0, ([], [])
         for gen, c in allc:
             ps = [float(pv[pos + j]) if c[j][2] >= 30 else None for j in range(len(c))]
             pos += len(c)
-            rs = combine(ps)
+            rs = combine(ps, [r[2] for r in c])
+            if gen:
+                g_chunks.append((u, ps, [r[2] for r in c]))
             (g_run if gen else i_run).extend(rs)
             (g_last if gen else i_last).append(rs[-1])
             ul[0 if gen else 1].append(rs[-1])
             (g_pay if gen else i_pay).extend(x for x in ps if x is not None)
         per_user[u] = metrics(*ul)
     return {"payload": metrics(g_pay, i_pay), "run": metrics(g_run, i_run), "chunk_last": metrics(g_last, i_last),
-            "per_user": per_user, "genuine_below_005": float(np.mean(np.array(g_run) < 0.05))}
+            "per_user": per_user, "genuine_below_005": float(np.mean(np.array(g_run) < 0.05)),
+            "genuine_below_001": float(np.mean(np.array(g_run) < 0.01)), "genuine_chunks": g_chunks}
+
+
+def rho_hat(g_chunks, weight=None, users=None):
+    """Moment estimate of the owner's within-run correlation of z as the weighted sum sees it: under the
+    owner E[(Σ w z)²] = Σ w² + ρ Σ_{i≠j} w_i w_j, so ρ = Σ (S² − Σ w²) / Σ Σ_{i≠j} w_i w_j over genuine chunks
+    (windows of ≤ 10 voting payloads, as the run combines; z unfloored)."""
+    num = den = 0.0
+    for u, ps, ns in g_chunks:
+        if users is not None and u not in users:
+            continue
+        v = [(norm.ppf(min(max(p, 1e-300), 1 - 1e-16)), weight(n) if weight else 1.0)
+             for p, n in zip(ps, ns) if p is not None]
+        if len(v) < 2:
+            continue
+        s = sum(z * w for z, w in v)
+        sw, sw2 = sum(w for _, w in v), sum(w * w for _, w in v)
+        num += s * s - sw2
+        den += sw * sw - sw2
+    return num / den if den else float("nan")
 
 
 VARIANTS = [
@@ -198,6 +260,39 @@ VARIANTS = [
 ]
 
 
+def parse_weight(spec):
+    """'sqrt-points:clip3@0.2' -> (weight function or None, rho)."""
+    spec, _, rho = spec.partition("@")
+    name, _, clip = spec.partition(":")
+    w = WEIGHTS[name]
+    if clip:
+        w = clipped(w, float(clip.removeprefix("clip")))
+    return w, float(rho) if rho else 0.15
+
+
+def compare_weights(vectors, splits, chunks, specs, users, f):
+    """The shipped variant's run combined with each weighting, in one run (same p-values for all)."""
+    _, groups, p, sized = VARIANTS[-1]
+    sizes = np.array([r[2] for u in splits for c in chunks[u] for r in c if r[2] >= 30])
+    print(f"voting payloads' mouse points: n {len(sizes)}, quantiles 5/25/50/75/95/99 %: "
+          + " / ".join(f"{np.quantile(sizes, q):.0f}" for q in (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)))
+    print("| weights | per payload alone | in its run | chunk (last payload) | genuine run scores < 0.05 / < 0.01 "
+          "| owner's within-run ρ of z as weighted, pooled (leaving each user out: range) |")
+    print("|---|---|---|---|---|---|")
+    for spec in specs:
+        w, rho = parse_weight(spec)
+        r = evaluate(vectors, splits, chunks, groups, p, sized=sized,
+                     combine=lambda ps, ns, w=w, rho=rho: run_scores(ps, ns, rho=rho, weight=w))
+        m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
+        users_all = sorted(splits)
+        loo = [rho_hat(r["genuine_chunks"], w, set(users_all) - {u}) for u in users_all]
+        print(f"| {spec} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} | "
+              f"{r['genuine_below_005']:.3f} / {r['genuine_below_001']:.3f} | "
+              f"{rho_hat(r['genuine_chunks'], w):.3f} ({min(loo):.3f}–{max(loo):.3f}) |", flush=True)
+        if users:
+            print("|  per user | " + ", ".join(f"{u} {v['auc']:.3f}" for u, v in r["per_user"].items()) + " | | | | |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/mouse-dev")
@@ -205,6 +300,10 @@ def main():
     ap.add_argument("--seed", type=int, default=7, help="eval_dev.py's chunk seed")
     ap.add_argument("--users", action="store_true", help="print per-user chunk AUCs")
     ap.add_argument("--curve", default="", help="also: accuracy versus enrolment payloads, e.g. 20,30,50,100,150")
+    ap.add_argument("--weights", default="",
+                    help="compare run combinations on the shipped variant instead: comma-separated of "
+                         + ", ".join(WEIGHTS) + ", each optionally with :clipR (weight ratio to the reference "
+                         "payload bounded to [1/R, R]) and @rho (e.g. sqrt-points:clip3@0.2)")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "training_files").is_dir():
@@ -217,6 +316,9 @@ def main():
     rng = random.Random(args.seed)
     chunks = {u: cut(te, rng) for u, (_, te) in splits.items()}
     f = lambda m: f"{m[0]:.3f} / {m[1]:.3f} / {m[2]:.3f}"  # noqa: E731
+    if args.weights:
+        compare_weights(vectors, splits, chunks, args.weights.split(","), args.users, f)
+        return
     print("| variant | per payload alone AUC / EER / FRR@1%FAR | in its run | chunk (last payload) | genuine < 0.05 |")
     print("|---|---|---|---|---|")
     for name, groups, p, sized in VARIANTS:

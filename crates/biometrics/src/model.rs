@@ -45,7 +45,7 @@ use crate::features::{FEATURE_COUNT, FeatureVector, idx};
 use crate::lifecycle::{MIN_MODEL_ROWS, MOUSE_COLUMNS, Matrix, TYPING_COLUMNS};
 use crate::payload::Payload;
 use crate::rich::{RICH_COUNT, RICH_COUNT_V1, RICH_COUNT_V2, RichVector, extract_rich, groups};
-use crate::sequential::Run;
+use crate::sequential::{Run, Vote, payload_weight};
 
 /// The mouse model votes only with at least this many mouse points in the session.
 pub const MIN_MOUSE_POINTS: usize = 30;
@@ -625,6 +625,9 @@ pub struct Score {
     /// Payloads whose evidence `score` combines: 1 for a payload scored on its own, more inside a run
     /// ([`Score::in_run`]), 0 when no modality voted (or the model is a legacy forest).
     pub run_payloads: usize,
+    /// This payload's weight in its run ([`crate::sequential::payload_weight`]): not part of the wire.
+    #[serde(skip)]
+    pub weight: f64,
 }
 
 impl Score {
@@ -637,7 +640,11 @@ impl Score {
             return self;
         }
         let voted = self.run_payloads > 0;
-        let step = run.push(span, voted.then_some(self.score));
+        let vote = Vote {
+            p: self.score,
+            weight: self.weight,
+        };
+        let step = run.push(span, voted.then_some(vote));
         match step.score {
             Some(score) => Score {
                 is_anomaly: score < alpha,
@@ -786,6 +793,7 @@ impl ProfileModels {
             typing_score,
             payload_score: score,
             run_payloads: usize::from(!voters.is_empty()),
+            weight: payload_weight(mouse.map(|_| mouse_points), typing.is_some()),
         }
     }
 
@@ -825,6 +833,7 @@ impl ProfileModels {
             typing_score,
             payload_score: score,
             run_payloads: 0,
+            weight: 1.0,
         }
     }
 
@@ -1147,6 +1156,11 @@ mod tests {
             .collect()
     }
 
+    /// A score with its run weight (which follows the payload's size) set aside.
+    fn without_weight(s: Score) -> Score {
+        Score { weight: 0.0, ..s }
+    }
+
     #[test]
     fn stored_vectors_round_trip() {
         let vs = cloud(2, 5.0, true);
@@ -1233,9 +1247,10 @@ mod tests {
         assert_eq!(bytes[39], KNN_QUARTER);
         let back = ProfileModels::from_bytes(&bytes).unwrap();
         assert_eq!(back, old);
+        // The p-values do not depend on the size (only the run weight does).
         assert_eq!(
-            back.score(&vs[3].contract, &r, 50, 0),
-            back.score(&vs[3].contract, &r, 5000, 0)
+            without_weight(back.score(&vs[3].contract, &r, 50, 0)),
+            without_weight(back.score(&vs[3].contract, &r, 5000, 0))
         );
         // One stored before that (Euclidean, presence byte 2) decodes with its own metric.
         let Some(Detector::Knn(m)) = &mut old.mouse else {
@@ -1328,7 +1343,10 @@ mod tests {
         };
         assert!(mouse.by_size.is_none());
         assert_eq!(m.mouse_input, MouseInput::RichTurns);
-        assert_eq!(m.score(&far, &r, 40, 0), m.score(&far, &r, 1000, 0));
+        assert_eq!(
+            without_weight(m.score(&far, &r, 40, 0)),
+            without_weight(m.score(&far, &r, 1000, 0))
+        );
     }
 
     #[test]
@@ -1436,6 +1454,7 @@ mod tests {
                 typing_score: 0.1,
                 payload_score: NO_EVIDENCE_SCORE,
                 run_payloads: 0,
+                weight: 1.0,
             }
         );
         // Mouse gate open only: the mouse p-value is the score; the abstaining typing model does not clip it.
@@ -1444,6 +1463,11 @@ mod tests {
         assert!(typical.score > ABSTAIN_SCORE, "{typical:?}");
         assert_eq!((typical.typing_score, typical.typing_threshold), (0.1, 0.0));
         assert_eq!(typical.mouse_threshold, 0.05);
+        // Its run weight follows its mouse points; a keyboard-only payload weighs 1 (sequential.rs).
+        assert_eq!(typical.weight, payload_weight(Some(30), false));
+        assert!(typical.weight < 1.0);
+        assert_eq!(m.score(&far, &rich, 0, 6).weight, 1.0);
+        assert_eq!(m.score(&far, &rich, 800, 5).weight, 2.0);
         let s = m.score(&far, &rich, 30, 5);
         assert!(s.is_anomaly && s.mouse_score < s.mouse_threshold);
         // Typing gate open only.

@@ -4,25 +4,54 @@
 //! (dev protocol: AUC ≈ 0.80 per payload), but a person at the keyboard for several payloads is the same person
 //! throughout, so the evidence of the payloads of one activity run is combined:
 //!
-//! **Combination (Stouffer, correlation-corrected, bounded memory).** Each payload's p-value becomes
-//! z = Φ⁻¹(p); a run's score is Φ(Σz / √(m + m(m − 1)ρ)) over its newest m ≤ [`RUN_WINDOW`] payloads. Under
-//! the owner the p-values are uniform, so each z is standard normal; payloads of one session are not
-//! independent, though (the whole session sits a little nearer or farther from the enrolment data), and
-//! ρ = [`RUN_CORRELATION`] is their pairwise correlation, which keeps the combined score a calibrated
-//! p-value: `score < α` still flags about α of the owner's payloads. Measured on the dev protocol's genuine
-//! chunks (`scripts/maxidom/eval_dev.py --dump-chunks`, payload p-values of the Euclidean model, combined
-//! offline): the within-session correlation of z, estimated leaving each user out, is 0.11–0.16 (pooled 0.13);
-//! with ρ = 0 5 % turns into 9.4 % of genuine payloads flagged, with 0.15 it is 5.1 % (through the service,
-//! with the fractional model: 5.3 %). Stouffer rather than Fisher: Fisher's sum of −2 ln p is dominated by the
-//! smallest p-value, so one odd payload of the owner would flag the whole run; the mean of z is not (chunk AUC
-//! 0.878 vs 0.858, window 10 vs 5: 0.878 vs 0.862, longer windows the same). Through the service (chunk
-//! protocol, shipped defaults): pooled AUC per payload 0.816 alone → 0.881 in its run, per chunk (last
-//! payload) 0.817 → 0.891; from the 4th payload of a session on, 0.904.
+//! **Combination (weighted Stouffer, correlation-corrected, bounded memory).** Each payload's p-value becomes
+//! z = Φ⁻¹(p); a run's score is Φ(Σ w z / √(Σ w² + ρ Σ_{i≠j} w_i w_j)) over its newest m ≤ [`RUN_WINDOW`]
+//! payloads, w being each payload's weight ([`payload_weight`]). Under the owner the p-values are uniform, so
+//! each z is standard normal and the denominator is the weighted sum's standard deviation; payloads of one
+//! session are not independent, though (the whole session sits a little nearer or farther from the enrolment
+//! data), and ρ = [`RUN_CORRELATION`] is their pairwise correlation, which keeps the combined score a
+//! calibrated p-value: `score < α` still flags about α of the owner's payloads. Measured on the dev protocol's
+//! genuine chunks (`scripts/maxidom/eval_dev.py --dump-chunks`, payload p-values of the Euclidean model,
+//! combined offline): the within-session correlation of z, estimated leaving each user out, is 0.11–0.16
+//! (pooled 0.13); with ρ = 0 5 % turns into 9.4 % of genuine payloads flagged, with 0.15 it is 5.1 % (through
+//! the service, with the fractional model: 5.3 %). Stouffer rather than Fisher: Fisher's sum of −2 ln p is
+//! dominated by the smallest p-value, so one odd payload of the owner would flag the whole run; the mean of z
+//! is not (chunk AUC 0.878 vs 0.858, window 10 vs 5: 0.878 vs 0.862, longer windows the same). Through the
+//! service (chunk protocol, shipped defaults, equal weights, the model of that time): pooled AUC per payload
+//! 0.816 alone → 0.881 in its run, per chunk (last payload) 0.817 → 0.891; from the 4th payload of a session
+//! on, 0.904.
+//!
+//! **Weights: √(mouse points).** A payload's mouse p-value is calibrated among the owner's payloads of similar
+//! size (`model::SizeCalibration`), so it is uniform under the owner at every size, but a small payload's
+//! statistics are means over few points and separate the owner from others less well: it is weaker evidence.
+//! The weighted Z-test with w ∝ √(sample size) is the textbook way to combine such p-values (Lipták 1958;
+//! Zaykin 2011, J. Evol. Biol. 24:1836, "Optimally weighted Z-test is a powerful method for combining
+//! probabilities in meta-analysis": with w = √n about the power of a test on the pooled data), and weights keep the
+//! combination a p-value whatever they are, as long as they do not depend on the p-values. A payload of
+//! [`REFERENCE_POINTS`] (200, about the median voting payload on the dev data) weighs 1; weights are bounded to
+//! [1/3, 3] of that ([`MAX_WEIGHT_RATIO`]): on the dev data the bound changes nothing measurable (the gate of
+//! 30 points is above the lower bound, ~3 % of payloads exceed 1,800 points), it is there so that one
+//! enormous payload from a client cannot outweigh a whole run. A keyboard-only payload weighs 1, a typical
+//! payload: the typing model is not size-conditional and there is no point count to scale by (the dev data has
+//! no keyboard, so this is a choice, not a measurement). Format-1 run states, written before weights, load
+//! with weight 1 each, i.e. the equal-weight combination they were written with. Measured offline
+//! (`scripts/maxidom/offline_dev.py --weights equal,sqrt-points:clip3`, the shipped model, same p-values),
+//! pooled chunk-last AUC / EER / FRR@1%FAR 0.927 / 0.151 / 0.686 → 0.931 / 0.150 / 0.680, per payload in its
+//! run 0.915 / 0.168 → 0.917 / 0.164; no user worse (user15 0.899 → 0.907, user16 0.900 → 0.907, user20 0.957 →
+//! 0.964, user21 0.927 → 0.937, user23 0.893 → 0.905, the others within 0.002). ρ still holds with weights:
+//! the moment estimate of the correlation as the weighted sum sees it, E[(Σ w z)²] = Σ w² + ρ Σ_{i≠j} w_i w_j,
+//! is 0.135 weighted vs 0.137 equal (pooled over the genuine chunks without user9, whose held-out sessions sit
+//! far on the typical side, z sd ≫ 1, which says nothing about the lower tail), and the genuine payloads'
+//! combined scores below 0.05 are 3.7 % weighted vs 3.9 % equal offline. Through the service (`eval_dev.py`, chunk
+//! protocol, shipped defaults, before/after back to back): chunk-last 0.922 / 0.160 / 0.716 → 0.926 / 0.155 /
+//! 0.698, per payload 0.909 / 0.176 → 0.912 / 0.171, genuine payloads flagged 3.8 % → 3.5 %, no user's AUC worse.
 //!
 //! **One odd payload is not a lock-out.** The current payload enters with its full z (a payload that is
 //! flagged on its own is still reported), but once answered it weighs at most [`MIN_PAST_Z`] in later
-//! combinations: with ρ = 0.15, a single −3σ payload followed by typical ones no longer flags the run
-//! from its third payload on, while a sustained impostor keeps pulling the sum down.
+//! combinations: with ρ = 0.15, a single −3σ payload followed by typical ones of the same weight no longer
+//! flags the run from its third payload on, while a sustained impostor keeps pulling the sum down. A heavier
+//! odd payload is stronger evidence and is forgiven later (weight 3 among payloads of weight 1: from the
+//! ninth on); that this is rare for the owner is what the 3.7 % above measures.
 //!
 //! **Run boundaries.** A run is the same activity stream of the same person, as far as the server can tell.
 //! It ends when a payload's first event time is earlier than the previous payload's last event time (the
@@ -45,18 +74,52 @@ pub const MIN_PAST_Z: f64 = -3.0;
 /// Longest gap between two payloads' events that continues a run, in ms.
 pub const RUN_GAP_MS: f64 = 10.0 * 60.0 * 1000.0;
 
-/// Version byte of the stored run encoding.
-const RUN_FORMAT: u8 = 1;
+/// Mouse points of a payload whose evidence weighs 1 in its run (about the median voting payload's on the dev
+/// data): only weight ratios matter to the combination, so this only says what weight 1 means, that of
+/// format-1 run entries and of keyboard-only payloads.
+pub const REFERENCE_POINTS: f64 = 200.0;
+/// Largest ratio of a payload's weight to the reference payload's, either way (see the module docs).
+pub const MAX_WEIGHT_RATIO: f64 = 3.0;
+
+/// Version byte of the stored run encoding: 2 stores each payload's weight beside its z.
+const RUN_FORMAT: u8 = 2;
+/// The encoding before weights (z only; every payload weighs 1). Still read.
+const RUN_FORMAT_EQUAL: u8 = 1;
+
+/// A payload's weight in its run: √(mouse points / [`REFERENCE_POINTS`]) bounded to [1/R, R] with
+/// R = [`MAX_WEIGHT_RATIO`] when its mouse voted; 1 (a typical payload) when only its keyboard did: the typing
+/// model's p-value is not conditioned on size, and there is no point count to scale. A payload whose mouse and
+/// keyboard both voted weighs at least 1: its p-value combines both.
+pub fn payload_weight(mouse_points: Option<usize>, typing_voted: bool) -> f64 {
+    let Some(points) = mouse_points else {
+        return 1.0;
+    };
+    // Point counts are far below 2^52: exact as f64.
+    let w = (points as f64 / REFERENCE_POINTS)
+        .sqrt()
+        .clamp(1.0 / MAX_WEIGHT_RATIO, MAX_WEIGHT_RATIO);
+    if typing_voted { w.max(1.0) } else { w }
+}
 
 pub use crate::features::event_span;
 
-/// A profile's current run: the last event time seen and the z-scores of its newest payloads (oldest first).
+/// A profile's current run: the last event time seen and the z-scores and weights of its newest payloads
+/// (oldest first).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Run {
     /// Last event time of the run's newest payload (ms, the page's clock); `None` before any payload.
     pub last_event_ms: Option<f64>,
     /// z = Φ⁻¹(p) of the newest payloads that voted, oldest first, at most [`RUN_WINDOW`].
     pub z: Vec<f64>,
+    /// Each of those payloads' weight ([`payload_weight`]), same order and length as `z`.
+    pub w: Vec<f64>,
+}
+
+/// A payload's evidence: its own p-value and its weight in the run ([`payload_weight`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Vote {
+    pub p: f64,
+    pub weight: f64,
 }
 
 /// What a payload did to the run.
@@ -79,10 +142,11 @@ impl Run {
         }
     }
 
-    /// Adds a payload: its event span and its own p-value (`None`: no modality voted, so it is no evidence;
-    /// the run still moves on in time). Returns the run's score after it. A payload without event times cannot
-    /// be placed in any run: it is answered on its own and the run is left as it is.
-    pub fn push(&mut self, span: Option<(f64, f64)>, p: Option<f64>) -> RunStep {
+    /// Adds a payload: its event span and its vote (`None`: no modality voted, so it is no evidence; the run
+    /// still moves on in time). Returns the run's score after it. A payload without event times cannot be
+    /// placed in any run: it is answered on its own and the run is left as it is.
+    pub fn push(&mut self, span: Option<(f64, f64)>, vote: Option<Vote>) -> RunStep {
+        let p = vote.map(|v| v.p);
         let Some((first, last)) = span else {
             return RunStep {
                 score: p,
@@ -91,21 +155,34 @@ impl Run {
             };
         };
         let started = !self.continues(first);
+        // A run built by hand with missing weights counts those payloads as typical (weight 1), as format 1 does.
+        self.w.resize(self.z.len(), 1.0);
         if started {
             self.z.clear();
+            self.w.clear();
         }
         self.last_event_ms = Some(last);
-        let current = p.map(z_of);
+        // A weight that is not a positive number (a caller's bug) counts as a typical payload's.
+        let current = vote.map(|v| {
+            let w = if v.weight.is_finite() && v.weight > 0.0 {
+                v.weight
+            } else {
+                1.0
+            };
+            (z_of(v.p), w)
+        });
         let (mut score, payloads) = self.combined(current);
         if payloads == 1 {
             // A run of one is the payload itself: its p-value exactly, not Φ(Φ⁻¹(p)) with its rounding.
             score = p.or(score);
         }
-        if let Some(z) = current {
+        if let Some((z, w)) = current {
             if self.z.len() == RUN_WINDOW {
                 self.z.remove(0);
+                self.w.remove(0);
             }
             self.z.push(z.max(MIN_PAST_Z));
+            self.w.push(w);
         }
         RunStep {
             score,
@@ -114,28 +191,40 @@ impl Run {
         }
     }
 
-    /// Stouffer's combination of the stored z (the newest `RUN_WINDOW − 1` when a current one is added) and the
-    /// current payload's.
-    fn combined(&self, current: Option<f64>) -> (Option<f64>, usize) {
+    /// Weighted Stouffer combination of the stored (z, w) (the newest `RUN_WINDOW − 1` when a current one is
+    /// added) and the current payload's: Σ w z / √(Σ w² + ρ Σ_{i≠j} w_i w_j), the denominator being the sum's
+    /// standard deviation under the owner, written as √((1 − ρ) Σ w² + ρ (Σ w)²).
+    fn combined(&self, current: Option<(f64, f64)>) -> (Option<f64>, usize) {
         let keep = if current.is_some() {
             RUN_WINDOW - 1
         } else {
             RUN_WINDOW
         };
-        let past = &self.z[self.z.len().saturating_sub(keep)..];
-        let m = past.len() + usize::from(current.is_some());
+        let from = self.z.len().saturating_sub(keep);
+        // A missing weight (a run built by hand) counts as 1.
+        let past = self.z[from..]
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| (z, self.w.get(from + i).copied().unwrap_or(1.0)));
+        let (mut sum, mut sum_w, mut sum_w2, mut m) = (0.0, 0.0, 0.0, 0);
+        for (z, w) in past.chain(current) {
+            sum += w * z;
+            sum_w += w;
+            sum_w2 += w * w;
+            m += 1;
+        }
         if m == 0 {
             return (None, 0);
         }
-        let sum: f64 = past.iter().sum::<f64>() + current.unwrap_or(0.0);
-        let mf = m as f64;
-        let sd = (mf + mf * (mf - 1.0) * RUN_CORRELATION).sqrt();
+        let sd = ((1.0 - RUN_CORRELATION) * sum_w2 + RUN_CORRELATION * sum_w * sum_w).sqrt();
         (Some(normal_cdf(sum / sd)), m)
     }
 
-    /// Stored form: format byte, presence byte and last event time, count byte, then the z values (LE f64).
+    /// Stored form: format byte (2), presence byte and last event time, count byte, then per payload its z and
+    /// its weight (LE f64 each). Format 1 had no weights: [`from_bytes`](Self::from_bytes) reads it with
+    /// weight 1 for each payload, which is the equal-weight combination it was written for.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(11 + 8 * self.z.len());
+        let mut out = Vec::with_capacity(11 + 16 * self.z.len());
         out.push(RUN_FORMAT);
         match self.last_event_ms {
             Some(t) => {
@@ -146,8 +235,11 @@ impl Run {
         }
         // At most RUN_WINDOW (10) values: fits a byte.
         out.push(u8::try_from(self.z.len()).unwrap_or(u8::MAX));
-        for z in &self.z {
+        for (i, z) in self.z.iter().enumerate() {
             out.extend_from_slice(&z.to_le_bytes());
+            // A missing weight (a run built by hand) is stored as 1, what it counts as.
+            let w = self.w.get(i).copied().unwrap_or(1.0);
+            out.extend_from_slice(&w.to_le_bytes());
         }
         out
     }
@@ -155,9 +247,11 @@ impl Run {
     /// Parses [`to_bytes`](Self::to_bytes); `None` for anything else (the caller starts a new run).
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let (&format, rest) = bytes.split_first()?;
-        if format != RUN_FORMAT {
-            return None;
-        }
+        let weighted = match format {
+            RUN_FORMAT => true,
+            RUN_FORMAT_EQUAL => false,
+            _ => return None,
+        };
         let (&present, mut rest) = rest.split_first()?;
         let last_event_ms = match present {
             0 => None,
@@ -170,17 +264,27 @@ impl Run {
         };
         let (&n, rest) = rest.split_first()?;
         let n = usize::from(n);
-        if n > RUN_WINDOW || rest.len() != 8 * n {
+        let per = if weighted { 16 } else { 8 };
+        if n > RUN_WINDOW || rest.len() != per * n {
             return None;
         }
-        let z: Vec<f64> = rest
+        let values: Vec<f64> = rest
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
-        if z.iter().any(|v| !v.is_finite()) {
+        let (z, w): (Vec<f64>, Vec<f64>) = if weighted {
+            values.chunks_exact(2).map(|c| (c[0], c[1])).unzip()
+        } else {
+            (values, vec![1.0; n])
+        };
+        if z.iter().any(|v| !v.is_finite()) || w.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
             return None;
         }
-        Some(Run { last_event_ms, z })
+        Some(Run {
+            last_event_ms,
+            z,
+            w,
+        })
     }
 }
 
@@ -286,15 +390,20 @@ mod tests {
         Some((a, b))
     }
 
+    /// A vote of weight 1 (the equal-weight combination).
+    fn vote(p: f64) -> Vote {
+        Vote { p, weight: 1.0 }
+    }
+
     #[test]
     fn one_payload_scores_its_own_p_value() {
         let mut run = Run::default();
-        let step = run.push(span(0.0, 1000.0), Some(0.3));
+        let step = run.push(span(0.0, 1000.0), Some(vote(0.3)));
         assert!(step.started && step.payloads == 1);
         assert!((step.score.unwrap() - 0.3).abs() < 1e-12);
         // Even an extreme payload is reported in full when it arrives.
         let mut run = Run::default();
-        let s = run.push(span(0.0, 1.0), Some(1e-12)).score.unwrap();
+        let s = run.push(span(0.0, 1.0), Some(vote(1e-12))).score.unwrap();
         assert!((s / 1e-12 - 1.0).abs() < 1e-6, "{s}");
     }
 
@@ -303,7 +412,7 @@ mod tests {
         // Payloads 90 s apart, each 80 s long.
         fn next(run: &mut Run, p: f64) -> RunStep {
             let t = run.last_event_ms.map_or(0.0, |t| t + 10_000.0);
-            run.push(span(t, t + 80_000.0), Some(p))
+            run.push(span(t, t + 80_000.0), Some(vote(p)))
         }
         let mut run = Run::default();
         // An impostor whose payloads are each only mildly unusual (p = 0.15, never flagged alone).
@@ -319,23 +428,34 @@ mod tests {
         let third = next(&mut run, 0.5);
         assert_eq!(third.payloads, 3);
         assert!(third.score.unwrap() > 0.05, "{third:?}");
+        // A heavy odd payload (weight 3) among typical payloads of weight 1 is forgiven from the ninth on.
+        let mut run = Run::default();
+        run.push(
+            span(0.0, 80_000.0),
+            Some(Vote {
+                p: 1e-9,
+                weight: 3.0,
+            }),
+        );
+        let scores: Vec<f64> = (0..8).map(|_| next(&mut run, 0.5).score.unwrap()).collect();
+        assert!(scores[6] < 0.05 && scores[7] > 0.05, "{scores:?}");
     }
 
     #[test]
     fn runs_end_on_backward_clocks_and_long_gaps() {
         let mut run = Run::default();
-        run.push(span(10_000.0, 50_000.0), Some(0.01));
+        run.push(span(10_000.0, 50_000.0), Some(vote(0.01)));
         // Continues.
-        let s = run.push(span(55_000.0, 90_000.0), Some(0.01));
+        let s = run.push(span(55_000.0, 90_000.0), Some(vote(0.01)));
         assert!(!s.started && s.payloads == 2);
         // The page's clock restarted: a new run.
-        let s = run.push(span(100.0, 30_000.0), Some(0.5));
+        let s = run.push(span(100.0, 30_000.0), Some(vote(0.5)));
         assert!(s.started && s.payloads == 1);
         assert!((s.score.unwrap() - 0.5).abs() < 1e-12);
         // A gap just within the limit continues, one beyond starts anew.
         let s = run.push(
             span(30_000.0 + RUN_GAP_MS, 30_000.0 + RUN_GAP_MS),
-            Some(0.5),
+            Some(vote(0.5)),
         );
         assert!(!s.started);
         let s = run.push(
@@ -346,12 +466,12 @@ mod tests {
         // No event times: answered on its own, the run is kept as it is.
         run.push(
             span(80_000.0 + 2.0 * RUN_GAP_MS, 90_000.0 + 2.0 * RUN_GAP_MS),
-            Some(0.01),
+            Some(vote(0.01)),
         );
         let before = run.clone();
         let s = run.push(None, None);
         assert!(!s.started && s.score.is_none() && run == before);
-        let s = run.push(None, Some(0.7));
+        let s = run.push(None, Some(vote(0.7)));
         assert_eq!((s.score, s.payloads), (Some(0.7), 1));
         assert_eq!(run, before);
     }
@@ -361,7 +481,7 @@ mod tests {
         let mut run = Run::default();
         for i in 0..25 {
             let t = f64::from(i) * 1000.0;
-            run.push(span(t, t + 500.0), Some(0.4));
+            run.push(span(t, t + 500.0), Some(vote(0.4)));
         }
         assert_eq!(run.z.len(), RUN_WINDOW);
         let before = run.clone();
@@ -382,7 +502,26 @@ mod tests {
             let len = 1 + rng.below(10);
             for j in 0..len {
                 let t = j as f64 * 1000.0;
-                let s = run.push(span(t, t + 10.0), Some(rng.unit().max(1e-9)));
+                let s = run.push(span(t, t + 10.0), Some(vote(rng.unit().max(1e-9))));
+                below += usize::from(s.score.unwrap() < 0.05);
+                total += 1;
+            }
+        }
+        let rate = below as f64 / total as f64;
+        assert!((0.02..=0.06).contains(&rate), "{rate}");
+        // The same with weights spread over their whole range: weights do not change the calibration.
+        let (mut below, mut total) = (0, 0);
+        for _ in 0..3000 {
+            let mut run = Run::default();
+            let len = 1 + rng.below(10);
+            for j in 0..len {
+                let t = j as f64 * 1000.0;
+                let points = 30 + rng.below(2000);
+                let v = Vote {
+                    p: rng.unit().max(1e-9),
+                    weight: payload_weight(Some(points), false),
+                };
+                let s = run.push(span(t, t + 10.0), Some(v));
                 below += usize::from(s.score.unwrap() < 0.05);
                 total += 1;
             }
@@ -395,8 +534,8 @@ mod tests {
     fn runs_round_trip_and_bad_bytes_are_refused() {
         let mut run = Run::default();
         assert_eq!(Run::from_bytes(&run.to_bytes()), Some(run.clone()));
-        run.push(span(1.0, 2.0), Some(0.2));
-        run.push(span(3.0, 4.0), Some(0.7));
+        run.push(span(1.0, 2.0), Some(vote(0.2)));
+        run.push(span(3.0, 4.0), Some(vote(0.7)));
         let b = run.to_bytes();
         assert_eq!(Run::from_bytes(&b), Some(run));
         for cut in 0..b.len() {
@@ -405,8 +544,127 @@ mod tests {
         let mut bad = b.clone();
         bad[0] = 9;
         assert_eq!(Run::from_bytes(&bad), None);
-        let mut extra = b;
+        let mut extra = b.clone();
         extra.push(0);
         assert_eq!(Run::from_bytes(&extra), None);
+        // A weight that is not positive is refused (the last 8 bytes are the newest payload's weight).
+        let mut zero = b.clone();
+        let at = zero.len() - 8;
+        zero[at..].copy_from_slice(&0.0f64.to_le_bytes());
+        assert_eq!(Run::from_bytes(&zero), None);
+    }
+
+    #[test]
+    fn format_1_states_load_with_equal_weights_and_score_as_before() {
+        // A format-1 state as the previous version wrote it: no weights.
+        let (z1, z2) = (-1.2_f64, 0.4_f64);
+        let mut old = vec![1u8, 1];
+        old.extend_from_slice(&5_000.0f64.to_le_bytes());
+        old.push(2);
+        old.extend_from_slice(&z1.to_le_bytes());
+        old.extend_from_slice(&z2.to_le_bytes());
+        let mut run = Run::from_bytes(&old).unwrap();
+        assert_eq!(run.w, vec![1.0, 1.0]);
+        assert_eq!(
+            (run.last_event_ms, run.z.clone()),
+            (Some(5_000.0), vec![z1, z2])
+        );
+        // The next weight-1 payload scores with the old equal-weight formula Φ(Σz / √(m + m(m − 1)ρ)).
+        let s = run
+            .push(span(6_000.0, 7_000.0), Some(vote(0.3)))
+            .score
+            .unwrap();
+        let m = 3.0;
+        let want = normal_cdf(
+            (z1 + z2 + normal_quantile(0.3)) / (m + m * (m - 1.0) * RUN_CORRELATION).sqrt(),
+        );
+        assert!((s - want).abs() < 1e-12, "{s} vs {want}");
+        // Stored again, it is format 2 and keeps the weights.
+        let b = run.to_bytes();
+        assert_eq!(b[0], 2);
+        assert_eq!(Run::from_bytes(&b), Some(run));
+        // A format-1 state with a wrong length is refused, as before.
+        assert_eq!(Run::from_bytes(&old[..old.len() - 1]), None);
+    }
+
+    #[test]
+    fn weights_scale_each_payloads_evidence() {
+        // Weighted Stouffer: Σ w z / √(Σ w² + ρ Σ_{i≠j} w_i w_j).
+        let mut run = Run::default();
+        let (p1, w1, p2, w2) = (0.02, 2.0, 0.6, 0.5);
+        run.push(span(0.0, 1.0), Some(Vote { p: p1, weight: w1 }));
+        let s = run.push(span(2.0, 3.0), Some(Vote { p: p2, weight: w2 }));
+        let (z1, z2) = (normal_quantile(p1), normal_quantile(p2));
+        let sd = (w1 * w1 + w2 * w2 + 2.0 * RUN_CORRELATION * w1 * w2).sqrt();
+        let want = normal_cdf((w1 * z1 + w2 * z2) / sd);
+        assert!((s.score.unwrap() - want).abs() < 1e-12);
+        // The large odd payload outweighs the small typical one: still flagged, unlike with equal weights.
+        assert!(want < 0.05, "{want}");
+        let mut equal = Run::default();
+        equal.push(span(0.0, 1.0), Some(vote(p1)));
+        assert!(equal.push(span(2.0, 3.0), Some(vote(p2))).score.unwrap() > 0.05);
+        // Only ratios matter.
+        let mut scaled = Run::default();
+        scaled.push(
+            span(0.0, 1.0),
+            Some(Vote {
+                p: p1,
+                weight: 10.0 * w1,
+            }),
+        );
+        let t = scaled.push(
+            span(2.0, 3.0),
+            Some(Vote {
+                p: p2,
+                weight: 10.0 * w2,
+            }),
+        );
+        assert!((t.score.unwrap() - want).abs() < 1e-12);
+        // A weight that is not a positive number counts as 1.
+        let mut bad = Run::default();
+        bad.push(
+            span(0.0, 1.0),
+            Some(Vote {
+                p: 0.5,
+                weight: f64::NAN,
+            }),
+        );
+        bad.push(
+            span(2.0, 3.0),
+            Some(Vote {
+                p: 0.5,
+                weight: -1.0,
+            }),
+        );
+        assert_eq!(bad.w, vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn a_run_built_without_weights_counts_them_as_1() {
+        let mut run = Run {
+            last_event_ms: Some(1.0),
+            z: vec![-1.0; RUN_WINDOW],
+            w: Vec::new(),
+        };
+        let back = Run::from_bytes(&run.to_bytes()).unwrap();
+        assert_eq!(back.w, vec![1.0; RUN_WINDOW]);
+        assert_eq!(run.combined(None), back.combined(None));
+        let s = run.push(span(2.0, 3.0), Some(vote(0.5)));
+        assert_eq!((s.payloads, run.w.len()), (RUN_WINDOW, RUN_WINDOW));
+    }
+
+    #[test]
+    fn payload_weights_grow_with_mouse_points_within_bounds() {
+        assert_eq!(payload_weight(None, true), 1.0);
+        assert_eq!(payload_weight(None, false), 1.0);
+        let reference = REFERENCE_POINTS as usize;
+        assert!((payload_weight(Some(reference), false) - 1.0).abs() < 1e-12);
+        assert!((payload_weight(Some(4 * reference), false) - 2.0).abs() < 1e-12);
+        assert!((payload_weight(Some(reference / 4), false) - 0.5).abs() < 1e-12);
+        assert_eq!(payload_weight(Some(1_000_000), false), MAX_WEIGHT_RATIO);
+        assert_eq!(payload_weight(Some(1), false), 1.0 / MAX_WEIGHT_RATIO);
+        // A small mouse payload whose keyboard also voted weighs at least a typical payload.
+        assert_eq!(payload_weight(Some(reference / 4), true), 1.0);
+        assert!((payload_weight(Some(4 * reference), true) - 2.0).abs() < 1e-12);
     }
 }

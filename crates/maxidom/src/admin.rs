@@ -165,6 +165,7 @@ mod tests {
         let run = Run {
             last_event_ms: Some(1.0),
             z: vec![0.0, -3.0, 1.0, -2.0],
+            w: vec![1.0, 2.0, 0.5, 1.0],
         };
         let (scores, rate) = run_scores(Some(&run.to_bytes()), 0.05);
         assert_eq!(scores.len(), 4);
