@@ -44,7 +44,8 @@
 //! far on the typical side, z sd ≫ 1, which says nothing about the lower tail), and the genuine payloads'
 //! combined scores below 0.05 are 3.7 % weighted vs 3.9 % equal offline. Through the service (`eval_dev.py`, chunk
 //! protocol, shipped defaults, before/after back to back): chunk-last 0.922 / 0.160 / 0.716 → 0.926 / 0.155 /
-//! 0.698, per payload 0.909 / 0.176 → 0.912 / 0.171, genuine payloads flagged 3.8 % → 3.5 %, no user's AUC worse.
+//! 0.698, per payload 0.909 / 0.176 → 0.912 / 0.171, genuine payloads flagged 3.8 % → 3.5 % (a repeat: 3.8 %),
+//! no user's AUC worse.
 //!
 //! **One odd payload is not a lock-out.** The current payload enters with its full z (a payload that is
 //! flagged on its own is still reported), but once answered it weighs at most [`MIN_PAST_Z`] in later
