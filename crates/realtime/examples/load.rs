@@ -1,7 +1,9 @@
 //! Throughput and latency of the stream endpoints on the real application (SQLite in a temporary directory,
 //! random loopback port, default stream configuration: window 50, 2-D embedding, H2).
 //!
-//! `cargo run --release -p vigil-realtime --example load -- [streams] [events_per_stream] [runs] [paced_rate]`
+//! `cargo run --release -p vigil-realtime --example load -- [--postgres] [streams] [events_per_stream] [runs] [paced_rate]`
+//! (`--postgres`: the application stores into the PostgreSQL at `TEST_DATABASE_URL`, in a fresh database, instead of
+//! SQLite)
 //! (`STREAM_INGEST_THREADS` sizes the analysis pool as it does for `vigil serve`; default one thread per core)
 //!
 //! 1. `POST /api/ingest`: every stream sends batches of 100 events concurrently → events/s.
@@ -11,7 +13,9 @@
 //!    on a fixed schedule adding up to that rate while one WebSocket sends 200 events/s → the rate achieved and the
 //!    WebSocket's round-trip p50/p99 (3,000 samples, 15 s) at that load, rather than at whatever saturates the machine,
 //!    and the server's own time from reading each of those events to flushing its analysis
-//!    (`topoforge_ws_reply_seconds`, as the share of replies within each histogram bucket).
+//!    (`topoforge_ws_reply_seconds`, as the share of replies within each histogram bucket). The batches ask for the
+//!    full answer unless `PACED_DETAIL` names another form (`compact`, `scores`). With `runs` 0, only this phase
+//!    runs.
 //! 5. One WebSocket that pipelines: a writer sends events without waiting (at most 1,000 unanswered) while a reader
 //!    counts the analyses → events/s through one socket, for one stream and for `streams` streams in turn.
 //!
@@ -211,12 +215,13 @@ async fn ws_pipelined(app: &TestApp, streams: &[String], n: usize, window: usize
 async fn paced(app: &TestApp, token: &str, streams: usize, rate: usize) {
     const BATCH: usize = 50;
     let per_sender = rate as f64 / streams as f64;
+    let detail = std::env::var("PACED_DETAIL").unwrap_or_else(|_| "full".into());
     let period = Duration::from_secs_f64(BATCH as f64 / per_sender.max(1.0));
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut senders = Vec::new();
     for s in 0..streams {
         let client = app.client.clone();
-        let url = app.url("/api/ingest");
+        let url = app.url(&format!("/api/ingest?detail={detail}"));
         let token = token.to_owned();
         let sent = sent.clone();
         senders.push(tokio::spawn(async move {
@@ -355,7 +360,10 @@ async fn main() {
     let per_stream = args.get(1).copied().unwrap_or(500);
     let runs = args.get(2).copied().unwrap_or(3);
 
-    let db = vigil_store::testing::TestDb::sqlite().await;
+    let postgres = std::env::args().any(|a| a == "--postgres");
+    // With PostgreSQL the database shares the machine's cores with the server, as beside a replay on it.
+    let db = vigil_store::testing::TestDb::for_bench(postgres).await;
+    println!("store: {}", if postgres { "PostgreSQL" } else { "SQLite" });
     // The load sockets connect without a token, as the dashboard's public-feed socket does.
     let rt = Realtime::new(
         RealtimeConfig {
@@ -477,6 +485,11 @@ async fn main() {
     }
     if let Some(&rate) = args.get(3) {
         paced(&app, &token, streams.max(1), rate).await;
+    }
+    if runs == 0 {
+        // Only the paced phase was asked for.
+        app.stop().await;
+        return;
     }
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);

@@ -131,13 +131,7 @@ async fn main() {
         format!("VIGIL_BENCH_{}", &id[..12]),
         format!("vb{}.events", &id[..12]),
     );
-    let db = if postgres {
-        vigil_store::testing::TestDb::postgres()
-            .await
-            .expect("--postgres needs TEST_DATABASE_URL")
-    } else {
-        vigil_store::testing::TestDb::sqlite().await
-    };
+    let db = vigil_store::testing::TestDb::for_bench(postgres).await;
     let rt = Realtime::new(
         RealtimeConfig {
             nats_url: Some(url.clone()),

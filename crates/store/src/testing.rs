@@ -42,6 +42,21 @@ impl TestDb {
         }
     }
 
+    /// The database a benchmark example asked for with its `--postgres` flag: a fresh PostgreSQL database (the
+    /// example cannot run without `TEST_DATABASE_URL` then, and stops saying so), else SQLite.
+    pub async fn for_bench(postgres: bool) -> TestDb {
+        if !postgres {
+            return TestDb::sqlite().await;
+        }
+        match TestDb::postgres().await {
+            Some(db) => db,
+            None => {
+                eprintln!("--postgres needs {TEST_DATABASE_URL}");
+                std::process::exit(2);
+            }
+        }
+    }
+
     /// A fresh PostgreSQL database, or `None` (after saying so) when `TEST_DATABASE_URL` is unset.
     pub async fn postgres() -> Option<TestDb> {
         let Ok(admin_url) = std::env::var(TEST_DATABASE_URL) else {

@@ -44,6 +44,30 @@ fn bench(c: &mut Criterion) {
             black_box(serde_json::to_vec(&a).ok());
         })
     });
+    // The shape detector's nearest-shape scan over a full memory (4,000 shapes of 20 values, k = 3): the blocked
+    // scan the detector runs against the one-at-a-time reference, on the generated stream's values and on white
+    // noise (the worst case for abandoning early: every shape is about equally far).
+    let stream: Vec<f64> = events
+        .iter()
+        .map(|e| e.value)
+        .cycle()
+        .take(4000 + 2 * 20 - 1)
+        .collect();
+    let mut r = vigil_stream::bench_data::SplitMix::new(5);
+    let noise: Vec<f64> = (0..stream.len()).map(|_| r.normal()).collect();
+    type Scan = fn(&[f64], &[f64], usize) -> Vec<f64>;
+    let scans: [(&str, Scan); 2] = [
+        ("reference", vigil_stream::detector::nearest_sq_reference),
+        ("blocked", vigil_stream::detector::nearest_sq),
+    ];
+    for (data, memory) in [("stream", &stream), ("noise", &noise)] {
+        let (flat, cur) = memory.split_at(memory.len() - 20);
+        for (name, scan) in scans {
+            g.bench_function(format!("knn_scan_{data}_{name}"), |b| {
+                b.iter(|| black_box(scan(black_box(flat), cur, 3)))
+            });
+        }
+    }
     let values: Vec<f64> = events[150..200].iter().map(|e| e.value).collect();
     g.bench_function("embed_and_homology_only", |b| {
         let mut coords = Vec::new();
