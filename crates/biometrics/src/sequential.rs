@@ -492,42 +492,40 @@ mod tests {
         assert_eq!(s.score, before.combined(None).0);
     }
 
+    /// Share of payloads whose run score is below 0.05, over 3,000 runs of 1–10 payloads voting `vote(rng)`.
+    fn flagged_share(
+        rng: &mut crate::synth::Rng,
+        vote: impl Fn(&mut crate::synth::Rng) -> Vote,
+    ) -> f64 {
+        let (mut below, mut total) = (0, 0);
+        for _ in 0..3000 {
+            let mut run = Run::default();
+            let len = 1 + rng.below(10);
+            for j in 0..len {
+                let t = j as f64 * 1000.0;
+                let s = run.push(span(t, t + 10.0), Some(vote(rng)));
+                below += usize::from(s.score.unwrap() < 0.05);
+                total += 1;
+            }
+        }
+        below as f64 / total as f64
+    }
+
     #[test]
     fn genuine_uniform_p_values_stay_calibrated() {
         // Independent uniform p-values in runs of 1–10: the combined score is conservative but near α
         // (ρ > 0 makes it conservative on independent data; real sessions are correlated, see the module docs).
         let mut rng = crate::synth::Rng::new(5);
-        let (mut below, mut total) = (0, 0);
-        for _ in 0..3000 {
-            let mut run = Run::default();
-            let len = 1 + rng.below(10);
-            for j in 0..len {
-                let t = j as f64 * 1000.0;
-                let s = run.push(span(t, t + 10.0), Some(vote(rng.unit().max(1e-9))));
-                below += usize::from(s.score.unwrap() < 0.05);
-                total += 1;
-            }
-        }
-        let rate = below as f64 / total as f64;
+        let rate = flagged_share(&mut rng, |rng| vote(rng.unit().max(1e-9)));
         assert!((0.02..=0.06).contains(&rate), "{rate}");
         // The same with weights spread over their whole range: weights do not change the calibration.
-        let (mut below, mut total) = (0, 0);
-        for _ in 0..3000 {
-            let mut run = Run::default();
-            let len = 1 + rng.below(10);
-            for j in 0..len {
-                let t = j as f64 * 1000.0;
-                let points = 30 + rng.below(2000);
-                let v = Vote {
-                    p: rng.unit().max(1e-9),
-                    weight: payload_weight(Some(points), false),
-                };
-                let s = run.push(span(t, t + 10.0), Some(v));
-                below += usize::from(s.score.unwrap() < 0.05);
-                total += 1;
+        let rate = flagged_share(&mut rng, |rng| {
+            let points = 30 + rng.below(2000);
+            Vote {
+                p: rng.unit().max(1e-9),
+                weight: payload_weight(Some(points), false),
             }
-        }
-        let rate = below as f64 / total as f64;
+        });
         assert!((0.02..=0.06).contains(&rate), "{rate}");
     }
 
