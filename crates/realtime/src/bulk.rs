@@ -9,6 +9,13 @@
 //!   Bulk keeps a guaranteed share: the lanes are charged the time their slices ran, weighted
 //!   [`INTERACTIVE_WEIGHT`] to 1 (stride scheduling), so a flood of interactive work still leaves bulk a quarter of
 //!   the pool, and an idle lane banks at most [`MAX_CREDIT`] of advantage.
+//! * **A core held for a waiting sender.** While an interactive request is in flight (from its analysis being
+//!   queued until its result is stored, [`Scheduler::reserve`]), bulk slices run on at most all threads but one.
+//!   Yielding at event boundaries gives the socket's analysis a thread at once, but its answer then hops through
+//!   the async runtime and the store's writer, and with every core busy with bulk analysis each hop waits for the
+//!   OS to preempt one; the reservation keeps a core free for those hops. It costs bulk one thread only while
+//!   someone waits (a socket at 200 events/s holds it for about a third of the time), and bulk always keeps at
+//!   least one thread. Measurements: ARCHITECTURE.md, "Fair scheduling in the process".
 //!
 //! Why not the OS: the previous design ran bulk under Linux's `SCHED_IDLE`. That protected socket latency, but bulk
 //! then got only the CPU no one else wanted: 317 events/s beside a compiler (25× below quiet). Here every thread of
@@ -97,19 +104,54 @@ struct Queues {
     /// Weighted nanoseconds each lane has run (stride scheduling's "pass").
     interactive_pass: u64,
     bulk_pass: u64,
+    /// The pool's threads.
+    threads: usize,
+    /// Bulk slices running now.
+    bulk_running: usize,
+    /// Interactive requests in flight ([`Scheduler::reserve`]).
+    reservations: usize,
+    /// Picks that found only bulk work while bulk was at its thread limit: each stands for a queued job whose
+    /// pending pick was used up, to be issued again when a thread frees up for bulk.
+    parked: usize,
 }
 
 impl Queues {
-    /// The lane to run next, or `None` when both are empty.
-    fn pick(&self) -> Option<Lane> {
-        match (self.interactive.is_empty(), self.bulk.is_empty()) {
-            (true, true) => None,
-            (false, true) => Some(Lane::Interactive),
-            (true, false) => Some(Lane::Bulk),
-            // Ties go to the interactive lane.
-            (false, false) if self.interactive_pass <= self.bulk_pass => Some(Lane::Interactive),
-            (false, false) => Some(Lane::Bulk),
+    fn new(threads: usize) -> Queues {
+        Queues {
+            threads: threads.max(1),
+            ..Queues::default()
         }
+    }
+
+    /// The lane to run next, or `None` when both are empty or only bulk work waits and bulk is at its limit.
+    fn pick(&self) -> Option<Lane> {
+        let bulk = !self.bulk.is_empty() && self.bulk_running < self.bulk_limit();
+        match (self.interactive.is_empty(), bulk) {
+            (true, false) => None,
+            (false, false) => Some(Lane::Interactive),
+            (true, true) => Some(Lane::Bulk),
+            // Ties go to the interactive lane.
+            (false, true) if self.interactive_pass <= self.bulk_pass => Some(Lane::Interactive),
+            (false, true) => Some(Lane::Bulk),
+        }
+    }
+
+    /// How many bulk slices may run at once: every thread, or all but one while an interactive request is in
+    /// flight (never fewer than one).
+    fn bulk_limit(&self) -> usize {
+        if self.reservations > 0 {
+            (self.threads - 1).max(1)
+        } else {
+            self.threads
+        }
+    }
+
+    /// Parked picks that may be issued again now.
+    fn unpark(&mut self) -> usize {
+        let free = self.bulk_limit().saturating_sub(self.bulk_running);
+        let n = self.parked.min(free);
+        self.parked -= n;
+        n
     }
 
     fn push(&mut self, lane: Lane, task: Task) {
@@ -154,16 +196,18 @@ impl Queues {
         }
     }
 
-    /// Whether running bulk slices should stop for the interactive lane.
-    fn interactive_owed(&self) -> bool {
-        !self.interactive.is_empty() && self.interactive_pass <= self.bulk_pass
+    /// Whether running bulk slices should stop at their next boundary: the interactive lane is owed the pool, or
+    /// more bulk slices run than a reservation allows.
+    fn should_preempt(&self) -> bool {
+        (!self.interactive.is_empty() && self.interactive_pass <= self.bulk_pass)
+            || self.bulk_running > self.bulk_limit()
     }
 }
 
 /// State shared by the submitting side and the pool's threads.
 struct Shared {
     queues: Mutex<Queues>,
-    /// [`Queues::interactive_owed`], readable without the lock at every event boundary of a bulk slice.
+    /// [`Queues::should_preempt`], readable without the lock at every event boundary of a bulk slice.
     preempt: AtomicBool,
 }
 
@@ -181,9 +225,17 @@ impl Shared {
     fn run_one(self: &Arc<Self>, pool: &Arc<rayon::ThreadPool>) {
         let (lane, mut task) = {
             let mut q = self.queues();
-            let Some(lane) = q.pick() else { return };
+            let Some(lane) = q.pick() else {
+                if !q.bulk.is_empty() {
+                    q.parked += 1;
+                }
+                return;
+            };
             let Some(task) = q.pop(lane) else { return };
-            self.preempt.store(q.interactive_owed(), Ordering::Relaxed);
+            if lane == Lane::Bulk {
+                q.bulk_running += 1;
+            }
+            self.preempt.store(q.should_preempt(), Ordering::Relaxed);
             (lane, task)
         };
         let started = Instant::now();
@@ -197,13 +249,20 @@ impl Shared {
         let ran = started.elapsed();
         let mut q = self.queues();
         q.charge(lane, ran);
+        if lane == Lane::Bulk {
+            q.bulk_running -= 1;
+        }
         if !finished {
             metrics::counter!("topoforge_bulk_slices_yielded_total").increment(1);
             q.push(lane, task);
         }
-        self.preempt.store(q.interactive_owed(), Ordering::Relaxed);
+        let unparked = q.unpark();
+        self.preempt.store(q.should_preempt(), Ordering::Relaxed);
         drop(q);
         if !finished {
+            self.ticket(pool);
+        }
+        for _ in 0..unparked {
             self.ticket(pool);
         }
     }
@@ -237,12 +296,27 @@ impl Scheduler {
                 None
             }
         };
+        let threads = pool.as_ref().map_or(1, |p| p.current_num_threads());
         Scheduler {
             shared: Arc::new(Shared {
-                queues: Mutex::new(Queues::default()),
+                queues: Mutex::new(Queues::new(threads)),
                 preempt: AtomicBool::new(false),
             }),
             pool,
+        }
+    }
+
+    /// Holds a thread back from bulk work until the returned guard drops (see the module documentation): taken by
+    /// an interactive request for as long as its sender waits on the analysis and the store.
+    pub(crate) fn reserve(&self) -> Reservation {
+        let mut q = self.shared.queues();
+        q.reservations += 1;
+        self.shared
+            .preempt
+            .store(q.should_preempt(), Ordering::Relaxed);
+        Reservation {
+            shared: self.shared.clone(),
+            pool: self.pool.clone(),
         }
     }
 
@@ -283,7 +357,7 @@ impl Scheduler {
             q.push(lane, task);
             self.shared
                 .preempt
-                .store(q.interactive_owed(), Ordering::Relaxed);
+                .store(q.should_preempt(), Ordering::Relaxed);
         }
         self.shared.ticket(pool);
         let v = rx
@@ -296,6 +370,31 @@ impl Scheduler {
         metrics::histogram!("topoforge_analysis_job_seconds", "lane" => lane_name)
             .record(waited.elapsed().as_secs_f64());
         Ok(v)
+    }
+}
+
+/// An interactive request in flight ([`Scheduler::reserve`]); dropping it gives the thread back to bulk work.
+pub(crate) struct Reservation {
+    shared: Arc<Shared>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let unparked = {
+            let mut q = self.shared.queues();
+            q.reservations -= 1;
+            let n = q.unpark();
+            self.shared
+                .preempt
+                .store(q.should_preempt(), Ordering::Relaxed);
+            n
+        };
+        if let Some(pool) = &self.pool {
+            for _ in 0..unparked {
+                self.shared.ticket(pool);
+            }
+        }
     }
 }
 
@@ -389,7 +488,7 @@ mod tests {
     /// The policy: interactive first, but bulk keeps a quarter of the time while both lanes have work.
     #[test]
     fn bulk_keeps_its_share_under_an_interactive_flood() {
-        let mut q = Queues::default();
+        let mut q = Queues::new(2);
         for _ in 0..1_000 {
             q.push(Lane::Interactive, noop());
             q.push(Lane::Bulk, noop());
@@ -412,14 +511,14 @@ mod tests {
     /// Interactive work arriving after a long bulk run goes first, but banks at most `MAX_CREDIT`.
     #[test]
     fn an_idle_lane_banks_bounded_credit() {
-        let mut q = Queues::default();
+        let mut q = Queues::new(2);
         q.push(Lane::Bulk, noop());
         for _ in 0..1_000 {
             q.charge(Lane::Bulk, Duration::from_millis(1));
         }
         q.push(Lane::Interactive, noop());
         assert_eq!(q.pick(), Some(Lane::Interactive));
-        assert!(q.interactive_owed());
+        assert!(q.should_preempt());
         let behind = q.bulk_pass - q.interactive_pass;
         assert_eq!(u128::from(behind), MAX_CREDIT.as_nanos());
         // Once interactive has used its credit (weighted), bulk runs again.
@@ -428,6 +527,105 @@ mod tests {
             MAX_CREDIT * INTERACTIVE_WEIGHT + Duration::from_millis(1),
         );
         assert_eq!(q.pick(), Some(Lane::Bulk));
-        assert!(!q.interactive_owed());
+        assert!(!q.should_preempt());
+    }
+
+    /// While an interactive request is in flight, bulk runs on all threads but one, and the parked picks come
+    /// back when it ends.
+    #[test]
+    fn a_reservation_holds_one_thread_back_from_bulk() {
+        let mut q = Queues::new(2);
+        q.push(Lane::Bulk, noop());
+        q.push(Lane::Bulk, noop());
+        q.bulk_running = 1;
+        assert_eq!(q.pick(), Some(Lane::Bulk));
+        q.reservations = 1;
+        assert_eq!(q.pick(), None);
+        assert!(!q.should_preempt());
+        // Interactive work still gets the held thread.
+        q.push(Lane::Interactive, noop());
+        assert_eq!(q.pick(), Some(Lane::Interactive));
+        // Two bulk slices running when the reservation came: one must yield.
+        q.bulk_running = 2;
+        assert!(q.should_preempt());
+        q.bulk_running = 1;
+        q.parked = 1;
+        assert_eq!(q.unpark(), 0);
+        q.reservations = 0;
+        assert_eq!(q.unpark(), 1);
+        assert_eq!(q.parked, 0);
+        // One thread: a reservation never takes the only one.
+        let mut one = Queues::new(1);
+        one.push(Lane::Bulk, noop());
+        one.reservations = 1;
+        assert_eq!(one.pick(), Some(Lane::Bulk));
+    }
+
+    /// On the real pool: with two bulk jobs on two threads, a reservation leaves at most one bulk slice running,
+    /// and both jobs finish after it is dropped.
+    #[tokio::test]
+    async fn a_reservation_limits_running_bulk_slices() {
+        let pool = Arc::new(Scheduler::new(2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let reserved = Arc::new(AtomicBool::new(false));
+        let violations = Arc::new(AtomicUsize::new(0));
+        let steps = Arc::new(AtomicUsize::new(0));
+        let job = |pool: Arc<Scheduler>| {
+            let (running, reserved, violations, steps) = (
+                running.clone(),
+                reserved.clone(),
+                violations.clone(),
+                steps.clone(),
+            );
+            tokio::spawn(async move {
+                let mut done = 0;
+                pool.run(Lane::Bulk, move |slice| {
+                    running.fetch_add(1, Ordering::SeqCst);
+                    let result = loop {
+                        if done == 400 {
+                            break Some(());
+                        }
+                        // A slice that started before the reservation may run on only until its next boundary.
+                        if reserved.load(Ordering::SeqCst)
+                            && running.load(Ordering::SeqCst) > 1
+                            && !slice.should_yield()
+                        {
+                            violations.fetch_add(1, Ordering::SeqCst);
+                        }
+                        std::thread::sleep(Duration::from_micros(100));
+                        done += 1;
+                        steps.fetch_add(1, Ordering::SeqCst);
+                        if slice.should_yield() {
+                            break None;
+                        }
+                    };
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    result
+                })
+                .await
+            })
+        };
+        let (a, b) = (job(pool.clone()), job(pool.clone()));
+        while steps.load(Ordering::SeqCst) < 20 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let held = pool.reserve();
+        reserved.store(true, Ordering::SeqCst);
+        let before = steps.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            steps.load(Ordering::SeqCst) > before,
+            "bulk kept a thread while reserved"
+        );
+        reserved.store(false, Ordering::SeqCst);
+        drop(held);
+        a.await.expect("joined").expect("a ran");
+        b.await.expect("joined").expect("b ran");
+        assert_eq!(steps.load(Ordering::SeqCst), 800);
+        assert_eq!(
+            violations.load(Ordering::SeqCst),
+            0,
+            "two bulk slices ran past a boundary while a thread was reserved"
+        );
     }
 }

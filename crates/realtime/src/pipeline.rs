@@ -340,6 +340,8 @@ impl Pipeline {
         lane: Lane,
         detail: Detail,
     ) -> Vec<(Vec<usize>, StreamRun)> {
+        // Someone waits on this answer: keep a core free of bulk analysis until it is stored (see `bulk.rs`).
+        let _waiting = (lane == Lane::Interactive).then(|| self.core.analysis.reserve());
         let mut groups: Vec<(String, Vec<(usize, Event)>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for (i, e) in events.into_iter().enumerate() {

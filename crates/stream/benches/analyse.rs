@@ -90,6 +90,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("state_to_json", |b| {
         b.iter(|| black_box(state.to_json().ok()))
     });
+    // What a checkpoint serialises after a batch: the core only (the model is unchanged since it was stored).
+    g.bench_function("state_checkpoint_core", |b| {
+        b.iter(|| black_box(state.to_parts_after(Some(state.refits())).ok()))
+    });
     g.finish();
 }
 
