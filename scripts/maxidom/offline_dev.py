@@ -2,11 +2,13 @@
 
     python3 scripts/maxidom/offline_dev.py [--data ../shared/data/mouse-dev] [--users]
     python3 scripts/maxidom/offline_dev.py --weights equal,sqrt-points:clip3 [--users]
+    python3 scripts/maxidom/offline_dev.py --variant robust,pmd+redund-groups [--users] [--seed N]
 
 Same data, converter, splits and chunks as `eval_dev.py --protocol chunks` (it imports them; chunks are cut with
 the same seed, so they are the same payloads), and the same model as `crates/biometrics/src/model.rs`: per
 profile the mouse input (sign·ln(1+|x|) of contract features 1-10, the rich vector's angle, click-timing and
-turn-quantile groups, mirrored by `ablation_dev.rich_groups`), median/IQR scaling, mean Minkowski-p distance to
+turn-quantile groups, mirrored by `ablation_dev.rich_groups`), median/IQR scaling (then, in the shipped model,
+the column weights of model.rs `column_weights`: `pmd+redund-groups` here), mean Minkowski-p distance to
 the k = √n/2 nearest training payloads, conformal p-value against the leave-one-out distances with the
 exponential tail, and a profile's run combined by the correlation-corrected Stouffer sum of
 `crates/biometrics/src/sequential.rs` (window 10, ρ 0.15, past z floored at -3). Training rows follow the
@@ -19,6 +21,14 @@ seconds per variant. Use it to try an idea; measure the winner through the API w
 are computed once and shared), with the genuine payloads' share of run scores below 0.05 / 0.01 and a moment
 estimate of the owner's within-run correlation of z as the weighted sum sees it (pooled, and the range leaving
 each user out). The service ships `sqrt-points:clip3` (`sequential::payload_weight`).
+
+`--variant` compares input scalings of the shipped model (size calibration, p = 1/4, runs weighted as shipped) in
+one run: `robust` (median/IQR, the model before the column weights), `rank` / `rank-tail` (per-column empirical
+CDF then probit), `robust+lw` / `robust+oas` / `rank+lw` (ZCA whitening with a shrunk covariance), `pmd`
+(dispersion in the metric's units), `robust-groups` / `pmd-groups` (equal weight per column group),
+`redund` / `redund-sqrt` / `redund-groups` (Spearman redundancy per column or per group) and `pmd+redund-groups`
+(shipped); `+local` divides the k-NN distance by the neighbours' own, `@nbS` restricts neighbours to the S share of
+training rows nearest in size. See ARCHITECTURE.md for what each gave.
 """
 
 import argparse
@@ -33,7 +43,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import norm, rankdata
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -115,25 +125,177 @@ def p_value(c, d):
     return (n - np.searchsorted(loo, d, "left") + 1) / (n + 1)
 
 
-def knn(train, p, sizes=None, share=0.5, min_window=30):
-    """The service's k-NN model. With `sizes` (mouse points of each training row), a payload is calibrated
-    against the leave-one-out distances of the max(min_window, share·n) training rows nearest to it in
-    ln(1 + points) (size-conditional calibration); without, against all of them."""
+def robust_scaler(train):
+    """The shipped input scaling: centre on the owner's median, divide by IQR / 1.349 (std, then 1, as fallbacks)."""
     med = np.median(train, 0)
     iqr = np.quantile(train, 0.75, 0) - np.quantile(train, 0.25, 0)
     sd = train.std(0)
     scale = np.where(iqr > 1e-9, iqr / 1.349, np.where(sd > 1e-9, sd, 1.0))
-    z = (train - med) / scale
+    return lambda x: (x - med) / scale
+
+
+def rank_scaler(train, tail=False):
+    """Copula scaling: each column through the owner's empirical CDF (mid-ranks, u = (#below + #at most + 1) /
+    (2 (n + 1)), so training values get (i + 1)/(n + 1) and values beyond the range 0.5/(n + 1) or
+    (n + 0.5)/(n + 1)), then the probit. With `tail`, a value beyond the owner's range continues linearly from the
+    extreme's probit at the robust scale (the ECDF says nothing out there; without it every value beyond the
+    range maps to the same point)."""
+    s = np.sort(train, 0)
+    n, c = s.shape
+    rob = robust_scaler(train)
+    lo_z, hi_z = norm.ppf(0.5 / (n + 1)), norm.ppf((n + 0.5) / (n + 1))
+
+    def f(x):
+        out = np.empty_like(x, dtype=float)
+        for j in range(c):
+            less = np.searchsorted(s[:, j], x[:, j], "left")
+            le = np.searchsorted(s[:, j], x[:, j], "right")
+            out[:, j] = norm.ppf((less + le + 1) / (2 * (n + 1)))
+        if tail:
+            r = rob(x)
+            rmin, rmax = rob(s[:1])[0], rob(s[-1:])[0]
+            out = np.where(x < s[0], lo_z + (r - rmin), out)
+            out = np.where(x > s[-1], hi_z + (r - rmax), out)
+        return out
+
+    return f
+
+
+def whitened(base, shrink="lw"):
+    """`base` scaling, then ZCA whitening with the owner's shrunk covariance (Ledoit-Wolf or OAS) of the scaled
+    training rows: correlated columns no longer count several times in the distance."""
+    from sklearn.covariance import OAS, LedoitWolf
+
+    def fit(train):
+        f = base(train)
+        z = f(train)
+        est = (LedoitWolf() if shrink == "lw" else OAS()).fit(z)
+        w, v = np.linalg.eigh(est.covariance_)
+        m = est.location_
+        W = v @ np.diag(1 / np.sqrt(np.maximum(w, 1e-12))) @ v.T
+        return lambda x: (f(x) - m) @ W
+
+    return fit
+
+
+# The mouse input's column groups by input width (model.rs `MouseInput`): contract features 1-10; + the angle and
+# click-timing groups; + the turn quantiles.
+MOUSE_GROUPS = {10: [10], 20: [10, 5, 5], 23: [10, 5, 5, 3]}
+
+
+def pmd_scaler(train, p=0.25, groups=None, per_column=True):
+    """Each column scaled by its dispersion in the metric's own units: the owner's mean over training pairs of
+    |x_i - x_k|^p, to the power 1/p, so every column contributes equally (in expectation, under the owner) to the
+    fractional distance whatever its shape (ties, bimodality, heavy tails), which IQR scaling only ensures for
+    Gaussian columns. With `groups` (column counts), a second step makes each group's expected contribution equal
+    instead (a group of 10 columns no longer weighs twice a group of 5)."""
+    n, c = train.shape
+    if groups == "auto":
+        groups = MOUSE_GROUPS[c]
+    rob = robust_scaler(train)
+    z = rob(train)
+    iu = np.triu_indices(n, 1)
+    disp = np.empty(c)
+    for j in range(c):
+        dj = np.abs(z[:, j][:, None] - z[:, j][None, :])[iu] ** p
+        disp[j] = dj.mean()
+    # A column constant for the owner keeps weight 1 (its dispersion says nothing to equalise).
+    # Bounded to [1/4, 4] (model.rs `MAX_COLUMN_WEIGHT`): a column the owner almost never varies would otherwise
+    # weigh without limit; never reached on the dev data's 300-row models (0.89-1.46).
+    w = np.where(disp > 1e-9, np.clip(1 / np.maximum(disp, 1e-12), 0.25, 4.0), 1.0) if per_column else np.ones(c)
+    if groups:
+        start = 0
+        for g in groups:
+            w[start:start + g] *= (c / len(groups)) / g
+            start += g
+    sc = w ** (1 / p)
+    return lambda x: rob(x) * sc
+
+
+def redundancy_scaler(train, p=0.25, groups=None, power=1.0, base=robust_scaler):
+    """Robust scaling, then each column's contribution to the fractional distance divided by its redundancy among
+    the owner's training rows: Σ_k r_jk² over all columns k (Spearman r, r_jj = 1), the number of columns it
+    effectively duplicates (1 for a column uncorrelated with the rest). A diagonal answer to "correlated columns
+    count several times" that does not invert a covariance (whitening amplifies the owner's low-variance,
+    noisy directions). With `groups`, the effective count is computed per group: the group's participation
+    ratio (Σλ)²/Σλ² of its correlation matrix, shared by its columns."""
+    n, c = train.shape
+    rob = base(train)
+    if groups == "auto":
+        groups = MOUSE_GROUPS[c]
+    rk = rankdata(train, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.corrcoef(rk.T)
+    r = np.nan_to_num(r, nan=0.0)
+    np.fill_diagonal(r, 1.0)
+    if groups:
+        w = np.empty(c)
+        start = 0
+        for g in groups:
+            lam = np.linalg.eigvalsh(r[start:start + g, start:start + g])
+            w[start:start + g] = (lam.sum() ** 2 / (lam ** 2).sum()) / g
+            start += g
+    else:
+        w = 1 / (r ** 2).sum(1)
+    sc = (w ** power) ** (1 / p)
+    return lambda x: rob(x) * sc
+
+
+PREPS = {
+    "redund": redundancy_scaler,
+    "redund-sqrt": functools.partial(redundancy_scaler, power=0.5),
+    "redund-groups": functools.partial(redundancy_scaler, groups=[10, 5, 5, 3]),
+    "pmd+redund-groups": functools.partial(redundancy_scaler, groups="auto", base=pmd_scaler),
+    "pmd": pmd_scaler,
+    "pmd-groups": functools.partial(pmd_scaler, groups=[10, 5, 5, 3]),
+    "robust-groups": functools.partial(pmd_scaler, groups=[10, 5, 5, 3], per_column=False),
+    "robust": robust_scaler,
+    "rank": rank_scaler,
+    "rank-tail": functools.partial(rank_scaler, tail=True),
+    "robust+lw": whitened(robust_scaler, "lw"),
+    "robust+oas": whitened(robust_scaler, "oas"),
+    "rank+lw": whitened(rank_scaler, "lw"),
+    "rank-tail+lw": whitened(functools.partial(rank_scaler, tail=True), "lw"),
+}
+
+
+def knn(train, p, sizes=None, share=0.5, min_window=30, prep="robust", local=False, nb_share=None):
+    """The service's k-NN model. With `sizes` (mouse points of each training row), a payload is calibrated
+    against the leave-one-out distances of the max(min_window, share·n) training rows nearest to it in
+    ln(1 + points) (size-conditional calibration); without, against all of them. `prep` names the input
+    scaling (`PREPS`; the service: "robust"). `local`: the distance is divided by the mean leave-one-out distance
+    of the k neighbours (a local-density ratio, as LOF: regions where the owner's payloads are sparse forgive more)."""
+    f = PREPS[prep](train)
+    z = f(train)
     n = len(z)
     k = int(min(10, max(1, round(math.sqrt(n) / 2))))
 
     def kd(x):
-        d = (np.abs(((x - med) / scale)[:, None, :] - z[None, :, :]) ** p).sum(-1) ** (1 / p)
+        d = (np.abs(f(x)[:, None, :] - z[None, :, :]) ** p).sum(-1) ** (1 / p)
         return d
 
     d = kd(train)
     np.fill_diagonal(d, np.inf)
+    if nb_share is not None and sizes is not None:
+        # Size-conditional neighbours: each row's neighbours only among the max(min_window, nb_share·n) training
+        # rows nearest to it in ln size (itself included in the count, then left out).
+        ls_all = np.log1p(np.asarray(sizes, float))
+        o = np.argsort(ls_all, kind="stable")
+        mnb = max(min_window, int(n * nb_share))
+
+        def allowed(s):
+            lo, hi = size_window(ls_all[o], s, mnb)
+            mask = np.zeros(n, bool)
+            mask[o[lo:hi]] = True
+            return mask
+
+        for i in range(n):
+            d[i, ~allowed(ls_all[i])] = np.inf
     loo_rows = np.sort(d, 1)[:, :k].mean(1)
+    if local:
+        nb = np.argsort(d, 1)[:, :k]
+        dens = loo_rows.copy()
+        loo_rows = loo_rows / np.maximum(dens[nb].mean(1), 1e-12)
     everything = calibrate(loo_rows)
     if sizes is not None:
         ls = np.log1p(np.asarray(sizes, float))
@@ -142,7 +304,13 @@ def knn(train, p, sizes=None, share=0.5, min_window=30):
         m = max(min_window, int(n * share))
 
     def score(x, xs=None):
-        dx = np.sort(kd(x), 1)[:, :k].mean(1)
+        dd = kd(x)
+        if nb_share is not None and sizes is not None and xs is not None:
+            for i, sx in enumerate(np.log1p(np.asarray(xs, float))):
+                dd[i, ~allowed(sx)] = np.inf
+        dx = np.sort(dd, 1)[:, :k].mean(1)
+        if local:
+            dx = dx / np.maximum(dens[np.argsort(dd, 1)[:, :k]].mean(1), 1e-12)
         if sizes is None or xs is None:
             return np.array([p_value(everything, v) for v in dx])
         out = []
@@ -200,18 +368,20 @@ def clipped(f, ratio):
 P_VALUES = {}
 
 
-def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=None, sized=False):
+def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=None, sized=False, prep="robust",
+             local=False, nb_share=None):
     g_pay, i_pay, g_run, i_run, g_last, i_last, per_user = [], [], [], [], [], [], {}
     g_chunks = []
     for u in splits:
         allc = [(v == u, c) for v in splits for c in chunks[v]]
-        key = (u, tuple(groups), p, sized, n_train, id(chunks))
+        key = (u, tuple(groups), p, sized, n_train, id(chunks), prep, local, nb_share)
         if key not in P_VALUES:
             tr = splits[u][0]
             # The curve trains on exactly the first n_train payloads (as eval_dev's seed baseline does).
             tr = tr[:n_train] if n_train else tr[:last_growth(len(tr))][-300:]
             rows = [r for r in tr if r[0][0] > 0]
-            score = knn(np.array([vec(r, groups) for r in rows]), p, [r[2] for r in rows] if sized else None)
+            score = knn(np.array([vec(r, groups) for r in rows]), p, [r[2] for r in rows] if sized else None,
+                        prep=prep, local=local, nb_share=nb_share)
             flat = [r for _, c in allc for r in c]
             P_VALUES[key] = score(np.array([vec(r, groups) for r in flat]), [r[2] for r in flat])
         pv = P_VALUES[key]
@@ -256,7 +426,9 @@ VARIANTS = [
     ("+ turn quantiles, p = 1/2", ["angle", "click", "turnq"], 0.5, False),
     ("previous: + turn quantiles, p = 1/4", ["angle", "click", "turnq"], 0.25, False),
     ("previous without turn quantiles (p = 1/4)", ["angle", "click"], 0.25, False),
-    ("shipped: p = 1/4, size-conditional calibration", ["angle", "click", "turnq"], 0.25, True),
+    ("previous: p = 1/4, size-conditional calibration", ["angle", "click", "turnq"], 0.25, True),
+    ("shipped: + column weights (dispersion, redundancy)", ["angle", "click", "turnq"], 0.25, True,
+     "pmd+redund-groups"),
 ]
 
 
@@ -272,7 +444,7 @@ def parse_weight(spec):
 
 def compare_weights(vectors, splits, chunks, specs, users, f):
     """The shipped variant's run combined with each weighting, in one run (same p-values for all)."""
-    _, groups, p, sized = VARIANTS[-1]
+    _, groups, p, sized, prep = VARIANTS[-1]
     sizes = np.array([r[2] for u in splits for c in chunks[u] for r in c if r[2] >= 30])
     print(f"voting payloads' mouse points: n {len(sizes)}, quantiles 5/25/50/75/95/99 %: "
           + " / ".join(f"{np.quantile(sizes, q):.0f}" for q in (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)))
@@ -281,7 +453,7 @@ def compare_weights(vectors, splits, chunks, specs, users, f):
     print("|---|---|---|---|---|---|")
     for spec in specs:
         w, rho = parse_weight(spec)
-        r = evaluate(vectors, splits, chunks, groups, p, sized=sized,
+        r = evaluate(vectors, splits, chunks, groups, p, sized=sized, prep=prep,
                      combine=lambda ps, ns, w=w, rho=rho: run_scores(ps, ns, rho=rho, weight=w))
         m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
         users_all = sorted(splits)
@@ -291,6 +463,31 @@ def compare_weights(vectors, splits, chunks, specs, users, f):
               f"{rho_hat(r['genuine_chunks'], w):.3f} ({min(loo):.3f}–{max(loo):.3f}) |", flush=True)
         if users:
             print("|  per user | " + ", ".join(f"{u} {v['auc']:.3f}" for u, v in r["per_user"].items()) + " | | | | |")
+
+
+def compare_variants(vectors, splits, chunks, specs, users, f):
+    """Input scalings / distance variants of the shipped model (size calibration, p = 1/4, weighted runs), in one
+    run; `specs` are PREPS names, optionally with "+local" (local-density ratio) or ":p=0.5"."""
+    _, groups, _, sized, _ = VARIANTS[-1]
+    w, rho = parse_weight("sqrt-points:clip3")
+    print("| variant | per payload alone AUC / EER / FRR@1%FAR | in its run | chunk (last payload) | genuine < 0.05 |")
+    print("|---|---|---|---|---|")
+    for spec in specs:
+        name = spec
+        spec, _, nb = spec.partition("@nb")
+        spec, _, pp = spec.partition(":p=")
+        local = spec.endswith("+local")
+        prep = spec.removesuffix("+local")
+        r = evaluate(vectors, splits, chunks, groups, float(pp) if pp else 0.25, sized=sized, prep=prep, local=local,
+                     nb_share=float(nb) if nb else None,
+                     combine=lambda ps, ns: run_scores(ps, ns, rho=rho, weight=w))
+        m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
+        print(f"| {name} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} | "
+              f"{r['genuine_below_005']:.3f} |", flush=True)
+        if users:
+            print("|  per user | " + ", ".join(f"{u} {v['auc']:.3f}" for u, v in r["per_user"].items()) + " | | | |")
+            print("|  per user EER | " + ", ".join(f"{u} {v['eer']:.3f}" for u, v in r["per_user"].items())
+                  + " | | | |", flush=True)
 
 
 def main():
@@ -304,6 +501,9 @@ def main():
                     help="compare run combinations on the shipped variant instead: comma-separated of "
                          + ", ".join(WEIGHTS) + ", each optionally with :clipR (weight ratio to the reference "
                          "payload bounded to [1/R, R]) and @rho (e.g. sqrt-points:clip3@0.2)")
+    ap.add_argument("--variant", default="",
+                    help="compare input scalings of the shipped model (weighted runs) instead: comma-separated of "
+                         + ", ".join(PREPS) + ", each optionally +local and :p=P (e.g. robust,rank,robust+lw)")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "training_files").is_dir():
@@ -316,13 +516,16 @@ def main():
     rng = random.Random(args.seed)
     chunks = {u: cut(te, rng) for u, (_, te) in splits.items()}
     f = lambda m: f"{m[0]:.3f} / {m[1]:.3f} / {m[2]:.3f}"  # noqa: E731
+    if args.variant:
+        compare_variants(vectors, splits, chunks, args.variant.split(","), args.users, f)
+        return
     if args.weights:
         compare_weights(vectors, splits, chunks, args.weights.split(","), args.users, f)
         return
     print("| variant | per payload alone AUC / EER / FRR@1%FAR | in its run | chunk (last payload) | genuine < 0.05 |")
     print("|---|---|---|---|---|")
-    for name, groups, p, sized in VARIANTS:
-        r = evaluate(vectors, splits, chunks, groups, p, sized=sized)
+    for name, groups, p, sized, *prep in VARIANTS:
+        r = evaluate(vectors, splits, chunks, groups, p, sized=sized, prep=prep[0] if prep else "robust")
         m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
         print(f"| {name} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} | {r['genuine_below_005']:.3f} |",
               flush=True)
@@ -333,8 +536,8 @@ def main():
         print("\n| payloads | variant | per payload alone | in its run | chunk (last payload) |")
         print("|---|---|---|---|---|")
     for n in curve:
-        for name, groups, p, sized in (VARIANTS[2], VARIANTS[4]):
-            r = evaluate(vectors, splits, chunks, groups, p, n_train=n, sized=sized)
+        for name, groups, p, sized, *prep in (VARIANTS[2], VARIANTS[4], VARIANTS[5]):
+            r = evaluate(vectors, splits, chunks, groups, p, n_train=n, sized=sized, prep=prep[0] if prep else "robust")
             m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
             print(f"| {n} | {name} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} |", flush=True)
 
