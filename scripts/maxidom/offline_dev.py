@@ -465,7 +465,7 @@ def compare_weights(vectors, splits, chunks, specs, users, f):
             print("|  per user | " + ", ".join(f"{u} {v['auc']:.3f}" for u, v in r["per_user"].items()) + " | | | | |")
 
 
-def compare_variants(vectors, splits, chunks, specs, users, f):
+def compare_variants(vectors, splits, chunks, specs, users, f, n_train=None):
     """Input scalings / distance variants of the shipped model (size calibration, p = 1/4, weighted runs), in one
     run; `specs` are PREPS names, optionally with "+local" (local-density ratio) or ":p=0.5"."""
     _, groups, _, sized, _ = VARIANTS[-1]
@@ -479,10 +479,11 @@ def compare_variants(vectors, splits, chunks, specs, users, f):
         local = spec.endswith("+local")
         prep = spec.removesuffix("+local")
         r = evaluate(vectors, splits, chunks, groups, float(pp) if pp else 0.25, sized=sized, prep=prep, local=local,
-                     nb_share=float(nb) if nb else None,
+                     nb_share=float(nb) if nb else None, n_train=n_train,
                      combine=lambda ps, ns: run_scores(ps, ns, rho=rho, weight=w))
         m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
-        print(f"| {name} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} | "
+        label = f"{name} ({n_train} payloads)" if n_train else name
+        print(f"| {label} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} | "
               f"{r['genuine_below_005']:.3f} |", flush=True)
         if users:
             print("|  per user | " + ", ".join(f"{u} {v['auc']:.3f}" for u, v in r["per_user"].items()) + " | | | |")
@@ -517,7 +518,9 @@ def main():
     chunks = {u: cut(te, rng) for u, (_, te) in splits.items()}
     f = lambda m: f"{m[0]:.3f} / {m[1]:.3f} / {m[2]:.3f}"  # noqa: E731
     if args.variant:
-        compare_variants(vectors, splits, chunks, args.variant.split(","), args.users, f)
+        # With --curve, the same comparison again for models trained on exactly the first N payloads.
+        for n in [None] + [int(x) for x in args.curve.split(",") if x]:
+            compare_variants(vectors, splits, chunks, args.variant.split(","), args.users, f, n_train=n)
         return
     if args.weights:
         compare_weights(vectors, splits, chunks, args.weights.split(","), args.users, f)
