@@ -60,6 +60,13 @@ fn training(c: &mut Criterion) {
     group.bench_function("300_vectors_both_models_calling_thread", |b| {
         b.iter(|| train_models(black_box(&vectors), &one_thread, 300, 0, 1))
     });
+    // A pool retraining: the newest 300 profiling vectors plus the newest 300 pooled ones.
+    let retraining: Vec<StoredVector> = (0..600)
+        .map(|_| StoredVector::of(&g.next_payload()))
+        .collect();
+    group.bench_function("600_vectors_both_models_calling_thread", |b| {
+        b.iter(|| train_models(black_box(&retraining), &one_thread, 600, 0, 1))
+    });
     group.finish();
     let models = train_models(&vectors, &params, 300, 0, 1);
     if let Ok(models) = models {
