@@ -1573,19 +1573,8 @@ mod tests {
             panic!("mouse model expected")
         };
         // The robust scale alone, as a model without groups (and every model stored before) has it.
-        let mut mm = Matrix {
-            data: Vec::new(),
-            n_cols: MouseInput::RichTurns.columns(),
-        };
+        let mm = input_matrix(&vs, MouseInput::RichTurns);
         let points: Vec<f64> = vs.iter().filter_map(|v| v.mouse_points()).collect();
-        for v in &vs {
-            mouse_input(
-                &v.contract,
-                &v.rich.unwrap(),
-                MouseInput::RichTurns,
-                &mut mm.data,
-            );
-        }
         let plain = KnnModel::fit_sized(&mm, 30, Some(&points)).unwrap();
         assert_eq!(
             KnnModel::fit_weighted(&mm, 30, Some(&points), None),
@@ -1612,19 +1601,20 @@ mod tests {
         let Some(Detector::Knn(mouse)) = &m.mouse else {
             panic!("mouse model expected")
         };
+        let mm = input_matrix(&old, MouseInput::Rich);
+        assert_eq!(Some(mouse), KnnModel::fit(&mm, 30).as_ref());
+    }
+
+    /// The mouse input matrix of `vs` at `level` (every vector must carry a rich part).
+    fn input_matrix(vs: &[StoredVector], level: MouseInput) -> Matrix {
         let mut mm = Matrix {
             data: Vec::new(),
-            n_cols: MouseInput::Rich.columns(),
+            n_cols: level.columns(),
         };
-        for v in &old {
-            mouse_input(
-                &v.contract,
-                &v.rich.unwrap(),
-                MouseInput::Rich,
-                &mut mm.data,
-            );
+        for v in vs {
+            mouse_input(&v.contract, &v.rich.unwrap(), level, &mut mm.data);
         }
-        assert_eq!(Some(mouse), KnnModel::fit(&mm, 30).as_ref());
+        mm
     }
 
     #[test]
