@@ -29,6 +29,22 @@ CDF then probit), `robust+lw` / `robust+oas` / `rank+lw` (ZCA whitening with a s
 `redund` / `redund-sqrt` / `redund-groups` (Spearman redundancy per column or per group) and `pmd+redund-groups`
 (shipped); `+local` divides the k-NN distance by the neighbours' own, `@nbS` restricts neighbours to the S share of
 training rows nearest in size. See ARCHITECTURE.md for what each gave.
+
+Small-training-set options (`w` is the shipped `pmd+redund-groups` scaling re-implemented with options; each
+option follows a `~`, e.g. `w~wshrink=eb~k=sqrt`; `--no-full` skips the full-size model, `--curve` sets the sizes):
+  model:        `k=N|sqrt|all|fracF` (neighbours), `lbo=B` (leave-block-out calibration: a training row's
+                distance leaves out the rows within ±B of it), `trim=T` (drop each pair's T largest column terms),
+                `rho=R` (the run's ρ), `groups=angle+click+…` (input groups after features 1–10)
+  weights:      `scale=iqr|mad|hd` (base scale; cancels under the dispersion weights), `noweights`, `nodisp`,
+                `noredund`, `rdebias` (Σ r² minus its null expectation 1/(n-1)), `wshrink=N0` (w → w^(n/(n+N0))),
+                `wshrink=eb` (empirical-Bayes shrinkage of the log weights toward 0, block-jackknife variances),
+                `disp=halves|lagF|ratio` (dispersion over time-separated pairs)
+  training set (diagnostics for the curve; the model is unchanged): `spread=1` (N payloads spread evenly over
+                all enrolment sessions), `sess=S` (the first N/S of each of the first S sessions), `sessoff=K` (N
+                from the start of enrolment session K), `offset=O` (N contiguous from payload O), `grow=R` (the
+                service's view: the model of the profile's last growth training when it holds N payloads, the
+                growth step R × the last training's count; R = 1 is lifecycle::growth_due today)
+(helper session H1, 2026-12-07: see the report for what each gave at 20/30/50 payloads.)
 """
 
 import argparse
@@ -79,11 +95,13 @@ def cut(test, rng, max_len=10):
     return out
 
 
-def last_growth(n):
-    """Payload count of the service's last training for a profile that received n (lifecycle::growth_due)."""
+def last_growth(n, ratio=1.0):
+    """Payload count of the service's last training for a profile that received n (lifecycle::growth_due: step =
+    the last training's count, at most 150). `ratio` < 1: a denser schedule, step = ratio × the last count (at
+    least 1), at most 150 (the `~grow=R` option)."""
     g, best = 30, 0
     while g <= n:
-        best, g = g, g + min(g, 150)
+        best, g = g, g + min(max(1, int(g * ratio)), 150)
     return best
 
 
@@ -241,7 +259,115 @@ def redundancy_scaler(train, p=0.25, groups=None, power=1.0, base=robust_scaler)
     return lambda x: rob(x) * sc
 
 
+def hd_quantile(x, q):
+    """Harrell-Davis quantile estimate per column (a Beta-weighted mean of the order statistics)."""
+    from scipy.stats import beta
+    n = x.shape[0]
+    a, b = (n + 1) * q, (n + 1) * (1 - q)
+    edges = beta.cdf(np.arange(n + 1) / n, a, b)
+    w = np.diff(edges)
+    return w @ np.sort(x, 0)
+
+
+def weighted_scaler(train, opts=None):
+    """The shipped `pmd+redund-groups` scaling with small-sample options (`~` options of a variant):
+    `scale=iqr|mad|hd` (the base scale: IQR/1.349, 1.4826·MAD, Harrell-Davis IQR/1.349), `rdebias` (the group's
+    Σ r² counts only the correlation beyond what n rows of independent columns show, E[r²] = 1/(n-1)),
+    `wshrink=N0` (each column's final weight w → w^(n/(n+N0)), shrinking the estimated weights toward 1 by an
+    amount that vanishes with n), `noweights` (median/scale only)."""
+    opts = opts or {}
+    n, c = train.shape
+    p = 0.25
+    med = np.median(train, 0)
+    how = opts.get("scale", "iqr")
+    if how == "mad":
+        spread = 1.4826 * np.median(np.abs(train - med), 0)
+    elif how == "hd":
+        spread = (hd_quantile(train, 0.75) - hd_quantile(train, 0.25)) / 1.349
+    else:
+        spread = (np.quantile(train, 0.75, 0) - np.quantile(train, 0.25, 0)) / 1.349
+    sd = train.std(0)
+    scale = np.where(spread > 1e-9, spread, np.where(sd > 1e-9, sd, 1.0))
+    z = (train - med) / scale
+    if "noweights" in opts:
+        return lambda x: (x - med) / scale
+    groups = list(opts["_gw"]) if "_gw" in opts else MOUSE_GROUPS[c]
+    iu = np.triu_indices(n, 1)
+    if opts.get("disp") == "halves":
+        # Dispersion over the pairs that are farthest apart in time: one payload from the first half of the
+        # training rows (in enrolment order), one from the second half.
+        h = n // 2
+        disp = np.array([(np.abs(z[:h, j][:, None] - z[h:, j][None, :]) ** p).mean() for j in range(c)])
+    elif opts.get("disp", "").startswith("lag"):
+        # Dispersion over the pairs at least L rows apart (L = n·frac).
+        L = max(1, int(round(n * float(opts["disp"][3:]))))
+        ii, kk = iu
+        far = (kk - ii) >= L
+        disp = np.array([(np.abs(z[ii[far], j] - z[kk[far], j]) ** p).mean() for j in range(c)])
+    elif opts.get("disp") == "ratio":
+        # Stationarity: all-pairs dispersion times the ratio of far (other half) to near (|i-k| ≤ 2) dispersion.
+        ii, kk = iu
+        near = (kk - ii) <= 2
+        h = n // 2
+        allp = np.array([(np.abs(z[:, j][:, None] - z[:, j][None, :])[iu] ** p).mean() for j in range(c)])
+        farp = np.array([(np.abs(z[:h, j][:, None] - z[h:, j][None, :]) ** p).mean() for j in range(c)])
+        nearp = np.array([(np.abs(z[ii[near], j] - z[kk[near], j]) ** p).mean() for j in range(c)])
+        disp = allp * np.maximum(farp / np.maximum(nearp, 1e-12), 1.0)
+    else:
+        disp = np.array([(np.abs(z[:, j][:, None] - z[:, j][None, :])[iu] ** p).mean() for j in range(c)])
+    w = np.where(disp > 1e-9, np.clip(1 / np.maximum(disp, 1e-12), 0.25, 4.0), 1.0)
+    if "nodisp" in opts:
+        w = np.ones(c)
+    rk = rankdata(train, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.corrcoef(rk.T)
+    r = np.nan_to_num(r, nan=0.0)
+    np.fill_diagonal(r, 1.0)
+    r2 = r ** 2
+    if "rdebias" in opts:
+        off = ~np.eye(c, dtype=bool)
+        r2 = np.where(off, np.maximum(r2 - 1.0 / (n - 1), 0.0), 1.0)
+    start = 0
+    if "noredund" not in opts:
+        for g in groups:
+            blk = r2[start:start + g, start:start + g]
+            w[start:start + g] *= (g * g / blk.sum()) / g
+            start += g
+    if opts.get("wshrink") == "eb":
+        # Empirical Bayes (James-Stein) shrinkage of the log weights toward 0 (weight 1): each column's sampling
+        # variance s_j² from a block jackknife (G contiguous blocks of training rows, so the rows' serial dependence
+        # counts), the spread of the true log weights τ² = mean θ² − mean s² (method of moments), and
+        # θ_j → θ_j τ² / (τ² + s_j²).
+        sub = dict(opts)
+        sub.pop("wshrink")
+        G = min(n, 10)
+        edges = np.linspace(0, n, G + 1).astype(int)
+        th = np.log(w)
+        reps = []
+        for g in range(G):
+            keep = np.r_[0:edges[g], edges[g + 1]:n]
+            reps.append(np.log(column_weights_of(train[keep], sub)))
+        reps = np.array(reps)
+        s2 = (G - 1) / G * ((reps - reps.mean(0)) ** 2).sum(0)
+        tau2 = max(0.0, float(np.mean(th ** 2) - np.mean(s2)))
+        w = np.exp(th * tau2 / (tau2 + s2 + 1e-12))
+    elif "wshrink" in opts:
+        n0 = float(opts["wshrink"])
+        w = w ** (n / (n + n0))
+    if opts.get("_weights_only"):
+        return w
+    sc = w ** (1 / p)
+    return lambda x: (x - med) / scale * sc
+
+
+def column_weights_of(train, opts):
+    return weighted_scaler(train, {**opts, "_weights_only": 1})
+
+
+OPT_PREPS = {"w"}
+
 PREPS = {
+    "w": weighted_scaler,
     "redund": redundancy_scaler,
     "redund-sqrt": functools.partial(redundancy_scaler, power=0.5),
     "redund-groups": functools.partial(redundancy_scaler, groups=[10, 5, 5, 3]),
@@ -259,23 +385,56 @@ PREPS = {
 }
 
 
-def knn(train, p, sizes=None, share=0.5, min_window=30, prep="robust", local=False, nb_share=None):
+def k_rule(spec, n):
+    """Number of neighbours for n training rows: the shipped √n/2 (1-10), or a variant (`~k=` option): an
+    integer, `sqrt` (√n), `all` (every row: mean distance to the whole training set)."""
+    if spec is None:
+        return int(min(10, max(1, round(math.sqrt(n) / 2))))
+    if spec == "sqrt":
+        return int(min(n - 1, max(1, round(math.sqrt(n)))))
+    if spec == "all":
+        return n - 1
+    if spec.startswith("frac"):
+        return int(min(n - 1, max(1, round(n * float(spec[4:])))))
+    return min(int(spec), n - 1)
+
+
+def knn(train, p, sizes=None, share=0.5, min_window=30, prep="robust", local=False, nb_share=None, opts=None):
     """The service's k-NN model. With `sizes` (mouse points of each training row), a payload is calibrated
     against the leave-one-out distances of the max(min_window, share·n) training rows nearest to it in
     ln(1 + points) (size-conditional calibration); without, against all of them. `prep` names the input
     scaling (`PREPS`; the service: "robust"). `local`: the distance is divided by the mean leave-one-out distance
     of the k neighbours (a local-density ratio, as LOF: regions where the owner's payloads are sparse forgive more)."""
-    f = PREPS[prep](train)
+    opts = opts or {}
+    f = PREPS[prep](train, **({"opts": opts} if prep in OPT_PREPS else {}))
     z = f(train)
     n = len(z)
-    k = int(min(10, max(1, round(math.sqrt(n) / 2))))
+    k = k_rule(opts.get("k"), n)
+
+    trim = int(opts.get("trim", 0))
 
     def kd(x):
-        d = (np.abs(f(x)[:, None, :] - z[None, :, :]) ** p).sum(-1) ** (1 / p)
+        fx = f(x)
+        if trim:
+            # Trimmed distance: the `trim` largest per-column terms of each pair are left out (a few columns that
+            # moved between sessions do not decide the distance). In blocks, to bound memory.
+            out = np.empty((len(fx), n))
+            for a in range(0, len(fx), 256):
+                t = np.abs(fx[a:a + 256, None, :] - z[None, :, :]) ** p
+                t = np.partition(t, t.shape[-1] - trim - 1, axis=-1)[..., :t.shape[-1] - trim]
+                out[a:a + 256] = t.sum(-1) ** (1 / p)
+            return out
+        d = (np.abs(fx[:, None, :] - z[None, :, :]) ** p).sum(-1) ** (1 / p)
         return d
 
     d = kd(train)
     np.fill_diagonal(d, np.inf)
+    if "lbo" in opts:
+        # Leave-block-out calibration: a training row's distance leaves out the rows within ±b of it in
+        # training order (the same stretch of the same session), as a new session's payload has no such neighbour.
+        b = int(opts["lbo"])
+        idx = np.arange(n)
+        d = np.where(np.abs(idx[:, None] - idx[None, :]) <= b, np.inf, d)
     if nb_share is not None and sizes is not None:
         # Size-conditional neighbours: each row's neighbours only among the max(min_window, nb_share·n) training
         # rows nearest to it in ln size (itself included in the count, then left out).
@@ -369,19 +528,45 @@ P_VALUES = {}
 
 
 def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=None, sized=False, prep="robust",
-             local=False, nb_share=None):
+             local=False, nb_share=None, opts=None):
     g_pay, i_pay, g_run, i_run, g_last, i_last, per_user = [], [], [], [], [], [], {}
     g_chunks = []
     for u in splits:
         allc = [(v == u, c) for v in splits for c in chunks[v]]
-        key = (u, tuple(groups), p, sized, n_train, id(chunks), prep, local, nb_share)
+        key = (u, tuple(groups), p, sized, n_train, id(chunks), prep, local, nb_share,
+               tuple(sorted((opts or {}).items())))
         if key not in P_VALUES:
             tr = splits[u][0]
             # The curve trains on exactly the first n_train payloads (as eval_dev's seed baseline does).
-            tr = tr[:n_train] if n_train else tr[:last_growth(len(tr))][-300:]
+            if n_train and (opts or {}).get("sess"):
+                # Diagnostic: n_train payloads from the first S enrolment sessions, the first n_train/S of each.
+                S = int(opts["sess"])
+                lens = [len(x) for x in vectors[u]]
+                starts = np.cumsum([0] + lens)
+                per = -(-n_train // S)
+                tr = [r for i in range(S) for r in tr[starts[i]:min(starts[i] + per, starts[i + 1])]][:n_train]
+            elif n_train and (opts or {}).get("sessoff"):
+                # Diagnostic: the first n_train payloads from the start of enrolment session K (0 = the first).
+                o = int(np.cumsum([0] + [len(x) for x in vectors[u]])[int(opts["sessoff"])])
+                tr = tr[o:o + n_train]
+            elif n_train and (opts or {}).get("offset"):
+                # Diagnostic: n_train contiguous payloads starting at the given enrolment payload.
+                o = int(opts["offset"])
+                tr = tr[o:o + n_train]
+            elif n_train and (opts or {}).get("spread"):
+                # Diagnostic: n_train payloads spread evenly over all the enrolment payloads (several sessions).
+                tr = [tr[int(i)] for i in np.linspace(0, len(tr) - 1, n_train)]
+            else:
+                grow = float((opts or {}).get("grow", 1.0))
+                # With n_train: the profile holds its first n_train payloads and the model is its last growth
+                # training's (the service's view) when `~grow=` is given, else exactly the first n_train.
+                if n_train and "grow" in (opts or {}):
+                    tr = tr[:last_growth(n_train, grow)][-300:]
+                else:
+                    tr = tr[:n_train] if n_train else tr[:last_growth(len(tr), grow)][-300:]
             rows = [r for r in tr if r[0][0] > 0]
             score = knn(np.array([vec(r, groups) for r in rows]), p, [r[2] for r in rows] if sized else None,
-                        prep=prep, local=local, nb_share=nb_share)
+                        prep=prep, local=local, nb_share=nb_share, opts=opts)
             flat = [r for _, c in allc for r in c]
             P_VALUES[key] = score(np.array([vec(r, groups) for r in flat]), [r[2] for r in flat])
         pv = P_VALUES[key]
@@ -474,13 +659,22 @@ def compare_variants(vectors, splits, chunks, specs, users, f, n_train=None):
     print("|---|---|---|---|---|")
     for spec in specs:
         name = spec
+        spec, *rest = spec.split("~")
+        opts = dict((o.partition("=")[0], o.partition("=")[2]) for o in rest)
+        vgroups = groups
+        if "groups" in opts:
+            # Input groups (contract features 1-10 always): e.g. groups=angle+click, groups=none.
+            vgroups = [g for g in opts.pop("groups").split("+") if g and g != "none"]
+            sizes_ = {"angle": 5, "click": 5, "turnq": 3, "speed": 5, "speedhist": 6, "dir": 8, "jerk": 4,
+                      "stroke": 8, "pos": 4, "sampling": 1}
+            opts["_gw"] = (10,) + tuple(sizes_[g] for g in vgroups)
         spec, _, nb = spec.partition("@nb")
         spec, _, pp = spec.partition(":p=")
         local = spec.endswith("+local")
         prep = spec.removesuffix("+local")
-        r = evaluate(vectors, splits, chunks, groups, float(pp) if pp else 0.25, sized=sized, prep=prep, local=local,
-                     nb_share=float(nb) if nb else None, n_train=n_train,
-                     combine=lambda ps, ns: run_scores(ps, ns, rho=rho, weight=w))
+        r = evaluate(vectors, splits, chunks, vgroups, float(pp) if pp else 0.25, sized=sized, prep=prep, local=local,
+                     nb_share=float(nb) if nb else None, n_train=n_train, opts=opts,
+                     combine=lambda ps, ns, rr=float(opts.pop("rho", rho)): run_scores(ps, ns, rho=rr, weight=w))
         m = {k: (r[k]["auc"], r[k]["eer"], r[k]["frr_at_1far"]) for k in ("payload", "run", "chunk_last")}
         label = f"{name} ({n_train} payloads)" if n_train else name
         print(f"| {label} | {f(m['payload'])} | {f(m['run'])} | {f(m['chunk_last'])} | "
@@ -505,6 +699,7 @@ def main():
     ap.add_argument("--variant", default="",
                     help="compare input scalings of the shipped model (weighted runs) instead: comma-separated of "
                          + ", ".join(PREPS) + ", each optionally +local and :p=P (e.g. robust,rank,robust+lw)")
+    ap.add_argument("--no-full", action="store_true", help="with --variant --curve: only the curve's sizes")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "training_files").is_dir():
@@ -519,7 +714,7 @@ def main():
     f = lambda m: f"{m[0]:.3f} / {m[1]:.3f} / {m[2]:.3f}"  # noqa: E731
     if args.variant:
         # With --curve, the same comparison again for models trained on exactly the first N payloads.
-        for n in [None] + [int(x) for x in args.curve.split(",") if x]:
+        for n in ([] if args.no_full else [None]) + [int(x) for x in args.curve.split(",") if x]:
             compare_variants(vectors, splits, chunks, args.variant.split(","), args.users, f, n_train=n)
         return
     if args.weights:
