@@ -24,7 +24,7 @@ pub(crate) const FALLBACK_PAGES: u32 = 10_000;
 /// Starts the checkpointer for the database at `url` (a `sqlite:` URL); it stops when `pool` is closed. An
 /// in-memory database has nothing to checkpoint and a second connection would not even see it, so none starts.
 pub(crate) fn spawn(url: &str, pool: AnyPool) {
-    if url.contains(":memory:") || url.contains("mode=memory") {
+    if crate::store::is_in_memory(url) {
         return;
     }
     let options = match SqliteConnectOptions::from_str(url) {

@@ -23,9 +23,11 @@
 //! name on both sides; they run at start ([`Store::connect`]). On PostgreSQL sqlx holds an advisory lock while
 //! migrating, so replicas starting together are safe.
 //!
-//! SQLite gets a single pooled connection: SQLite admits one writer at a time anyway, and a single connection
-//! rules out the `SQLITE_BUSY` failures that deferred transactions upgrading from read to write hit under
-//! concurrency. Long reads (exports) therefore page through results instead of holding the connection.
+//! SQLite gets a single pooled connection for everything that writes: SQLite admits one writer at a time anyway,
+//! and a single connection rules out the `SQLITE_BUSY` failures that deferred transactions upgrading from read to
+//! write hit under concurrency. Long reads (exports) therefore page through results instead of holding the
+//! connection. A few hot reads outside transactions (the MaxiDOM scoring path's, a training's vectors) go to two
+//! read-only connections instead (`Store::reader`), which WAL mode lets read beside the writer.
 
 pub mod alert_configs;
 pub mod alert_deliveries;

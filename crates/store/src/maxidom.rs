@@ -902,7 +902,7 @@ async fn load_blobs(
     let rows = sqlx::query(sql)
         .bind(profile_id)
         .bind(limit)
-        .fetch_all(store.pool())
+        .fetch_all(store.reader())
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows.iter().rev() {
@@ -1013,7 +1013,7 @@ pub async fn active_model_version(
         "SELECT model_version, model_trained_at FROM maxidom_profiles WHERE profile_id = $1",
     )
     .bind(profile_id)
-    .fetch_optional(store.pool())
+    .fetch_optional(store.reader())
     .await?;
     let Some(row) = row else { return Ok(None) };
     let trained_at: Option<i64> = row.try_get("model_trained_at")?;
@@ -1034,7 +1034,9 @@ pub struct ScoreContext {
 
 /// The active model's version and the run state of a profile; `None` when it has no model (or does not exist).
 /// One indexed lookup with a primary-key join: the scoring path calls it on every request, to validate its
-/// cached model and to continue the run (this replaced a version read and a run read of their own).
+/// cached model and to continue the run (this replaced a version read and a run read of their own). It reads on
+/// [`Store::reader`], so on SQLite it does not wait behind the scores' group commits; a score answered before
+/// this read started is committed and therefore seen.
 pub async fn score_context(
     store: &Store,
     profile_id: &str,
@@ -1044,7 +1046,7 @@ pub async fn score_context(
          LEFT JOIN maxidom_runs r ON r.profile_id = p.profile_id WHERE p.profile_id = $1",
     )
     .bind(profile_id)
-    .fetch_optional(store.pool())
+    .fetch_optional(store.reader())
     .await?;
     let Some(row) = row else { return Ok(None) };
     let trained_at: Option<i64> = row.try_get("model_trained_at")?;
@@ -1062,7 +1064,7 @@ pub async fn model(store: &Store, profile_id: &str) -> Result<Option<StoredModel
     let row =
         sqlx::query("SELECT version, trained_at, blob FROM maxidom_models WHERE profile_id = $1")
             .bind(profile_id)
-            .fetch_optional(store.pool())
+            .fetch_optional(store.reader())
             .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(StoredModel {

@@ -53,10 +53,15 @@ impl Default for StoreOptions {
     }
 }
 
+/// Read-only connections beside SQLite's one writer (see [`Store::reader`]).
+const SQLITE_READERS: u32 = 2;
+
 /// A handle to the database: cheap to clone, shared by every request and background job.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where the hot reads go: on SQLite its own read-only connections, on PostgreSQL the same pool.
+    reader: AnyPool,
     backend: Backend,
 }
 
@@ -96,14 +101,14 @@ impl Store {
                             Ok(())
                         })
                     })
-                    .connect_with(connect)
+                    .connect_with(connect.clone())
                     .await?
             }
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(options.max_connections)
                     .acquire_timeout(options.acquire_timeout)
-                    .connect_with(connect)
+                    .connect_with(connect.clone())
                     .await?
             }
         };
@@ -112,10 +117,33 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
-        if backend == Backend::Sqlite {
+        let reader = if backend == Backend::Sqlite && !is_in_memory(&url) {
             crate::checkpoint::spawn(&url, pool.clone());
-        }
-        let store = Store { pool, backend };
+            // Opened after the migrations: a reader never sees a schema older than the code's.
+            AnyPoolOptions::new()
+                .max_connections(SQLITE_READERS)
+                .acquire_timeout(options.acquire_timeout)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // WAL readers read the last committed snapshot beside the writer; `query_only` makes a
+                        // write sent here by mistake fail at once instead of racing the writer for the lock.
+                        conn.execute("PRAGMA query_only = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(connect)
+                .await?
+        } else {
+            // An in-memory SQLite database exists only on its own connection; PostgreSQL pools already read in
+            // parallel.
+            pool.clone()
+        };
+        let store = Store {
+            pool,
+            reader,
+            backend,
+        };
         store.refresh_planner_stats().await?;
         tracing::info!(backend = ?backend, "database ready");
         Ok(store)
@@ -159,6 +187,18 @@ impl Store {
         &self.pool
     }
 
+    /// The pool for reads on a hot path that must not queue behind writes, for this crate's modules only.
+    ///
+    /// SQLite has one writing connection, served by one worker thread: a read sent there waits for every
+    /// transaction queued before it (with the MaxiDOM feedback loop on, `/score`'s group commits). WAL mode lets
+    /// other connections read the last committed state meanwhile, so these reads get [`SQLITE_READERS`]
+    /// read-only connections of their own. A read sent here sees every transaction committed before it started
+    /// (the same as on the writer once that write is acknowledged), never one still open: use it only outside
+    /// transactions, for reads that do not need to see a write of their own that is not committed yet.
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -171,8 +211,14 @@ impl Store {
 
     /// Waits for in-flight queries and closes every connection (checkpointing SQLite's WAL).
     pub async fn close(&self) {
+        self.reader.close().await;
         self.pool.close().await;
     }
+}
+
+/// An in-memory SQLite database: a second connection would open another, empty database.
+pub(crate) fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
 }
 
 /// SQLite opens read-write-create only when asked; a fresh machine has no file yet.
