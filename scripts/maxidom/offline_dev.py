@@ -12,7 +12,7 @@ the column weights of model.rs `column_weights`: `pmd+redund-groups` here), mean
 the k = √n/2 nearest training payloads, conformal p-value against the leave-one-out distances with the
 exponential tail, and a profile's run combined by the correlation-corrected Stouffer sum of
 `crates/biometrics/src/sequential.rs` (window 10, ρ 0.15, past z floored at -3). Training rows follow the
-service's growth schedule (trained at 30, 60, 120, 240, 390, … payloads, on the newest 300). It differs from the
+service's growth schedule (trained at 30, 37, 46, 57, 71, 88, 110, … payloads, then every 150, on the newest 300). It differs from the
 service only in what the service does over time (the feedback loop's pool), so its numbers sit within ~0.005 AUC
 of `eval_dev.py`'s. The first run extracts and caches every payload's vectors (a few minutes); later runs take
 seconds per variant. Use it to try an idea; measure the winner through the API with `eval_dev.py`.
@@ -43,7 +43,7 @@ option follows a `~`, e.g. `w~wshrink=eb~k=sqrt`; `--no-full` skips the full-siz
                 all enrolment sessions), `sess=S` (the first N/S of each of the first S sessions), `sessoff=K` (N
                 from the start of enrolment session K), `offset=O` (N contiguous from payload O), `grow=R` (the
                 service's view: the model of the profile's last growth training when it holds N payloads, the
-                growth step R × the last training's count; R = 1 is lifecycle::growth_due today)
+                growth step R × the last training's count; R = 0.25 is lifecycle::growth_due, R = 1 its earlier doubling)
 (helper session H1, 2026-12-07: see the report for what each gave at 20/30/50 payloads.)
 """
 
@@ -95,10 +95,10 @@ def cut(test, rng, max_len=10):
     return out
 
 
-def last_growth(n, ratio=1.0):
+def last_growth(n, ratio=0.25):
     """Payload count of the service's last training for a profile that received n (lifecycle::growth_due: step =
-    the last training's count, at most 150). `ratio` < 1: a denser schedule, step = ratio × the last count (at
-    least 1), at most 150 (the `~grow=R` option)."""
+    ¼ of the last training's count, at least 1, at most 150). `ratio`: another schedule, step = ratio × the last
+    count (the `~grow=R` option; 1 = doubling, the service's rule before session 10)."""
     g, best = 30, 0
     while g <= n:
         best, g = g, g + min(max(1, int(g * ratio)), 150)
@@ -201,6 +201,14 @@ def whitened(base, shrink="lw"):
 MOUSE_GROUPS = {10: [10], 20: [10, 5, 5], 23: [10, 5, 5, 3]}
 
 
+def dispersion_rows(z, max_rows=256):
+    """The rows whose pairs estimate the dispersion weights (model.rs `DISPERSION_MAX_ROWS`): all up to 256, else
+    256 spread evenly (row t·n/256)."""
+    n = len(z)
+    m = min(n, max_rows)
+    return z[(np.arange(m) * n) // m]
+
+
 def pmd_scaler(train, p=0.25, groups=None, per_column=True):
     """Each column scaled by its dispersion in the metric's own units: the owner's mean over training pairs of
     |x_i - x_k|^p, to the power 1/p, so every column contributes equally (in expectation, under the owner) to the
@@ -212,10 +220,11 @@ def pmd_scaler(train, p=0.25, groups=None, per_column=True):
         groups = MOUSE_GROUPS[c]
     rob = robust_scaler(train)
     z = rob(train)
-    iu = np.triu_indices(n, 1)
+    zs = dispersion_rows(z)
+    iu = np.triu_indices(len(zs), 1)
     disp = np.empty(c)
     for j in range(c):
-        dj = np.abs(z[:, j][:, None] - z[:, j][None, :])[iu] ** p
+        dj = np.abs(zs[:, j][:, None] - zs[:, j][None, :])[iu] ** p
         disp[j] = dj.mean()
     # A column constant for the owner keeps weight 1 (its dispersion says nothing to equalise).
     # Bounded to [1/4, 4] (model.rs `MAX_COLUMN_WEIGHT`): a column the owner almost never varies would otherwise
@@ -314,7 +323,9 @@ def weighted_scaler(train, opts=None):
         nearp = np.array([(np.abs(z[ii[near], j] - z[kk[near], j]) ** p).mean() for j in range(c)])
         disp = allp * np.maximum(farp / np.maximum(nearp, 1e-12), 1.0)
     else:
-        disp = np.array([(np.abs(z[:, j][:, None] - z[:, j][None, :])[iu] ** p).mean() for j in range(c)])
+        zs = dispersion_rows(z)
+        ius = np.triu_indices(len(zs), 1)
+        disp = np.array([(np.abs(zs[:, j][:, None] - zs[:, j][None, :])[ius] ** p).mean() for j in range(c)])
     w = np.where(disp > 1e-9, np.clip(1 / np.maximum(disp, 1e-12), 0.25, 4.0), 1.0)
     if "nodisp" in opts:
         w = np.ones(c)
@@ -557,7 +568,7 @@ def evaluate(vectors, splits, chunks, groups, p, combine=run_scores, n_train=Non
                 # Diagnostic: n_train payloads spread evenly over all the enrolment payloads (several sessions).
                 tr = [tr[int(i)] for i in np.linspace(0, len(tr) - 1, n_train)]
             else:
-                grow = float((opts or {}).get("grow", 1.0))
+                grow = float((opts or {}).get("grow", 0.25))
                 # With n_train: the profile holds its first n_train payloads and the model is its last growth
                 # training's (the service's view) when `~grow=` is given, else exactly the first n_train.
                 if n_train and "grow" in (opts or {}):
