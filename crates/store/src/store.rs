@@ -292,6 +292,43 @@ mod tests {
         }
     }
 
+    /// SQLite's readers read the last committed state while the one writing connection is held by an open
+    /// transaction (the reason they exist), never see that transaction's rows before it commits, see them right
+    /// after, and refuse writes.
+    #[tokio::test]
+    async fn sqlite_readers_read_beside_an_open_write_and_cannot_write() {
+        let db = TestDb::sqlite().await;
+        let (writer, reader) = (db.store.pool(), db.store.reader());
+        sqlx::query("CREATE TABLE reader_probe (i BIGINT)")
+            .execute(writer)
+            .await
+            .expect("create");
+        let count = || async {
+            let n: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM reader_probe")
+                .fetch_one(reader)
+                .await
+                .expect("count on a reader");
+            n
+        };
+        let mut tx = writer.begin().await.expect("begin");
+        sqlx::query("INSERT INTO reader_probe (i) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        // The writer's only connection is held by `tx`: a read that needed it would wait for the timeout.
+        let before = tokio::time::timeout(Duration::from_secs(5), count())
+            .await
+            .expect("a reader does not wait for the open transaction");
+        assert_eq!(before, 0, "an uncommitted row is not visible");
+        tx.commit().await.expect("commit");
+        assert_eq!(count().await, 1, "a committed row is visible at once");
+        let refused = sqlx::query("INSERT INTO reader_probe (i) VALUES (2)")
+            .execute(reader)
+            .await;
+        assert!(refused.is_err(), "a reader refuses writes");
+        assert_eq!(count().await, 1);
+    }
+
     /// Both engines must get the same schema steps: a migration added on one side only would leave the other
     /// engine's deployments without it, and nothing else would notice until a query failed there.
     #[test]

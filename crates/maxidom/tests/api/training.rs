@@ -227,7 +227,8 @@ async fn retraining_happens_when_the_pool_fills() {
         let id = new_id();
         enroll(&app, &id, "pw").await;
         let mut alice = SessionGenerator::new(Persona::alice(), 21);
-        for _ in 0..60 {
+        // Ready at 40; 45 stay below the first growth training (at 40 + 10), so the next model is the retraining's.
+        for _ in 0..45 {
             post_raw(
                 &app,
                 &format!("/api/train/{id}"),
@@ -335,20 +336,31 @@ async fn a_mouse_only_profile_is_ready_at_30_retrains_as_it_grows_and_never_pool
             json!(0),
             "{l}: feedback is off"
         );
-        // Twice the data it was trained on: a training on the grown profile.
-        for _ in 0..32 {
+        // A quarter more than it was trained on (30 + 7): a training on the grown profile, and not before.
+        for n in 31..=37 {
             app.api()
                 .post(
                     &format!("/api/train/{id}"),
                     &serde_json::to_value(alice.payload(mouse_only)).unwrap(),
                 )
                 .await;
+            if n == 36 {
+                let st = status_of(&app, &id).await;
+                assert_eq!(
+                    (
+                        st["model_version"].clone(),
+                        st["training_in_progress"].clone()
+                    ),
+                    (json!(1), json!(false)),
+                    "{l}: 36 vectors are not yet a quarter more: {st}"
+                );
+            }
         }
         let st = wait_for(&app, &id, "a growth training", |s| {
             s["model_version"] == json!(2) && s["training_in_progress"] == json!(false)
         })
         .await;
-        assert_eq!(st["vectors_stored"], json!(62), "{l}: {st}");
+        assert_eq!(st["vectors_stored"], json!(37), "{l}: {st}");
         app.stop().await;
     }
 }
