@@ -395,22 +395,44 @@ impl Maxidom {
     ) -> bool {
         let Some(claim) = claim else { return false };
         let svc = self.clone();
-        let store = state.store.clone();
-        state.spawn(async move {
+        let state = state.clone();
+        state.clone().spawn(async move {
+            let store = &state.store;
             let training = async {
                 // Queued trainings wait here holding their claim; the heartbeat keeps it live meanwhile.
                 let _slot = svc.training_slots.acquire().await;
-                svc.run_training(&store, &claim, kind).await
+                svc.run_training(store, &claim, kind).await
             };
-            if let Err(e) = svc.beating(&store, &claim, training).await {
-                metrics::counter!("maxidom_training_failures_total").increment(1);
-                tracing::warn!(profile_id = %claim.profile_id, ?kind, error = %e, "training failed");
-                if let Err(e) = maxidom::release_claim(&store, &claim).await {
-                    tracing::warn!(profile_id = %claim.profile_id, error = %e, "could not release the training claim");
+            match svc.beating(store, &claim, training).await {
+                Ok(true) => svc.grow_if_due(&state, &claim.profile_id).await,
+                Ok(false) => {}
+                Err(e) => {
+                    metrics::counter!("maxidom_training_failures_total").increment(1);
+                    tracing::warn!(profile_id = %claim.profile_id, ?kind, error = %e, "training failed");
+                    if let Err(e) = maxidom::release_claim(store, &claim).await {
+                        tracing::warn!(profile_id = %claim.profile_id, error = %e, "could not release the training claim");
+                    }
                 }
             }
         });
         true
+    }
+
+    /// Starts the growth training a profile became due for while its previous training ran, if any. `/train`
+    /// checks growth at every post, but while a training holds the profile's claim that check cannot claim, so
+    /// a profile whose posts stopped meanwhile (the end of an enrolment burst) would keep the older model until
+    /// its next post. Called after every published training.
+    async fn grow_if_due(self: &Arc<Self>, state: &AppState, profile_id: &str) {
+        match maxidom::profile(&state.store, profile_id).await {
+            Ok(Some(p)) if p.model_active => {
+                self.maybe_grow(state, profile_id, counts_of(p.counts))
+                    .await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(profile_id, error = %e, "could not check for a growth due after a training")
+            }
+        }
     }
 
     /// Runs `work` while refreshing `claim` every [`Self::beat_period`], so the claim stays live for as long as
@@ -629,6 +651,73 @@ mod tests {
     use super::*;
 
     const P: &str = "3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f";
+
+    /// After a training publishes, a growth the profile became due for meanwhile starts without another
+    /// `/train` post (those posts' own checks could not claim while the training held the profile), and none
+    /// starts before the profile has grown by a quarter.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_growth_due_when_a_training_ends_starts_without_another_post() {
+        let svc = Arc::new(Maxidom::new(MaxidomConfig {
+            quota_total: 30,
+            quota_keyboard: 30,
+            quota_mouse: 30,
+            quota_digraph: 1,
+            ..MaxidomConfig::default()
+        }));
+        let all = maxidom::VectorKinds {
+            keyboard: true,
+            mouse: true,
+            digraph: true,
+        };
+        for test_db in TestDb::all().await {
+            let (s, l) = (&test_db.store, test_db.label);
+            let state = AppState::new(
+                s.clone(),
+                vigil_http::HttpConfig::for_tests(),
+                b"test-secret-test-secret-test-secret!",
+            );
+            maxidom::enroll(s, P, "h", 1).await.unwrap();
+            let add = async |from: usize, to: usize| {
+                for i in from..to {
+                    let v = [1.0 + i as f64 / 100.0; 15];
+                    maxidom::add_vector(s, P, &format!("v{i}"), &v, all, 2 + i as i64)
+                        .await
+                        .unwrap();
+                }
+            };
+            add(0, 30).await;
+            let claim =
+                maxidom::claim_initial_training(s, P, "first", now_ms(), 0, svc.thresholds())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            assert!(
+                svc.run_training(s, &claim, TrainingKind::Initial)
+                    .await
+                    .unwrap()
+            );
+            let version = |p: maxidom::Profile| (p.model_version, p.training_claim.is_some());
+            add(30, 36).await;
+            svc.grow_if_due(&state, P).await;
+            let p = maxidom::profile(s, P).await.unwrap().unwrap();
+            assert_eq!(
+                version(p),
+                (1, false),
+                "{l}: 36 is not a quarter more than 30"
+            );
+            add(36, 37).await;
+            svc.grow_if_due(&state, P).await;
+            let mut grown = (0, true);
+            for _ in 0..100 {
+                grown = version(maxidom::profile(s, P).await.unwrap().unwrap());
+                if grown == (2, false) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(grown, (2, false), "{l}: the growth training published");
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_live_claim_outlives_its_ttl_while_its_owner_beats_and_expires_once_it_stops() {
