@@ -492,8 +492,13 @@ def knn(train, p, sizes=None, share=0.5, min_window=30, prep="robust", local=Fal
     return score
 
 
-def run_scores(ps, ns=None, rho=0.15, window=10, minz=-3.0, weight=None):
+def run_scores(ps, ns=None, rho=0.15, window=10, minz=-3.0, weight=None,
+               change_share=float(os.environ.get("CP_EPS", "0.1"))):
     """sequential::Run::push over one chunk: per payload the run's score (None: the payload did not vote).
+
+    With a past, the whole run is one test among the newest-k suffixes ending at the payload (k = 1 … m − 1), and
+    the score is min(p_run / (1 − ε), (m − 1)/ε · min_k p_k), ε = `change_share` (sequential::CHANGE_SHARE, 0.1;
+    the environment's CP_EPS overrides it, 0 = the whole run alone as before 2026-12-07).
 
     `weight(points)` gives each voting payload's Stouffer weight (None: equal weights); `ns` are the payloads'
     mouse point counts. Weighted Stouffer: Z = Σ w z / √((1 − ρ) Σ w² + ρ (Σ w)²), which is
@@ -512,7 +517,15 @@ def run_scores(ps, ns=None, rho=0.15, window=10, minz=-3.0, weight=None):
         z = norm.ppf(min(max(p, 1e-300), 1 - 1e-16))
         w = weight(n) if weight else 1.0
         past, pw = zs[-(window - 1):], ws[-(window - 1):]
-        out.append(comb(past + [z], pw + [w]) if past else p)
+        eps = change_share
+        if past and eps > 0:
+            allz, allw = past + [z], pw + [w]
+            m = len(allz)
+            full = comb(allz, allw) / (1 - eps)
+            suf = min(comb(allz[m - k:], allw[m - k:]) for k in range(1, m)) * (m - 1) / eps
+            out.append(min(1.0, full, suf))
+        else:
+            out.append(comb(past + [z], pw + [w]) if past else p)
         zs.append(max(z, minz))
         ws.append(w)
     return out
