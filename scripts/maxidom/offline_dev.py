@@ -521,7 +521,10 @@ def run_scores(ps, ns=None, rho=0.15, window=10, minz=-3.0, weight=None,
         if past and eps > 0:
             allz, allw = past + [z], pw + [w]
             m = len(allz)
-            full = comb(allz, allw) / (1 - eps)
+            full = comb(allz, allw)
+            # sequential::whole_run_score: p / (1 − ε) up to ½, then linear to 1 (no ties at the top).
+            knee = 0.5 / (1 - eps)
+            full = full / (1 - eps) if full <= 0.5 else knee + (full - 0.5) * (1 - knee) / 0.5
             suf = min(comb(allz[m - k:], allw[m - k:]) for k in range(1, m)) * (m - 1) / eps
             out.append(min(1.0, full, suf))
         else:

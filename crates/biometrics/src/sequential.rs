@@ -218,7 +218,8 @@ impl Run {
     ///
     /// With a current payload and a past, the whole run is one of several tests (see "A change of person" in
     /// the module docs): the score is min(p_run / (1 − ε), (m − 1)/ε · min_k p_k) over the newest k = 1 … m − 1
-    /// payloads' combinations p_k, ε = [`CHANGE_SHARE`] (a weighted Bonferroni bound, so still a p-value).
+    /// payloads' combinations p_k, ε = [`CHANGE_SHARE`] (a weighted Bonferroni bound, so still a p-value where
+    /// it is below ½; above, [`whole_run_score`] keeps the order without ties).
     fn combined(&self, current: Option<(f64, f64)>) -> (Option<f64>, usize) {
         let keep = if current.is_some() {
             RUN_WINDOW - 1
@@ -248,9 +249,7 @@ impl Run {
             .map(|k| stouffer(&run[m - k..m]))
             .fold(1.0_f64, f64::min);
         let tests = (m - 1) as f64;
-        let score = (whole / (1.0 - CHANGE_SHARE))
-            .min(newest * tests / CHANGE_SHARE)
-            .min(1.0);
+        let score = whole_run_score(whole).min(newest * tests / CHANGE_SHARE);
         (Some(score), m)
     }
 
@@ -323,6 +322,22 @@ impl Run {
 }
 
 /// z-score of a p-value, bounded so that p = 0 or 1 stay finite (|z| ≤ 38, beyond any real p-value's).
+/// Where [`whole_run_score`] stops dividing by 1 − ε.
+const WHOLE_RUN_KNEE: f64 = 0.5;
+
+/// The whole run's test as a score beside the suffix tests: p / (1 − ε) up to p = ½ (where decisions are
+/// made: the thresholds are 0.05), then linear up to 1 at p = 1. Capping p / (1 − ε) at 1 instead tied every
+/// run above 1 − ε at 1 and lost the ordering of the most owner-like runs (through the API, young profiles'
+/// per-payload FRR at 1 % FAR became 1.0: more than 1 % of impostor payloads tied at the top).
+fn whole_run_score(p: f64) -> f64 {
+    let at_knee = WHOLE_RUN_KNEE / (1.0 - CHANGE_SHARE);
+    if p <= WHOLE_RUN_KNEE {
+        p / (1.0 - CHANGE_SHARE)
+    } else {
+        at_knee + (p - WHOLE_RUN_KNEE) * (1.0 - at_knee) / (1.0 - WHOLE_RUN_KNEE)
+    }
+}
+
 /// Weighted Stouffer combination of (z, w) pairs: Φ(Σ w z / √(Σ w² + ρ Σ_{i≠j} w_i w_j)), the denominator being
 /// the sum's standard deviation under the owner, written as √((1 − ρ) Σ w² + ρ (Σ w)²).
 fn stouffer(run: &[(f64, f64)]) -> f64 {
@@ -514,6 +529,21 @@ mod tests {
         assert!(whole > 0.05, "{whole}");
         // An owner's mildly odd payload (p = 0.01) among typical ones is not a lock-out.
         assert!(after_typical_owner(0.01) > 0.05);
+    }
+
+    #[test]
+    fn the_whole_runs_score_keeps_its_order_without_ties() {
+        let ps: Vec<f64> = (1..=1000).map(|i| f64::from(i) / 1000.0).collect();
+        let scores: Vec<f64> = ps.iter().map(|&p| whole_run_score(p)).collect();
+        assert!(
+            scores.windows(2).all(|w| w[1] > w[0]),
+            "strictly increasing"
+        );
+        assert!((whole_run_score(1.0) - 1.0).abs() < 1e-12);
+        // A Bonferroni share of α where decisions are made, and continuous at the knee.
+        assert!((whole_run_score(0.045) - 0.05).abs() < 1e-12);
+        let knee = WHOLE_RUN_KNEE / (1.0 - CHANGE_SHARE);
+        assert!((whole_run_score(WHOLE_RUN_KNEE + 1e-12) - knee).abs() < 1e-9);
     }
 
     #[test]
