@@ -70,7 +70,13 @@
 //! the mirror's `CP_EPS`), chunk seeds 7 / 1 / 2, chunk-last AUC / EER / FRR@1%FAR before → after: 0.937 /
 //! 0.135 / 0.647 → 0.937 / 0.137 / 0.644; 0.936 / 0.144 / 0.739 → 0.936 / 0.144 / 0.712; 0.929 / 0.153 / 0.729 →
 //! 0.929 / 0.153 / 0.726; genuine run scores below 0.05: 4.0 / 5.2 / 4.9 % → 3.5 / 4.9 / 4.8 % (ε = 0.05 gave the
-//! same to ±0.002).
+//! same to ±0.002). Young profiles pay a little (their owner's p-values are too low in new sessions, see
+//! ARCHITECTURE "Young profiles"): chunk-last AUC at 20 / 30 / 50 training payloads 0.830 / 0.843 / 0.876 →
+//! 0.822 / 0.839 / 0.873 offline. Through the API (`eval_dev.py --protocol both --curve 20,30,50,100,150`, the
+//! build before and after, same session): chunk last 0.932 / 0.142 / 0.674 → 0.932 / 0.142 / 0.659, per payload
+//! 0.920 / 0.162 / 0.749 → 0.920 / 0.162 / 0.740, genuine payloads flagged 4.0 → 3.5 %, impostor payloads
+//! 66.0 → 64.9 %; the curve's chunk-last AUC at 20 / 30 / 50 / 100 / 150 payloads 0.823 / 0.845 / 0.867 / 0.918 /
+//! 0.926 → 0.817 / 0.840 / 0.860 / 0.918 / 0.926.
 //!
 //! **Run boundaries.** A run is the same activity stream of the same person, as far as the server can tell.
 //! It ends when a payload's first event time is earlier than the previous payload's last event time (the
