@@ -652,23 +652,30 @@ mod tests {
 
     const P: &str = "3f1c2d9e-8a4b-4c5d-9e6f-0a1b2c3d4e5f";
 
+    /// A vector of every modality.
+    const ALL: maxidom::VectorKinds = maxidom::VectorKinds {
+        keyboard: true,
+        mouse: true,
+        digraph: true,
+    };
+
+    /// Total, keyboard and mouse quotas of `n` vectors (digraphs 1).
+    fn quotas(n: u64) -> MaxidomConfig {
+        MaxidomConfig {
+            quota_total: n,
+            quota_keyboard: n,
+            quota_mouse: n,
+            quota_digraph: 1,
+            ..MaxidomConfig::default()
+        }
+    }
+
     /// After a training publishes, a growth the profile became due for meanwhile starts without another
     /// `/train` post (those posts' own checks could not claim while the training held the profile), and none
     /// starts before the profile has grown by a quarter.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_growth_due_when_a_training_ends_starts_without_another_post() {
-        let svc = Arc::new(Maxidom::new(MaxidomConfig {
-            quota_total: 30,
-            quota_keyboard: 30,
-            quota_mouse: 30,
-            quota_digraph: 1,
-            ..MaxidomConfig::default()
-        }));
-        let all = maxidom::VectorKinds {
-            keyboard: true,
-            mouse: true,
-            digraph: true,
-        };
+        let svc = Arc::new(Maxidom::new(quotas(30)));
         for test_db in TestDb::all().await {
             let (s, l) = (&test_db.store, test_db.label);
             let state = AppState::new(
@@ -680,7 +687,7 @@ mod tests {
             let add = async |from: usize, to: usize| {
                 for i in from..to {
                     let v = [1.0 + i as f64 / 100.0; 15];
-                    maxidom::add_vector(s, P, &format!("v{i}"), &v, all, 2 + i as i64)
+                    maxidom::add_vector(s, P, &format!("v{i}"), &v, ALL, 2 + i as i64)
                         .await
                         .unwrap();
                 }
@@ -723,21 +730,12 @@ mod tests {
     async fn a_live_claim_outlives_its_ttl_while_its_owner_beats_and_expires_once_it_stops() {
         let svc = Maxidom::new(MaxidomConfig {
             claim_ttl_secs: 1,
-            quota_total: 1,
-            quota_keyboard: 1,
-            quota_mouse: 1,
-            quota_digraph: 1,
-            ..MaxidomConfig::default()
+            ..quotas(1)
         });
-        let all = maxidom::VectorKinds {
-            keyboard: true,
-            mouse: true,
-            digraph: true,
-        };
         for test_db in TestDb::all().await {
             let (s, l) = (&test_db.store, test_db.label);
             maxidom::enroll(s, P, "h", 1).await.unwrap();
-            maxidom::add_vector(s, P, "v", &[1.0; 15], all, 2)
+            maxidom::add_vector(s, P, "v", &[1.0; 15], ALL, 2)
                 .await
                 .unwrap();
             let claim =
