@@ -247,13 +247,20 @@ impl Run {
         if m == 0 {
             return (None, 0);
         }
-        let whole = stouffer(&run[..m]);
+        // Every suffix ending at the newest payload in one backward pass: each extends the previous one's sums,
+        // and the last is the whole run.
+        let mut sums = Stouffer::default();
+        let mut newest = 1.0_f64;
+        for (k, &(z, w)) in run[..m].iter().rev().enumerate() {
+            sums.add(z, w);
+            if k + 1 < m {
+                newest = newest.min(sums.p_value());
+            }
+        }
+        let whole = sums.p_value();
         if current.is_none() || m == 1 {
             return (Some(whole), m);
         }
-        let newest = (1..m)
-            .map(|k| stouffer(&run[m - k..m]))
-            .fold(1.0_f64, f64::min);
         let tests = (m - 1) as f64;
         let score = whole_run_score(whole).min(newest * tests / CHANGE_SHARE);
         (Some(score), m)
@@ -344,17 +351,28 @@ fn whole_run_score(p: f64) -> f64 {
     }
 }
 
-/// Weighted Stouffer combination of (z, w) pairs: Φ(Σ w z / √(Σ w² + ρ Σ_{i≠j} w_i w_j)), the denominator being
-/// the sum's standard deviation under the owner, written as √((1 − ρ) Σ w² + ρ (Σ w)²).
-fn stouffer(run: &[(f64, f64)]) -> f64 {
-    let (mut sum, mut sum_w, mut sum_w2) = (0.0, 0.0, 0.0);
-    for &(z, w) in run {
-        sum += w * z;
-        sum_w += w;
-        sum_w2 += w * w;
+/// Weighted Stouffer combination of (z, w) pairs, accumulated: Φ(Σ w z / √(Σ w² + ρ Σ_{i≠j} w_i w_j)), the
+/// denominator being the sum's standard deviation under the owner, written as √((1 − ρ) Σ w² + ρ (Σ w)²).
+#[derive(Default)]
+struct Stouffer {
+    sum: f64,
+    sum_w: f64,
+    sum_w2: f64,
+}
+
+impl Stouffer {
+    fn add(&mut self, z: f64, w: f64) {
+        self.sum += w * z;
+        self.sum_w += w;
+        self.sum_w2 += w * w;
     }
-    let sd = ((1.0 - RUN_CORRELATION) * sum_w2 + RUN_CORRELATION * sum_w * sum_w).sqrt();
-    normal_cdf(sum / sd)
+
+    fn p_value(&self) -> f64 {
+        let sd = ((1.0 - RUN_CORRELATION) * self.sum_w2
+            + RUN_CORRELATION * self.sum_w * self.sum_w)
+            .sqrt();
+        normal_cdf(self.sum / sd)
+    }
 }
 
 fn z_of(p: f64) -> f64 {
