@@ -13,7 +13,8 @@
 //!    on a fixed schedule adding up to that rate while one WebSocket sends 200 events/s → the rate achieved and the
 //!    WebSocket's round-trip p50/p99 (3,000 samples, 15 s) at that load, rather than at whatever saturates the machine,
 //!    and the server's own time from reading each of those events to flushing its analysis
-//!    (`topoforge_ws_reply_seconds`, as the share of replies within each histogram bucket). The batches ask for the
+//!    (`topoforge_ws_reply_seconds`, as the share of replies within each histogram bucket), and how long the checkpoints
+//!    of all streams took to store (`vigil_stream_checkpoint_seconds`, likewise). The batches ask for the
 //!    full answer unless `PACED_DETAIL` names another form (`compact`, `scores`). With `runs` 0, only this phase
 //!    runs.
 //! 5. One WebSocket that pipelines: a writer sends events without waiting (at most 1,000 unanswered) while a reader
@@ -124,11 +125,12 @@ async fn ws_round_trips_every(
     (rate, lat)
 }
 
-/// `topoforge_ws_reply_seconds` buckets (upper bound in seconds, cumulative count) from the process's recorder.
-fn reply_buckets() -> Vec<(f64, f64)> {
+/// The buckets (upper bound in seconds, cumulative count) of histogram `name` from the process's recorder.
+fn buckets(name: &str) -> Vec<(f64, f64)> {
     let text = vigil_http::metrics::handle().render();
+    let prefix = format!("{name}_bucket{{le=\"");
     text.lines()
-        .filter_map(|l| l.strip_prefix("topoforge_ws_reply_seconds_bucket{le=\""))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|l| {
             let (le, rest) = l.split_once("\"}")?;
             let le = if le == "+Inf" {
@@ -141,7 +143,7 @@ fn reply_buckets() -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The share of replies within each bucket between two [`reply_buckets`] readings, e.g. "≤1ms 93.1%".
+/// The share of observations within each bucket between two [`buckets`] readings, e.g. "≤1ms 93.1%".
 fn reply_shares(before: &[(f64, f64)], after: &[(f64, f64)]) -> String {
     let count = |b: &[(f64, f64)], le: f64| b.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1);
     let total = count(after, f64::INFINITY) - count(before, f64::INFINITY);
@@ -251,7 +253,9 @@ async fn paced(app: &TestApp, token: &str, streams: usize, rate: usize) {
     // Let the schedule settle before sampling.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = sent.load(std::sync::atomic::Ordering::Relaxed);
-    let buckets = reply_buckets();
+    const REPLY: &str = "topoforge_ws_reply_seconds";
+    const CHECKPOINT: &str = "vigil_stream_checkpoint_seconds";
+    let (replies, checkpoints) = (buckets(REPLY), buckets(CHECKPOINT));
     let started = Instant::now();
     let (ws_rate, lat) =
         ws_round_trips_every(app, "ws", 3000, 7, Some(Duration::from_millis(5))).await;
@@ -260,9 +264,10 @@ async fn paced(app: &TestApp, token: &str, streams: usize, rate: usize) {
     for t in senders {
         t.abort();
     }
-    let server = reply_shares(&buckets, &reply_buckets());
+    let server = reply_shares(&replies, &buckets(REPLY));
+    let stores = reply_shares(&checkpoints, &buckets(CHECKPOINT));
     println!(
-        "paced ingest {achieved:.0} events/s (asked {rate}) | ws {ws_rate:.0} events/s, round trip p50 {:.2} ms p99 {:.2} ms | server read→flush {server}",
+        "paced ingest {achieved:.0} events/s (asked {rate}) | ws {ws_rate:.0} events/s, round trip p50 {:.2} ms p99 {:.2} ms | server read→flush {server} | checkpoints stored within {stores}",
         pct(&lat, 0.5),
         pct(&lat, 0.99)
     );

@@ -111,7 +111,7 @@ async fn stored(app: &TestApp, stream: &str) -> u64 {
     vigil_store::streams::load(&app.state.store, stream)
         .await
         .expect("load")
-        .and_then(|r| vigil_stream::StreamState::from_parts(&r.state, r.model.as_deref()).ok())
+        .and_then(|r| vigil_realtime::pipeline::restore(&r).ok())
         .map_or(0, |st| st.events())
 }
 

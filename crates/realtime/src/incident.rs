@@ -364,9 +364,10 @@ mod tests {
                 out.flags.push(a.is_anomaly());
             }
             if restart {
-                let parts = state.to_parts_after(None).expect("parts");
+                let parts = state.to_parts().expect("parts");
                 state =
-                    StreamState::from_parts(&parts.core, parts.model.as_deref()).expect("state");
+                    StreamState::from_parts(&parts.core, parts.model.as_deref(), &parts.segments)
+                        .expect("state");
                 let json = serde_json::to_string(&tracker).expect("tracker");
                 tracker = serde_json::from_str(&json).expect("tracker back");
             }

@@ -61,10 +61,12 @@
 //! `config` or `subscribe` frame ends a batch, so each event is judged with the threshold in force when it was sent.
 //!
 //! ## Invariants
-//! * Streams never share state; a stream's state lives in the database (`stream_states`) and every answer
-//!   follows the commit of the checkpoint that holds its event (group commit, see [`pipeline`]), so replicas can
-//!   serve any stream. With PostgreSQL one replica at a time analyses a stream (its lease; `ownership.rs`): the
-//!   others' requests for it wait for a hand-over (`STREAM_LEASE_TTL_MS`, `STREAM_LEASE_IDLE_MS`).
+//! * Streams never share state; a stream's state lives in the database (`stream_states`, its rings' segments in
+//!   `stream_segments`: a checkpoint writes the small core and only the segments that changed since the last one)
+//!   and every answer follows the commit of the checkpoint that holds its event (group commit, see [`pipeline`]), so
+//!   replicas can serve any stream. With PostgreSQL one replica at a time analyses a stream (its lease;
+//!   `ownership.rs`): the others' requests for it wait for a hand-over (`STREAM_LEASE_TTL_MS`,
+//!   `STREAM_LEASE_IDLE_MS`).
 //! * Slow consumers never slow ingestion: the anomaly broadcast is a bounded ring that never waits (a receiver
 //!   that falls behind by more than `--stream-subscriber-queue` messages is disconnected, with the reason
 //!   logged), socket alerts use bounded per-socket queues with `try_send`, and webhooks run in background tasks.
@@ -79,7 +81,8 @@
 //! reading a WebSocket event to flushing its analysis), `topoforge_analysis_job_seconds{lane}` (histogram, from
 //! queueing an analysis job to its result), `topoforge_bulk_slices_yielded_total`,
 //! `topoforge_duplicate_events_total`, `topoforge_state_conflicts_total`, `vigil_stream_checkpoints_total`,
-//! `vigil_stream_checkpoint_events` (events per checkpoint), `vigil_stream_lease_acquisitions_total`,
+//! `vigil_stream_checkpoint_events` (events per checkpoint), `vigil_stream_checkpoint_seconds` (histogram: storing
+//! one checkpoint, waiting for the connection included), `vigil_stream_lease_acquisitions_total`,
 //! `vigil_stream_lease_waits_total`, `vigil_stream_lease_wait_seconds`, `vigil_stream_lease_handovers_total`,
 //! `topoforge_stream_connections{kind}` (gauge), `topoforge_subscribers_dropped_total{reason}`,
 //! `topoforge_alert_pushes_total`, `topoforge_alert_pushes_dropped_total` (`websocket` alerts delivered and dropped;

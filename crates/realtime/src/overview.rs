@@ -102,7 +102,7 @@ pub(crate) async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<ApiJson<Vec<StreamSummary>>> {
     let rows = vigil_store::streams::overview(&app.store, q.stream.as_deref(), MAX_LISTED).await?;
-    // Decoding a state is a few hundred microseconds (its detector history is base64); off the async threads.
+    // Decoding a state is tens of microseconds (its rings are stored apart); off the async threads all the same.
     let out = tokio::task::spawn_blocking(move || {
         rows.into_iter()
             .map(|r| {
@@ -149,15 +149,16 @@ pub(crate) async fn current(
     if stream.is_empty() || stream.len() > vigil_stream::event::MAX_STREAM_NAME {
         return Err(Error::unprocessable("stream name must be 1 to 128 bytes"));
     }
-    let stored = vigil_store::streams::load(&app.store, &stream).await?;
+    // The core is all this view reads (the window is in it), so neither the model nor the rings' segments are
+    // loaded.
+    let stored = vigil_store::streams::overview(&app.store, Some(&stream), 1).await?;
     // A stream configured before its first event has a row with an empty state.
-    let Some(vigil_store::streams::StoredStream {
+    let Some(vigil_store::streams::OverviewRow {
         stream: name,
         state,
         config: cfg,
         updated_at: at,
-        ..
-    }) = stored.filter(|r| !r.state.is_empty())
+    }) = stored.into_iter().find(|r| !r.state.is_empty())
     else {
         return Err(Error::NotFound(format!(
             "Stream '{stream}' has no events yet."
@@ -169,7 +170,7 @@ pub(crate) async fn current(
             .as_deref()
             .and_then(|c| serde_json::from_str(c).ok())
             .unwrap_or_default();
-        let window = match StreamState::current_window(&state, &config) {
+        let window = match StreamState::current_window(state.as_bytes(), &config) {
             Ok(w) => w,
             Err(e) => {
                 tracing::debug!(stream = %name, error = %e, "no current window for the analysis view");
@@ -177,7 +178,7 @@ pub(crate) async fn current(
             }
         };
         CurrentAnalysis {
-            summary: summarise(name, &state, cfg.as_deref(), at),
+            summary: summarise(name, state.as_bytes(), cfg.as_deref(), at),
             window,
         }
     })

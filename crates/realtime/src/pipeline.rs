@@ -50,7 +50,8 @@ use serde_json::value::RawValue;
 use tokio::sync::{Mutex, oneshot};
 use vigil_http::{AppState, Error};
 use vigil_store::incidents::IncidentWrite;
-use vigil_store::streams::{self, Saved, Write};
+use vigil_store::streams::{self, Saved, SegmentKeep, SegmentWrite, Write};
+use vigil_stream::ring::Segment;
 use vigil_stream::{Analysis, Event, StreamConfig, StreamState};
 
 /// Parses one event (with the server's receive time), naming its position in a batch on error.
@@ -651,10 +652,13 @@ impl Core {
                     continue;
                 }
             };
-            match self
+            let storing = Instant::now();
+            let stored = self
                 .store_checkpoint(app, stream, slot, lock, checkpoint)
-                .await
-            {
+                .await;
+            metrics::histogram!("vigil_stream_checkpoint_seconds")
+                .record(storing.elapsed().as_secs_f64());
+            match stored {
                 Ok(Some(version)) => {
                     let events: usize = done.iter().map(|d| d.batch.len()).sum();
                     metrics::counter!("vigil_stream_checkpoints_total").increment(1);
@@ -923,6 +927,27 @@ impl Core {
             (Some(m), true) => Some((m.as_slice(), generation)),
             _ => None,
         };
+        // Ring indexes are counts of events: far below i64::MAX.
+        let int = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        let segments: Vec<SegmentWrite<'_>> = parts
+            .segments
+            .iter()
+            .map(|s| SegmentWrite {
+                ring: &s.ring,
+                seg: int(s.index),
+                first: int(s.first),
+                data: &s.data,
+            })
+            .collect();
+        let keep: Vec<SegmentKeep<'_>> = parts
+            .prunes
+            .iter()
+            .map(|p| SegmentKeep {
+                ring: &p.ring,
+                keep_from: int(p.keep_from),
+                keep_until: int(p.keep_until),
+            })
+            .collect();
         let write = Write {
             stream,
             expected_version: cached.version,
@@ -931,6 +956,8 @@ impl Core {
             incident: tracker_json.as_deref(),
             incidents: &writes,
             dedup: seen_json.as_deref(),
+            segments: &segments,
+            keep: &keep,
         };
         let saved = match lock {
             Some(l) => l.save(&app.store, write).await?,
@@ -942,6 +969,8 @@ impl Core {
                 if model.is_some() {
                     cached.stored_generation = generation;
                 }
+                // The next checkpoint writes only the ring segments that change after this one.
+                cached.state.mark_stored();
                 slot.cached = Some(cached);
                 Ok(Some(v))
             }
@@ -1255,6 +1284,24 @@ fn compute(
     }
 }
 
+/// The analysis state a stored row holds: its core, model and ring segments reassembled (see
+/// [`StreamState::from_parts`]).
+pub fn restore(row: &streams::StoredStream) -> Result<StreamState, vigil_stream::StreamError> {
+    let segments: Vec<Segment> = row
+        .segments
+        .iter()
+        .filter_map(|s| {
+            Some(Segment {
+                ring: s.ring.clone(),
+                index: u64::try_from(s.seg).ok()?,
+                first: u64::try_from(s.first).ok()?,
+                data: s.data.clone(),
+            })
+        })
+        .collect();
+    StreamState::from_parts(&row.state, row.model.as_deref(), &segments)
+}
+
 async fn load(app: &AppState, stream: &str) -> Result<Cached, Error> {
     Ok(cached_from(
         stream,
@@ -1284,7 +1331,7 @@ fn cached_from(stream: &str, row: Option<streams::StoredStream>) -> Cached {
     let state = if row.state.is_empty() {
         StreamState::new(stream)
     } else {
-        StreamState::from_parts(&row.state, row.model.as_deref()).unwrap_or_else(|e| {
+        restore(&row).unwrap_or_else(|e| {
             // A state from another `STATE_VERSION` (or damaged) cannot be trusted; the stream starts over.
             tracing::warn!(%stream, error = %e, "stored stream state unusable; recalibrating from scratch");
             StreamState::new(stream)

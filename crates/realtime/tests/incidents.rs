@@ -561,8 +561,7 @@ async fn two_pipelines_racing_on_a_stream_open_one_incident_per_excursion() {
             .await
             .unwrap()
             .unwrap();
-        let state =
-            vigil_stream::StreamState::from_parts(&row.state, row.model.as_deref()).unwrap();
+        let state = vigil_realtime::pipeline::restore(&row).unwrap();
         assert_eq!(
             state.events(),
             events.len() as u64,

@@ -1,5 +1,6 @@
-//! TopoForge's per-stream state (`stream_states`, migrations 0004 and 0010): the analysis state, model,
-//! configuration overrides and incident tracker of every stream, written with optimistic concurrency.
+//! TopoForge's per-stream state (`stream_states`, migrations 0004 and 0010, and `stream_segments`, 0016): the
+//! analysis state, model, configuration overrides and incident tracker of every stream, written with optimistic
+//! concurrency, and the segments of its rings (vigil-stream's `ring` module), written in the same transaction.
 //!
 //! Every replica may analyse any stream. A writer remembers the `version` it read and writes with
 //! `UPDATE … WHERE stream = $s AND version = $v`; zero rows updated means another replica wrote first, and the
@@ -32,6 +33,35 @@ pub struct StoredStream {
     pub incident: Option<String>,
     /// What the stream remembers of applied client event ids and sequence numbers (JSON, see [`crate::dedup`]).
     pub dedup: Option<String>,
+    /// The segments of the state's rings, read in the same snapshot as the row.
+    pub segments: Vec<StoredSegment>,
+}
+
+/// One stored segment of a stream's ring (`stream_segments`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSegment {
+    pub ring: String,
+    pub seg: i64,
+    /// Index of the segment's first entry.
+    pub first: i64,
+    pub data: Vec<u8>,
+}
+
+/// A segment to write (inserted, or replacing the stored one of the same ring and number).
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentWrite<'a> {
+    pub ring: &'a str,
+    pub seg: i64,
+    pub first: i64,
+    pub data: &'a [u8],
+}
+
+/// Which of a ring's stored segments stay: `keep_from ≤ seg < keep_until`; the ring's others are deleted.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentKeep<'a> {
+    pub ring: &'a str,
+    pub keep_from: i64,
+    pub keep_until: i64,
 }
 
 /// A row as selected by [`COLUMNS`].
@@ -50,7 +80,7 @@ type Row = (
 const COLUMNS: &str =
     "stream, version, state, model, model_generation, config, updated_at, incident, dedup";
 
-fn from_row(r: Row) -> StoredStream {
+fn from_row(r: Row, segments: Vec<StoredSegment>) -> StoredStream {
     let (stream, version, state, model, model_generation, config, updated_at, incident, dedup) = r;
     StoredStream {
         stream,
@@ -62,25 +92,53 @@ fn from_row(r: Row) -> StoredStream {
         updated_at,
         incident,
         dedup,
+        segments,
     }
 }
 
-/// The stored state of `stream`, if it has one.
+/// The stored state of `stream`, if it has one, with its segments: both read in one snapshot (a transaction,
+/// repeatable-read on PostgreSQL), so a checkpoint committed between the two reads cannot pair a row with segments
+/// it has already pruned.
 pub async fn load(store: &Store, stream: &str) -> Result<Option<StoredStream>, StoreError> {
-    load_on(store.pool(), stream).await
-}
-
-async fn load_on<'e, E: Executor<'e, Database = Any>>(
-    exec: E,
-    stream: &str,
-) -> Result<Option<StoredStream>, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+    }
     let row: Option<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM stream_states WHERE stream = $1"
     ))
     .bind(stream)
-    .fetch_optional(exec)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.map(from_row))
+    let loaded = match row {
+        Some(row) => Some(from_row(row, segments_on(&mut *tx, stream).await?)),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(loaded)
+}
+
+async fn segments_on<'e, E: Executor<'e, Database = Any>>(
+    exec: E,
+    stream: &str,
+) -> Result<Vec<StoredSegment>, StoreError> {
+    let rows: Vec<(String, i64, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT ring, seg, first, data FROM stream_segments WHERE stream = $1 ORDER BY ring, seg",
+    )
+    .bind(stream)
+    .fetch_all(exec)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(ring, seg, first, data)| StoredSegment {
+            ring,
+            seg,
+            first,
+            data,
+        })
+        .collect())
 }
 
 /// One writer's exclusive turn at a stream across all replicas (see the module docs): on PostgreSQL a transaction
@@ -115,7 +173,15 @@ impl StreamLock {
                 .bind(&self.stream)
                 .fetch_optional(&mut **tx)
                 .await?;
-                Ok(row.map(from_row))
+                // The row's lock keeps every other checkpoint of the stream out until this turn ends, so the
+                // segments read next are the row's.
+                match row {
+                    Some(row) => Ok(Some(from_row(
+                        row,
+                        segments_on(&mut **tx, &self.stream).await?,
+                    ))),
+                    None => Ok(None),
+                }
             }
             None => load(store, &self.stream).await,
         }
@@ -125,7 +191,7 @@ impl StreamLock {
     pub async fn save(mut self, store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
         match self.tx.take() {
             Some(mut tx) => {
-                let saved = save_on(&mut *tx, w).await?;
+                let saved = save_on(&mut *tx, Backend::Postgres, w).await?;
                 if saved != Saved::Conflict {
                     incidents::apply(&mut tx, w.incidents).await?;
                     tx.commit().await?;
@@ -164,16 +230,26 @@ pub struct Write<'a> {
     /// The stream's applied event ids and sequence (`stream_states.dedup`) when the batch changed them; `None`
     /// keeps the stored value.
     pub dedup: Option<&'a str>,
+    /// Ring segments written since the stored version (inserted or replaced).
+    pub segments: &'a [SegmentWrite<'a>],
+    /// Rings whose oldest stored segments left them.
+    pub keep: &'a [SegmentKeep<'a>],
 }
 
-/// Writes a stream's state if nobody else wrote since `expected_version` was read, and with it, in one
-/// transaction, the batch's incident rows: both are stored, or (a lost race, a crash) neither.
+/// Writes a stream's state if nobody else wrote since `expected_version` was read, and with it its ring segments
+/// and the batch's incident rows: all are stored, or (a lost race, a crash) none.
 pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
-    if w.incidents.is_empty() {
-        return save_on(store.pool(), w).await;
+    let backend = store.backend();
+    // One statement is atomic by itself: PostgreSQL's (see `save_on`), or SQLite's when there are no segments.
+    let one_statement = match backend {
+        Backend::Postgres => true,
+        Backend::Sqlite => w.segments.is_empty() && w.keep.is_empty(),
+    };
+    if w.incidents.is_empty() && one_statement {
+        return save_on(store.pool(), backend, w).await;
     }
     let mut tx = store.pool().begin().await?;
-    let saved = save_on(&mut *tx, w).await?;
+    let saved = save_on(&mut *tx, backend, w).await?;
     if saved == Saved::Conflict {
         // Dropping the transaction rolls it back; nothing of the batch is stored.
         return Ok(saved);
@@ -183,62 +259,188 @@ pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
     Ok(saved)
 }
 
+/// A query's text and its arguments, numbered in the order they are added.
+#[derive(Default)]
+struct Sql<'a> {
+    text: String,
+    args: Vec<Arg<'a>>,
+}
+
+enum Arg<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i64),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Sql<'a> {
+    /// Adds `arg` and returns its placeholder.
+    fn arg(&mut self, arg: Arg<'a>) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.text);
+        for a in &self.args {
+            q = match a {
+                Arg::Text(t) => q.bind(*t),
+                Arg::OptText(t) => q.bind(*t),
+                Arg::Int(i) => q.bind(*i),
+                Arg::Bytes(b) => q.bind(b.to_vec()),
+            };
+        }
+        q
+    }
+}
+
+/// The versioned write of the state row (an insert-if-absent when no version was read), for `save_on`.
+fn row_statement<'a>(sql: &mut Sql<'a>, w: &Write<'a>, state: &'a str, stream: &str) -> String {
+    let now = now_ms();
+    match (w.expected_version, w.model) {
+        (None, model) => format!(
+            "INSERT INTO stream_states (stream, version, state, model, model_generation, updated_at, incident, dedup) \
+             VALUES ({stream}, 1, {}, {}, {}, {}, {}, {}) ON CONFLICT (stream) DO NOTHING",
+            sql.arg(Arg::Text(state)),
+            match model {
+                Some((m, _)) => sql.arg(Arg::Bytes(m)),
+                None => "NULL".into(),
+            },
+            sql.arg(Arg::Int(model.map_or(0, |m| m.1))),
+            sql.arg(Arg::Int(now)),
+            sql.arg(Arg::OptText(w.incident)),
+            sql.arg(Arg::OptText(w.dedup)),
+        ),
+        (Some(v), model) => {
+            let model_sets = match model {
+                Some((m, generation)) => format!(
+                    "model = {}, model_generation = {}, ",
+                    sql.arg(Arg::Bytes(m)),
+                    sql.arg(Arg::Int(generation))
+                ),
+                None => String::new(),
+            };
+            format!(
+                "UPDATE stream_states SET version = version + 1, state = {}, {model_sets}updated_at = {}, \
+                 incident = {}, dedup = COALESCE({}, dedup) WHERE stream = {stream} AND version = {}",
+                sql.arg(Arg::Text(state)),
+                sql.arg(Arg::Int(now)),
+                sql.arg(Arg::OptText(w.incident)),
+                sql.arg(Arg::OptText(w.dedup)),
+                sql.arg(Arg::Int(v)),
+            )
+        }
+    }
+}
+
+/// The segment rows `(ring, seg, first, data), …` of an `INSERT … VALUES` (SQLite) or a `VALUES` list (PostgreSQL),
+/// each row prefixed by `lead`.
+fn segment_rows<'a>(sql: &mut Sql<'a>, w: &Write<'a>, lead: &str) -> String {
+    w.segments
+        .iter()
+        .map(|s| {
+            format!(
+                "({lead}{}, {}, {}, {})",
+                sql.arg(Arg::Text(s.ring)),
+                sql.arg(Arg::Int(s.seg)),
+                sql.arg(Arg::Int(s.first)),
+                sql.arg(Arg::Bytes(s.data))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `(ring = … AND (seg < … OR seg >= …)) OR …`: the stored segments that left their rings.
+fn pruned<'a>(sql: &mut Sql<'a>, w: &Write<'a>) -> String {
+    w.keep
+        .iter()
+        .map(|k| {
+            format!(
+                "(ring = {} AND (seg < {} OR seg >= {}))",
+                sql.arg(Arg::Text(k.ring)),
+                sql.arg(Arg::Int(k.keep_from)),
+                sql.arg(Arg::Int(k.keep_until))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// The row's versioned write with its segments and prunes, in one round trip to the database (under load each
+/// round trip waits for the store's thread or server to get a core). A lost race writes nothing: the segments and
+/// prunes run only if the row's write landed, since another writer's state may hold other entries at the same
+/// ring indexes.
+///
+/// - PostgreSQL: one statement, atomic by itself. The row's write is a data-modifying `WITH` whose `RETURNING`
+///   gates the segments' upsert and the prunes.
+/// - SQLite: one command of several statements, gated by `changes()` (the rows the previous data-changing
+///   statement changed; a `SELECT` leaves it alone): the row's write; `SELECT changes()`, which tells the caller
+///   whether it landed; the upsert, only if it did; the prunes, only if the upsert (or, without one, the row's write)
+///   changed anything. Atomic only inside a transaction, which [`save`] opens whenever there are segments or prunes.
+///
+/// Parameters: 4 per segment; a full state with the largest allowed rings is under 2,000 segments, far below
+/// either engine's limit per statement (32,766 and 65,535).
 async fn save_on<'e, E: Executor<'e, Database = Any>>(
     exec: E,
+    backend: Backend,
     w: Write<'_>,
 ) -> Result<Saved, StoreError> {
     let state = std::str::from_utf8(w.state)
         .map_err(|e| StoreError::Conflict(format!("state is not UTF-8: {e}")))?;
-    let now = now_ms();
-    let done = match (w.expected_version, w.model) {
-        (None, model) => {
-            // Insert-if-absent: a concurrent first writer makes this a no-op, which we report as a conflict.
-            sqlx::query(
-                "INSERT INTO stream_states (stream, version, state, model, model_generation, updated_at, incident, dedup) \
-                 VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT (stream) DO NOTHING",
-            )
-            .bind(w.stream)
-            .bind(state)
-            .bind(model.map(|m| m.0.to_vec()))
-            .bind(model.map_or(0, |m| m.1))
-            .bind(now)
-            .bind(w.incident)
-            .bind(w.dedup)
-            .execute(exec)
-            .await?
+    let mut sql = Sql::default();
+    let stream = sql.arg(Arg::Text(w.stream));
+    let row = row_statement(&mut sql, &w, state, &stream);
+    match backend {
+        Backend::Postgres => {
+            sql.push(&format!("WITH up AS ({row} RETURNING 1)"));
+            if !w.segments.is_empty() {
+                let rows = segment_rows(&mut sql, &w, "");
+                sql.push(&format!(
+                    ", ins AS (INSERT INTO stream_segments (stream, ring, seg, first, data) \
+                     SELECT {stream}, v.ring, v.seg, v.first, v.data FROM (VALUES {rows}) AS v (ring, seg, first, data) \
+                     WHERE EXISTS (SELECT 1 FROM up) \
+                     ON CONFLICT (stream, ring, seg) DO UPDATE SET first = EXCLUDED.first, data = EXCLUDED.data)"
+                ));
+            }
+            if !w.keep.is_empty() {
+                let pruned = pruned(&mut sql, &w);
+                sql.push(&format!(
+                    ", del AS (DELETE FROM stream_segments WHERE stream = {stream} AND EXISTS (SELECT 1 FROM up) \
+                     AND ({pruned}))"
+                ));
+            }
+            sql.push(" SELECT count(*) FROM up");
         }
-        (Some(v), None) => {
-            sqlx::query(
-                "UPDATE stream_states SET version = version + 1, state = $1, updated_at = $2, incident = $3, \
-                 dedup = COALESCE($6, dedup) WHERE stream = $4 AND version = $5",
-            )
-            .bind(state)
-            .bind(now)
-            .bind(w.incident)
-            .bind(w.stream)
-            .bind(v)
-            .bind(w.dedup)
-            .execute(exec)
-            .await?
+        Backend::Sqlite => {
+            sql.push(&format!("{row}; SELECT changes()"));
+            if !w.segments.is_empty() {
+                let rows = segment_rows(&mut sql, &w, &format!("{stream}, "));
+                // `WHERE` also keeps `ON CONFLICT` from parsing as a join constraint.
+                sql.push(&format!(
+                    "; INSERT INTO stream_segments (stream, ring, seg, first, data) \
+                     SELECT * FROM (VALUES {rows}) WHERE changes() = 1 \
+                     ON CONFLICT (stream, ring, seg) DO UPDATE SET first = excluded.first, data = excluded.data"
+                ));
+            }
+            if !w.keep.is_empty() {
+                let pruned = pruned(&mut sql, &w);
+                sql.push(&format!(
+                    "; DELETE FROM stream_segments WHERE stream = {stream} AND changes() > 0 AND ({pruned})"
+                ));
+            }
         }
-        (Some(v), Some((model, generation))) => {
-            sqlx::query(
-                "UPDATE stream_states SET version = version + 1, state = $1, model = $2, model_generation = $3, \
-                 updated_at = $4, incident = $5, dedup = COALESCE($8, dedup) WHERE stream = $6 AND version = $7",
-            )
-            .bind(state)
-            .bind(model.to_vec())
-            .bind(generation)
-            .bind(now)
-            .bind(w.incident)
-            .bind(w.stream)
-            .bind(v)
-            .bind(w.dedup)
-            .execute(exec)
-            .await?
-        }
+    }
+    let rows = sql.query().fetch_all(exec).await?;
+    let written: i64 = match rows.first() {
+        Some(r) => sqlx::Row::try_get(r, 0)?,
+        None => 0,
     };
-    if done.rows_affected() == 1 {
+    if written == 1 {
         Ok(Saved::Ok(w.expected_version.map_or(1, |v| v + 1)))
     } else {
         Ok(Saved::Conflict)
@@ -356,6 +558,8 @@ mod tests {
                 incident: None,
                 incidents: &[],
                 dedup: None,
+                segments: &[],
+                keep: &[],
             };
             assert_eq!(save(s, first).await.unwrap(), Saved::Ok(1), "{}", db.label);
             // A second "first" writer loses.
@@ -373,6 +577,8 @@ mod tests {
                 incident: None,
                 incidents: &[],
                 dedup: None,
+                segments: &[],
+                keep: &[],
             };
             assert_eq!(save(s, next).await.unwrap(), Saved::Ok(2), "{}", db.label);
             // A writer still holding version 1 loses.
@@ -404,6 +610,8 @@ mod tests {
                 incident: None,
                 incidents: &[],
                 dedup: None,
+                segments: &[],
+                keep: &[],
             };
             assert_eq!(save(s, third).await.unwrap(), Saved::Ok(3), "{}", db.label);
             assert_eq!(
@@ -438,6 +646,101 @@ mod tests {
             let b = overview(s, Some("b"), 10).await.unwrap();
             assert_eq!((b.len(), b[0].config.as_deref()), (1, None), "{}", db.label);
             assert!(overview(s, Some("nope"), 10).await.unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn segments_are_written_with_the_row_and_read_in_its_snapshot() {
+        for db in TestDb::all().await {
+            let s = &db.store;
+            let seg = |ring, seg, first, data| SegmentWrite {
+                ring,
+                seg,
+                first,
+                data,
+            };
+            let first_write = [
+                seg("v", 0, 0, &[1u8; 16][..]),
+                seg("v", 1, 2, &[2u8; 8][..]),
+                seg("w", 0, 0, &[3u8; 8][..]),
+            ];
+            let mut w = Write {
+                stream: "a",
+                expected_version: None,
+                state: b"{}",
+                model: None,
+                incident: None,
+                incidents: &[],
+                dedup: None,
+                segments: &first_write,
+                keep: &[],
+            };
+            assert_eq!(save(s, w).await.unwrap(), Saved::Ok(1), "{}", db.label);
+            let row = load(s, "a").await.unwrap().unwrap();
+            let got = |row: &StoredStream| {
+                row.segments
+                    .iter()
+                    .map(|x| (x.ring.clone(), x.seg, x.first, x.data.len()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                got(&row),
+                vec![
+                    ("v".into(), 0, 0, 16),
+                    ("v".into(), 1, 2, 8),
+                    ("w".into(), 0, 0, 8)
+                ],
+                "{}",
+                db.label
+            );
+            // The open segment is replaced, a new one added, and the ring's oldest pruned.
+            let second = [
+                seg("v", 1, 2, &[2u8; 16][..]),
+                seg("v", 2, 4, &[4u8; 8][..]),
+            ];
+            let keep = [SegmentKeep {
+                ring: "v",
+                keep_from: 1,
+                keep_until: 3,
+            }];
+            w.expected_version = Some(1);
+            w.segments = &second;
+            w.keep = &keep;
+            assert_eq!(save(s, w).await.unwrap(), Saved::Ok(2), "{}", db.label);
+            let row = load(s, "a").await.unwrap().unwrap();
+            assert_eq!(
+                got(&row),
+                vec![
+                    ("v".into(), 1, 2, 16),
+                    ("v".into(), 2, 4, 8),
+                    ("w".into(), 0, 0, 8)
+                ],
+                "{}",
+                db.label
+            );
+            // A lost race writes no segment and prunes nothing.
+            let stale = [seg("w", 5, 40, &[9u8; 8][..])];
+            let drop_all = [SegmentKeep {
+                ring: "v",
+                keep_from: 0,
+                keep_until: 0,
+            }];
+            w.segments = &stale;
+            w.keep = &drop_all;
+            assert_eq!(save(s, w).await.unwrap(), Saved::Conflict, "{}", db.label);
+            let mut lock = lock(s, "a").await.unwrap();
+            let locked = lock.load(s).await.unwrap().unwrap();
+            assert_eq!(got(&locked), got(&row), "{}", db.label);
+            // Through a turn, the same write lands.
+            w.expected_version = Some(2);
+            assert_eq!(lock.save(s, w).await.unwrap(), Saved::Ok(3), "{}", db.label);
+            let row = load(s, "a").await.unwrap().unwrap();
+            assert_eq!(
+                got(&row),
+                vec![("w".into(), 0, 0, 8), ("w".into(), 5, 40, 8)],
+                "{}",
+                db.label
+            );
         }
     }
 }

@@ -88,13 +88,10 @@
 //! better on GutenTAG and far worse on the dev set's real streams: a trade-off, not a win, so it is not the
 //! default. The autoencoder loses to the shape distance on the dev set, so it is not the default either.
 
-use std::collections::VecDeque;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::autoencoder::{Autoencoder, TRAIN_MIN_P, standardise};
+use crate::ring::{Ring, StoredRing};
 use crate::stats::Ewm;
 
 /// Decades of p-value mapped onto the 0–1 score: score 1 ⇔ p ≤ 10⁻⁴.
@@ -363,16 +360,16 @@ impl Verdict {
     }
 }
 
-/// A history of one evidence, serialised as base64 of little-endian f64s.
+/// A history of one evidence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
-struct Hist(#[serde(with = "f64s")] VecDeque<f64>);
+struct Hist(Ring<f64>);
 
-/// The per-stream detector state. Serialised compactly (the buffers as base64 of little-endian f64s, exact).
+/// The per-stream detector state. Its value and evidence histories are [`Ring`]s, serialised apart from the rest
+/// (see [`crate::ring`]); [`Detector::rings`] names them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detector {
-    #[serde(with = "f64s")]
-    values: VecDeque<f64>,
+    values: Ring<f64>,
     /// History of each evidence (see the `SLOT_*` constants); empty for evidences that are off.
     evidence: Vec<Hist>,
     /// History of the combined evidence −ln(min p).
@@ -408,7 +405,7 @@ fn moments(xs: impl Iterator<Item = f64> + Clone) -> Option<(f64, f64)> {
 impl Detector {
     pub fn new() -> Self {
         Self {
-            values: VecDeque::new(),
+            values: Ring::default(),
             evidence: vec![Hist::default(); SLOTS],
             combined: Hist::default(),
             level: Ewm {
@@ -423,6 +420,28 @@ impl Detector {
             incident_left: 0,
             autoencoder: None,
         }
+    }
+
+    /// Every ring of the detector with its name, for storing them apart (see [`crate::ring`]).
+    pub(crate) fn rings(&self) -> Vec<(String, &dyn StoredRing)> {
+        let mut out: Vec<(String, &dyn StoredRing)> =
+            vec![("detector.values".into(), &self.values)];
+        for (i, h) in self.evidence.iter().enumerate() {
+            out.push((format!("detector.evidence.{i}"), &h.0));
+        }
+        out.push(("detector.combined".into(), &self.combined.0));
+        out
+    }
+
+    /// [`Self::rings`], mutable.
+    pub(crate) fn rings_mut(&mut self) -> Vec<(String, &mut dyn StoredRing)> {
+        let mut out: Vec<(String, &mut dyn StoredRing)> =
+            vec![("detector.values".into(), &mut self.values)];
+        for (i, h) in self.evidence.iter_mut().enumerate() {
+            out.push((format!("detector.evidence.{i}"), &mut h.0));
+        }
+        out.push(("detector.combined".into(), &mut self.combined.0));
+        out
     }
 
     /// Whether the next observation is scored: the evidence history that ranks it is long enough (the same
@@ -471,14 +490,11 @@ impl Detector {
             .filter(|z| z.is_finite());
         let prev = self.values.back().copied();
 
-        self.values.push_back(x);
         let keep = (p.memory + 2 * p.dim - 1)
             .max(LEVEL_SCALES[LEVEL_SCALES.len() - 1])
             .max(SPREAD_WINDOW)
             .max(VOLATILITY_WINDOW + 1);
-        while self.values.len() > keep {
-            self.values.pop_front();
-        }
+        self.values.push(x, keep);
         self.seen += 1;
         // Running moments first, then forgetting: a score from the start without a cold-start bias.
         let alpha = (1.0 / self.seen as f64).max(1.0 / p.history as f64);
@@ -826,7 +842,7 @@ fn offer(best: &mut [f64], acc: f64) {
 
 /// Appends `e` to a calibration history of at most `cap` values; when `censor`, at most at the history's
 /// current maximum (a non-empty history; an empty one takes `e` as it is).
-fn push_censored(hist: &mut VecDeque<f64>, e: f64, censor: bool, cap: usize) {
+fn push_censored(hist: &mut Ring<f64>, e: f64, censor: bool, cap: usize) {
     let e = if censor {
         hist.iter()
             .copied()
@@ -835,17 +851,14 @@ fn push_censored(hist: &mut VecDeque<f64>, e: f64, censor: bool, cap: usize) {
     } else {
         e
     };
-    hist.push_back(e);
-    while hist.len() > cap {
-        hist.pop_front();
-    }
+    hist.push(e, cap);
 }
 
 /// Conformal p-value of `e` against `hist` (non-empty), with an exponential tail beyond its maximum.
-fn tail(hist: &VecDeque<f64>, e: f64) -> f64 {
+fn tail(hist: &Ring<f64>, e: f64) -> f64 {
     let n = hist.len() as f64;
     let (mut ge, mut max, mut sum, mut sum2) = (0usize, f64::NEG_INFINITY, 0.0, 0.0);
-    for &h in hist {
+    for &h in hist.iter() {
         if h >= e {
             ge += 1;
         }
@@ -877,42 +890,6 @@ pub fn score_of(p: f64) -> f64 {
         return 1.0;
     }
     (-p.log10() / SCORE_DECADES).clamp(0.0, 1.0)
-}
-
-/// Serde of a `VecDeque<f64>` as base64 of little-endian bytes: exact and about half the size of JSON
-/// numbers (the buffers are most of a stream's state, which is saved after every batch).
-mod f64s {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(v: &VecDeque<f64>, s: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(v.len() * 8);
-        for x in v {
-            bytes.extend_from_slice(&x.to_le_bytes());
-        }
-        STANDARD.encode(bytes).serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<f64>, D::Error> {
-        use serde::de::Error;
-        let text = String::deserialize(d)?;
-        let bytes = STANDARD.decode(text.as_bytes()).map_err(D::Error::custom)?;
-        if bytes.len() % 8 != 0 {
-            return Err(D::Error::custom("f64 buffer length is not a multiple of 8"));
-        }
-        bytes
-            .chunks_exact(8)
-            .map(|c| {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(c);
-                let x = f64::from_le_bytes(a);
-                if x.is_finite() {
-                    Ok(x)
-                } else {
-                    Err(D::Error::custom("non-finite value in a stored buffer"))
-                }
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -1079,8 +1056,7 @@ mod tests {
         for _ in 0..1000 {
             d.observe(r.normal(), &p, 0.8);
         }
-        let json = serde_json::to_string(&d).unwrap();
-        let mut back: Detector = serde_json::from_str(&json).unwrap();
+        let mut back = round_trip(&d);
         assert_eq!(back, d);
         let v = d.observe(12.0, &p, 0.8);
         assert_eq!(
@@ -1160,14 +1136,14 @@ mod tests {
 
     #[test]
     fn censoring_keeps_p_values_below_the_maximum() {
-        let mut h: VecDeque<f64> = [1.0, 3.0, 2.0].into();
+        let mut h: Ring<f64> = [1.0, 3.0, 2.0].into_iter().collect();
         push_censored(&mut h, 9.0, true, 10);
         assert_eq!(h.back(), Some(&3.0));
         push_censored(&mut h, 9.0, false, 4);
-        assert_eq!(h, VecDeque::from([3.0, 2.0, 3.0, 9.0]));
-        let mut empty = VecDeque::new();
+        assert_eq!(h.iter().copied().collect::<Vec<_>>(), [3.0, 2.0, 3.0, 9.0]);
+        let mut empty = Ring::default();
         push_censored(&mut empty, 5.0, true, 4);
-        assert_eq!(empty, VecDeque::from([5.0]));
+        assert_eq!(empty.iter().copied().collect::<Vec<_>>(), [5.0]);
     }
 
     #[test]
@@ -1188,17 +1164,33 @@ mod tests {
         for i in 0..100 {
             d.observe((i as f64 * 0.3).sin() + 0.1 / 3.0, &p, 0.8);
         }
+        assert_eq!(round_trip(&d), d);
+        // The rings' entries are not in the serialised detector, only their extent.
         let json = serde_json::to_string(&d).unwrap();
-        let back: Detector = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, d);
         assert!(
-            serde_json::from_str::<Detector>(&json.replace("\"values\":\"", "\"values\":\"A"))
-                .is_err()
+            json.contains("\"values\":{\"end\":100,\"len\":100}"),
+            "{json}"
         );
         assert!(
-            serde_json::from_str::<Detector>(&json.replace("\"combined\":\"", "\"combined\":\"A"))
-                .is_err()
+            serde_json::from_str::<Detector>(
+                &json.replace("\"values\":{", "\"values\":{\"len\":\"x\",")
+            )
+            .is_err()
         );
+    }
+
+    /// `d` serialised and read back with its rings' segments, as a store does.
+    fn round_trip(d: &Detector) -> Detector {
+        let segments: Vec<_> = d
+            .rings()
+            .into_iter()
+            .flat_map(|(name, r)| r.delta(&name, true).0)
+            .collect();
+        let mut back: Detector = serde_json::from_str(&serde_json::to_string(d).unwrap()).unwrap();
+        for (name, r) in back.rings_mut() {
+            r.attach(&name, &segments).unwrap();
+        }
+        back
     }
 
     #[test]

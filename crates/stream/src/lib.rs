@@ -24,8 +24,12 @@
 //!   counter).
 //! * No panics on any input; nothing fails before the detector has history (results then carry score 0,
 //!   `is_anomaly: false`, `calibrated: false`).
-//! * A serialised state carries [`STATE_VERSION`] (3 since the multi-scale evidences and the autoencoder); other versions are refused, never
-//!   misread (`vigil-realtime` then restarts that stream's state from scratch and logs it).
+//! * A serialised state carries [`STATE_VERSION`] (4 since its rings are stored apart; 3, the same layout with the
+//!   rings inline, is still read); other versions are refused, never misread (`vigil-realtime` then restarts that
+//!   stream's state from scratch and logs it).
+//! * A stored state is its core (JSON, a few kB), its model, and its rings' segments ([`ring`]): the rings take one
+//!   entry per event, so a checkpoint writes only the segments that changed, and [`StreamState::from_parts`]
+//!   refuses a ring whose segments are missing.
 //!
 //! ## The pipeline, per event
 //! 1. **Window**: the last `window_size` (50) values. Fewer than `min_events` (10) events →
@@ -113,6 +117,7 @@ pub mod error;
 pub mod event;
 pub mod model;
 pub mod nab;
+pub mod ring;
 pub mod state;
 pub mod stats;
 pub mod window;

@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -15,14 +17,19 @@ use crate::detector::{ComponentKind, Detector, Verdict};
 use crate::error::StreamError;
 use crate::event::Event;
 use crate::model::Model;
+use crate::ring::{Prune, Ring, Segment, StoredRing};
 use crate::stats::{Ewm, Running, median};
 use crate::window::{self, N_FEATURES, WindowTopology, Z_FLOOR, feat};
 
 /// Version of the serialised [`StreamState`]. Bump it whenever the layout or the meaning of a field
-/// changes; a state of another version is refused by [`StreamState::from_json`] and the stream starts over.
-/// Version 2 added the scoring detector; version 3 its multi-scale evidences and the autoencoder. An older state is
-/// refused and the stream starts over.
-pub const STATE_VERSION: u32 = 3;
+/// changes; a state of another version is refused by [`StreamState::from_parts`] and the stream starts over.
+/// Version 2 added the scoring detector; version 3 its multi-scale evidences and the autoencoder; version 4 stores
+/// the rings apart, as segments ([`crate::ring`]). A version 3 state is still read (its rings are inline, and the
+/// next checkpoint stores them apart); an older one is refused and the stream starts over.
+pub const STATE_VERSION: u32 = 4;
+
+/// The oldest [`STATE_VERSION`] still read: the same layout with the rings inline.
+const OLDEST_READ: u32 = 3;
 
 /// Centre and width of the squashing curve that maps a deviation z (in baseline σ) to a 0–100 score.
 const SQUASH_CENTER: f64 = 2.75;
@@ -87,8 +94,12 @@ struct Baseline {
 /// A [`StreamState`] split for storage (see [`StreamState::to_parts`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateParts {
-    /// Everything but the model (JSON, a few kB).
+    /// Everything but the model and the rings' entries (JSON, a few kB).
     pub core: Vec<u8>,
+    /// The ring segments to write (insert or replace), see [`crate::ring`].
+    pub segments: Vec<Segment>,
+    /// Per ring whose oldest segment moved, which of its stored segments stay; the others are deleted.
+    pub prunes: Vec<Prune>,
     /// The model (JSON with the forest as base64), once the stream is calibrated.
     pub model: Option<Vec<u8>>,
     /// Number of model fits so far.
@@ -143,7 +154,7 @@ pub struct StreamState {
     normal_since_refit: u64,
     refits: u64,
     /// The most recent normal windows, for refitting the model.
-    recent_normal: VecDeque<[f64; N_FEATURES]>,
+    recent_normal: Ring<[f64; N_FEATURES]>,
     /// The scoring detector (see [`crate::detector`]).
     detector: Detector,
     /// `scores.total` of the last analysed event (0–100), for read-only views; absent in states written before
@@ -172,7 +183,7 @@ impl StreamState {
             consecutive_unusual: 0,
             normal_since_refit: 0,
             refits: 0,
-            recent_normal: VecDeque::new(),
+            recent_normal: Ring::default(),
             detector: Detector::new(),
             last_total: None,
             coords: Vec::new(),
@@ -199,20 +210,25 @@ impl StreamState {
         self.refits
     }
 
-    /// Splits the state for storage: the small part that changes with every event (JSON), and the model,
-    /// which changes only when the stream calibrates or refits, with its generation (it grows by one at
-    /// every fit), so a store can rewrite the model only when the generation moved.
+    /// Splits the state for storage, everything included: the small part that changes with every event (JSON),
+    /// every ring's segments, and the model, which changes only when the stream calibrates or refits, with its
+    /// generation (it grows by one at every fit), so a store can rewrite the model only when the generation moved.
     pub fn to_parts(&self) -> Result<StateParts, StreamError> {
-        self.to_parts_after(None)
+        self.split(None, true)
     }
 
-    /// [`Self::to_parts`] for a store that already holds model generation `stored_generation`: the model is
-    /// serialised only when it has changed since (its JSON is most of a state's size, and a refit happens once per
-    /// hundred windows while the core is saved after every batch).
+    /// [`Self::to_parts`] for a store that already holds this state as of its last load or
+    /// [`Self::mark_stored`], and model generation `stored_generation`: only the ring segments written since
+    /// (usually the open one of each ring, ≤ 1 KB), and the model only when it has changed (its JSON is most of a
+    /// state's size, and a refit happens once per hundred windows while the core is saved after every batch).
     pub fn to_parts_after(
         &self,
         stored_generation: Option<u64>,
     ) -> Result<StateParts, StreamError> {
+        self.split(stored_generation, false)
+    }
+
+    fn split(&self, stored_generation: Option<u64>, all: bool) -> Result<StateParts, StreamError> {
         let core = serde_json::to_vec(self).map_err(|e| StreamError::StateDecode(e.to_string()))?;
         let model = match self.baseline.as_ref().and_then(|b| b.model.as_ref()) {
             Some(_) if stored_generation == Some(self.refits) => None,
@@ -221,29 +237,64 @@ impl StreamState {
             }
             None => None,
         };
+        let (mut segments, mut prunes) = (Vec::new(), Vec::new());
+        for (name, ring) in self.rings() {
+            let (s, p) = ring.delta(&name, all);
+            segments.extend(s);
+            prunes.extend(p);
+        }
         Ok(StateParts {
             core,
+            segments,
+            prunes,
             model,
             model_generation: self.refits,
         })
     }
 
-    /// What the stored core of a state (the `core` of [`Self::to_parts`]) shows, without its model: the window,
-    /// the event count and whether the next event is scored under `cfg`. For read-only views (the console's
-    /// stream list); analysis always goes through [`Self::from_parts`].
-    pub fn view(core: &[u8], cfg: &StreamConfig) -> Result<StateView, StreamError> {
+    /// Records that the store now holds this state as [`Self::to_parts_after`] last split it, so the next split
+    /// writes only what changes after this.
+    pub fn mark_stored(&mut self) {
+        for (_, ring) in self.rings_mut() {
+            ring.mark_stored();
+        }
+    }
+
+    fn rings(&self) -> Vec<(String, &dyn StoredRing)> {
+        let mut out = self.detector.rings();
+        out.push(("recent_normal".into(), &self.recent_normal));
+        out
+    }
+
+    fn rings_mut(&mut self) -> Vec<(String, &mut dyn StoredRing)> {
+        let mut out = self.detector.rings_mut();
+        out.push(("recent_normal".into(), &mut self.recent_normal));
+        out
+    }
+
+    /// Refuses a core of a version this build does not read.
+    fn check_version(core: &[u8]) -> Result<(), StreamError> {
         #[derive(Deserialize)]
         struct V {
             version: u32,
         }
         let v: V =
             serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
-        if v.version != STATE_VERSION {
+        if !(OLDEST_READ..=STATE_VERSION).contains(&v.version) {
             return Err(StreamError::StateVersion {
                 found: v.version,
                 expected: STATE_VERSION,
             });
         }
+        Ok(())
+    }
+
+    /// What the stored core of a state (the `core` of [`Self::to_parts`]) shows, without its model: the window,
+    /// the event count and whether the next event is scored under `cfg`. For read-only views (the console's
+    /// stream list); analysis always goes through [`Self::from_parts`].
+    pub fn view(core: &[u8], cfg: &StreamConfig) -> Result<StateView, StreamError> {
+        Self::check_version(core)?;
+        // The rings stay detached: readiness needs only their lengths, which the core declares.
         let state: Self =
             serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
         Ok(StateView {
@@ -328,23 +379,18 @@ impl StreamState {
         }))
     }
 
-    /// Reassembles a state from [`Self::to_parts`]; refuses other versions, and a calibrated state
-    /// without its model.
-    pub fn from_parts(core: &[u8], model: Option<&[u8]>) -> Result<Self, StreamError> {
-        #[derive(Deserialize)]
-        struct V {
-            version: u32,
-        }
-        let v: V =
-            serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
-        if v.version != STATE_VERSION {
-            return Err(StreamError::StateVersion {
-                found: v.version,
-                expected: STATE_VERSION,
-            });
-        }
+    /// Reassembles a state from [`Self::to_parts`]: its core, its model and its rings' stored segments (others'
+    /// are ignored). Refuses other versions, a calibrated state without its model, and a ring whose segments are
+    /// missing or do not fit.
+    pub fn from_parts(
+        core: &[u8],
+        model: Option<&[u8]>,
+        segments: &[Segment],
+    ) -> Result<Self, StreamError> {
+        Self::check_version(core)?;
         let mut state: Self =
             serde_json::from_slice(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
+        state.version = STATE_VERSION;
         if let Some(b) = state.baseline.as_mut() {
             let bytes = model.ok_or_else(|| {
                 StreamError::StateDecode("calibrated state without its model".into())
@@ -353,10 +399,15 @@ impl StreamState {
                 .map_err(|e| StreamError::StateDecode(e.to_string()))?;
             b.model = Some(m);
         }
+        for (name, ring) in state.rings_mut() {
+            ring.attach(&name, segments)
+                .map_err(StreamError::StateDecode)?;
+        }
         Ok(state)
     }
 
-    /// The whole state as one JSON document (`{"core": …, "model": …}`).
+    /// The whole state as one JSON document (`{"core": …, "model": …, "segments": [[ring, index, first, base64],
+    /// …]}`).
     pub fn to_json(&self) -> Result<Vec<u8>, StreamError> {
         let parts = self.to_parts()?;
         let decode = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b);
@@ -365,25 +416,45 @@ impl StreamState {
             Some(m) => decode(m).map_err(|e| StreamError::StateDecode(e.to_string()))?,
             None => serde_json::Value::Null,
         };
-        serde_json::to_vec(&serde_json::json!({"core": core, "model": model}))
+        let segments: Vec<serde_json::Value> = parts
+            .segments
+            .iter()
+            .map(|s| serde_json::json!([s.ring, s.index, s.first, STANDARD.encode(&s.data)]))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"core": core, "model": model, "segments": segments}))
             .map_err(|e| StreamError::StateDecode(e.to_string()))
     }
 
     /// Restores a state written by [`Self::to_json`].
     pub fn from_json(bytes: &[u8]) -> Result<Self, StreamError> {
-        let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| StreamError::StateDecode(e.to_string()))?;
-        let core = v
-            .get("core")
-            .ok_or_else(|| StreamError::StateDecode("missing `core`".into()))?;
-        let core = serde_json::to_vec(core).map_err(|e| StreamError::StateDecode(e.to_string()))?;
-        let model = match v.get("model") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(m) => {
-                Some(serde_json::to_vec(m).map_err(|e| StreamError::StateDecode(e.to_string()))?)
-            }
+        #[derive(Deserialize)]
+        struct Whole {
+            core: serde_json::Value,
+            #[serde(default)]
+            model: serde_json::Value,
+            #[serde(default)]
+            segments: Vec<(String, u64, u64, String)>,
+        }
+        let bad = |e: &dyn std::fmt::Display| StreamError::StateDecode(e.to_string());
+        let w: Whole = serde_json::from_slice(bytes).map_err(|e| bad(&e))?;
+        let core = serde_json::to_vec(&w.core).map_err(|e| bad(&e))?;
+        let model = match &w.model {
+            serde_json::Value::Null => None,
+            m => Some(serde_json::to_vec(m).map_err(|e| bad(&e))?),
         };
-        Self::from_parts(&core, model.as_deref())
+        let segments = w
+            .segments
+            .into_iter()
+            .map(|(ring, index, first, data)| {
+                Ok(Segment {
+                    ring,
+                    index,
+                    first,
+                    data: STANDARD.decode(data.as_bytes()).map_err(|e| bad(&e))?,
+                })
+            })
+            .collect::<Result<Vec<_>, StreamError>>()?;
+        Self::from_parts(&core, model.as_deref(), &segments)
     }
 
     /// Analyses one event: updates the stream's state with it and returns its analysis. See the crate
@@ -583,10 +654,7 @@ impl StreamState {
             }
             self.consecutive_unusual = 0;
             self.collector = None;
-            self.recent_normal.push_back(*row);
-            while self.recent_normal.len() > cfg.calibration_windows {
-                self.recent_normal.pop_front();
-            }
+            self.recent_normal.push(*row, cfg.calibration_windows);
             self.normal_since_refit += 1;
             if self.normal_since_refit >= cfg.refit_period as u64 && self.recent_normal.len() >= 8 {
                 let rows: Vec<[f64; N_FEATURES]> = self.recent_normal.iter().copied().collect();
@@ -679,14 +747,12 @@ impl StreamState {
             log_rate,
             model: Some(model),
         });
-        self.recent_normal = c
-            .rows
-            .iter()
-            .rev()
-            .take(cfg.calibration_windows)
-            .rev()
-            .copied()
-            .collect();
+        // Cleared and refilled rather than replaced: its indexes go on, so no stored segment is mistaken for these.
+        self.recent_normal.clear();
+        let skip = c.rows.len().saturating_sub(cfg.calibration_windows);
+        for row in &c.rows[skip..] {
+            self.recent_normal.push(*row, cfg.calibration_windows);
+        }
         self.consecutive_unusual = 0;
         self.normal_since_refit = 0;
         self.refits += 1;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use vigil_stream::bench_data::SplitMix;
+use vigil_stream::ring::Segment;
 use vigil_stream::{Analysis, Event, STATE_VERSION, StreamConfig, StreamError, StreamState};
 
 fn t0() -> DateTime<Utc> {
@@ -141,10 +142,16 @@ fn parts_round_trip_and_a_calibrated_state_needs_its_model() {
     assert!(parts.model.is_some());
     assert_eq!(parts.model_generation, s.refits());
     assert!(matches!(
-        StreamState::from_parts(&parts.core, None),
+        StreamState::from_parts(&parts.core, None, &parts.segments),
         Err(StreamError::StateDecode(_))
     ));
-    let mut back = StreamState::from_parts(&parts.core, parts.model.as_deref()).unwrap();
+    // Nor without its rings' segments.
+    assert!(matches!(
+        StreamState::from_parts(&parts.core, parts.model.as_deref(), &[]),
+        Err(StreamError::StateDecode(_))
+    ));
+    let mut back =
+        StreamState::from_parts(&parts.core, parts.model.as_deref(), &parts.segments).unwrap();
     let rest = run(&mut back, &events[200..], &cfg);
     assert!(
         serde_json::to_string(&rest).unwrap() == serde_json::to_string(&expected[200..]).unwrap()
@@ -162,11 +169,167 @@ fn parts_round_trip_and_a_calibrated_state_needs_its_model() {
     assert_eq!(older.model, parts.model);
 }
 
+/// A store of segments that behaves like `stream_segments`: upsert by (ring, index), prune by range.
+#[derive(Default)]
+struct SegmentStore(std::collections::BTreeMap<(String, u64), Segment>);
+
+impl SegmentStore {
+    fn apply(&mut self, parts: &vigil_stream::StateParts) {
+        for s in &parts.segments {
+            self.0.insert((s.ring.clone(), s.index), s.clone());
+        }
+        for p in &parts.prunes {
+            self.0
+                .retain(|(ring, i), _| *ring != p.ring || (p.keep_from..p.keep_until).contains(i));
+        }
+    }
+
+    fn all(&self) -> Vec<Segment> {
+        self.0.values().cloned().collect()
+    }
+}
+
+/// A configuration whose rings wrap within a few hundred events.
+fn small_rings() -> StreamConfig {
+    let mut cfg = StreamConfig {
+        calibration_windows: 30,
+        refit_period: 40,
+        ..Default::default()
+    };
+    cfg.detector.memory = 150;
+    cfg.detector.history = 120;
+    cfg.detector.dim = 10;
+    cfg.detector.level = true;
+    cfg.detector.spread = true;
+    cfg
+}
+
+#[test]
+fn checkpoints_write_only_what_changed_and_a_reload_continues_bit_for_bit() {
+    let cfg = small_rings();
+    let events = noise("k", 700, 8);
+    let mut whole = StreamState::new("k");
+    let expected = run(&mut whole, &events, &cfg);
+
+    let mut store = SegmentStore::default();
+    let mut s = StreamState::new("k");
+    let mut generation = None;
+    let (mut model, mut core) = (None, Vec::new());
+    for (i, e) in events.iter().enumerate() {
+        s.analyse(e, &cfg).unwrap();
+        let parts = s.to_parts_after(generation).unwrap();
+        if parts.model.is_some() {
+            model = parts.model.clone();
+            generation = Some(parts.model_generation);
+        }
+        store.apply(&parts);
+        s.mark_stored();
+        core = parts.core;
+        if i > 0 && parts.model.is_none() {
+            // A checkpoint writes, per ring, the segment holding the last stored end and at most the one that
+            // opened after it: never a whole ring (a calibration refills the normal rows).
+            let mut per_ring = std::collections::HashMap::new();
+            for x in &parts.segments {
+                *per_ring.entry(x.ring.as_str()).or_insert(0) += 1;
+            }
+            assert!(
+                per_ring.values().all(|&n| n <= 2),
+                "event {i}: {per_ring:?}"
+            );
+        }
+        if i % 97 == 0 || i == 500 {
+            // What is stored restores the state exactly, and it goes on as the uninterrupted run did.
+            let back = StreamState::from_parts(&core, model.as_deref(), &store.all()).unwrap();
+            let mut a = back.clone();
+            let mut b = s.clone();
+            let next = (i + 1).min(events.len())..(i + 40).min(events.len());
+            let ra = serde_json::to_string(&run(&mut a, &events[next.clone()], &cfg)).unwrap();
+            let rb = serde_json::to_string(&run(&mut b, &events[next], &cfg)).unwrap();
+            assert_eq!(ra, rb, "after event {i}");
+        }
+    }
+    let mut back = StreamState::from_parts(&core, model.as_deref(), &store.all()).unwrap();
+    assert_eq!(back.to_json().unwrap(), whole.to_json().unwrap());
+    assert_eq!(
+        serde_json::to_string(&run(&mut back, &noise("k", 30, 9), &cfg)).unwrap(),
+        serde_json::to_string(&run(&mut whole, &noise("k", 30, 9), &cfg)).unwrap()
+    );
+    assert_eq!(expected.len(), 700);
+}
+
+#[test]
+fn a_state_stored_with_inline_rings_is_still_read() {
+    // Version 3 stored the rings inline (f64 buffers as base64, the normal rows as arrays); it is read as is and
+    // its first checkpoint stores the rings apart.
+    let cfg = small_rings();
+    let events = noise("o", 400, 10);
+    let mut whole = StreamState::new("o");
+    let expected = run(&mut whole, &events, &cfg);
+    let mut s = StreamState::new("o");
+    run(&mut s, &events[..300], &cfg);
+    let parts = s.to_parts().unwrap();
+    let mut core: Value = serde_json::from_slice(&parts.core).unwrap();
+    let entries = |ring: &str, meta: &Value, width: usize| -> Vec<f64> {
+        let (end, len) = (meta["end"].as_u64().unwrap(), meta["len"].as_u64().unwrap());
+        let mut out = Vec::new();
+        for seg in parts.segments.iter().filter(|x| x.ring == ring) {
+            for (k, c) in seg.data.chunks_exact(8 * width).enumerate() {
+                let idx = seg.first + k as u64;
+                if (end - len..end).contains(&idx) {
+                    out.extend(
+                        c.chunks_exact(8)
+                            .map(|b| f64::from_le_bytes(b.try_into().unwrap())),
+                    );
+                }
+            }
+        }
+        assert_eq!(out.len() as u64, len * width as u64, "{ring}");
+        out
+    };
+    let b64 = |xs: Vec<f64>| {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+    };
+    let v = core["detector"]["values"].clone();
+    core["detector"]["values"] = b64(entries("detector.values", &v, 1));
+    let c = core["detector"]["combined"].clone();
+    core["detector"]["combined"] = b64(entries("detector.combined", &c, 1));
+    let n = core["detector"]["evidence"].as_array().unwrap().len();
+    for i in 0..n {
+        let m = core["detector"]["evidence"][i].clone();
+        core["detector"]["evidence"][i] = b64(entries(&format!("detector.evidence.{i}"), &m, 1));
+    }
+    let r = core["recent_normal"].clone();
+    let rows = entries("recent_normal", &r, 10);
+    core["recent_normal"] = json!(rows.chunks(10).map(|c| c.to_vec()).collect::<Vec<_>>());
+    core["version"] = json!(3);
+    let old = serde_json::to_vec(&core).unwrap();
+
+    let mut back = StreamState::from_parts(&old, parts.model.as_deref(), &[]).unwrap();
+    let again = back.to_parts_after(Some(back.refits())).unwrap();
+    let total =
+        |p: &vigil_stream::StateParts| p.segments.iter().map(|x| x.data.len()).sum::<usize>();
+    assert_eq!(
+        total(&again),
+        total(&parts),
+        "the first checkpoint stores every ring"
+    );
+    let rest = run(&mut back, &events[300..], &cfg);
+    assert_eq!(
+        serde_json::to_string(&rest).unwrap(),
+        serde_json::to_string(&expected[300..]).unwrap()
+    );
+}
+
 #[test]
 fn other_state_versions_and_garbage_are_refused() {
     let s = StreamState::new("v");
     let mut v: Value = serde_json::from_slice(&s.to_json().unwrap()).unwrap();
     v["core"]["version"] = json!(STATE_VERSION + 1);
+    let err = StreamState::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert!(matches!(err, StreamError::StateVersion { .. }));
+    v["core"]["version"] = json!(2);
     let err = StreamState::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
     assert!(matches!(err, StreamError::StateVersion { .. }));
     assert!(matches!(

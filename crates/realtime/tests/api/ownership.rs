@@ -83,7 +83,7 @@ async fn stored_core(app: &TestApp, stream: &str) -> (String, u64) {
         .await
         .unwrap()
         .unwrap();
-    let state = vigil_stream::StreamState::from_parts(&row.state, row.model.as_deref()).unwrap();
+    let state = vigil_realtime::pipeline::restore(&row).unwrap();
     let text = String::from_utf8(row.state).unwrap();
     (
         text.replace(&format!("\"{stream}\""), "\"_\""),

@@ -150,7 +150,7 @@ async fn contended_replicas_wait_instead_of_failing() {
         .await
         .unwrap()
         .unwrap();
-    let state = vigil_stream::StreamState::from_parts(&row.state, row.model.as_deref()).unwrap();
+    let state = vigil_realtime::pipeline::restore(&row).unwrap();
     assert_eq!(
         state.events(),
         (WRITERS * BATCHES * 5) as u64,
