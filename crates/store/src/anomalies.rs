@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::args::{Arg, Args};
 use crate::{Store, StoreError, time::now_ms};
 
 /// One stored anomaly, as the API returns it.
@@ -203,29 +204,20 @@ pub struct Filter {
     pub min_score: Option<f64>,
 }
 
-/// A value bound to a placeholder.
-#[derive(Debug, Clone)]
-enum Arg {
-    Int(i64),
-    Real(f64),
-    Text(String),
-}
-
 /// A WHERE clause under construction: conditions joined by AND, with `$N` numbered in push order.
 #[derive(Debug, Default)]
 struct Clause {
     conditions: Vec<String>,
-    args: Vec<Arg>,
+    args: Args<'static>,
 }
 
 impl Clause {
     /// The next placeholder, `$N`, for `arg`.
-    fn placeholder(&mut self, arg: Arg) -> String {
-        self.args.push(arg);
-        format!("${}", self.args.len())
+    fn placeholder(&mut self, arg: Arg<'static>) -> String {
+        self.args.placeholder(arg)
     }
 
-    fn push(&mut self, column_op: &str, arg: Arg) {
+    fn push(&mut self, column_op: &str, arg: Arg<'static>) {
         let p = self.placeholder(arg);
         self.conditions.push(format!("{column_op} {p}"));
     }
@@ -260,29 +252,15 @@ impl Filter {
     /// [`rollup_clause`]): the one place that maps those fields to columns.
     fn push_grouping_columns(&self, c: &mut Clause) {
         if let Some(v) = &self.source {
-            c.push("source_type =", Arg::Text(v.clone()));
+            c.push("source_type =", Arg::Text(v.clone().into()));
         }
         if let Some(v) = self.is_anomaly {
             c.push("is_anomaly =", Arg::Int(i64::from(v)));
         }
         if let Some(v) = &self.risk_level {
-            c.push("risk_level =", Arg::Text(v.clone()));
+            c.push("risk_level =", Arg::Text(v.clone().into()));
         }
     }
-}
-
-fn bind_all<'q, O>(
-    mut q: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
-    args: &[Arg],
-) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
-    for a in args {
-        q = match a {
-            Arg::Int(v) => q.bind(*v),
-            Arg::Real(v) => q.bind(*v),
-            Arg::Text(v) => q.bind(v.clone()),
-        };
-    }
-    q
 }
 
 /// One page of a listing plus the number of rows the filter matches.
@@ -311,7 +289,9 @@ pub async fn list(
     let rows_sql = format!(
         "SELECT {COLUMNS} FROM anomalies {where_sql} ORDER BY ts DESC, id LIMIT {lim} OFFSET {off}"
     );
-    let rows: Vec<AnomalyRow> = bind_all(sqlx::query_as(&rows_sql), &clause.args)
+    let rows: Vec<AnomalyRow> = clause
+        .args
+        .bind(sqlx::query_as(&rows_sql))
         .fetch_all(store.pool())
         .await?;
     let rows = rows
@@ -343,7 +323,7 @@ pub async fn export_page(
     if let Some(c) = after {
         let ts = clause.placeholder(Arg::Int(c.ts));
         let ts_again = clause.placeholder(Arg::Int(c.ts));
-        let id = clause.placeholder(Arg::Text(c.id.clone()));
+        let id = clause.placeholder(Arg::Text(c.id.clone().into()));
         clause
             .conditions
             // `ts <= a` is the index range; the OR only sorts out the rows sharing ts = a. (The plain
@@ -354,7 +334,9 @@ pub async fn export_page(
     let lim = clause.placeholder(Arg::Int(limit.clamp(1, MAX_PAGE)));
     let sql =
         format!("SELECT {COLUMNS} FROM anomalies {where_sql} ORDER BY ts DESC, id LIMIT {lim}");
-    let rows: Vec<AnomalyRow> = bind_all(sqlx::query_as(&sql), &clause.args)
+    let rows: Vec<AnomalyRow> = clause
+        .args
+        .bind(sqlx::query_as(&sql))
         .fetch_all(store.pool())
         .await?;
     rows.into_iter().map(Anomaly::try_from).collect()
@@ -459,7 +441,9 @@ pub async fn count(store: &Store, filter: &Filter) -> Result<i64, StoreError> {
         "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM anomaly_counts {}",
         clause.sql()
     );
-    let (mut total,): (i64,) = bind_all(sqlx::query_as(&sql), &clause.args)
+    let (mut total,): (i64,) = clause
+        .args
+        .bind(sqlx::query_as(&sql))
         .fetch_one(store.pool())
         .await?;
     for edge in &split.edges {
@@ -475,7 +459,9 @@ pub async fn count_scan(store: &Store, filter: &Filter) -> Result<i64, StoreErro
         "SELECT CAST(COUNT(*) AS BIGINT) FROM anomalies {}",
         clause.sql()
     );
-    let (total,): (i64,) = bind_all(sqlx::query_as(&sql), &clause.args)
+    let (total,): (i64,) = clause
+        .args
+        .bind(sqlx::query_as(&sql))
         .fetch_one(store.pool())
         .await?;
     Ok(total)
@@ -608,7 +594,9 @@ async fn rollup_groups(
          GROUP BY source_type, risk_level",
         clause.sql()
     );
-    Ok(bind_all(sqlx::query_as(&sql), &clause.args)
+    Ok(clause
+        .args
+        .bind(sqlx::query_as(&sql))
         .fetch_all(store.pool())
         .await?)
 }
@@ -627,7 +615,9 @@ async fn rollup_timeline(
         "SELECT (hour - (((hour % {w}) + {w}) % {w})) AS bucket, CAST(SUM(n) AS BIGINT) FROM anomaly_counts \
          {where_sql} GROUP BY 1 ORDER BY 1"
     );
-    Ok(bind_all(sqlx::query_as(&sql), &clause.args)
+    Ok(clause
+        .args
+        .bind(sqlx::query_as(&sql))
         .fetch_all(store.pool())
         .await?)
 }
@@ -639,7 +629,9 @@ async fn raw_groups(store: &Store, filter: &Filter) -> Result<Groups, StoreError
          GROUP BY source_type, risk_level",
         clause.sql()
     );
-    Ok(bind_all(sqlx::query_as(&sql), &clause.args)
+    Ok(clause
+        .args
+        .bind(sqlx::query_as(&sql))
         .fetch_all(store.pool())
         .await?)
 }
@@ -657,7 +649,9 @@ async fn raw_timeline(
         "SELECT (ts - (((ts % {w}) + {w}) % {w})) AS bucket, CAST(COUNT(*) AS BIGINT) FROM anomalies {where_sql} \
          GROUP BY 1 ORDER BY 1"
     );
-    Ok(bind_all(sqlx::query_as(&sql), &clause.args)
+    Ok(clause
+        .args
+        .bind(sqlx::query_as(&sql))
         .fetch_all(store.pool())
         .await?)
 }
@@ -778,7 +772,9 @@ mod tests {
             "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM anomalies {}",
             clause.sql()
         );
-        let plan: Vec<(i64, i64, i64, String)> = bind_all(sqlx::query_as(&sql), &clause.args)
+        let plan: Vec<(i64, i64, i64, String)> = clause
+            .args
+            .bind(sqlx::query_as(&sql))
             .fetch_all(s.pool())
             .await
             .expect("plan");

@@ -32,6 +32,7 @@
 pub mod alert_configs;
 pub mod alert_deliveries;
 pub mod anomalies;
+mod args;
 mod checkpoint;
 mod error;
 pub mod incidents;

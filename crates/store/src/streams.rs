@@ -14,6 +14,7 @@
 
 use sqlx::{Any, Executor};
 
+use crate::args::{Arg, Args};
 use crate::incidents::{self, IncidentWrite};
 use crate::time::now_ms;
 use crate::{Backend, Store, StoreError};
@@ -259,42 +260,21 @@ pub async fn save(store: &Store, w: Write<'_>) -> Result<Saved, StoreError> {
     Ok(saved)
 }
 
-/// A query's text and its arguments, numbered in the order they are added.
+/// A statement's text and its arguments.
 #[derive(Default)]
 struct Sql<'a> {
     text: String,
-    args: Vec<Arg<'a>>,
-}
-
-enum Arg<'a> {
-    Text(&'a str),
-    OptText(Option<&'a str>),
-    Int(i64),
-    Bytes(&'a [u8]),
+    args: Args<'a>,
 }
 
 impl<'a> Sql<'a> {
     /// Adds `arg` and returns its placeholder.
     fn arg(&mut self, arg: Arg<'a>) -> String {
-        self.args.push(arg);
-        format!("${}", self.args.len())
+        self.args.placeholder(arg)
     }
 
     fn push(&mut self, text: &str) {
         self.text.push_str(text);
-    }
-
-    fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
-        let mut q = sqlx::query(&self.text);
-        for a in &self.args {
-            q = match a {
-                Arg::Text(t) => q.bind(*t),
-                Arg::OptText(t) => q.bind(*t),
-                Arg::Int(i) => q.bind(*i),
-                Arg::Bytes(b) => q.bind(b.to_vec()),
-            };
-        }
-        q
     }
 }
 
@@ -305,7 +285,7 @@ fn row_statement<'a>(sql: &mut Sql<'a>, w: &Write<'a>, state: &'a str, stream: &
         (None, model) => format!(
             "INSERT INTO stream_states (stream, version, state, model, model_generation, updated_at, incident, dedup) \
              VALUES ({stream}, 1, {}, {}, {}, {}, {}, {}) ON CONFLICT (stream) DO NOTHING",
-            sql.arg(Arg::Text(state)),
+            sql.arg(Arg::Text(state.into())),
             match model {
                 Some((m, _)) => sql.arg(Arg::Bytes(m)),
                 None => "NULL".into(),
@@ -327,7 +307,7 @@ fn row_statement<'a>(sql: &mut Sql<'a>, w: &Write<'a>, state: &'a str, stream: &
             format!(
                 "UPDATE stream_states SET version = version + 1, state = {}, {model_sets}updated_at = {}, \
                  incident = {}, dedup = COALESCE({}, dedup) WHERE stream = {stream} AND version = {}",
-                sql.arg(Arg::Text(state)),
+                sql.arg(Arg::Text(state.into())),
                 sql.arg(Arg::Int(now)),
                 sql.arg(Arg::OptText(w.incident)),
                 sql.arg(Arg::OptText(w.dedup)),
@@ -345,7 +325,7 @@ fn segment_rows<'a>(sql: &mut Sql<'a>, w: &Write<'a>, lead: &str) -> String {
         .map(|s| {
             format!(
                 "({lead}{}, {}, {}, {})",
-                sql.arg(Arg::Text(s.ring)),
+                sql.arg(Arg::Text(s.ring.into())),
                 sql.arg(Arg::Int(s.seg)),
                 sql.arg(Arg::Int(s.first)),
                 sql.arg(Arg::Bytes(s.data))
@@ -362,7 +342,7 @@ fn pruned<'a>(sql: &mut Sql<'a>, w: &Write<'a>) -> String {
         .map(|k| {
             format!(
                 "(ring = {} AND (seg < {} OR seg >= {}))",
-                sql.arg(Arg::Text(k.ring)),
+                sql.arg(Arg::Text(k.ring.into())),
                 sql.arg(Arg::Int(k.keep_from)),
                 sql.arg(Arg::Int(k.keep_until))
             )
@@ -393,7 +373,7 @@ async fn save_on<'e, E: Executor<'e, Database = Any>>(
     let state = std::str::from_utf8(w.state)
         .map_err(|e| StoreError::Conflict(format!("state is not UTF-8: {e}")))?;
     let mut sql = Sql::default();
-    let stream = sql.arg(Arg::Text(w.stream));
+    let stream = sql.arg(Arg::Text(w.stream.into()));
     let row = row_statement(&mut sql, &w, state, &stream);
     match backend {
         Backend::Postgres => {
@@ -435,11 +415,13 @@ async fn save_on<'e, E: Executor<'e, Database = Any>>(
             }
         }
     }
-    let rows = sql.query().fetch_all(exec).await?;
-    let written: i64 = match rows.first() {
-        Some(r) => sqlx::Row::try_get(r, 0)?,
-        None => 0,
-    };
+    // The only rows are the count of rows the row's write changed (PostgreSQL's `SELECT`, SQLite's `changes()`).
+    let rows: Vec<(i64,)> = sql
+        .args
+        .bind(sqlx::query_as(&sql.text))
+        .fetch_all(exec)
+        .await?;
+    let written = rows.first().map_or(0, |r| r.0);
     if written == 1 {
         Ok(Saved::Ok(w.expected_version.map_or(1, |v| v + 1)))
     } else {
